@@ -1,0 +1,139 @@
+"""``python -m psreval_tune run [flags]``: one cycle from the command line.
+
+Flags are generated from CycleConfig's fields (``--adv-fraction`` for
+``adv_fraction``), so the CLI can never drift from the config. Bad input
+exits with status 2 and one line on stderr, before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import typing
+from pathlib import Path
+from typing import Any, Sequence
+
+from .config import ConfigError, CycleConfig
+
+HELP = {
+    "dataset": "digits (bundled, default) | cifar10 | pneumonia | synthetic",
+    "data_root": "folder with the cifar10 or pneumonia data",
+    "download": "let torchvision download CIFAR-10 into --data-root (needs internet)",
+    "arch": "cnn | resnet9 | resnet18",
+    "partition": "iid | dirichlet",
+    "threat": "none | adv_training | train_time_attack",
+    "attack": "attack used by the training threat: PGD | FGSM | FAB",
+    "epsilon": "target DP epsilon over all rounds; 'none' = non-private",
+    "eval_attacks": "comma-separated attacks evaluated at inference (default PGD,FGSM,FAB)",
+    "adv_fraction": "share of the training data the adversary client holds, in [0, 1)",
+    "aggregation": "fedavg | median",
+    "accountant": "rdp | prv | gdp",
+    "device": "auto (CUDA if visible) | cpu | cuda",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> typing.NoReturn:  # one line, exit 2, no usage dump
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
+def _optional(value: str) -> str | None:
+    return None if value.lower() in ("none", "null", "") else value
+
+
+def _converter(name: str, kind: Any):
+    """Parse a flag's text into the field's type, naming the flag on failure."""
+    nullable = type(None) in typing.get_args(kind)
+    base = next(a for a in typing.get_args(kind) if a is not type(None)) if nullable else kind
+
+    def convert(text: str):
+        if nullable and _optional(text) is None:
+            return None
+        try:
+            if typing.get_origin(base) is tuple:
+                return tuple(part.strip() for part in text.split(",") if part.strip())
+            if base is int:
+                return int(text)
+            if base is float:
+                return float(text)
+            return text
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"--{name.replace('_', '-')}={text!r} is not {'an integer' if base is int else 'a number'}") from None
+
+    convert.__name__ = getattr(base, "__name__", "value")
+    return convert
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m psreval_tune", description="PSREval cycles: DP + int8 + adversarial FL.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    run = sub.add_parser("run", help="run one cycle and write its results")
+    hints = typing.get_type_hints(CycleConfig)
+    for f in dataclasses.fields(CycleConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default
+        shown = ",".join(default) if isinstance(default, tuple) else default
+        text = f"{HELP.get(f.name, '')} (default: {shown})".strip()
+        if hints[f.name] is bool:
+            run.add_argument(flag, action="store_true", default=None, help=text)
+        else:
+            run.add_argument(flag, type=_converter(f.name, hints[f.name]), default=None, help=text,
+                             metavar=f.name.upper())
+    run.add_argument("--out", default="runs/cycle", help="output folder (default: runs/cycle)")
+    run.add_argument("--cache-dir", default="runs/cache",
+                     help="where trained non-private twins are cached; 'none' disables (default: runs/cache)")
+    run.add_argument("--quiet", action="store_true", help="no progress lines")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> CycleConfig:
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(CycleConfig)
+             if getattr(args, f.name) is not None}
+    return CycleConfig(**given)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def results_table(metrics: dict[str, Any]) -> str:
+    """The headline numbers; everything else is in metrics.json."""
+    keys = [k for k in metrics if k.startswith(("acc_clean", "acc_wb", "size_", "epsilon_spent",
+                                                 "noise_multiplier", "sample_rate", "dp_steps"))]
+    keys += [k for k in metrics if k.startswith("acc_transfer") and k.endswith("_mean")]
+    keys += [k for k in metrics if k.startswith("time_")]
+    width = max(len(k) for k in keys)
+    return "\n".join(f"  {k.ljust(width)}  {_fmt(metrics[k])}" for k in keys)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    progress = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    try:
+        cfg = config_from_args(args)
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"--out={str(out)!r} exists and is not a folder")
+        # Imported late: torch and friends take seconds to load, flag errors should not wait.
+        from .artifacts import write_outputs
+        from .cycle import TwinCache, run_cycle
+
+        cache = None if _optional(args.cache_dir) is None else TwinCache(args.cache_dir)
+        result = run_cycle(cfg, cache=cache, progress=progress)
+        write_outputs(result, out)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; nothing written", file=sys.stderr)
+        return 130
+    print(f"\nPSREval cycle: dataset={cfg.dataset} arch={cfg.arch} epsilon={cfg.epsilon} threat={cfg.threat}")
+    print(results_table(result.metrics))
+    print(f"\nresults: {out}/metrics.json  (weights, int8 weights and adv_examples.png beside it)")
+    return 0

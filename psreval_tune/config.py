@@ -1,0 +1,199 @@
+"""The one typed config that flows down through a PSREval cycle.
+
+Every field is validated when the object is built, so a bad value fails
+before any data is loaded or anything is written. Errors name the field,
+the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+DATASETS = ("digits", "cifar10", "pneumonia", "synthetic")
+ARCHS = ("cnn", "resnet9", "resnet18")
+ATTACKS = ("PGD", "FGSM", "FAB")
+THREATS = ("none", "adv_training", "train_time_attack")
+PARTITIONS = ("iid", "dirichlet")
+AGGREGATIONS = ("fedavg", "median")
+ACCOUNTANTS = ("rdp", "prv", "gdp")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class ConfigError(ValueError):
+    """A user-supplied value is not allowed. The message is one line."""
+
+
+@dataclass(frozen=True)
+class CycleConfig:
+    # data
+    dataset: str = "digits"
+    data_root: str | None = None
+    download: bool = False
+    image_size: int | None = None  # pneumonia / synthetic only; None = dataset default
+    train_samples: int | None = None  # subsample the training split (None = all)
+    test_samples: int | None = None  # subsample the test split (None = all)
+    val_fraction: float = 0.1  # public validation split, used only for int8 calibration
+    # model
+    arch: str = "cnn"
+    # federation
+    num_clients: int = 2
+    partition: str = "iid"
+    dirichlet_alpha: float = 0.5
+    aggregation: str = "fedavg"
+    adversary_client: int = 0
+    adv_fraction: float = 0.0
+    rounds: int = 10
+    local_epochs: int = 1
+    batch_size: int = 128
+    lr: float = 0.2
+    momentum: float = 0.9
+    # threat during training and the attack it uses
+    threat: str = "none"
+    attack: str = "PGD"
+    attack_eps: float = 8 / 255
+    attack_alpha: float = 2 / 255
+    attack_steps: int = 10
+    # privacy (epsilon None = non-private)
+    epsilon: float | None = None
+    delta: float = 1e-5
+    max_grad_norm: float = 1.0
+    accountant: str = "rdp"
+    # evaluation
+    eval_attacks: tuple[str, ...] = ATTACKS
+    eval_samples: int = 256  # test images attacked at inference
+    attack_repeats: int = 3
+    # run
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        # tuples arrive as lists from JSON/CLI; normalise before validating
+        if not isinstance(self.eval_attacks, tuple):
+            object.__setattr__(self, "eval_attacks", tuple(self.eval_attacks))
+        _validate(self)
+
+    # --- derived views -------------------------------------------------
+    @property
+    def private(self) -> bool:
+        return self.epsilon is not None
+
+    def replace(self, **changes: Any) -> "CycleConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["eval_attacks"] = list(self.eval_attacks)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "CycleConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown config key {unknown[0]!r}; allowed: {', '.join(sorted(known))}")
+        return cls(**d)
+
+    def training_key(self) -> str:
+        """Hash of everything that determines the trained float model.
+
+        Evaluation-only fields (eval attacks, repeats, eval size) and the
+        device are left out, so two cycles that would train the same model
+        share a key; the non-private twin cache is keyed by this.
+        """
+        eval_only = {"eval_attacks", "eval_samples", "attack_repeats", "device", "download"}
+        payload = {k: v for k, v in self.to_dict().items() if k not in eval_only}
+        blob = json.dumps(payload, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _fail(name: str, value: Any, allowed: str) -> None:
+    raise ConfigError(f"{name}={value!r} is not allowed; expected {allowed}")
+
+
+def _choice(cfg: CycleConfig, name: str, choices: tuple[str, ...]) -> None:
+    value = getattr(cfg, name)
+    if value not in choices:
+        _fail(name, value, "one of " + ", ".join(choices))
+
+
+def _positive_int(cfg: CycleConfig, name: str, optional: bool = False) -> None:
+    value = getattr(cfg, name)
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        _fail(name, value, "an integer >= 1")
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _validate(cfg: CycleConfig) -> None:
+    _choice(cfg, "dataset", DATASETS)
+    _choice(cfg, "arch", ARCHS)
+    _choice(cfg, "partition", PARTITIONS)
+    _choice(cfg, "aggregation", AGGREGATIONS)
+    _choice(cfg, "threat", THREATS)
+    _choice(cfg, "attack", ATTACKS)
+    _choice(cfg, "accountant", ACCOUNTANTS)
+    _choice(cfg, "device", DEVICES)
+    for name in ("num_clients", "rounds", "local_epochs", "batch_size", "attack_steps",
+                 "eval_samples", "attack_repeats"):
+        _positive_int(cfg, name)
+    for name in ("image_size", "train_samples", "test_samples"):
+        _positive_int(cfg, name, optional=True)
+    if cfg.image_size is not None and cfg.image_size < 8:
+        _fail("image_size", cfg.image_size, "an integer >= 8")
+    if cfg.num_clients < 2:
+        _fail("num_clients", cfg.num_clients, "an integer >= 2 (federated learning needs two clients)")
+    if isinstance(cfg.adversary_client, bool) or not isinstance(cfg.adversary_client, int) \
+            or not 0 <= cfg.adversary_client < cfg.num_clients:
+        _fail("adversary_client", cfg.adversary_client, f"an integer in [0, {cfg.num_clients - 1}]")
+    if not _finite_number(cfg.adv_fraction) or not 0 <= cfg.adv_fraction < 1:
+        _fail("adv_fraction", cfg.adv_fraction, "a number in [0, 1)")
+    if cfg.threat != "none" and cfg.adv_fraction == 0:
+        _fail("adv_fraction", cfg.adv_fraction, f"a number in (0, 1) when threat={cfg.threat}")
+    if not _finite_number(cfg.val_fraction) or not 0 < cfg.val_fraction < 0.5:
+        _fail("val_fraction", cfg.val_fraction, "a number in (0, 0.5)")
+    if not _finite_number(cfg.dirichlet_alpha) or cfg.dirichlet_alpha <= 0:
+        _fail("dirichlet_alpha", cfg.dirichlet_alpha, "a number > 0")
+    for name in ("lr", "max_grad_norm"):
+        value = getattr(cfg, name)
+        if not _finite_number(value) or value <= 0:
+            _fail(name, value, "a number > 0")
+    if not _finite_number(cfg.momentum) or not 0 <= cfg.momentum < 1:
+        _fail("momentum", cfg.momentum, "a number in [0, 1)")
+    if not _finite_number(cfg.attack_eps) or not 0 < cfg.attack_eps <= 1:
+        _fail("attack_eps", cfg.attack_eps, "a number in (0, 1] (pixel units, images are in [0, 1])")
+    if not _finite_number(cfg.attack_alpha) or not 0 < cfg.attack_alpha <= cfg.attack_eps:
+        _fail("attack_alpha", cfg.attack_alpha, f"a number in (0, attack_eps={cfg.attack_eps:.4g}]")
+    if cfg.epsilon is not None and (not _finite_number(cfg.epsilon) or cfg.epsilon <= 0):
+        _fail("epsilon", cfg.epsilon, "a number > 0, or none for non-private training")
+    if not _finite_number(cfg.delta) or not 0 < cfg.delta < 1:
+        _fail("delta", cfg.delta, "a number in (0, 1)")
+    if not cfg.eval_attacks:
+        _fail("eval_attacks", list(cfg.eval_attacks), "a non-empty subset of " + ", ".join(ATTACKS))
+    for name in cfg.eval_attacks:
+        if name not in ATTACKS:
+            _fail("eval_attacks", name, "one of " + ", ".join(ATTACKS))
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
+        _fail("seed", cfg.seed, "an integer >= 0")
+    if cfg.dataset in ("cifar10", "pneumonia") and not cfg.data_root:
+        _fail("data_root", cfg.data_root, f"a folder holding the {cfg.dataset} data (--data-root)")
+
+
+def resolve_device(name: str) -> str:
+    """'auto' picks CUDA when a GPU is visible (Ray sets CUDA_VISIBLE_DEVICES), else CPU."""
+    import torch
+
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device='cuda' is not allowed here; no CUDA device is visible (use auto or cpu)")
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+

@@ -1,0 +1,183 @@
+"""One PSREval cycle: data -> training -> quantize -> attack -> metrics.
+
+``run_cycle(cfg)`` is the library's one call. It trains the configured model
+(DP when ``cfg.epsilon`` is set) and, for a private cycle, its non-private
+twin (same seed, data, arch and threat), quantizes both to int8, and attacks
+them. It imports neither Ray nor MLflow; those wrap it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .attacks import AttackSpec
+from .config import CycleConfig, resolve_device
+from .data import DataBundle, load_data
+from .evaluate import accuracy, attack_matrix, mean_std
+from .federated import Federation, RoundResult
+from .models import build_model
+from .quantize import quantize_static, size_bytes
+from .timing import PhaseTimer
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class TrainedModel:
+    name: str  # "nonprivate" | "dp"
+    float_model: nn.Module
+    int8_model: nn.Module | None = None
+    history: list[dict] = field(default_factory=list)
+    privacy: dict | None = None
+    cached: bool = False
+
+
+@dataclass
+class CycleResult:
+    config: CycleConfig
+    metrics: dict[str, float | None]
+    history: list[dict]  # per FL round of the cycle's own model
+    models: dict[str, TrainedModel]
+    examples: dict[str, torch.Tensor]  # clean/adversarial/labels of eval_attacks[0]: the image grid
+
+
+class TwinCache:
+    """Trained non-private twins on disk, keyed by the hash of their training config."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    def _path(self, cfg: CycleConfig) -> Path:
+        return self.root / f"twin-{cfg.training_key()}.pt"
+
+    def load(self, cfg: CycleConfig) -> dict | None:
+        path = self._path(cfg)
+        if not path.is_file():
+            return None
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # a torn or foreign file: retrain rather than fail the trial
+            return None
+
+    def save(self, cfg: CycleConfig, payload: dict) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".tmp")
+        os.close(fd)
+        torch.save(payload, tmp)
+        os.replace(tmp, self._path(cfg))  # atomic: concurrent trials never read half a file
+
+
+def _fresh_model(cfg: CycleConfig, data: DataBundle) -> nn.Module:
+    torch.manual_seed(cfg.seed)  # identical init for a model and its twin
+    return build_model(cfg.arch, data.in_channels, data.num_classes, data.mean, data.std)
+
+
+def _train(cfg: CycleConfig, name: str, data: DataBundle, device: str, timer: PhaseTimer,
+           progress: Progress, on_round: Callable[[RoundResult], None] | None) -> TrainedModel:
+    fed = Federation(cfg, _fresh_model(cfg, data), data, device, timer)
+
+    def report(r: RoundResult) -> None:
+        eps = f"  eps {r.epsilon:.3f}" if r.epsilon is not None else ""
+        progress(f"[{name}] round {r.round}/{cfg.rounds}  loss {r.train_loss:.4f}  acc {r.acc_clean:.4f}{eps}")
+        if on_round is not None:
+            on_round(r)
+
+    model = fed.train(report)
+    privacy = fed.privacy()
+    return TrainedModel(name, model, history=[vars(r) for r in fed.history],
+                        privacy=vars(privacy) if privacy else None)
+
+
+def _twin(cfg: CycleConfig, data: DataBundle, device: str, timer: PhaseTimer, progress: Progress,
+          cache: TwinCache | None) -> TrainedModel:
+    twin_cfg = cfg.replace(epsilon=None)
+    hit = cache.load(twin_cfg) if cache is not None else None
+    if hit is not None:
+        progress(f"[nonprivate] twin {twin_cfg.training_key()} loaded from cache")
+        model = _fresh_model(twin_cfg, data)
+        model.load_state_dict(hit["state_dict"])
+        return TrainedModel("nonprivate", model.to(device), history=hit["history"], cached=True)
+    with timer.phase("train_twin"):
+        twin = _train(twin_cfg, "nonprivate", data, device, timer, progress, None)
+    if cache is not None:
+        cache.save(twin_cfg, {"state_dict": {k: v.cpu() for k, v in twin.float_model.state_dict().items()},
+                              "history": twin.history})
+    return twin
+
+
+def run_cycle(cfg: CycleConfig, *, cache: TwinCache | None = None, progress: Progress | None = None,
+              on_round: Callable[[RoundResult], None] | None = None) -> CycleResult:
+    progress = progress or (lambda msg: None)
+    device = resolve_device(cfg.device)
+    timer = PhaseTimer()
+    start = time.perf_counter()
+
+    with timer.phase("data"):
+        data = load_data(cfg)
+    progress(f"data: {cfg.dataset} train {len(data.train)} / val {len(data.val)} / test {len(data.test)}, "
+             f"{data.num_classes} classes, images {tuple(data.train.x.shape[1:])}; device {device}")
+
+    own = "dp" if cfg.private else "nonprivate"
+    with timer.phase("train"):
+        main = _train(cfg, own, data, device, timer, progress, on_round)
+    models = {own: main}
+    if cfg.private:
+        models["nonprivate"] = _twin(cfg, data, device, timer, progress, cache)
+
+    with timer.phase("quantize"):
+        for m in models.values():
+            m.float_model.eval()
+            m.int8_model = quantize_static(m.float_model, data.val.x)
+
+    metrics: dict[str, float | None] = {}
+    with timer.phase("eval"):
+        for m in models.values():
+            suffix = "" if m.name == own else f"_{m.name}"
+            metrics[f"acc_clean_float{suffix}"] = accuracy(m.float_model, data.test.x, data.test.y)
+            metrics[f"acc_clean_int8{suffix}"] = accuracy(m.int8_model, data.test.x, data.test.y)
+    metrics["size_bytes_float"] = size_bytes(main.float_model)
+    metrics["size_bytes_int8"] = size_bytes(main.int8_model)
+    metrics["size_reduction_pct"] = 100.0 * (1 - metrics["size_bytes_int8"] / metrics["size_bytes_float"])
+    privacy = main.privacy or {}
+    for key in ("epsilon_spent", "noise_multiplier", "sample_rate", "dp_steps", "delta"):
+        metrics[key] = privacy.get(key)
+    metrics["final_train_loss"] = main.history[-1]["train_loss"]
+
+    # Inference-time attacks on a fixed, seeded subset of the test split.
+    gen = torch.Generator().manual_seed(cfg.seed)
+    idx = torch.randperm(len(data.test), generator=gen)[: cfg.eval_samples]
+    x_eval, y_eval = data.test.x[idx], data.test.y[idx]
+    examples: dict[str, torch.Tensor] = {}
+
+    def keep(attack: str, generator: str, adv: torch.Tensor) -> None:
+        if attack == cfg.eval_attacks[0] and generator == own:
+            examples.update(clean=x_eval[:8], adversarial=adv[:8], labels=y_eval[:8])
+
+    specs = [AttackSpec.from_config(cfg, name) for name in cfg.eval_attacks]
+    targets = {name: m.float_model for name, m in models.items()}
+    targets.update({f"int8_{name}": m.int8_model for name, m in models.items()})
+    with timer.phase("attack"):
+        matrix = attack_matrix({name: m.float_model for name, m in models.items()}, targets, x_eval, y_eval,
+                               specs, repeats=cfg.attack_repeats, seed=cfg.seed, num_classes=data.num_classes,
+                               device=device, keep_examples=keep, progress=progress)
+    for (attack, gname, tname), values in matrix.items():
+        mean, std = mean_std(values)
+        a = attack.lower()
+        if gname == own and tname in (own, f"int8_{own}"):
+            key = f"acc_wb_{a}" + ("_int8" if tname.startswith("int8") else "")
+            metrics[f"{key}_mean"], metrics[f"{key}_std"] = mean, std
+        if cfg.private:
+            key = f"acc_transfer_{a}_{gname}_to_{tname}"
+            metrics[f"{key}_mean"], metrics[f"{key}_std"] = mean, std
+
+    metrics.update(timer.as_metrics())
+    metrics["time_total_s"] = round(time.perf_counter() - start, 4)
+    return CycleResult(cfg, metrics, main.history, models, examples)

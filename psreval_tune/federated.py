@@ -1,0 +1,181 @@
+"""FedAvg over clients, with optional DP-SGD and a train-time adversary.
+
+One global model; each client keeps its own optimizer (and, under DP, its
+own Opacus engine and accountant) for the whole federation. Each round every
+client starts from the global weights, trains ``local_epochs`` on its data,
+and a pluggable Strategy aggregates the results.
+
+Threat during training (the adversary client's data, regenerated every round
+against the current global model, which the adversary receives as a client):
+- adv_training: adversarial examples with their true labels (a defence);
+- train_time_attack: adversarial examples labelled with the global model's
+  own predictions on them (poisoning).
+Examples are generated on the plain global model, never through the Opacus
+wrapper, so per-sample gradients and the accountant are untouched.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from .attacks import AttackSpec, generate
+from .config import CycleConfig
+from .data import DataBundle, partition
+from .evaluate import accuracy, predict
+from .privacy import PrivacyReport, PrivateClient, make_private, worst_case
+from .timing import PhaseTimer
+
+StateDict = dict[str, torch.Tensor]
+
+
+# --- aggregation strategies ---------------------------------------------------
+
+
+class Strategy(Protocol):
+    def aggregate(self, states: list[StateDict], num_examples: list[int]) -> StateDict: ...
+
+
+class FedAvg:
+    """Average of client weights, weighted by client data size (McMahan et al.)."""
+
+    def aggregate(self, states: list[StateDict], num_examples: list[int]) -> StateDict:
+        weights = torch.tensor(num_examples, dtype=torch.float64)
+        weights = weights / weights.sum()
+        return {k: sum(w * s[k].double() for w, s in zip(weights, states)).to(states[0][k].dtype)
+                for k in states[0]}
+
+
+class FedMedian:
+    """Coordinate-wise median: a robust aggregator against a minority adversary."""
+
+    def aggregate(self, states: list[StateDict], num_examples: list[int]) -> StateDict:
+        return {k: torch.stack([s[k] for s in states]).median(dim=0).values for k in states[0]}
+
+
+STRATEGIES: dict[str, Callable[[], Strategy]] = {"fedavg": FedAvg, "median": FedMedian}
+
+
+# --- clients --------------------------------------------------------------------
+
+
+@dataclass
+class Client:
+    cid: int
+    x_clean: torch.Tensor
+    y_clean: torch.Tensor
+    dataset: TensorDataset  # its tensors are overwritten in place under a threat
+    module: nn.Module
+    optimizer: torch.optim.Optimizer
+    loader: DataLoader
+    private: PrivateClient | None
+
+    @property
+    def model(self) -> nn.Module:
+        """The plain module underneath Opacus' GradSampleModule."""
+        return self.module._module if self.private is not None else self.module
+
+    def __len__(self) -> int:
+        return len(self.y_clean)
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    round: int
+    train_loss: float
+    acc_clean: float
+    epsilon: float | None
+
+
+def _make_client(cfg: CycleConfig, cid: int, global_model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                 device: str) -> Client:
+    dataset = TensorDataset(x.clone().to(device), y.clone().to(device))
+    seed = cfg.seed * 1000 + cid
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True,
+                        generator=torch.Generator().manual_seed(seed))
+    module = copy.deepcopy(global_model)
+    optimizer = torch.optim.SGD(module.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+    private = None
+    if cfg.private:
+        private = make_private(cfg, module, optimizer, loader, seed)
+        module, optimizer, loader = private.module, private.optimizer, private.loader
+    return Client(cid, x, y, dataset, module, optimizer, loader, private)
+
+
+def _train_locally(client: Client, epochs: int) -> tuple[float, int]:
+    client.module.train()
+    loss_sum, seen = 0.0, 0
+    for _ in range(epochs):
+        for xb, yb in client.loader:
+            client.optimizer.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(client.module(xb), yb)
+            loss.backward()
+            client.optimizer.step()
+            loss_sum += float(loss.detach()) * len(yb)
+            seen += len(yb)
+    return loss_sum, seen
+
+
+class Federation:
+    """The global model, its clients and the round loop."""
+
+    def __init__(self, cfg: CycleConfig, model: nn.Module, data: DataBundle, device: str,
+                 timer: PhaseTimer | None = None):
+        self.cfg, self.data, self.device = cfg, data, device
+        self.timer = timer or PhaseTimer()
+        self.model = model.to(device)
+        self.strategy = STRATEGIES[cfg.aggregation]()
+        self.adversary = cfg.adversary_client if cfg.threat != "none" else None
+        parts = partition(cfg, data.train.y)
+        self.clients = [_make_client(cfg, cid, self.model, data.train.x[idx], data.train.y[idx], device)
+                        for cid, idx in enumerate(parts)]
+        self.history: list[RoundResult] = []
+
+    def privacy(self) -> PrivacyReport | None:
+        if not self.cfg.private:
+            return None
+        return worst_case([c.private.report(self.cfg) for c in self.clients])
+
+    def _poison(self, client: Client, rnd: int) -> None:
+        """Replace the adversary's training data with fresh adversarial examples."""
+        cfg = self.cfg
+        with self.timer.phase("adv_gen"):
+            adv = generate(self.model, client.x_clean, client.y_clean, AttackSpec.from_config(cfg),
+                           num_classes=self.data.num_classes, seed=cfg.seed * 1000 + rnd, device=self.device)
+            labels = client.y_clean if cfg.threat == "adv_training" else predict(self.model, adv)
+            x, y = client.dataset.tensors
+            x.copy_(adv)
+            y.copy_(labels)
+
+    def run_round(self, rnd: int) -> RoundResult:
+        global_state = copy.deepcopy(self.model.state_dict())
+        states, sizes, loss_sum, seen = [], [], 0.0, 0
+        for client in self.clients:
+            if client.cid == self.adversary:
+                self._poison(client, rnd)
+            client.model.load_state_dict(global_state)
+            c_loss, c_seen = _train_locally(client, self.cfg.local_epochs)
+            loss_sum, seen = loss_sum + c_loss, seen + c_seen
+            states.append(client.model.state_dict())
+            sizes.append(len(client))
+        self.model.load_state_dict(self.strategy.aggregate(states, sizes))
+        report = self.privacy()
+        result = RoundResult(
+            round=rnd, train_loss=loss_sum / max(seen, 1),
+            acc_clean=accuracy(self.model, self.data.test.x, self.data.test.y),
+            epsilon=report.epsilon_spent if report else None)
+        self.history.append(result)
+        return result
+
+    def train(self, on_round: Callable[[RoundResult], None] | None = None) -> nn.Module:
+        for rnd in range(len(self.history) + 1, self.cfg.rounds + 1):
+            result = self.run_round(rnd)
+            if on_round is not None:
+                on_round(result)
+        return self.model

@@ -1,0 +1,152 @@
+"""Image classifiers that pass both Opacus' validator and eager int8 PTQ.
+
+Design constraints, and where each is met:
+- DP-SGD needs per-sample gradients, so no BatchNorm: GroupNorm everywhere.
+- Opacus' backward hooks break on in-place ops, so ReLU(inplace=False).
+- Static quantization needs QuantStub/DeQuantStub around the int8 region and
+  FloatFunctional for residual adds (a plain ``+`` has no int8 kernel).
+- Normalisation is the first layer and stays float, before the QuantStub, so
+  callers and attacks always feed [0, 1] images.
+Models know nothing of datasets: channel statistics arrive as numbers.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+from torch.ao.nn.quantized import FloatFunctional
+from torch.ao.quantization import DeQuantStub, QuantStub
+
+
+class Normalize(nn.Module):
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class FloatGroupNorm(nn.Module):
+    """GroupNorm that stays float inside the int8 model.
+
+    torch 2.13's int8 GroupNorm kernel returns wrong values for 1x1 feature
+    maps and for some channels_last inputs (the layout int8 convs produce):
+    ResNet-9 on 8x8 digits lost ~30 points of accuracy through it. The stubs
+    are identities in the float model; quantize.py keeps ``norm`` float.
+    GroupNorm's parameters are float in either case, so sizes do not change.
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.dequant = DeQuantStub()
+        self.norm = nn.GroupNorm(min(32, channels), channels)
+        self.quant = QuantStub()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.quant(self.norm(self.dequant(x)))
+
+
+def conv_gn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
+        FloatGroupNorm(cout),
+        nn.ReLU(),
+    )
+
+
+class Residual(nn.Module):
+    """x + f(x), the ResNet-9 skip connection."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.body = nn.Sequential(conv_gn_relu(channels, channels), conv_gn_relu(channels, channels))
+        self.add = FloatFunctional()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.add.add(x, self.body(x))
+
+
+class BasicBlock(nn.Module):
+    """ResNet-18 block: relu(gn(conv(relu(gn(conv x)))) + shortcut(x))."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            conv_gn_relu(cin, cout, stride),
+            nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+            FloatGroupNorm(cout),
+        )
+        self.shortcut = nn.Identity() if stride == 1 and cin == cout else nn.Sequential(
+            nn.Conv2d(cin, cout, 1, stride=stride, bias=False), FloatGroupNorm(cout))
+        self.add_relu = FloatFunctional()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.add_relu.add_relu(self.body(x), self.shortcut(x))
+
+
+class GlobalMaxPool(nn.Module):
+    """Global max pooling. nn.AdaptiveMaxPool2d has no int8 kernel; max_pool2d does."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.max_pool2d(x, kernel_size=x.shape[-2:])
+
+
+class Classifier(nn.Module):
+    """normalize -> quant -> features -> pool -> linear -> dequant."""
+
+    def __init__(self, features: nn.Module, pool: nn.Module, width: int, num_classes: int,
+                 mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        self.normalize = Normalize(mean, std)
+        self.quant = QuantStub()
+        self.features = features
+        self.pool = pool
+        self.fc = nn.Linear(width, num_classes)
+        self.dequant = DeQuantStub()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.quant(self.normalize(x))
+        x = self.pool(self.features(x)).flatten(1)
+        return self.dequant(self.fc(x))
+
+
+def cnn(in_channels: int) -> tuple[nn.Module, nn.Module, int]:
+    features = nn.Sequential(
+        conv_gn_relu(in_channels, 32), nn.MaxPool2d(2),
+        conv_gn_relu(32, 64), nn.MaxPool2d(2),
+    )
+    return features, nn.AdaptiveAvgPool2d(1), 64
+
+
+def resnet9(in_channels: int) -> tuple[nn.Module, nn.Module, int]:
+    """The paper's ResNet-9: 64-128-256-256 channels, two residual stages."""
+    features = nn.Sequential(
+        conv_gn_relu(in_channels, 64),
+        conv_gn_relu(64, 128), nn.MaxPool2d(2), Residual(128),
+        conv_gn_relu(128, 256), nn.MaxPool2d(2),
+        conv_gn_relu(256, 256), nn.MaxPool2d(2), Residual(256),
+    )
+    return features, GlobalMaxPool(), 256
+
+
+def resnet18(in_channels: int) -> tuple[nn.Module, nn.Module, int]:
+    """CIFAR-style ResNet-18 (3x3 stem, no stem pooling) with GroupNorm."""
+    layers: list[nn.Module] = [conv_gn_relu(in_channels, 64)]
+    cin = 64
+    for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+        layers += [BasicBlock(cin, cout, stride), BasicBlock(cout, cout, 1)]
+        cin = cout
+    return nn.Sequential(*layers), nn.AdaptiveAvgPool2d(1), 512
+
+
+ARCHITECTURES = {"cnn": cnn, "resnet9": resnet9, "resnet18": resnet18}
+
+
+def build_model(arch: str, in_channels: int, num_classes: int,
+                mean: Sequence[float], std: Sequence[float]) -> Classifier:
+    features, pool, width = ARCHITECTURES[arch](in_channels)
+    return Classifier(features, pool, width, num_classes, mean, std)
