@@ -28,6 +28,9 @@ from .quantize import quantize_static, size_bytes
 from .timing import PhaseTimer
 
 Progress = Callable[[str], None]
+# Called after every round of the cycle's own model with the round's numbers
+# and the Federation, whose state_dict() is a resumable checkpoint.
+RoundHook = Callable[[RoundResult, Federation], None]
 
 
 @dataclass
@@ -81,14 +84,17 @@ def _fresh_model(cfg: CycleConfig, data: DataBundle) -> nn.Module:
 
 
 def _train(cfg: CycleConfig, name: str, data: DataBundle, device: str, timer: PhaseTimer,
-           progress: Progress, on_round: Callable[[RoundResult], None] | None) -> TrainedModel:
+           progress: Progress, on_round: RoundHook | None, resume: dict | None = None) -> TrainedModel:
     fed = Federation(cfg, _fresh_model(cfg, data), data, device, timer)
+    if resume is not None:
+        fed.load_state_dict(resume)
+        progress(f"[{name}] resumed from a checkpoint after round {len(fed.history)}")
 
     def report(r: RoundResult) -> None:
         eps = f"  eps {r.epsilon:.3f}" if r.epsilon is not None else ""
         progress(f"[{name}] round {r.round}/{cfg.rounds}  loss {r.train_loss:.4f}  acc {r.acc_clean:.4f}{eps}")
         if on_round is not None:
-            on_round(r)
+            on_round(r, fed)
 
     model = fed.train(report)
     privacy = fed.privacy()
@@ -114,7 +120,9 @@ def _twin(cfg: CycleConfig, data: DataBundle, device: str, timer: PhaseTimer, pr
 
 
 def run_cycle(cfg: CycleConfig, *, cache: TwinCache | None = None, progress: Progress | None = None,
-              on_round: Callable[[RoundResult], None] | None = None) -> CycleResult:
+              on_round: RoundHook | None = None, resume: dict | None = None) -> CycleResult:
+    """Run one cycle. ``resume`` is a Federation.state_dict() from ``on_round``:
+    training continues after that round with the same accountant and RNG state."""
     progress = progress or (lambda msg: None)
     device = resolve_device(cfg.device)
     timer = PhaseTimer()
@@ -127,7 +135,7 @@ def run_cycle(cfg: CycleConfig, *, cache: TwinCache | None = None, progress: Pro
 
     own = "dp" if cfg.private else "nonprivate"
     with timer.phase("train"):
-        main = _train(cfg, own, data, device, timer, progress, on_round)
+        main = _train(cfg, own, data, device, timer, progress, on_round, resume)
     models = {own: main}
     if cfg.private:
         models["nonprivate"] = _twin(cfg, data, device, timer, progress, cache)

@@ -17,6 +17,7 @@ wrapper, so per-sample gradients and the accountant are untouched.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
@@ -83,6 +84,23 @@ class Client:
 
     def __len__(self) -> int:
         return len(self.y_clean)
+
+    def state_dict(self) -> dict:
+        """Everything that makes the next round identical after a restart."""
+        # deepcopy: optimizer.state_dict() hands out the live momentum buffers
+        state = {"optimizer": copy.deepcopy(self.optimizer.state_dict()), "sampler_rng": self.loader.generator.get_state()}
+        if self.private is not None:
+            # The accountant must never restart: that would under-report privacy loss.
+            state["accountant"] = dict(self.private.engine.accountant.state_dict())
+            state["noise_rng"] = self.optimizer.generator.get_state()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.loader.generator.set_state(state["sampler_rng"])
+        if self.private is not None:
+            self.private.engine.accountant.load_state_dict(state["accountant"])
+            self.optimizer.generator.set_state(state["noise_rng"])
 
 
 @dataclass(frozen=True)
@@ -172,6 +190,26 @@ class Federation:
             epsilon=report.epsilon_spent if report else None)
         self.history.append(result)
         return result
+
+    def state_dict(self) -> dict:
+        """A checkpoint after the last finished round (tensors, numbers, lists, dicts:
+        loadable with torch.load(weights_only=True))."""
+        return {
+            "round": len(self.history),
+            "history": [dataclasses.asdict(r) for r in self.history],
+            "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
+            "clients": [c.state_dict() for c in self.clients],
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if len(state["clients"]) != len(self.clients):
+            raise ValueError(f"checkpoint has {len(state['clients'])} clients, this federation {len(self.clients)}")
+        self.model.load_state_dict(state["model"])
+        for client, client_state in zip(self.clients, state["clients"]):
+            client.load_state_dict(client_state)
+        self.history = [RoundResult(**r) for r in state["history"]]
+        torch.set_rng_state(state["torch_rng"])
 
     def train(self, on_round: Callable[[RoundResult], None] | None = None) -> nn.Module:
         for rnd in range(len(self.history) + 1, self.cfg.rounds + 1):

@@ -1,0 +1,41 @@
+# `make test` and `make demo` set up .venv themselves. The stamp file makes a
+# second run skip all install work until requirements.txt or pyproject.toml change.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+TORCHATTACKS := torchattacks==3.5.1
+
+.PHONY: install test demo ui bench clean
+
+RUN_DIR ?= runs
+UI_PORT ?= 5000
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	@echo "setting up $(VENV) (first run: a few minutes)"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	@# torchattacks pins requests~=2.25.1, which MLflow and Ray reject: install it
+	@# without its metadata's dependencies; its real needs are in requirements.txt.
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps $(TORCHATTACKS)
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+demo: $(STAMP)
+	$(PY) -m psreval_tune run --dataset digits --epsilon 3.4 --out runs/demo
+	@echo
+	@echo "Results: runs/demo/metrics.json (all metrics), runs/demo/adv_examples.png (clean vs adversarial),"
+	@echo "         runs/demo/model_float.pt and model_int8.pt (weights)."
+
+# The MLflow UI over the default local store, on loopback only.
+ui: $(STAMP)
+	@echo "MLflow UI: http://127.0.0.1:$(UI_PORT)  (Ctrl-C to stop)"
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(abspath $(RUN_DIR))/mlflow.db --host 127.0.0.1 --port $(UI_PORT)
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
