@@ -26,11 +26,12 @@ $(STAMP): requirements.txt pyproject.toml
 test: $(STAMP)
 	$(PY) -m pytest
 
+# A small Optuna search on digits on a local Ray (a few minutes on 2 cores).
 demo: $(STAMP)
-	$(PY) -m psreval_tune run --dataset digits --epsilon 3.4 --out runs/demo
+	$(PY) sweeps/search.py --smoke --num-samples 6 --max-concurrent 2 --run-dir $(RUN_DIR)
 	@echo
-	@echo "Results: runs/demo/metrics.json (all metrics), runs/demo/adv_examples.png (clean vs adversarial),"
-	@echo "         runs/demo/model_float.pt and model_int8.pt (weights)."
+	@echo "Open the trials: make ui, then http://127.0.0.1:$(UI_PORT) (experiment 'psreval')."
+	@echo "One cycle without Ray: $(PY) -m psreval_tune run --dataset digits --epsilon 3.4 --out runs/cycle"
 
 # The MLflow UI over the default local store, on loopback only.
 ui: $(STAMP)

@@ -114,6 +114,9 @@ def results_table(metrics: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from ._warnings import quiet_known_warnings
+
+    quiet_known_warnings()
     progress = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     try:
         cfg = config_from_args(args)

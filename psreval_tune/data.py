@@ -118,7 +118,15 @@ def _cifar10(cfg: CycleConfig, gen: torch.Generator) -> tuple[Split, Split, int]
         # tiny CIFAR-10 written in the same pickle format.
         def _check_integrity(self) -> bool:
             base = os.path.join(self.root, self.base_folder)
-            return all(os.path.isfile(os.path.join(base, name)) for name, _ in self.train_list + self.test_list)
+            names = [name for name, _ in self.train_list + self.test_list] + [self.meta["filename"]]
+            return all(os.path.isfile(os.path.join(base, name)) for name in names)
+
+        def _load_meta(self) -> None:
+            # torchvision md5-checks batches.meta as well, which rejected any
+            # tiny CIFAR-10; its presence is already required above.
+            with open(os.path.join(self.root, self.base_folder, self.meta["filename"]), "rb") as fh:
+                self.classes = pickle.load(fh, encoding="latin1")[self.meta["key"]]
+            self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
 
     base = root / LocalCIFAR10.base_folder
     splits = []
@@ -127,9 +135,12 @@ def _cifar10(cfg: CycleConfig, gen: torch.Generator) -> tuple[Split, Split, int]
             ds = LocalCIFAR10(str(root), train=train, download=cfg.download)
         except RuntimeError:
             raise DataError(
-                f"data_root={str(root)!r} holds no CIFAR-10 data (expected {base}/data_batch_1..5 and test_batch); "
-                "pass --download to fetch it") from None
-        except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError, UnicodeDecodeError) as exc:
+                f"data_root={str(root)!r} holds no CIFAR-10 data "
+                f"(expected {base}/data_batch_1..5, test_batch and batches.meta); pass --download to fetch it") from None
+        # Garbage bytes make pickle raise more than UnpicklingError: a bogus frame or
+        # length header gives OverflowError/MemoryError, a bogus global ImportError.
+        except (pickle.UnpicklingError, EOFError, KeyError, IndexError, ValueError, TypeError, AttributeError,
+                ImportError, OverflowError, MemoryError) as exc:
             raise DataError(f"corrupt CIFAR-10 batch file under {base}: {type(exc).__name__}") from None
         data = np.asarray(ds.data)
         if data.ndim != 4 or data.shape[1:] != (32, 32, 3) or len(data) != len(ds.targets):

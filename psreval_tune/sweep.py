@@ -149,7 +149,7 @@ def _summary(results, extra_metrics: Sequence[str] = ()) -> "Any":
         row = {k: flat.get(k) for k in SUMMARY_COLUMNS}
         metrics = res.metrics or {}
         row.update({k: metrics.get(k) for k in [*SUMMARY_METRICS, *extra_metrics]})
-        row["status"] = "ERROR" if res.error else ("done" if metrics.get("done") else "stopped early")
+        row["status"] = "ERROR" if res.error else ("done" if metrics.get("cycle_complete") else "stopped early")
         row["trial_id"] = metrics.get("trial_id")
         rows.append(row)
     return pd.DataFrame(rows)
@@ -173,12 +173,6 @@ def run_sweep(args: argparse.Namespace, spec: SweepSpec):
     _check_args(args)
     storage = _storage(args)
     name = _sweep_name(args, spec.kind, storage)
-    run_dir = Path(args.run_dir).resolve()
-    if args.tracking_uri:
-        tracking = TrackingSpec(args.tracking_uri, args.experiment_name, name)
-    else:
-        uri, artifacts = local_store(run_dir)
-        tracking = TrackingSpec(uri, args.experiment_name, name, artifacts)
     exp_path = f"{storage.rstrip('/')}/{name}"
     from ray.tune import Tuner
 
@@ -186,13 +180,19 @@ def run_sweep(args: argparse.Namespace, spec: SweepSpec):
         raise SweepError(f"--resume: no restorable sweep at {exp_path}")
     if not args.resume and "://" not in storage and Path(exp_path).exists():
         raise SweepError(f"--name={name}: a sweep of that name exists in {storage}; pass --resume to continue it")
-
-    connect(args.address)
+    connect(args.address)  # before anything is written: no cluster, no files
+    run_dir = Path(args.run_dir).resolve()
+    if args.tracking_uri:
+        tracking = TrackingSpec(args.tracking_uri, args.experiment_name, name)
+    else:
+        uri, artifacts = local_store(run_dir)
+        tracking = TrackingSpec(uri, args.experiment_name, name, artifacts)
     tracker = Tracker(tracking)
     parent = tracker.sweep_run({"kind": spec.kind, "storage": exp_path, **spec.sweep_params})
     print(f"sweep {name}: Tune results in {exp_path}; MLflow experiment {args.experiment_name!r} at {tracking.tracking_uri}",
           flush=True)
-    infra = TrialInfra(tracking=tracking, parent_run_id=parent, cache_dir=str(run_dir / "cache"))
+    infra = TrialInfra(tracking=tracking, parent_run_id=parent, cache_dir=str(run_dir / "cache"),
+                       final_objectives=tuple(spec.summary_metrics))
     trainable = tune.with_resources(tune.with_parameters(run_trial, infra=infra),
                                     {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial})
     status = "FAILED"

@@ -19,6 +19,7 @@ from typing import Any, Mapping
 import torch
 from ray import tune
 
+from ._warnings import quiet_known_warnings
 from .artifacts import write_outputs
 from .config import CycleConfig
 from .cycle import TwinCache, run_cycle
@@ -35,6 +36,10 @@ class TrialInfra:
     tracking: TrackingSpec | None = None
     parent_run_id: str | None = None
     cache_dir: str | None = None
+    # Metrics a searcher optimises that exist only at the end of a cycle. Ray
+    # requires them in every result, so per-round results carry them as NaN
+    # (Optuna records an early-stopped trial as failed, not as a 0 score).
+    final_objectives: tuple[str, ...] = ()
 
 
 def cycle_config(params: Mapping[str, Any]) -> CycleConfig:
@@ -74,6 +79,7 @@ def _load_checkpoint() -> dict | None:
 
 
 def run_trial(params: dict, infra: TrialInfra) -> None:
+    quiet_known_warnings()
     cfg = cycle_config(params)
     ctx = tune.get_context()
     tracker = Tracker(infra.tracking) if infra.tracking is not None else None
@@ -87,7 +93,8 @@ def run_trial(params: dict, infra: TrialInfra) -> None:
         def on_round(r: RoundResult, fed: Federation) -> None:
             with tempfile.TemporaryDirectory() as folder:
                 torch.save(fed.state_dict(), Path(folder) / CHECKPOINT_FILE)
-                tune.report(round_metrics(r), checkpoint=tune.Checkpoint.from_directory(folder))
+                pending = {k: math.nan for k in infra.final_objectives}
+                tune.report({**pending, **round_metrics(r)}, checkpoint=tune.Checkpoint.from_directory(folder))
             if tracker is not None:
                 tracker.log_metrics(run_id, round_metrics(r), step=r.round)
 
@@ -109,7 +116,8 @@ def run_trial(params: dict, infra: TrialInfra) -> None:
         if tracker is not None:
             tracker.finish(run_id, "FAILED")
         raise
-    tune.report({**final, "round": cfg.rounds, "done": 1})
+    # The last round's numbers too: schedulers read the per-round metric in every result.
+    tune.report({**round_metrics(RoundResult(**result.history[-1])), **final, "cycle_complete": 1})
 
 
 class TrackingCallback(tune.Callback):

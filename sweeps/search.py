@@ -5,7 +5,7 @@
 
 Optuna (through Ray Tune's OptunaSearch) proposes epsilon, adversarial
 fraction, attack step size, architecture, attack and threat; with several
-objectives it searches their Pareto front (NSGA-II). ASHA stops trials whose
+objectives its TPE sampler searches their Pareto front. ASHA stops trials whose
 per-round clean accuracy trails the others.
 """
 
@@ -66,8 +66,9 @@ def build(args):
                               "adv_fraction": 0.4, "attack_alpha": 8 / 255})
     searcher = OptunaSearch(metric=objectives if len(objectives) > 1 else objectives[0],
                             mode=modes if len(modes) > 1 else modes[0], seed=args.seeds[0])
-    # ASHA ranks trials by per-round clean accuracy (reported every FL round).
-    scheduler = ASHAScheduler(metric="acc_clean", mode="max", time_attr="training_iteration",
+    # ASHA ranks trials by a per-round metric (reported every FL round).
+    scheduler = ASHAScheduler(metric=args.asha_metric, mode="min" if args.asha_metric == "train_loss" else "max",
+                              time_attr="training_iteration",
                               max_t=rounds + 1, grace_period=args.asha_grace, reduction_factor=2)
     return space, searcher, scheduler, objectives, modes
 
@@ -84,6 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--lr", type=_csv(float), default=[0.2], help="learning-rate choices (default: 0.2)")
     p.add_argument("--rounds", type=int, default=10, help="FL rounds per trial (default: 10)")
     p.add_argument("--asha-grace", type=int, default=2, help="rounds before ASHA may stop a trial (default: 2)")
+    p.add_argument("--asha-metric", default="acc_clean", choices=["acc_clean", "train_loss"],
+                   help="per-round metric ASHA compares: acc_clean (higher is better) or train_loss "
+                        "(lower is better; no ties between diverged trials) (default: acc_clean)")
     args = p.parse_args(argv)
     if args.num_samples < 1:
         raise SweepError(f"--num-samples={args.num_samples} is not allowed; expected an integer >= 1")

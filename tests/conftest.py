@@ -39,3 +39,15 @@ def trained_cnn(small_cfg, digits):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def smoke_sweep(tmp_path_factory):
+    """`sweeps/paper_grid.py --smoke` run once as a user runs it: (run dir, CompletedProcess).
+    The default local MLflow store is RUN_DIR/mlflow.db; the sweep is named "smoke"."""
+    from sweep_helpers import run_script
+
+    run_dir = tmp_path_factory.mktemp("smoke")
+    proc = run_script("sweeps/paper_grid.py", "--smoke", "--run-dir", str(run_dir), "--name", "smoke", timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return run_dir, proc

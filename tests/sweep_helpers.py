@@ -1,0 +1,81 @@
+"""Running sweep scripts as a user would, and reading back what they tracked."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from mlflow import MlflowClient
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def env(**extra: str) -> dict[str, str]:
+    out = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PSREVAL_RAY_ADDRESS",
+                                                             "PSREVAL_STORAGE", "PSREVAL_RUN_DIR", "RAY_ADDRESS")}
+    out.update(PYTHONUNBUFFERED="1", RAY_DEDUP_LOGS="0", **extra)
+    return out
+
+
+def run_script(script: str, *args: str, timeout: float, **extra_env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=ROOT, env=env(**extra_env),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def start_script(script: str, *args: str, log: Path, **extra_env: str) -> subprocess.Popen:
+    """Start in its own process group, so the test can kill the whole local Ray it starts."""
+    fh = open(log, "w")
+    return subprocess.Popen([sys.executable, str(ROOT / script), *args], cwd=ROOT, env=env(**extra_env),
+                            stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=30)
+
+
+def wait_for(predicate, timeout: float, interval: float = 1.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def sweep_runs(tracking_uri: str, experiment: str = "psreval") -> tuple[list, list]:
+    """(sweep parent runs, trial runs) of an experiment."""
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return [], []
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("psreval.kind") == "sweep"]
+    trials = [r for r in runs if r.data.tags.get("psreval.kind") == "trial"]
+    return parents, trials
+
+
+def tune_results(exp_dir: Path) -> dict[str, list[dict]]:
+    """trial id -> every result line its result.json holds."""
+    out = {}
+    for path in exp_dir.glob("*/result.json"):
+        lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        if lines:
+            out[lines[0]["trial_id"]] = lines
+    return out

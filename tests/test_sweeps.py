@@ -1,0 +1,209 @@
+"""Ray Tune sweeps tracked in MLflow, run as a user runs them (subprocesses,
+local Ray), then checked through MlflowClient and Tune's result files."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from sweep_helpers import (ROOT, env, free_port, kill_group, run_script, start_script, sweep_runs, tune_results,
+                           wait_for)
+
+SMOKE_TRIALS = 6  # paper_grid --smoke: epsilon {3.4, 7} x {none, adv_training 0.2, train_time_attack 0.2}
+ARTIFACTS = {"metrics.json", "model_float.pt", "model_int8.pt", "adv_examples.png"}
+NOISY_KEYS = ("time_",)  # wall times differ between runs; every other number must not
+
+
+def _assert_one_finished_run_per_trial(tracking_uri: str, trial_ids: set[str], sweep: str) -> tuple:
+    parents, trials = sweep_runs(tracking_uri)
+    parents = [p for p in parents if p.data.tags["psreval.sweep"] == sweep]
+    assert len(parents) == 1, [p.info.run_name for p in parents]
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    trials = [t for t in trials if t.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    per_trial = Counter(t.data.tags["psreval.trial_id"] for t in trials)
+    assert set(per_trial) == trial_ids
+    assert all(n == 1 for n in per_trial.values()), per_trial  # never a duplicate
+    assert [t.info.status for t in trials] == ["FINISHED"] * len(trial_ids)
+    return parent, trials
+
+
+@pytest.mark.timeout(700)
+def test_paper_grid_smoke_logs_every_trial_once(smoke_sweep):
+    run_dir, proc = smoke_sweep
+    results = tune_results(run_dir / "ray_results" / "smoke")
+    assert len(results) == SMOKE_TRIALS
+    parent, trials = _assert_one_finished_run_per_trial(f"sqlite:///{run_dir}/mlflow.db", set(results), "smoke")
+    client = MlflowClient(f"sqlite:///{run_dir}/mlflow.db")
+    for run in trials:
+        params = run.data.params
+        assert params["dataset"] == "digits" and params["arch"] == "cnn" and params["rounds"] == "3"
+        assert float(params["epsilon"]) in (3.4, 7.0)
+        assert run.data.tags["psreval.sweep"] == "smoke" and run.data.tags["git_commit"]
+        history = client.get_metric_history(run.info.run_id, "acc_clean")
+        assert sorted(m.step for m in history) == [1, 2, 3]  # one point per FL round
+        eps = client.get_metric_history(run.info.run_id, "epsilon")
+        assert [m.step for m in sorted(eps, key=lambda m: m.step)] == [1, 2, 3]
+        assert max(m.value for m in eps) <= float(params["epsilon"])
+        final = run.data.metrics
+        assert final["epsilon_spent"] <= float(params["epsilon"])
+        assert 0.0 <= final["acc_wb_pgd_mean"] <= 1.0
+        assert {a.path for a in client.list_artifacts(run.info.run_id)} == ARTIFACTS
+        tune_final = results[run.data.tags["psreval.trial_id"]][-1]
+        assert tune_final["acc_clean_float"] == pytest.approx(final["acc_clean_float"])
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {"summary.csv"}
+    assert "sweep smoke: 6 trials" in proc.stdout and "make ui" in proc.stdout
+
+
+@pytest.mark.timeout(600)
+def test_search_asha_stops_a_trial_and_shows_pareto(tmp_path):
+    # Half the learning rates cannot train; ASHA (on per-round training loss,
+    # which has no ties between diverged trials) must stop some after round 1.
+    proc = run_script("sweeps/search.py", "--smoke", "--num-samples", "6", "--max-concurrent", "2",
+                      "--lr", "0.2,0.0001", "--asha-grace", "1", "--asha-metric", "train_loss",
+                      "--epsilons", "3.4,7.0", "--archs", "cnn", "--run-dir", str(tmp_path), "--name", "s",
+                      timeout=580)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = tune_results(tmp_path / "ray_results" / "s")
+    assert len(results) == 6
+    stopped = [tid for tid, lines in results.items() if not lines[-1].get("cycle_complete")]
+    assert stopped, "ASHA stopped no trial"
+    assert all(lines[-1]["training_iteration"] < 4 for tid, lines in results.items() if tid in stopped)
+    match = re.search(r"Pareto set over acc_clean_float, acc_wb_pgd_mean \((\d+) of 6 trials; (\d+) stopped early",
+                      proc.stdout)
+    assert match and int(match.group(1)) >= 1 and int(match.group(2)) == len(stopped)
+    parents, trials = sweep_runs(f"sqlite:///{tmp_path}/mlflow.db")
+    status = {t.data.tags["psreval.trial_id"]: t.info.status for t in trials}
+    assert len(status) == 6 and "RUNNING" not in status.values()
+    assert all(status[tid] == "KILLED" for tid in stopped)
+
+
+@pytest.mark.timeout(900)
+def test_driver_killed_then_resume_finishes_every_trial_once(tmp_path):
+    log = tmp_path / "first.log"
+    args = ["--smoke", "--run-dir", str(tmp_path), "--name", "killed", "--max-concurrent", "2"]
+    # Save Tune's experiment state every second, so the kill loses little.
+    first = start_script("sweeps/paper_grid.py", *args, log=log, TUNE_GLOBAL_CHECKPOINT_S="1")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    try:
+        exp_dir = tmp_path / "ray_results" / "killed"
+
+        def mid_sweep():  # Tune's files, not MLflow: the driver may still be creating the store
+            done = [t for t, lines in tune_results(exp_dir).items() if lines[-1].get("cycle_complete")]
+            return 1 <= len(done) < SMOKE_TRIALS
+        wait_for(mid_sweep, timeout=400, interval=2, what="a finished trial in the sweep")
+        time.sleep(3)
+        first.send_signal(signal.SIGKILL)  # the driver only ...
+        first.wait(timeout=30)
+    finally:
+        kill_group(first)  # ... then what it left of its local Ray, as a crashed machine would
+    _, before = sweep_runs(uri)
+    finished_before = {t.data.tags["psreval.trial_id"]: t.info.end_time for t in before if t.info.status == "FINISHED"}
+    assert 1 <= len(finished_before) < SMOKE_TRIALS
+
+    resumed = run_script("sweeps/paper_grid.py", *args, "--resume", timeout=700)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    results = tune_results(tmp_path / "ray_results" / "killed")
+    assert len(results) == SMOKE_TRIALS
+    assert all(lines[-1].get("cycle_complete") for lines in results.values())
+    _, trials = _assert_one_finished_run_per_trial(uri, set(results), "killed")
+    # Trials that had finished before the kill were not run again.
+    end_times = {t.data.tags["psreval.trial_id"]: t.info.end_time for t in trials}
+    rerun = [tid for tid, end in finished_before.items() if end_times[tid] != end]
+    assert len(rerun) <= 1, f"finished trials re-run: {rerun}"  # at most one finishing inside the last save window
+
+
+@pytest.mark.timeout(600)
+def test_killed_dp_worker_resumes_with_same_epsilon_and_metrics(tmp_path):
+    log = tmp_path / "twins.log"
+    driver = start_script("tests/drivers/twin_trials.py", "--run-dir", str(tmp_path), "--name", "twins",
+                          "--max-concurrent", "2", log=log)
+    exp_dir = tmp_path / "ray_results" / "twins"
+    try:
+        def trial_at_round_3():
+            for tid, lines in tune_results(exp_dir).items():
+                if lines[-1]["training_iteration"] >= 3 and not lines[-1].get("cycle_complete"):
+                    return tid, lines[-1]["pid"]
+            return None
+        victim, pid = wait_for(trial_at_round_3, timeout=300, interval=0.5, what="a trial past round 3")
+        import os
+        os.kill(pid, signal.SIGKILL)  # the trial's worker process, mid-training
+        driver.wait(timeout=500)
+    finally:
+        kill_group(driver)
+    assert driver.returncode == 0, log.read_text()[-3000:]
+    results = tune_results(exp_dir)
+    assert len(results) == 2
+    killed, other = results[victim][-1], next(r[-1] for t, r in results.items() if t != victim)
+    assert killed["cycle_complete"] and other["cycle_complete"]
+    # It restarted from a checkpoint, not from scratch.
+    assert killed["iterations_since_restore"] < killed["training_iteration"]
+    rounds = [line["round"] for line in results[victim]]
+    assert rounds.count(1) == 1, f"round 1 ran twice: {rounds}"
+    same = {k for k in other if k.startswith(("acc_", "epsilon", "size_", "noise", "sample_rate", "dp_steps",
+                                              "delta", "final_train_loss"))}
+    assert "epsilon_spent" in same and "acc_wb_fgsm_mean" in same
+    assert {k: killed[k] for k in same} == {k: other[k] for k in same}
+    assert killed["epsilon_spent"] <= 3.4
+    _assert_one_finished_run_per_trial(f"sqlite:///{tmp_path}/mlflow.db", set(results), "twins")
+
+
+@pytest.mark.timeout(600)
+def test_sweep_logs_to_mlflow_server_over_http(tmp_path):
+    port = free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{tmp_path}/server.db", "--artifacts-destination", str(tmp_path / "art"),
+         "--workers", "1"],
+        cwd=tmp_path, env=env(), stdout=open(tmp_path / "server.log", "w"), stderr=subprocess.STDOUT,
+        start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        import urllib.request
+
+        def healthy():
+            try:
+                return urllib.request.urlopen(f"{uri}/health", timeout=2).status == 200
+            except OSError:
+                return False
+        wait_for(healthy, timeout=90, what="the MLflow server")
+        proc = run_script("tests/drivers/twin_trials.py", "--run-dir", str(tmp_path / "runs"), "--name", "http",
+                          "--tracking-uri", uri, timeout=500)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        results = tune_results(tmp_path / "runs" / "ray_results" / "http")
+        _, trials = _assert_one_finished_run_per_trial(uri, set(results), "http")
+        client = MlflowClient(uri)
+        for run in trials:
+            assert {a.path for a in client.list_artifacts(run.info.run_id)} == ARTIFACTS
+        assert not (tmp_path / "runs" / "mlflow.db").exists()  # nothing went to the local store
+        assert list((tmp_path / "art").rglob("model_int8.pt"))  # artifacts went through the server
+    finally:
+        kill_group(server)
+
+
+def test_address_auto_without_cluster_is_one_line_error(tmp_path):
+    proc = run_script("sweeps/paper_grid.py", "--smoke", "--address", "auto", "--run-dir", str(tmp_path),
+                      timeout=120, RAY_ADDRESS="")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --address=auto: no Ray cluster found"), proc.stderr
+    assert "ray up cluster.yaml" in lines[0] and "Traceback" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("flags, value", [
+    (["--gpus-per-trial", "-1"], "-1"), (["--seeds", "a,b"], "a,b"), (["--max-concurrent", "0"], "0"),
+    (["--resume", "--name", "nope"], "nope"),
+])
+def test_bad_sweep_flags(tmp_path, flags, value):
+    proc = run_script("sweeps/paper_grid.py", "--smoke", "--run-dir", str(tmp_path), *flags, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and value in lines[0], proc.stderr
