@@ -105,6 +105,33 @@ def _check_root(cfg: CycleConfig) -> Path:
     return root
 
 
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles plain data and numpy arrays only: a pickle can run arbitrary
+    code on load, and CIFAR-10 batches are pickles that users download."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),  # protocol 5
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("builtins", "bytes")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a CIFAR-10 batch")
+        return super().find_class(module, name)
+
+
+def _scan_cifar_batches(folder: Path) -> None:
+    """Refuse batch files that would do more than build arrays, before torchvision pickle.loads them."""
+    for path in sorted(folder.glob("*_batch*")) + [folder / "batches.meta"]:
+        if path.is_file():
+            try:
+                with open(path, "rb") as fh:
+                    _ArrayUnpickler(fh, encoding="latin1").load()
+            except pickle.UnpicklingError as exc:
+                raise DataError(f"unsafe or corrupt CIFAR-10 file {path}: {exc}") from None
+            except Exception as exc:  # any other parse failure of a corrupt file
+                raise DataError(f"corrupt CIFAR-10 batch file {path}: {type(exc).__name__}") from None
+
+
 def _cifar10(cfg: CycleConfig, gen: torch.Generator) -> tuple[Split, Split, int]:
     from ._torchvision import import_torchvision
 
@@ -129,6 +156,8 @@ def _cifar10(cfg: CycleConfig, gen: torch.Generator) -> tuple[Split, Split, int]
             self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
 
     base = root / LocalCIFAR10.base_folder
+    if not cfg.download:
+        _scan_cifar_batches(base)
     splits = []
     for train in (True, False):
         try:

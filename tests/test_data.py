@@ -335,3 +335,26 @@ def test_partition_is_seeded(labels):
 def test_batch_larger_than_client_is_a_data_error(labels):
     with pytest.raises(DataError, match=r"batch_size=5000 .* allowed: batch_size <= \d+"):
         partition(CycleConfig(batch_size=5000), labels)
+
+
+def test_cifar_batch_that_runs_code_is_refused(tmp_path):
+    """A pickle can execute code when loaded; the loader must refuse it, not run it."""
+    import os
+    import pickle
+
+    from psreval_tune.config import CycleConfig
+    from psreval_tune.data import DataError, load_data
+
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    root = tmp_path / "cifar"
+    write_cifar10(root)
+    with open(root / "cifar-10-batches-py" / "data_batch_1", "wb") as fh:
+        pickle.dump({"data": Exploit(), "labels": [0]}, fh)
+    with pytest.raises(DataError, match="posix.system is not allowed|os.system is not allowed"):
+        load_data(CycleConfig(dataset="cifar10", data_root=str(root)))
+    assert not marker.exists()
