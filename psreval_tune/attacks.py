@@ -47,20 +47,31 @@ def generate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: AttackSpe
 
     ``seed`` fixes the attack's randomness (PGD's random start, FAB's
     restarts) so that repeats differ only by seed and runs are reproducible.
-    The model's train/eval mode is restored afterwards.
+    The model's train/eval mode is restored afterwards, and its parameters
+    get no gradients (only the input is differentiated).
     """
     was_training = model.training
+    # Attacks need gradients w.r.t. the input only. FAB calls .backward(),
+    # which would otherwise accumulate .grad on the model's parameters (and
+    # pay for computing them); freeze them for the attack and restore after.
+    frozen = [p for p in model.parameters() if p.requires_grad]
     model.eval()
-    attack = build_attack(spec, model, num_classes, seed)
-    out = torch.empty_like(x, device="cpu")
-    fork_devices = [torch.device(device).index or 0] if device.startswith("cuda") else []
-    with torch.random.fork_rng(devices=fork_devices):
-        torch.manual_seed(seed)
-        for batch, start in enumerate(range(0, len(x), batch_size)):
-            xb = x[start:start + batch_size].to(device)
-            yb = y[start:start + batch_size].to(device)
-            out[start:start + len(xb)] = attack(xb, yb).detach().cpu()
-            if progress is not None:
-                progress(batch + 1, -(-len(x) // batch_size))
-    model.train(was_training)
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        attack = build_attack(spec, model, num_classes, seed)
+        out = torch.empty_like(x, device="cpu")
+        fork_devices = [torch.device(device).index or 0] if device.startswith("cuda") else []
+        with torch.random.fork_rng(devices=fork_devices):
+            torch.manual_seed(seed)
+            for batch, start in enumerate(range(0, len(x), batch_size)):
+                xb = x[start:start + batch_size].to(device)
+                yb = y[start:start + batch_size].to(device)
+                out[start:start + len(xb)] = attack(xb, yb).detach().cpu()
+                if progress is not None:
+                    progress(batch + 1, -(-len(x) // batch_size))
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+        model.train(was_training)
     return out

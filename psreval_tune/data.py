@@ -111,7 +111,8 @@ class _ArrayUnpickler(pickle.Unpickler):
 
     ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
                ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),  # protocol 5
-               ("numpy", "ndarray"), ("numpy", "dtype"), ("builtins", "bytes")}
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("builtins", "bytes"),
+               ("_codecs", "encode")}  # how Python 3 writes bytes at protocol 2
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self.ALLOWED:
