@@ -1,0 +1,268 @@
+"""run_cycle end to end on tiny digits configs, its metrics, twin cache and artifacts.
+
+Runs (module-scoped, each a few seconds on 2 CPU cores):
+- nonprivate: cnn, 10 rounds, PGD+FGSM, 32 eval images, 2 repeats; run twice
+  with seed 0 and once with seed 1;
+- dp: the same at epsilon 3.4 with 3 rounds and all three attacks, run twice
+  against one TwinCache folder (the second run loads the non-private twin).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import pytest
+import torch
+
+from psreval_tune.artifacts import ARTIFACTS, write_outputs
+from psreval_tune.config import ATTACKS, CycleConfig
+from psreval_tune.cycle import TwinCache, _fresh_model, run_cycle
+from psreval_tune.data import load_data
+from psreval_tune.evaluate import accuracy
+from psreval_tune.quantize import quantize_static
+
+BASE_KEYS = ("acc_clean_float", "acc_clean_int8", "size_bytes_float", "size_bytes_int8", "size_reduction_pct",
+             "epsilon_spent", "noise_multiplier", "sample_rate", "dp_steps", "delta", "final_train_loss")
+PRIVACY_KEYS = ("epsilon_spent", "noise_multiplier", "sample_rate", "dp_steps", "delta")
+PHASES = ("data", "train", "quantize", "eval", "attack")
+GENERATORS = ("nonprivate", "dp")
+TARGETS = ("nonprivate", "dp", "int8_nonprivate", "int8_dp")
+
+
+def _untimed(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if not k.startswith("time_")}
+
+
+def _wb_keys(attacks) -> list[str]:
+    return [f"acc_wb_{a.lower()}{q}_{s}" for a in attacks for q in ("", "_int8") for s in ("mean", "std")]
+
+
+@pytest.fixture(scope="module")
+def np_cfg() -> CycleConfig:
+    return CycleConfig(dataset="digits", arch="cnn", rounds=10, eval_samples=32, attack_repeats=2,
+                       eval_attacks=("PGD", "FGSM"), device="cpu", seed=0)
+
+
+@pytest.fixture(scope="module")
+def dp_cfg(np_cfg) -> CycleConfig:
+    return np_cfg.replace(epsilon=3.4, rounds=3, eval_attacks=ATTACKS)
+
+
+@pytest.fixture(scope="module")
+def np_run(np_cfg):
+    rounds: list[int] = []
+    messages: list[str] = []
+    result = run_cycle(np_cfg, on_round=lambda r, fed: rounds.append(r.round), progress=messages.append)
+    return result, rounds, messages
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("twin-cache")
+
+
+@pytest.fixture(scope="module")
+def dp_run(dp_cfg, cache_dir):
+    rounds: list[int] = []
+    result = run_cycle(dp_cfg, cache=TwinCache(cache_dir), on_round=lambda r, fed: rounds.append(r.round))
+    return result, rounds
+
+
+@pytest.fixture(scope="module")
+def dp_run_cached(dp_cfg, cache_dir, dp_run):
+    return run_cycle(dp_cfg, cache=TwinCache(cache_dir))
+
+
+# --- non-private -----------------------------------------------------------------
+
+
+@pytest.mark.timeout(300)
+def test_nonprivate_metrics(np_run, np_cfg):
+    result, rounds, messages = np_run
+    m = result.metrics
+    expected = set(BASE_KEYS) | set(_wb_keys(np_cfg.eval_attacks)) | {f"time_{p}_s" for p in PHASES} | {"time_total_s"}
+    assert set(m) == expected  # no transfer matrix and no twin without DP
+    for key in PRIVACY_KEYS:
+        assert m[key] is None, key
+    # observed: float 0.928, int8 0.925, PGD 0.78, FGSM 0.84 (32 images)
+    assert m["acc_clean_float"] >= 0.8
+    assert abs(m["acc_clean_float"] - m["acc_clean_int8"]) <= 0.02
+    assert m["acc_wb_pgd_mean"] < m["acc_clean_float"]
+    assert m["acc_wb_fgsm_mean"] < m["acc_clean_float"]
+    for key in _wb_keys(np_cfg.eval_attacks):
+        assert 0.0 <= m[key] <= 1.0, key
+    assert m["acc_wb_fgsm_std"] == 0.0 and m["acc_wb_fgsm_int8_std"] == 0.0  # FGSM is deterministic
+    assert m["size_bytes_int8"] < m["size_bytes_float"]
+    assert m["size_reduction_pct"] == pytest.approx(100 * (1 - m["size_bytes_int8"] / m["size_bytes_float"]))
+    assert m["size_reduction_pct"] > 55  # cnn: observed 62.1%
+    # the metric is the float model's accuracy, recomputed here
+    data = load_data(np_cfg)
+    assert m["acc_clean_float"] == accuracy(result.models["nonprivate"].float_model, data.test.x, data.test.y)
+    assert m["acc_clean_int8"] == accuracy(result.models["nonprivate"].int8_model, data.test.x, data.test.y)
+    assert set(result.models) == {"nonprivate"}
+    assert any("round 10/10" in msg for msg in messages)
+
+
+@pytest.mark.timeout(300)
+def test_nonprivate_history_rises(np_run, np_cfg):
+    result, rounds, _ = np_run
+    h = result.history
+    assert rounds == list(range(1, 11))
+    assert [r["round"] for r in h] == list(range(1, 11))
+    assert all(r["epsilon"] is None for r in h)
+    assert set(h[0]) == {"round", "train_loss", "acc_clean", "epsilon"}
+    # observed: acc 0.198 after round 1, 0.928 after round 10
+    assert h[-1]["acc_clean"] >= h[0]["acc_clean"] + 0.3
+    assert h[-1]["train_loss"] < h[0]["train_loss"]
+    assert h[-1]["acc_clean"] == result.metrics["acc_clean_float"]
+    assert h[-1]["train_loss"] == result.metrics["final_train_loss"]
+
+
+@pytest.mark.timeout(300)
+def test_timings_cover_the_phases(np_run):
+    m = np_run[0].metrics
+    for p in PHASES:
+        assert m[f"time_{p}_s"] >= 0
+    assert m["time_train_s"] > 0 and m["time_attack_s"] > 0
+    assert sum(m[f"time_{p}_s"] for p in PHASES) <= m["time_total_s"] + 1e-3
+
+
+@pytest.mark.timeout(300)
+def test_examples_for_the_image_grid(np_run, np_cfg):
+    ex = np_run[0].examples
+    assert ex["clean"].shape == ex["adversarial"].shape == (8, 1, 8, 8)
+    assert ex["labels"].shape == (8,)
+    assert float((ex["adversarial"] - ex["clean"]).abs().max()) <= np_cfg.attack_eps + 1e-6
+    assert not torch.equal(ex["adversarial"], ex["clean"])
+
+
+@pytest.mark.timeout(300)
+def test_same_seed_same_metrics_other_seed_other_metrics(np_run, np_cfg):
+    first = np_run[0].metrics
+    again = run_cycle(np_cfg).metrics
+    assert _untimed(again) == _untimed(first)
+    other = run_cycle(np_cfg.replace(seed=1)).metrics
+    assert set(other) == set(first)
+    assert _untimed(other) != _untimed(first)
+    assert other["final_train_loss"] != first["final_train_loss"]
+
+
+# --- private + twin ----------------------------------------------------------------
+
+
+@pytest.mark.timeout(300)
+def test_dp_metrics_and_transfer_matrix(dp_run, dp_cfg):
+    result, rounds = dp_run
+    m = result.metrics
+    transfer = [f"acc_transfer_{a.lower()}_{g}_to_{t}_{s}"
+                for a in ATTACKS for g in GENERATORS for t in TARGETS for s in ("mean", "std")]
+    expected = (set(BASE_KEYS) | set(_wb_keys(ATTACKS)) | set(transfer)
+                | {"acc_clean_float_nonprivate", "acc_clean_int8_nonprivate"}
+                | {f"time_{p}_s" for p in PHASES} | {"time_train_twin_s", "time_total_s"})
+    assert set(m) == expected
+    assert len(transfer) == 3 * 2 * 4 * 2
+    for key in transfer + _wb_keys(ATTACKS):
+        assert 0.0 <= m[key] <= 1.0, key
+    for a in ("pgd", "fgsm", "fab"):
+        # white-box is the diagonal of the matrix
+        assert m[f"acc_wb_{a}_mean"] == m[f"acc_transfer_{a}_dp_to_dp_mean"]
+        assert m[f"acc_wb_{a}_int8_mean"] == m[f"acc_transfer_{a}_dp_to_int8_dp_mean"]
+        assert m[f"acc_wb_{a}_std"] == m[f"acc_transfer_{a}_dp_to_dp_std"]
+    for g in GENERATORS:
+        for t in TARGETS:
+            assert m[f"acc_transfer_fgsm_{g}_to_{t}_std"] == 0.0  # deterministic attack
+    # privacy numbers: 2 clients of 647, batch 128 -> 6 Poisson batches per epoch
+    assert 3.4 - 0.02 <= m["epsilon_spent"] <= 3.4  # observed 3.3955
+    assert m["sample_rate"] == pytest.approx(1 / 6)
+    assert m["dp_steps"] == dp_cfg.rounds * dp_cfg.local_epochs * 6 == 18
+    assert m["delta"] == dp_cfg.delta
+    assert m["noise_multiplier"] > 0  # observed 1.411
+    # own model and twin both evaluated, twin's clean accuracy recomputed here
+    assert set(result.models) == {"dp", "nonprivate"}
+    data = load_data(dp_cfg)
+    twin = result.models["nonprivate"]
+    assert m["acc_clean_float_nonprivate"] == accuracy(twin.float_model, data.test.x, data.test.y)
+    assert m["acc_clean_float"] == accuracy(result.models["dp"].float_model, data.test.x, data.test.y)
+    assert not twin.cached and twin.privacy is None
+    assert all(r["epsilon"] is None for r in twin.history) and len(twin.history) == dp_cfg.rounds
+    # the cycle's history is its own (DP) model's, and on_round saw only it
+    assert rounds == [1, 2, 3]
+    eps = [r["epsilon"] for r in result.history]
+    assert all(a < b for a, b in zip(eps, eps[1:])) and eps[-1] == m["epsilon_spent"]
+
+
+@pytest.mark.timeout(300)
+def test_twin_cache_is_reused_with_identical_metrics(dp_run, dp_run_cached, dp_cfg, cache_dir):
+    first, cached = dp_run[0], dp_run_cached
+    assert first.models["nonprivate"].cached is False
+    assert cached.models["nonprivate"].cached is True
+    assert os.listdir(cache_dir) == [f"twin-{dp_cfg.replace(epsilon=None).training_key()}.pt"]
+    assert _untimed(cached.metrics) == _untimed(first.metrics)
+    assert "time_train_twin_s" not in cached.metrics  # nothing was trained for the twin
+    assert cached.models["nonprivate"].history == first.models["nonprivate"].history
+    sd_a = first.models["nonprivate"].float_model.state_dict()
+    sd_b = cached.models["nonprivate"].float_model.state_dict()
+    assert all(torch.equal(sd_a[k], sd_b[k]) for k in sd_a)
+
+
+@pytest.mark.timeout(60)
+def test_twin_cache_ignores_a_torn_file(tmp_path, dp_cfg):
+    cache = TwinCache(tmp_path)
+    twin_cfg = dp_cfg.replace(epsilon=None)
+    assert cache.load(twin_cfg) is None
+    (tmp_path / f"twin-{twin_cfg.training_key()}.pt").write_bytes(b"not a torch file")
+    assert cache.load(twin_cfg) is None
+    cache.save(twin_cfg, {"state_dict": {"w": torch.ones(2)}, "history": []})
+    assert torch.equal(cache.load(twin_cfg)["state_dict"]["w"], torch.ones(2))
+    assert [p.name for p in tmp_path.iterdir()] == [f"twin-{twin_cfg.training_key()}.pt"]  # no .tmp left
+
+
+# --- artifacts -----------------------------------------------------------------
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("which", ["dp", "nonprivate"])
+def test_write_outputs(which, dp_run, np_run, tmp_path):
+    from PIL import Image
+
+    result = dp_run[0] if which == "dp" else np_run[0]
+    cfg = result.config
+    out = write_outputs(result, tmp_path / "out")
+    assert out == tmp_path / "out"
+    assert sorted(os.listdir(out)) == sorted(ARTIFACTS)
+    assert os.listdir(tmp_path) == ["out"]  # the temporary sibling was renamed away
+
+    summary = json.loads((out / "metrics.json").read_text())
+    assert set(summary) == {"config", "metrics", "history"}
+    assert CycleConfig.from_dict(summary["config"]) == cfg
+    assert summary["metrics"] == {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                                  for k, v in result.metrics.items()}
+    assert summary["history"] == result.history and len(summary["history"]) == cfg.rounds
+
+    # both weight files load without pickle and reproduce the reported accuracies
+    data = load_data(cfg)
+    model = _fresh_model(cfg, data)
+    model.load_state_dict(torch.load(out / "model_float.pt", weights_only=True))
+    assert accuracy(model, data.test.x, data.test.y) == result.metrics["acc_clean_float"]
+    qmodel = quantize_static(_fresh_model(cfg, data).eval(), data.val.x[:8])
+    qmodel.load_state_dict(torch.load(out / "model_int8.pt", weights_only=True))
+    assert accuracy(qmodel, data.test.x, data.test.y) == result.metrics["acc_clean_int8"]
+
+    png = out / "adv_examples.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(png) as img:
+        img.verify()
+    with Image.open(png) as img:
+        # 8 clean + 8 adversarial 8x8 digits, padding 2, upscaled by 512 // 82 = 6
+        assert img.size == (6 * (8 * 10 + 2), 6 * (2 * 10 + 2))
+
+
+@pytest.mark.timeout(300)
+def test_write_outputs_replaces_an_existing_folder(dp_run, np_run, tmp_path):
+    write_outputs(dp_run[0], tmp_path / "out")
+    write_outputs(np_run[0], tmp_path / "out")
+    summary = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert summary["config"]["epsilon"] is None
+    assert sorted(os.listdir(tmp_path)) == ["out"]

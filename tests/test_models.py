@@ -1,0 +1,99 @@
+"""Every architecture passes Opacus' validator and eager static int8 quantization.
+
+Shapes: 1-channel 8x8 (digits) and 3-channel 32x32 (CIFAR-10); 7 classes so
+that nothing can silently assume 10.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from opacus import GradSampleModule
+from opacus.validators import ModuleValidator
+from torch import nn
+
+from psreval_tune.config import ARCHS, ConfigError
+from psreval_tune.models import ARCHITECTURES, Classifier, Normalize, build_model
+from psreval_tune.privacy import check_model
+from psreval_tune.quantize import quantize_static
+
+NUM_CLASSES = 7
+SHAPES = [(1, 8), (3, 32)]
+
+
+def _model(arch: str, channels: int) -> Classifier:
+    torch.manual_seed(0)
+    return build_model(arch, channels, NUM_CLASSES, [0.4] * channels, [0.3] * channels)
+
+
+@pytest.mark.timeout(60)
+def test_config_archs_are_the_buildable_ones():
+    assert set(ARCHS) == set(ARCHITECTURES) == {"cnn", "resnet9", "resnet18"}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("channels,size", SHAPES)
+@pytest.mark.parametrize("arch", ARCHS)
+def test_opacus_compatible(arch, channels, size):
+    model = _model(arch, channels)
+    assert ModuleValidator.validate(model, strict=False) == []
+    check_model(model)  # the library's own gate agrees
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    assert all(not m.inplace for m in model.modules() if isinstance(m, nn.ReLU))
+    # per-sample gradients actually work: one (N, *shape) grad_sample per weight
+    gsm = GradSampleModule(model)
+    x = torch.rand(3, channels, size, size)
+    F.cross_entropy(gsm(x), torch.tensor([0, 1, 2])).backward()
+    trainable = [p for p in gsm.parameters() if p.requires_grad]
+    assert trainable
+    for p in trainable:
+        assert p.grad_sample is not None and p.grad_sample.shape == (3, *p.shape)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("channels,size", SHAPES)
+@pytest.mark.parametrize("arch", ARCHS)
+def test_forward_and_static_quantization(arch, channels, size):
+    model = _model(arch, channels).eval()
+    x = torch.rand(5, channels, size, size)
+    with torch.no_grad():
+        out = model(x)
+    assert out.shape == (5, NUM_CLASSES) and out.dtype == torch.float32
+    assert torch.isfinite(out).all()
+
+    qmodel = quantize_static(model, torch.rand(32, channels, size, size))
+    assert any(isinstance(m, torch.ao.nn.quantized.Conv2d) for m in qmodel.modules())
+    qout = qmodel(x)
+    assert qout.shape == (5, NUM_CLASSES) and qout.dtype == torch.float32
+    # int8 logits track the float ones (observed cosine >= 0.997 on every arch/shape)
+    cos = F.cosine_similarity(out.flatten(), qout.flatten(), dim=0)
+    assert float(cos) >= 0.98, float(cos)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("arch", ARCHS)
+def test_normalize_is_the_models_first_layer(arch):
+    mean, std = [0.2, 0.5, 0.7], [0.1, 0.3, 0.2]
+    model = build_model(arch, 3, NUM_CLASSES, mean, std).eval()
+    assert isinstance(model.normalize, Normalize)
+    assert next(iter(model.children())) is model.normalize
+    # statistics are buffers: they travel with the weights in the state_dict
+    sd = model.state_dict()
+    assert torch.equal(sd["normalize.mean"].flatten(), torch.tensor(mean))
+    assert torch.equal(sd["normalize.std"].flatten(), torch.tensor(std))
+    # a twin with identity normalisation, fed pre-normalised images, gives the same logits
+    plain = build_model(arch, 3, NUM_CLASSES, [0.0] * 3, [1.0] * 3).eval()
+    plain.load_state_dict({k: v for k, v in sd.items() if not k.startswith("normalize.")}, strict=False)
+    x = torch.rand(4, 3, 32, 32)
+    x_norm = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        assert torch.allclose(model(x), plain(x_norm), atol=1e-5)
+        assert not torch.allclose(model(x), plain(x), atol=1e-3)  # and it does matter
+
+
+@pytest.mark.timeout(60)
+def test_check_model_rejects_batchnorm():
+    bad = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(2))
+    with pytest.raises(ConfigError, match="not DP-compatible"):
+        check_model(bad)
