@@ -7,6 +7,7 @@ so that all rounds together spend at most the target epsilon.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass
 
@@ -36,14 +37,20 @@ def check_model(model: nn.Module) -> None:
         raise ConfigError(f"model is not DP-compatible: {errors[0]}")
 
 
+@functools.lru_cache(maxsize=256)
+def _noise_multiplier(epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str) -> float:
+    # A binary search over the accountant (seconds for PRV); clients of equal
+    # size, and the same setting in the next trial of a process, reuse it.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(get_noise_multiplier(target_epsilon=epsilon, target_delta=delta, sample_rate=sample_rate,
+                                          steps=steps, accountant=accountant))
+
+
 def calibrate_noise(cfg: CycleConfig, sample_rate: float, steps: int) -> float:
     """Noise multiplier that spends at most cfg.epsilon after ``steps`` steps."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return float(get_noise_multiplier(
-                target_epsilon=cfg.epsilon, target_delta=cfg.delta, sample_rate=sample_rate,
-                steps=steps, accountant=cfg.accountant))
+        return _noise_multiplier(cfg.epsilon, cfg.delta, sample_rate, steps, cfg.accountant)
     except ValueError:
         raise ConfigError(
             f"epsilon={cfg.epsilon} is not reachable with delta={cfg.delta}, sample rate {sample_rate:.4g} "
