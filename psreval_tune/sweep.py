@@ -129,12 +129,32 @@ def connect(address: str | None) -> None:
     if address in (None, "", "none", "local"):
         ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
         return
+    from ray.exceptions import AuthenticationError
+
     try:
         ray.init(address=address, log_to_driver=False, configure_logging=False)
-    except ConnectionError:
+    except (ConnectionError, AuthenticationError) as exc:
+        if _auth_failure(exc):
+            raise SweepError(
+                f"--address={address}: Ray token authentication failed (no token, or not the cluster's); "
+                "set RAY_AUTH_MODE=token and the cluster's token in RAY_AUTH_TOKEN, a file named by "
+                "RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token (`ray get-auth-token` on the head node prints it)") from None
         raise SweepError(
             f"--address={address}: no Ray cluster found; start one with `ray up cluster.yaml` "
             "(cloud) or `ray start --head` (this machine), or use --address none for a local Ray") from None
+
+
+def _auth_failure(exc: BaseException | None) -> bool:
+    """Whether a failed connection was refused for its token (Ray wraps that cause in text)."""
+    from ray.exceptions import AuthenticationError
+
+    for _ in range(10):
+        if exc is None:
+            return False
+        if isinstance(exc, AuthenticationError) or "AuthenticationError" in str(exc) or "InvalidAuthToken" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _summary(results, extra_metrics: Sequence[str] = ()) -> "Any":
