@@ -38,5 +38,10 @@ ui: $(STAMP)
 	@echo "MLflow UI: http://127.0.0.1:$(UI_PORT)  (Ctrl-C to stop)"
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(abspath $(RUN_DIR))/mlflow.db --host 127.0.0.1 --port $(UI_PORT)
 
+# Hot-path benchmarks (DP-SGD modes, attack loops, cycle phases): tables on stdout,
+# JSON in benchmarks/results/ (~10 min on 2 idle cores). See benchmarks/README.md.
+bench: $(STAMP)
+	$(PY) benchmarks/run_all.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) runs .pytest_cache

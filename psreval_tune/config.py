@@ -21,6 +21,7 @@ THREATS = ("none", "adv_training", "train_time_attack")
 PARTITIONS = ("iid", "dirichlet")
 AGGREGATIONS = ("fedavg", "median")
 ACCOUNTANTS = ("rdp", "prv", "gdp")
+GRAD_SAMPLERS = ("auto", "opacus")  # auto: our faster Conv2d per-sample grads on CPU (privacy.py)
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -63,6 +64,7 @@ class CycleConfig:
     delta: float = 1e-5
     max_grad_norm: float = 1.0
     accountant: str = "rdp"
+    grad_sampler: str = "auto"
     # evaluation
     eval_attacks: tuple[str, ...] = ATTACKS
     eval_samples: int = 256  # test images attacked at inference
@@ -141,6 +143,7 @@ def _validate(cfg: CycleConfig) -> None:
     _choice(cfg, "threat", THREATS)
     _choice(cfg, "attack", ATTACKS)
     _choice(cfg, "accountant", ACCOUNTANTS)
+    _choice(cfg, "grad_sampler", GRAD_SAMPLERS)
     _choice(cfg, "device", DEVICES)
     for name in ("num_clients", "rounds", "local_epochs", "batch_size", "attack_steps",
                  "eval_samples", "attack_repeats"):
