@@ -84,6 +84,11 @@ class SweepSpec:
     scheduler: Any = None
     sweep_params: dict[str, Any] = field(default_factory=dict)  # logged on the sweep's MLflow run
     summary_metrics: list[str] = field(default_factory=list)  # extra columns of the summary table
+    # Called when the trials are done, as report(tracking_uri, experiment_name, sweep_name, out_dir,
+    # parent_run_id), to write the sweep's report into out_dir and log it to the parent run; returns
+    # something with an ``html`` path. The entry points pass analysis.report_sweep (psreval_tune
+    # never imports analysis/). Its failure is a warning, never the sweep's.
+    report: Callable[..., Any] | None = None
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -234,6 +239,8 @@ def run_sweep(args: argparse.Namespace, spec: SweepSpec):
         summary = _summary(results, spec.summary_metrics)
         _print_table(f"sweep {name}: {len(summary)} trials", summary)
         with_tmp_csv(tracker, parent, summary, "summary.csv")
+        if spec.report is not None:
+            write_report(spec.report, tracking, parent, run_dir / "reports" / name)
         status = "FINISHED" if not results.errors else "FAILED"
         return results, summary, tracking
     finally:
@@ -241,6 +248,28 @@ def run_sweep(args: argparse.Namespace, spec: SweepSpec):
         where = "make ui" if not args.tracking_uri else f"open {args.tracking_uri}"
         print(f"\nresults: {where}  (MLflow UI, experiment {args.experiment_name!r}, run {name!r}); "
               f"Tune folder {exp_path}", flush=True)
+
+
+def write_report(report: Callable[..., Any], tracking, parent_run_id: str, out_dir: Path) -> Path | None:
+    """The sweep's report (tables, figures, report.html) into out_dir and onto its MLflow run.
+    Any failure is one warning line: the trials are done and tracked whatever happens here."""
+    try:
+        full = report(tracking.tracking_uri, tracking.experiment_name, tracking.sweep_name, out_dir, parent_run_id)
+    except Exception as exc:  # noqa: BLE001 - the sweep's results must not depend on its report
+        text = str(exc).strip().splitlines()
+        print(f"\nwarning: no report for sweep {tracking.sweep_name!r} ({type(exc).__name__}: "
+              f"{text[0] if text else 'no message'}); retry with: python -m analysis report "
+              f"--tracking-uri {tracking.tracking_uri} --experiment {tracking.experiment_name} "
+              f"--sweep {tracking.sweep_name} --out {out_dir}", file=sys.stderr, flush=True)
+        return None
+    html = getattr(full, "html", None)
+    print(f"\nreport: {html} (tables and figures of the sweep; also in its MLflow run, artifacts report/)",
+          flush=True)
+    failed = getattr(full, "failed", [])
+    if failed:
+        print(f"warning: report parts failed: {', '.join(failed)} (tracebacks in {out_dir}/<part>.error.txt)",
+              file=sys.stderr, flush=True)
+    return html
 
 
 def with_tmp_csv(tracker, run_id: str, frame, name: str) -> None:

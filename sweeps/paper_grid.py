@@ -14,12 +14,26 @@ from __future__ import annotations
 
 import itertools
 import sys
+from pathlib import Path
 from typing import Any, Sequence
 
 from ray import tune
 
 from psreval_tune.sweep import SweepSpec, main_guard, parser, run_sweep
 from psreval_tune.trainable import cycle_config
+
+ROOT = Path(__file__).resolve().parents[1]  # analysis/ lives beside sweeps/ and is not installed
+
+
+def report(*args, **kwargs):
+    """analysis.report_sweep, imported when the trials are done (a broken analysis/ costs the
+    report, never the sweep)."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from analysis import report_sweep
+
+    return report_sweep(*args, **kwargs)
+
 
 EPSILONS = (1.7, 3.4, 7.0)
 ADV_FRACTIONS = (0.1, 0.2, 0.3, 0.4)
@@ -56,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
     space = grid(args)
     run_sweep(args, SweepSpec(kind="paper_grid", param_space=space,
-                              sweep_params={"smoke": args.smoke, "dataset": space["dataset"]}))
+                              sweep_params={"smoke": args.smoke, "dataset": space["dataset"]}, report=report))
     return 0
 
 

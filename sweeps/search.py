@@ -12,12 +12,26 @@ per-round clean accuracy trails the others.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from ray import tune
 
 from psreval_tune.sweep import SweepError, SweepSpec, _csv, main_guard, parser, run_sweep
 from psreval_tune.trainable import cycle_config
+
+ROOT = Path(__file__).resolve().parents[1]  # analysis/ lives beside sweeps/ and is not installed
+
+
+def report(*args, **kwargs):
+    """analysis.report_sweep, imported when the trials are done (a broken analysis/ costs the
+    report, never the sweep)."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from analysis import report_sweep
+
+    return report_sweep(*args, **kwargs)
+
 
 MODES = {"max": "max", "min": "min"}
 
@@ -95,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results, summary, _ = run_sweep(args, SweepSpec(
         kind="search", param_space=space, num_samples=args.num_samples, search_alg=searcher, scheduler=scheduler,
         sweep_params={"objectives": ",".join(objectives), "modes": ",".join(modes), "num_samples": args.num_samples},
-        summary_metrics=list(objectives)))
+        summary_metrics=list(objectives), report=report))
     front = pareto(summary, objectives, modes)
     stopped = int((summary["status"] == "stopped early").sum())
     print(f"\nPareto set over {', '.join(objectives)} ({len(front)} of {len(summary)} trials; "

@@ -59,7 +59,14 @@ def test_paper_grid_smoke_logs_every_trial_once(smoke_sweep):
         assert {a.path for a in client.list_artifacts(run.info.run_id)} == ARTIFACTS
         tune_final = results[run.data.tags["psreval.trial_id"]][-1]
         assert tune_final["acc_clean_float"] == pytest.approx(final["acc_clean_float"])
-    assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {"summary.csv"}
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {"summary.csv", "report"}
+    # the sweep's report (analysis/), written beside the store and logged to the parent run
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/report.html", "report/overview.md", "report/trials.csv", "report/overview_digits.png",
+            "report/transfer_digits_cnn.png", "report/pareto_digits.png"} <= logged, logged
+    html = run_dir.resolve() / "reports" / "smoke" / "report.html"
+    assert f"report: {html}" in proc.stdout and "no report for sweep" not in proc.stderr
+    assert html.read_text().count("<img") == len([p for p in logged if p.endswith(".png")])
     assert "sweep smoke: 6 trials" in proc.stdout and "make ui" in proc.stdout
 
 

@@ -1,0 +1,99 @@
+"""``python -m analysis``: the report of a sweep, or one of its parts, from MLflow or a Tune folder."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from .load import DEFAULT_EXPERIMENT, DEFAULT_TRACKING_URI, AnalysisError
+
+COMMANDS = {
+    "report": (None, "every report below and one HTML page (report.html) with all figures and tables"),
+    "overview": ("overview", "clean accuracy float vs int8, model size and its reduction (paper 4.2)"),
+    "transfer": ("transfer", "transfer attacks: robust accuracy per generator x target, per epsilon (Fig. 2, 3)"),
+    "adv-training": ("adv_training", "adversarial training: accuracy loss vs adversarial fraction, training "
+                                     "time per attack (Fig. 4, 4.4)"),
+    "train-time": ("train_time", "train-time attacker: accuracy vs the adversary's share, DP vs non-private "
+                                 "(Fig. 5)"),
+    "pareto": ("pareto", "privacy-utility-robustness Pareto front across epsilon"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2, no usage dump
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
+def _source_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("where the results are (MLflow, or a Tune folder with --results)")
+    g.add_argument("--experiment", default=None,
+                   help=f"MLflow experiment name or id (default: {DEFAULT_EXPERIMENT})")
+    g.add_argument("--tracking-uri", default=None,
+                   help=f"MLflow tracking URI (default: {DEFAULT_TRACKING_URI}, the sweeps' local store "
+                        "in RUN_DIR=runs; e.g. sqlite:///RUN_DIR/mlflow.db or http://127.0.0.1:5000)")
+    g.add_argument("--sweep", default=None,
+                   help="the sweep: its parent run's name or id (default: every sweep of the experiment)")
+    g.add_argument("--results", default=None,
+                   help="a Tune experiment folder instead of MLflow, e.g. runs/ray_results/SWEEP")
+    p.add_argument("--out", default=None, help="output folder (default: runs/reports/SWEEP)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m analysis",
+                description="Tables and figures of the PSREval paper from a sweep: PNG + SVG figures, markdown "
+                            "tables, trials.csv and report.html. Reads MLflow (default store: "
+                            f"{DEFAULT_TRACKING_URI}) or a Tune results folder (--results).")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, (_, help_text) in COMMANDS.items():
+        sp = sub.add_parser(name, help=help_text, description=help_text)
+        _source_flags(sp)
+        if name in ("report", "pareto"):
+            sp.add_argument("--attack", default="PGD", choices=["PGD", "FGSM", "FAB"],
+                            help="attack whose white-box accuracy is the robustness axis of the Pareto front "
+                                 "(default: PGD)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command is None:
+        print(f"error: name a command: {', '.join(COMMANDS)} (see --help)", file=sys.stderr)
+        return 2
+    try:
+        return _run(args)
+    except AnalysisError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # MLflow (unreachable server, bad URI) and file errors: one line too
+        if type(exc).__name__ in ("MlflowException", "RestException") or isinstance(exc, OSError):
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            print(f"error: {first}", file=sys.stderr)
+            return 2
+        raise
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .build import build_report
+    from .load import load_mlflow, load_tune
+
+    if args.results is not None:
+        if args.experiment or args.sweep or args.tracking_uri:
+            raise AnalysisError("--results reads a Tune folder; it does not combine with --experiment, "
+                                "--sweep or --tracking-uri")
+        trials = load_tune(args.results)
+        source = f"Tune folder {Path(args.results).expanduser().resolve()}"
+        name = Path(args.results).expanduser().resolve().name
+    else:
+        experiment = args.experiment or DEFAULT_EXPERIMENT
+        uri = args.tracking_uri or DEFAULT_TRACKING_URI
+        trials = load_mlflow(experiment, uri, args.sweep)
+        source = f"MLflow {uri}, experiment {experiment!r}"
+        name = args.sweep or experiment
+    out = Path(args.out) if args.out else Path("runs") / "reports" / name
+    key = COMMANDS[args.command][0]
+    options = {"pareto": {"attack": args.attack}} if key in (None, "pareto") else {}
+    full = build_report(trials, out, source=source, only=[key] if key else None, options=options)
+    print("\n".join(full.lines()))
+    return 0

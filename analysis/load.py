@@ -1,0 +1,316 @@
+"""A sweep's trials as one tidy DataFrame, from MLflow or from a Tune folder.
+
+One row per finished trial (a trial is one seed of one setting). Columns:
+
+- meta: ``sweep``, ``trial_id``, ``run_id``, ``run_name``, ``source``;
+- config: the trial's flattened CycleConfig fields as far as the source
+  records them (``dataset``, ``arch``, ``epsilon`` (NaN = non-private),
+  ``threat``, ``adv_fraction``, ``attack``, ``attack_alpha``, ``seed``, ...);
+- ``private`` (bool) and ``privacy`` ("non-private" or "DP ε=3.4");
+- metrics under their stable names (README, "Metrics"): ``acc_clean_float``,
+  ``acc_wb_pgd_mean``, ``acc_transfer_pgd_dp_to_int8_dp_mean``, ``time_train_s``...
+
+Trials without final metrics (stopped early by ASHA, failed, still running)
+are left out; ``frame.attrs["left_out"]`` says how many.
+
+This module reads results only; it never imports the training code.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import pandas as pd
+
+DEFAULT_TRACKING_URI = "sqlite:///runs/mlflow.db"  # the sweeps' default local store (RUN_DIR=runs)
+DEFAULT_EXPERIMENT = "psreval"
+
+META_COLUMNS = ["sweep", "trial_id", "run_id", "run_name", "source"]
+DERIVED_COLUMNS = ["private", "privacy"]
+# Per-round metrics (their last value) and Tune's own bookkeeping: not final metrics.
+PER_ROUND = {"round", "train_loss", "acc_clean", "epsilon"}
+TUNE_KEYS = {"timestamp", "checkpoint_dir_name", "done", "training_iteration", "trial_id", "date",
+             "time_this_iter_s", "pid", "hostname", "node_ip", "config", "time_since_restore",
+             "iterations_since_restore", "experiment_tag", "should_checkpoint", "cycle_complete",
+             "episodes_total", "timesteps_total", "timesteps_since_restore", "episode_reward_mean"}
+METRIC_PREFIXES = ("acc_", "size_", "time_")
+METRIC_NAMES = {"epsilon_spent", "noise_multiplier", "sample_rate", "dp_steps", "final_train_loss"}
+# CycleConfig defaults (psreval_tune/config.py) of the fields every report groups by,
+# for a Tune folder whose param space left them out (e.g. a fixed arch).
+GROUPING_DEFAULTS: dict[str, Any] = {"dataset": "digits", "arch": "cnn", "threat": "none", "adv_fraction": 0.0,
+                                     "attack": "PGD", "epsilon": None, "seed": 0}
+# Config fields that never change the trained model (left out of "same setting" keys).
+EVAL_ONLY = {"eval_attacks", "eval_samples", "attack_repeats", "device", "data_root", "download"}
+
+
+class AnalysisError(ValueError):
+    """The results asked for cannot be read. The message is one line."""
+
+
+def is_metric(column: str) -> bool:
+    return column.startswith(METRIC_PREFIXES) or column in METRIC_NAMES
+
+
+def config_columns(frame: pd.DataFrame) -> list[str]:
+    skip = set(META_COLUMNS) | set(DERIVED_COLUMNS)
+    return [c for c in frame.columns if c not in skip and not is_metric(c)]
+
+
+def metric_columns(frame: pd.DataFrame) -> list[str]:
+    return [c for c in frame.columns if is_metric(c)]
+
+
+def privacy_label(epsilon: Any) -> str:
+    if epsilon is None or (isinstance(epsilon, float) and math.isnan(epsilon)):
+        return "non-private"
+    return f"DP ε={float(epsilon):g}"
+
+
+# --- values --------------------------------------------------------------------------
+
+
+def _parse(value: Any) -> Any:
+    """An MLflow param (always a string) back to None/bool/int/float/str."""
+    if not isinstance(value, str):
+        return value
+    if value in ("None", "null", ""):
+        return None
+    if value in ("True", "False"):
+        return value == "True"
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
+def flatten_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Tune's param space -> CycleConfig fields: nested dicts (paper_grid's
+    ``setting``) are merged in; lists become comma-separated strings, as MLflow logs them."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, Mapping):
+            flat.update(flatten_config(value))
+        elif isinstance(value, (list, tuple)):
+            flat[key] = ",".join(map(str, value))
+        else:
+            flat[key] = value
+    return flat
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def tidy(rows: Iterable[dict[str, Any]], left_out: int = 0) -> pd.DataFrame:
+    """Rows of {meta, config, metrics} -> the tidy frame described in the module docstring."""
+    rows = list(rows)
+    frame = pd.DataFrame(rows)
+    for key, default in GROUPING_DEFAULTS.items():
+        if key not in frame.columns:
+            frame[key] = default
+        elif default is not None:
+            frame[key] = frame[key].where(frame[key].notna(), default)
+    frame["epsilon"] = pd.to_numeric(frame["epsilon"], errors="coerce").astype(float)
+    for col in ("adv_fraction", "attack_alpha", "attack_eps", "lr", "delta"):
+        if col in frame.columns:
+            frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
+    frame["seed"] = pd.to_numeric(frame["seed"], errors="coerce").fillna(0).astype(int)
+    frame["private"] = frame["epsilon"].notna()
+    frame["privacy"] = [privacy_label(e) for e in frame["epsilon"]]
+    for col in metric_columns(frame):
+        frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
+    meta = [c for c in META_COLUMNS if c in frame.columns]
+    config = sorted(c for c in config_columns(frame) if c not in meta)
+    order = meta + config + DERIVED_COLUMNS + sorted(metric_columns(frame))
+    frame = frame[order].sort_values(["sweep", "dataset", "arch", "threat", "adv_fraction", "attack", "epsilon",
+                                      "seed"], na_position="first", kind="stable").reset_index(drop=True)
+    frame.attrs["left_out"] = left_out
+    return frame
+
+
+def _row(meta: dict, config: Mapping[str, Any], metrics: Mapping[str, Any]) -> dict[str, Any]:
+    row = dict(meta)
+    row.update(config)
+    for key, value in metrics.items():
+        # config wins on shared names (epsilon, delta); per-round values are not final metrics
+        if key in row or key in PER_ROUND or key in TUNE_KEYS or not _number(value):
+            continue
+        row[key] = value
+    return row
+
+
+# --- MLflow ------------------------------------------------------------------------------
+
+
+def _quiet_mlflow() -> None:
+    for name in ("alembic", "mlflow.store", "mlflow.tracking"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _client(tracking_uri: str | None):
+    from mlflow import MlflowClient
+
+    _quiet_mlflow()
+    uri = tracking_uri or DEFAULT_TRACKING_URI
+    if uri.startswith("sqlite:///"):
+        path = Path(uri[len("sqlite:///"):])
+        if not path.is_file():  # MLflow would silently create an empty store there
+            raise AnalysisError(f"no MLflow store at {path} (tracking URI {uri}); pass --tracking-uri, "
+                                "e.g. sqlite:///RUN_DIR/mlflow.db of the sweep")
+    elif "://" not in uri and not Path(uri).exists():
+        raise AnalysisError(f"no MLflow store at {uri}; pass --tracking-uri")
+    return MlflowClient(tracking_uri=uri), uri
+
+
+def _experiment(client, experiment: str, uri: str):
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None and re.fullmatch(r"\d+", experiment):
+        try:
+            exp = client.get_experiment(experiment)
+        except Exception:
+            exp = None
+    if exp is None:
+        names = sorted(e.name for e in client.search_experiments())
+        raise AnalysisError(f"unknown experiment {experiment!r} at {uri} (experiments there: "
+                            f"{', '.join(names) or 'none'})")
+    return exp
+
+
+def _all_runs(client, experiment_id: str, filter_string: str) -> list:
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], filter_string=filter_string, max_results=1000,
+                                  order_by=["attributes.start_time ASC"], page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def find_sweep_run(client, experiment_id: str, sweep: str):
+    """The sweep's parent run: by run id, by its psreval.sweep tag, or by run name."""
+    if re.fullmatch(r"[0-9a-f]{32}", sweep):
+        try:
+            run = client.get_run(sweep)
+            if run.info.experiment_id == experiment_id:
+                return run
+        except Exception:
+            pass
+    quoted = sweep.replace("'", "\\'")
+    for query in (f"tags.`psreval.kind` = 'sweep' and tags.`psreval.sweep` = '{quoted}'",
+                  f"tags.`psreval.kind` = 'sweep' and attributes.run_name = '{quoted}'"):
+        runs = _all_runs(client, experiment_id, query)
+        if runs:
+            return runs[-1]  # the latest, should a name be reused
+    names = [r.data.tags.get("psreval.sweep", r.info.run_name)
+             for r in _all_runs(client, experiment_id, "tags.`psreval.kind` = 'sweep'")]
+    raise AnalysisError(f"no sweep {sweep!r} in this experiment (sweeps there: {', '.join(names) or 'none'})")
+
+
+def load_mlflow(experiment: str = DEFAULT_EXPERIMENT, tracking_uri: str | None = None,
+                sweep: str | None = None) -> pd.DataFrame:
+    """Trials of one sweep (parent run name or id), or of every sweep in the experiment."""
+    client, uri = _client(tracking_uri)
+    exp = _experiment(client, experiment, uri)
+    query = "tags.`psreval.kind` = 'trial'"
+    where = f"experiment {exp.name!r}"
+    if sweep:
+        parent = find_sweep_run(client, exp.experiment_id, sweep)
+        query += f" and tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
+        where = f"sweep {sweep!r} of {where}"
+    runs = _all_runs(client, exp.experiment_id, query)
+    if not runs:
+        raise AnalysisError(f"{where} has no trial runs")
+    rows, left_out = [], 0
+    for run in runs:
+        metrics = run.data.metrics
+        if "acc_clean_float" not in metrics:
+            left_out += 1
+            continue
+        tags = run.data.tags
+        meta = {"sweep": tags.get("psreval.sweep"), "trial_id": tags.get("psreval.trial_id"),
+                "run_id": run.info.run_id, "run_name": run.info.run_name, "source": "mlflow"}
+        config = {k: _parse(v) for k, v in run.data.params.items()}
+        rows.append(_row(meta, config, metrics))
+    if not rows:
+        raise AnalysisError(f"{where}: none of its {len(runs)} trial runs has final metrics "
+                            "(stopped early, failed or still running)")
+    return tidy(rows, left_out)
+
+
+# --- Tune --------------------------------------------------------------------------------
+
+
+def _json_lines(path: Path) -> list[dict]:
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:  # a line torn by a killed process
+                continue
+    return out
+
+
+def load_tune(path: str | Path) -> pd.DataFrame:
+    """Trials of a Tune experiment folder (``RUN_DIR/ray_results/<sweep>``), or of one trial folder.
+
+    Each trial folder holds ``result.json`` (one JSON line per report; the last one with
+    ``cycle_complete`` carries the final metrics) and ``params.json`` (the trial's config).
+    A trial's ``artifacts/metrics.json``, when present, fills in config fields the param
+    space left out. Note: in result.json ``time_total_s`` is Tune's wall time of the trial.
+    """
+    text = str(path)
+    if "://" in text:
+        raise AnalysisError(f"--results {text}: only a local Tune folder can be read; copy it here first "
+                            "(e.g. aws s3 sync), or read the sweep from MLflow with --experiment")
+    root = Path(text).expanduser()
+    if not root.is_dir():
+        raise AnalysisError(f"--results {text}: no such folder")
+    trial_dirs = [root] if (root / "result.json").is_file() else \
+        sorted(d for d in root.iterdir() if d.is_dir() and (d / "result.json").is_file())
+    if not trial_dirs:
+        raise AnalysisError(f"--results {text}: no Tune trial folders in it (expected */result.json)")
+    sweep = root.parent.name if trial_dirs == [root] else root.name
+    rows, left_out = [], 0
+    for folder in trial_dirs:
+        lines = _json_lines(folder / "result.json")
+        final = next((r for r in reversed(lines) if r.get("cycle_complete")), None)
+        if final is None:
+            left_out += 1
+            continue
+        config: dict[str, Any] = {}
+        summary = folder / "artifacts" / "metrics.json"
+        if summary.is_file():
+            try:
+                config.update(flatten_config(json.loads(summary.read_text()).get("config", {})))
+            except (json.JSONDecodeError, AttributeError):
+                pass
+        params = folder / "params.json"
+        try:
+            space = json.loads(params.read_text()) if params.is_file() else final.get("config", {})
+        except json.JSONDecodeError:
+            space = final.get("config", {})
+        config.update(flatten_config(space or {}))
+        meta = {"sweep": sweep, "trial_id": final.get("trial_id", folder.name), "run_id": None,
+                "run_name": folder.name, "source": "tune"}
+        rows.append(_row(meta, config, final))
+    if not rows:
+        raise AnalysisError(f"--results {text}: none of its {len(trial_dirs)} trials finished "
+                            "(no result line with cycle_complete)")
+    return tidy(rows, left_out)
+
+
+def load_trials(experiment: str | None = None, tracking_uri: str | None = None, sweep: str | None = None,
+                results: str | Path | None = None) -> pd.DataFrame:
+    """From a Tune folder (``results``) or from MLflow (``experiment``, ``sweep``)."""
+    if results is not None:
+        return load_tune(results)
+    return load_mlflow(experiment or DEFAULT_EXPERIMENT, tracking_uri, sweep)

@@ -1,0 +1,74 @@
+"""Means and t-based 95% confidence intervals over seeds, and Pareto sets."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+
+def t_critical(n: int, level: float = 0.95) -> float:
+    """Two-sided Student t quantile for n samples (n - 1 degrees of freedom)."""
+    from scipy import stats
+
+    return float(stats.t.ppf(0.5 + level / 2, n - 1))
+
+
+def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float, int, float]:
+    """(mean, CI half-width, n, sample std) of the finite values; half-width NaN for n < 2."""
+    x = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
+    n = len(x)
+    if n == 0:
+        return math.nan, math.nan, 0, math.nan
+    if n == 1:
+        return float(x[0]), math.nan, 1, math.nan
+    std = float(x.std(ddof=1))
+    return float(x.mean()), t_critical(n, level) * std / math.sqrt(n), n, std
+
+
+def summarize(frame: pd.DataFrame, by: Sequence[str], value: str = "value") -> pd.DataFrame:
+    """One row per group: ``by`` columns, mean, ci95 (half-width), n, std of ``value``."""
+    rows = []
+    for key, group in frame.groupby(list(by), dropna=False, sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        mean, ci, n, std = mean_ci(group[value].tolist())
+        if n:
+            rows.append({**dict(zip(by, key)), "mean": mean, "ci95": ci, "n": n, "std": std})
+    return pd.DataFrame(rows, columns=[*by, "mean", "ci95", "n", "std"])
+
+
+def pareto_mask(values: np.ndarray, maximize: Sequence[bool]) -> np.ndarray:
+    """Rows of ``values`` (n x k) not dominated by another row: as good in every
+    objective and better in one. NaN rows are never on the front."""
+    v = np.asarray(values, dtype=float) * np.where(np.asarray(maximize), 1.0, -1.0)
+    ok = ~np.isnan(v).any(axis=1)
+    mask = np.zeros(len(v), dtype=bool)
+    for i in np.flatnonzero(ok):
+        others = v[ok]
+        dominated = ((others >= v[i]).all(axis=1) & (others > v[i]).any(axis=1)).any()
+        mask[i] = not dominated
+    return mask
+
+
+def fmt_ci(mean: float, ci: float, digits: int = 1) -> str:
+    """'48.2 ± 3.1', or '48.2' when there is no CI (n = 1); '–' when there is no value."""
+    if mean is None or not np.isfinite(mean):
+        return "–"
+    if ci is None or not np.isfinite(ci):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {ci:.{digits}f}"
+
+
+def n_note(ns: Sequence[int]) -> str:
+    """What the error bars of a figure are, in one line."""
+    ns = sorted({int(n) for n in ns if n})
+    if not ns:
+        return ""
+    if ns == [1]:
+        return "n=1 (a single seed): means only, no CI"
+    if ns[0] == ns[-1]:
+        return f"mean ± 95% CI (t) over seeds, n={ns[0]}"
+    tail = "; n=1: no CI" if ns[0] == 1 else ""
+    return f"mean ± 95% CI (t) over seeds, n={ns[0]}–{ns[-1]}{tail}"
