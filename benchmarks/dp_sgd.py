@@ -11,6 +11,10 @@ zero_grad, forward, loss, backward, per-sample clipping + noise, step -- of
                  (per-sample weight-gradient convolutions instead of unfold+bmm):
                  what the cycle uses on CPU (grad_sampler=auto). Forced here on a
                  GPU too, to measure it there;
+- ``bk``:        book-keeping clipping (psreval_tune.bookkeeping): one backward pass
+                 of activation gradients, ghost norms / per-sample norms per layer,
+                 clipped sum as one weight gradient; Opacus' sampler, noise and
+                 accountant. What the cycle uses (grad_sampler=auto);
 - ``functorch``: GradSampleModule with force_functorch (vmap per layer);
 - ``ew``:        torch's ExpandedWeights (call_for_per_sample_grads);
 - ``ghost``:     ghost clipping (GradSampleModuleFastGradientClipping; make_private
@@ -57,7 +61,7 @@ from pathlib import Path
 import _common as common
 
 ARCHS = ("cnn", "resnet9", "resnet18")
-MODES = ("hooks", "conv-loop", "functorch", "ew", "ghost")
+MODES = ("hooks", "conv-loop", "bk", "functorch", "ew", "ghost")
 # Measured steps per arch when --steps is not given: enough for a median on a
 # 2-core CPU in a few minutes; a GPU gets many more.
 CPU_STEPS = {"cnn": 8, "resnet9": 2, "resnet18": 2}
@@ -137,7 +141,7 @@ class Runner:
                 engine = PrivacyEngine(accountant="rdp")
                 kwargs = dict(module=model, optimizer=optimizer, data_loader=pool_loader,
                               noise_multiplier=args.noise_multiplier, max_grad_norm=args.max_grad_norm,
-                              poisson_sampling=True, grad_sample_mode="hooks" if mode == "conv-loop" else mode,
+                              poisson_sampling=True, grad_sample_mode="hooks" if mode in ("conv-loop", "bk") else mode,
                               noise_generator=torch.Generator(device=device).manual_seed(seed))
                 if mode == "ghost":
                     kwargs["criterion"] = criterion
@@ -148,6 +152,10 @@ class Runner:
                     from psreval_tune.privacy import conv2d_grad_sample
 
                     model.GRAD_SAMPLERS = {**model.GRAD_SAMPLERS, nn.Conv2d: conv2d_grad_sample}
+                if mode == "bk":
+                    from psreval_tune.privacy import _fast_clipping
+
+                    model, optimizer = _fast_clipping(model._module, model, optimizer, torch.device(device))
             self.poisson = True
         model.train()
         self.model, self.optimizer, self.criterion = model, optimizer, criterion

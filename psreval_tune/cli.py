@@ -29,7 +29,7 @@ HELP = {
     "adv_fraction": "share of the training data the adversary client holds, in [0, 1)",
     "aggregation": "fedavg | median",
     "accountant": "rdp | prv | gdp",
-    "grad_sampler": "DP per-sample gradients: auto (fastest exact path for the device) | opacus (Opacus' hooks)",
+    "grad_sampler": "DP per-sample clipping: auto (book-keeping, same numbers, faster) | opacus (Opacus' hooks)",
     "device": "auto (CUDA if visible) | cpu | cuda",
 }
 

@@ -21,7 +21,7 @@ THREATS = ("none", "adv_training", "train_time_attack")
 PARTITIONS = ("iid", "dirichlet")
 AGGREGATIONS = ("fedavg", "median")
 ACCOUNTANTS = ("rdp", "prv", "gdp")
-GRAD_SAMPLERS = ("auto", "opacus")  # auto: our faster Conv2d per-sample grads on CPU (privacy.py)
+GRAD_SAMPLERS = ("auto", "opacus")  # auto: book-keeping clipping where supported (privacy.py)
 DEVICES = ("auto", "cpu", "cuda")
 
 

@@ -19,6 +19,7 @@ from opacus.validators import ModuleValidator
 from torch import nn
 from torch.utils.data import DataLoader
 
+from .bookkeeping import BookKeepingModule, BookKeepingOptimizer, unsupported
 from .config import ConfigError, CycleConfig
 
 
@@ -107,15 +108,22 @@ def conv2d_grad_sample(layer: nn.Conv2d, activations: list[torch.Tensor],
     return out
 
 
-def use_fast_grad_samplers(dp_module: nn.Module, cfg: CycleConfig, device: torch.device) -> None:
-    """Swap in conv2d_grad_sample for this module only (an instance attribute
-    shadows Opacus' class-wide registry, so nothing global changes).
+def _fast_clipping(module: nn.Module, dp_module: nn.Module, dp_opt: torch.optim.Optimizer,
+                   device: torch.device) -> tuple[nn.Module, torch.optim.Optimizer]:
+    """grad_sampler=auto: the fastest exact per-sample clipping for this model.
 
-    CPU only: on a GPU, B small kernels launched in a Python loop lose to one
-    big batched matmul, so CUDA keeps Opacus' sampler.
+    Book-keeping (bookkeeping.py) when every layer has a rule; otherwise
+    Opacus' hooks, with conv2d_grad_sample for Conv2d on CPU. Either way the
+    sampler, noise and accountant are the ones make_private set up.
     """
-    if cfg.grad_sampler == "auto" and device.type == "cpu":
-        dp_module.GRAD_SAMPLERS = {**dp_module.GRAD_SAMPLERS, nn.Conv2d: conv2d_grad_sample}
+    # On a GPU one batched matmul beats B small kernels launched from a Python loop.
+    per_sample_conv = conv2d_grad_sample if device.type == "cpu" else compute_conv_grad_sample
+    if unsupported(module) is None:
+        dp_module._close()  # drop Opacus' hooks; the plain module is trained through the wrapper
+        bk_module = BookKeepingModule(module, per_sample_conv)
+        return bk_module, BookKeepingOptimizer(dp_opt, bk_module)
+    dp_module.GRAD_SAMPLERS = {**dp_module.GRAD_SAMPLERS, nn.Conv2d: per_sample_conv}  # this instance only
+    return dp_module, dp_opt
 
 
 def make_private(cfg: CycleConfig, module: nn.Module, optimizer: torch.optim.Optimizer,
@@ -133,7 +141,8 @@ def make_private(cfg: CycleConfig, module: nn.Module, optimizer: torch.optim.Opt
             module=module, optimizer=optimizer, data_loader=loader, noise_multiplier=noise,
             max_grad_norm=cfg.max_grad_norm, poisson_sampling=True,
             noise_generator=torch.Generator(device=device).manual_seed(seed))
-    use_fast_grad_samplers(dp_module, cfg, device)
+    if cfg.grad_sampler == "auto":
+        dp_module, dp_opt = _fast_clipping(module, dp_module, dp_opt, device)
     return PrivateClient(engine, dp_module, dp_opt, dp_loader, noise, sample_rate)
 
 
