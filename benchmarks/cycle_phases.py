@@ -14,10 +14,15 @@ cycle trains its non-private twin too) and reads its time_*_s metrics:
     attack      inference-time attacks: generator x target matrix, all repeats
     total       run_cycle from start to end
 
-Cycles (override any CycleConfig field with --digits KEY=VALUE / --cifar KEY=VALUE):
+Cycles (override any CycleConfig field with --digits KEY=VALUE / --cifar KEY=VALUE; a
+--digits override applies to digits_opacus too, --cifar to the cifar_* cycles):
 
     digits  CycleConfig defaults with epsilon 3.4: cnn on 8x8 digits, 10 rounds,
             DP-SGD, PGD/FGSM/FAB x 3 repeats on 256 test images
+    digits_opacus    the same with grad_sampler=opacus (Opacus' hooks: before book-keeping)
+    cifar_dp         synthetic 3x32x32, resnet9, 1024 train images, 1 round, epsilon 7,
+                     PGD on 32 images: DP training next to its non-private twin
+    cifar_dp_opacus  the same with grad_sampler=opacus
     cifar   CIFAR-sized synthetic data (3x32x32, 10 classes), resnet9, 1024 train /
             256 test images, 2 rounds, adversarial training (adv_fraction 0.2, PGD-10),
             PGD and FGSM on 64 test images, 1 repeat; non-private
@@ -36,6 +41,15 @@ import _common as common
 
 CYCLES = {
     "digits": dict(dataset="digits", epsilon=3.4),
+    # The digits cycle with Opacus' stock per-sample clipping: the "before" of the
+    # book-keeping optimisation, side by side in one run.
+    "digits_opacus": dict(dataset="digits", epsilon=3.4, grad_sampler="opacus"),
+    # DP resnet9 at CIFAR size: the DP-SGD training next to its non-private twin.
+    "cifar_dp": dict(dataset="synthetic", image_size=32, arch="resnet9", train_samples=1024, test_samples=256,
+                     rounds=1, epsilon=7.0, eval_samples=32, attack_repeats=1, eval_attacks=["PGD"]),
+    "cifar_dp_opacus": dict(dataset="synthetic", image_size=32, arch="resnet9", train_samples=1024,
+                            test_samples=256, rounds=1, epsilon=7.0, eval_samples=32, attack_repeats=1,
+                            eval_attacks=["PGD"], grad_sampler="opacus"),
     "cifar": dict(dataset="synthetic", image_size=32, arch="resnet9", train_samples=1024, test_samples=256,
                   rounds=2, eval_samples=64, attack_repeats=1, eval_attacks=["PGD", "FGSM"],
                   threat="adv_training", adv_fraction=0.2),
@@ -61,7 +75,7 @@ def _overrides(pairs: list[str]) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--cycles", default="digits,cifar", help="comma list of " + ", ".join(CYCLES))
+    p.add_argument("--cycles", default="digits_opacus,digits,cifar_dp_opacus,cifar_dp,cifar", help="comma list of " + ", ".join(CYCLES))
     p.add_argument("--digits", action="append", default=[], metavar="KEY=VALUE", help="override a digits field")
     p.add_argument("--cifar", action="append", default=[], metavar="KEY=VALUE", help="override a cifar field")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -81,7 +95,7 @@ def main() -> None:
     for name in [c for c in args.cycles.split(",") if c]:
         if name not in CYCLES:
             p.error(f"--cycles: {name!r} is not one of {', '.join(CYCLES)}")
-        cfg = CycleConfig(**{**CYCLES[name], **_overrides(getattr(args, name)), "device": args.device})
+        cfg = CycleConfig(**{**CYCLES[name], **_overrides(getattr(args, name.split("_")[0])), "device": args.device})
         print(f"== {name}: {cfg.dataset} {cfg.arch}, {cfg.rounds} rounds, epsilon {cfg.epsilon}, threat {cfg.threat}",
               flush=True)
         progress = None if args.quiet else (lambda msg: print("   ", msg, flush=True))

@@ -18,9 +18,16 @@ from torch import nn
 
 from psreval_tune.config import CycleConfig
 from psreval_tune.models import build_model
-from psreval_tune.privacy import conv2d_grad_sample
+from psreval_tune import privacy
+from psreval_tune.privacy import conv2d_grad_sample, epsilon_spent
 
 pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing")
+
+
+@pytest.fixture
+def always_loop(monkeypatch):
+    """Small test layers would take Opacus' own sampler; force the per-sample loop."""
+    monkeypatch.setattr(privacy, "LOOP_MIN_MACS", 0)
 
 CONV_CASES = [  # (cin, cout, kernel, stride, padding, dilation, groups, bias, size)
     (3, 8, 3, 1, 1, 1, 1, True, 12),
@@ -32,7 +39,7 @@ CONV_CASES = [  # (cin, cout, kernel, stride, padding, dilation, groups, bias, s
 
 
 @pytest.mark.parametrize("cin,cout,k,stride,pad,dil,groups,bias,size", CONV_CASES)
-def test_conv_grad_sample_matches_opacus(cin, cout, k, stride, pad, dil, groups, bias, size):
+def test_conv_grad_sample_matches_opacus(cin, cout, k, stride, pad, dil, groups, bias, size, always_loop):
     layer = nn.Conv2d(cin, cout, k, stride=stride, padding=pad, dilation=dil, groups=groups, bias=bias)
     x = torch.randn(5, cin, size, size)
     g = torch.randn_like(layer(x))
@@ -47,7 +54,7 @@ def test_conv_grad_sample_matches_opacus(cin, cout, k, stride, pad, dil, groups,
     torch.testing.assert_close(ours[layer.weight].sum(0), layer.weight.grad, rtol=1e-4, atol=1e-4)
 
 
-def test_conv_grad_sample_empty_batch_and_frozen_weight():
+def test_conv_grad_sample_empty_batch_and_frozen_weight(always_loop):
     layer = nn.Conv2d(2, 3, 3, padding=1)
     empty = conv2d_grad_sample(layer, [torch.zeros(0, 2, 6, 6)], torch.zeros(0, 3, 6, 6))
     assert empty[layer.weight].shape == (1, 3, 2, 3, 3) and not empty[layer.weight].any()
@@ -58,7 +65,7 @@ def test_conv_grad_sample_empty_batch_and_frozen_weight():
 
 
 @pytest.mark.parametrize("arch", ["cnn", "resnet9", "resnet18"])
-def test_whole_model_per_sample_grads_match_opacus(arch):
+def test_whole_model_per_sample_grads_match_opacus(arch, always_loop):
     """Every parameter's grad_sample, through Opacus' hooks, with and without the swap."""
     torch.manual_seed(0)
     channels = 1 if arch == "cnn" else 3
@@ -148,3 +155,21 @@ def test_dp_cycle_metrics_match_within_float_tolerance(dp_cycles):
         assert abs(fast.metrics[key] - ref.metrics[key]) <= tol, (key, fast.metrics[key], ref.metrics[key])
     losses = [[h["train_loss"] for h in r.history] for r in (fast, ref)]
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
+@pytest.mark.parametrize("history", [
+    [(1.1, 0.125, 40)],
+    [(0.7, 0.01, 1000), (2.5, 0.2, 3)],
+    [(1.3, 0.5, 1), (1.3, 0.25, 7), (0.9, 0.5, 2)],
+])
+def test_cached_rdp_epsilon_is_bit_identical(history):
+    from opacus.accountants import PRVAccountant, RDPAccountant
+
+    acc = RDPAccountant()
+    acc.history = list(history)
+    for delta in (1e-5, 1e-3):
+        assert epsilon_spent(acc, delta) == acc.get_epsilon(delta)  # exact, not approx
+        assert epsilon_spent(acc, delta) == acc.get_epsilon(delta)  # and again from the cache
+    prv = PRVAccountant()
+    prv.history = list(history[:1])
+    assert epsilon_spent(prv, 1e-5) == prv.get_epsilon(1e-5)
