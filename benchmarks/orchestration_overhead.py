@@ -6,7 +6,7 @@ all this machine's CPUs, checkpoints every round, MLflow logging and
 artifacts), and prints the ratio of wall times. Ray's start-up is counted on
 the sweep's side.
 
-    .venv/bin/python benchmarks/orchestration_overhead.py            # N=3, ~30 s cycles
+    .venv/bin/python benchmarks/orchestration_overhead.py            # N=3 DP digits resnet9 cycles of ~30 s
     .venv/bin/python benchmarks/orchestration_overhead.py --n 2 --rounds 5
 """
 
@@ -26,7 +26,11 @@ RESULTS = Path(__file__).parent / "results"
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=3, help="cycles on each side (default: 3)")
-    p.add_argument("--rounds", type=int, default=20, help="FL rounds per cycle (default 20: ~30 s on 2 cores)")
+    p.add_argument("--rounds", type=int, default=10, help="FL rounds per cycle (default 10, the cycle default)")
+    p.add_argument("--arch", default="resnet9",
+                   help="model (default resnet9: a ~30 s DP digits cycle on 2 cores, ~1.5 s per round; "
+                        "cnn with --rounds 120 gives ~17 s cycles of 0.14 s rounds, the worst case for "
+                        "per-round reporting and checkpointing)")
     p.add_argument("--out", default=str(RESULTS / "orchestration_overhead.json"))
     args = p.parse_args()
 
@@ -35,7 +39,7 @@ def main() -> None:
     from psreval_tune.cycle import TwinCache, run_cycle
 
     quiet_known_warnings()
-    cfg = CycleConfig(dataset="digits", arch="cnn", epsilon=3.4, rounds=args.rounds, eval_attacks=("PGD", "FGSM"),
+    cfg = CycleConfig(dataset="digits", arch=args.arch, epsilon=3.4, rounds=args.rounds, eval_attacks=("PGD", "FGSM"),
                       attack_repeats=2, device="cpu")
     cpus = os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as tmp:
@@ -62,7 +66,7 @@ def main() -> None:
         trial_times = [r.metrics["time_total_s"] for r in results]
 
     row = {
-        "n": args.n, "rounds": args.rounds, "cpus": cpus, "machine": platform.machine(),
+        "n": args.n, "arch": args.arch, "rounds": args.rounds, "cpus": cpus, "machine": platform.machine(),
         "direct_total_s": round(direct, 2), "sweep_total_s": round(swept, 2),
         "direct_per_cycle_s": [round(t, 2) for t in direct_times],
         "sweep_cycle_inside_trial_s": [round(t, 2) for t in trial_times],
