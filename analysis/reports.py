@@ -423,6 +423,19 @@ def metric_title(metric: str, attack: str) -> str:
             "robust": f"attacker uses {attack}: robust acc. ({attack}, white-box)"}[metric]
 
 
+def _threat_split(rep: "Report", trials: pd.DataFrame, threat: str, what: str, verb: str):
+    """(trials under ``threat`` with adv_fraction > 0, the no-threat baseline, attacks used), or
+    None with a message naming what the sweep lacks."""
+    trials = dedupe_trials(trials)
+    under = trials[(trials["threat"] == threat) & (trials["adv_fraction"] > 0)]
+    if under.empty:
+        rep.messages.append(f"{what}: needs adv_fraction > 0 and threat {threat}; this sweep has none")
+        return None
+    used = [a for a in ATTACKS if (under["attack"] == a).any()]
+    rep.messages += [f"{what}: no trials {verb} {a}" for a in ATTACKS if a not in used]
+    return under, trials[trials["threat"] == "none"], used
+
+
 def adv_training(trials: pd.DataFrame, out_dir: Path | None = None) -> Report:
     """Accuracy lost to an attack vs adversarial fraction, per attack and privacy setting; training
     time per attack (paper Fig. 4, §4.4)."""
@@ -430,18 +443,12 @@ def adv_training(trials: pd.DataFrame, out_dir: Path | None = None) -> Report:
                  "Paper Fig. 4 and §4.4: accuracy loss = clean accuracy − accuracy under the attack the model was "
                  "adversarially trained with, white-box on each model (lower is better); PGD costs up to 8× the "
                  "training time of FGSM at 40% adversarial data, FAB ×20.")
-    trials = dedupe_trials(trials)
-    adv = trials[(trials["threat"] == "adv_training") & (trials["adv_fraction"] > 0)]
-    if adv.empty:
-        rep.messages.append("adversarial training: needs adv_fraction > 0 and threat adv_training; "
-                            "this sweep has none")
+    split = _threat_split(rep, trials, "adv_training", "adversarial training", "adversarially trained with")
+    if split is None:
         rep.write(out_dir)
         return rep
-    base = trials[trials["threat"] == "none"]
+    adv, base, trained = split
     lower = [a.lower() for a in ATTACKS]
-    trained = [a for a in ATTACKS if (adv["attack"] == a).any()]
-    rep.messages += [f"adversarial training: no trials adversarially trained with {a}" for a in ATTACKS
-                     if a not in trained]
     rows = []
     adv_models, base_models = model_rows(adv, lower), model_rows(base, lower)
     for a in trained:
@@ -550,17 +557,12 @@ def train_time(trials: pd.DataFrame, out_dir: Path | None = None) -> Report:
     rep = Report("train_time", "Train-time attacker: accuracy vs the adversary's share of the training data",
                  "Paper Fig. 5 and §4.5: the adversary replaces its data with adversarial examples labelled with the "
                  "model's own predictions. Higher is better; DP-SGD limits the damage even at 40%.")
-    trials = dedupe_trials(trials)
-    tta = trials[(trials["threat"] == "train_time_attack") & (trials["adv_fraction"] > 0)]
-    if tta.empty:
-        rep.messages.append("train-time attacker: needs adv_fraction > 0 and threat train_time_attack; "
-                            "this sweep has none")
+    split = _threat_split(rep, trials, "train_time_attack", "train-time attacker", "whose adversary uses")
+    if split is None:
         rep.write(out_dir)
         return rep
-    base = trials[trials["threat"] == "none"]
+    tta, base, used = split
     lower = [a.lower() for a in ATTACKS]
-    used = [a for a in ATTACKS if (tta["attack"] == a).any()]
-    rep.messages += [f"train-time attacker: no trials whose adversary uses {a}" for a in ATTACKS if a not in used]
     tm, bm = model_rows(tta, lower), model_rows(base, lower)
     rows = []
     for a in used:

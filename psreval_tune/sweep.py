@@ -228,8 +228,13 @@ def run_sweep(args: argparse.Namespace, spec: SweepSpec):
             tuner = Tuner(
                 trainable,
                 param_space=spec.param_space,
+                # reuse_actors: a finished trial's worker process runs the next trial, so
+                # each trial does not pay a process start and the torch/Opacus imports
+                # (~5 s here between 25 s trials). Trials share nothing else: every
+                # cycle seeds itself and the only process-wide state is pure caches.
                 tune_config=tune.TuneConfig(num_samples=spec.num_samples, search_alg=spec.search_alg,
-                                            scheduler=spec.scheduler, max_concurrent_trials=args.max_concurrent),
+                                            scheduler=spec.scheduler, max_concurrent_trials=args.max_concurrent,
+                                            reuse_actors=True),
                 run_config=tune.RunConfig(
                     name=name, storage_path=storage, verbose=1,
                     callbacks=[TrackingCallback(tracking, parent)],

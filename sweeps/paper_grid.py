@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import sys
-from pathlib import Path
 from typing import Any, Sequence
 
 from ray import tune
@@ -22,18 +21,7 @@ from ray import tune
 from psreval_tune.sweep import SweepSpec, main_guard, parser, run_sweep
 from psreval_tune.trainable import cycle_config
 
-ROOT = Path(__file__).resolve().parents[1]  # analysis/ lives beside sweeps/ and is not installed
-
-
-def report(*args, **kwargs):
-    """analysis.report_sweep, imported when the trials are done (a broken analysis/ costs the
-    report, never the sweep)."""
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
-    from analysis import report_sweep
-
-    return report_sweep(*args, **kwargs)
-
+from _report import report  # the script's folder is on sys.path
 
 EPSILONS = (1.7, 3.4, 7.0)
 ADV_FRACTIONS = (0.1, 0.2, 0.3, 0.4)

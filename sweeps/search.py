@@ -12,7 +12,6 @@ per-round clean accuracy trails the others.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Sequence
 
 from ray import tune
@@ -20,18 +19,7 @@ from ray import tune
 from psreval_tune.sweep import SweepError, SweepSpec, _csv, main_guard, parser, run_sweep
 from psreval_tune.trainable import cycle_config
 
-ROOT = Path(__file__).resolve().parents[1]  # analysis/ lives beside sweeps/ and is not installed
-
-
-def report(*args, **kwargs):
-    """analysis.report_sweep, imported when the trials are done (a broken analysis/ costs the
-    report, never the sweep)."""
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
-    from analysis import report_sweep
-
-    return report_sweep(*args, **kwargs)
-
+from _report import report  # the script's folder is on sys.path
 
 MODES = {"max": "max", "min": "min"}
 
