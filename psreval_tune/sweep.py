@@ -196,6 +196,12 @@ def run_sweep(args: argparse.Namespace, spec: SweepSpec):
     from .trainable import TrackingCallback, TrialInfra, run_trial
 
     _check_args(args)
+    # Tune snapshots the experiment's state (which trials are done) every 10 s or
+    # more by default; a driver killed inside that window re-runs the trials that
+    # finished in it on --resume. With worker reuse, trials can finish seconds
+    # apart, so snapshot every second: a small JSON written locally (syncing to
+    # remote storage keeps its own period). An explicit setting wins.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     storage = _storage(args)
     name = _sweep_name(args, spec.kind, storage)
     exp_path = f"{storage.rstrip('/')}/{name}"
