@@ -153,9 +153,9 @@ class Runner:
 
                     model.GRAD_SAMPLERS = {**model.GRAD_SAMPLERS, nn.Conv2d: conv2d_grad_sample}
                 if mode == "bk":
-                    from psreval_tune.privacy import _fast_clipping
+                    from psreval_tune.privacy import fast_clipping
 
-                    model, optimizer = _fast_clipping(model._module, model, optimizer, torch.device(device))
+                    model, optimizer = fast_clipping(model._module, model, optimizer, torch.device(device))
             self.poisson = True
         model.train()
         self.model, self.optimizer, self.criterion = model, optimizer, criterion

@@ -165,8 +165,9 @@ class BookKeepingModule(nn.Module):
         self.per_sample_conv = per_sample_conv  # for conv layers where the ghost norm is dearer
         self._tape: list[list] = []  # [layer, input, output grad]
         self._recording = False
-        self._hooks = [layer.register_forward_hook(self._record) for layer in module.modules()
-                       if _own_trainable(layer)]
+        for layer in module.modules():
+            if _own_trainable(layer):
+                layer.register_forward_hook(self._record)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and torch.is_grad_enabled()):
@@ -214,10 +215,6 @@ class BookKeepingModule(nn.Module):
             if p.requires_grad:
                 p.grad = grads.get(id(p), torch.zeros_like(p)).view_as(p)
         self._tape = []
-
-    def close(self) -> None:
-        for h in self._hooks:
-            h.remove()
 
 
 class BookKeepingOptimizer(DPOptimizerFastGradientClipping):

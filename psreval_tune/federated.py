@@ -79,7 +79,7 @@ class Client:
 
     @property
     def model(self) -> nn.Module:
-        """The plain module underneath Opacus' GradSampleModule."""
+        """The plain module underneath the DP wrapper (Opacus' GradSampleModule or BookKeepingModule)."""
         return self.module._module if self.private is not None else self.module
 
     def __len__(self) -> int:

@@ -140,7 +140,7 @@ def conv2d_grad_sample(layer: nn.Conv2d, activations: list[torch.Tensor],
     return out
 
 
-def _fast_clipping(module: nn.Module, dp_module: nn.Module, dp_opt: torch.optim.Optimizer,
+def fast_clipping(module: nn.Module, dp_module: nn.Module, dp_opt: torch.optim.Optimizer,
                    device: torch.device) -> tuple[nn.Module, torch.optim.Optimizer]:
     """grad_sampler=auto: the fastest exact per-sample clipping for this model.
 
@@ -174,7 +174,7 @@ def make_private(cfg: CycleConfig, module: nn.Module, optimizer: torch.optim.Opt
             max_grad_norm=cfg.max_grad_norm, poisson_sampling=True,
             noise_generator=torch.Generator(device=device).manual_seed(seed))
     if cfg.grad_sampler == "auto":
-        dp_module, dp_opt = _fast_clipping(module, dp_module, dp_opt, device)
+        dp_module, dp_opt = fast_clipping(module, dp_module, dp_opt, device)
     return PrivateClient(engine, dp_module, dp_opt, dp_loader, noise, sample_rate)
 
 
