@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import os
 import pickle
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -88,6 +90,7 @@ def _synthetic(cfg: CycleConfig, gen: torch.Generator) -> tuple[Split, Split, in
     size, classes, channels = cfg.image_size or 16, 10, 3
     n = cfg.train_samples or 2000
     n_test = cfg.test_samples or 500
+    _check_memory(n + n_test, channels, size, f"synthetic data (train_samples={n}, test_samples={n_test})")
     templates = torch.rand(classes, channels, size, size, generator=gen)
 
     def draw(count: int) -> Split:
@@ -98,10 +101,43 @@ def _synthetic(cfg: CycleConfig, gen: torch.Generator) -> tuple[Split, Split, in
     return draw(n), draw(n_test), classes
 
 
+# Larger images than this are refused before decoding (PIL's own bomb limit is ~89 Mpx).
+MAX_IMAGE_PIXELS = 50_000_000
+
+
+def memory_limit_bytes() -> int:
+    """Physical memory, or the cgroup's limit when lower."""
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        total = 1 << 40
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            total = min(total, int(text))
+    return total
+
+
+def _check_memory(count: int, channels: int, size: int, what: str) -> None:
+    """Refuse a dataset whose float32 tensor would take more than half the memory, before allocating it."""
+    need = count * channels * size * size * 4
+    limit = memory_limit_bytes() // 2
+    if need > limit:
+        raise DataError(f"{what} at image_size={size} needs {need / 1e9:.3g} GB as float32 tensors; allowed: at "
+                        f"most {limit / 1e9:.3g} GB (half the memory): use a smaller --image-size or fewer samples")
+
+
 def _check_root(cfg: CycleConfig) -> Path:
     root = Path(str(cfg.data_root)).expanduser()
     if not root.is_dir() and not cfg.download:
         raise DataError(f"data_root={str(root)!r} does not exist or is not a folder; point --data-root at the {cfg.dataset} data")
+    if root.exists() and not root.is_dir():
+        raise DataError(f"data_root={str(root)!r} is not a folder; point --data-root at the {cfg.dataset} data")
+    if root.is_dir() and not os.access(root, os.R_OK | os.X_OK):
+        raise DataError(f"data_root={str(root)!r} is not readable by this user; allowed: a readable folder")
     return root
 
 
@@ -120,63 +156,85 @@ class _ArrayUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def _scan_cifar_batches(folder: Path) -> None:
-    """Refuse batch files that would do more than build arrays, before torchvision pickle.loads them."""
-    for path in sorted(folder.glob("*_batch*")) + [folder / "batches.meta"]:
-        if path.is_file():
-            try:
-                with open(path, "rb") as fh:
-                    _ArrayUnpickler(fh, encoding="latin1").load()
-            except pickle.UnpicklingError as exc:
-                raise DataError(f"unsafe or corrupt CIFAR-10 file {path}: {exc}") from None
-            except Exception as exc:  # any other parse failure of a corrupt file
-                raise DataError(f"corrupt CIFAR-10 batch file {path}: {type(exc).__name__}") from None
+def _safe_unpickle(path: Path) -> Any:
+    """A CIFAR-10 file's content, through the restricted unpickler only (never pickle.load)."""
+    try:
+        with open(path, "rb") as fh:
+            return _ArrayUnpickler(fh, encoding="latin1").load()
+    except pickle.UnpicklingError as exc:
+        raise DataError(f"unsafe or corrupt CIFAR-10 file {path}: {exc}") from None
+    except PermissionError:
+        raise DataError(f"CIFAR-10 file {path} is not readable (permission denied)") from None
+    except Exception as exc:  # noqa: BLE001 - any other parse failure of a corrupt file
+        # Garbage bytes make pickle raise more than UnpicklingError: a bogus frame or
+        # length header gives OverflowError/MemoryError, a bogus global ImportError.
+        raise DataError(f"corrupt CIFAR-10 batch file {path}: {type(exc).__name__}") from None
+
+
+def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(N x 3 x 32 x 32 uint8 images, N int64 labels) of one batch file, validated."""
+    entry = _safe_unpickle(path)
+    if not isinstance(entry, dict) or "data" not in entry or not ("labels" in entry or "fine_labels" in entry):
+        raise DataError(f"corrupt CIFAR-10 batch file {path}: expected a dict with 'data' and 'labels'")
+    data = entry["data"]
+    labels = entry["labels"] if "labels" in entry else entry["fine_labels"]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        shape = getattr(data, "shape", type(data).__name__)
+        raise DataError(f"corrupt CIFAR-10 batch file {path}: data of shape {shape}, expected (N, 3072) uint8")
+    try:
+        targets = np.asarray(labels, dtype=np.int64)
+    except (TypeError, ValueError, OverflowError):
+        raise DataError(f"corrupt CIFAR-10 batch file {path}: labels are not integers") from None
+    if targets.shape != (len(data),) or (targets.size and (targets.min() < 0 or targets.max() > 9)):
+        raise DataError(f"corrupt CIFAR-10 batch file {path}: {targets.size} labels for {len(data)} images, "
+                        "expected one label in 0..9 per image")
+    return data.reshape(-1, 3, 32, 32), targets
+
+
+def _download_cifar10(root: Path, spec: Any) -> None:
+    from ._torchvision import import_torchvision
+
+    utils = import_torchvision().datasets.utils
+    try:
+        utils.download_and_extract_archive(spec.url, str(root), filename=spec.filename, md5=spec.tgz_md5)
+    except Exception as exc:  # noqa: BLE001 - no network, a proxy error, a bad archive, a full disk: one line
+        text = str(exc).strip().splitlines()
+        raise DataError(f"--download could not fetch CIFAR-10 from {spec.url} into {root}: "
+                        f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")) from None
 
 
 def _cifar10(cfg: CycleConfig, gen: torch.Generator) -> tuple[Split, Split, int]:
+    """CIFAR-10's python-pickle batches, read through the restricted unpickler.
+
+    torchvision's CIFAR10 class would ``pickle.load`` the batch files, which
+    runs any code a crafted file carries; here torchvision only downloads
+    and extracts (md5-checked archive), and every file is parsed by
+    ``_ArrayUnpickler``: the check and the read are one step, on whichever
+    machine loads the data (driver or Ray worker), with or without --download.
+    """
     from ._torchvision import import_torchvision
 
-    datasets = import_torchvision().datasets
+    spec = import_torchvision().datasets.CIFAR10
     root = _check_root(cfg)
-
-    class LocalCIFAR10(datasets.CIFAR10):
-        # torchvision md5-checks all six batch files (~170 MB) on every load.
-        # The archive is verified when --download fetches it; afterwards we
-        # only require the files to be present, which also lets tests use a
-        # tiny CIFAR-10 written in the same pickle format.
-        def _check_integrity(self) -> bool:
-            base = os.path.join(self.root, self.base_folder)
-            names = [name for name, _ in self.train_list + self.test_list] + [self.meta["filename"]]
-            return all(os.path.isfile(os.path.join(base, name)) for name in names)
-
-        def _load_meta(self) -> None:
-            # torchvision md5-checks batches.meta as well, which rejected any
-            # tiny CIFAR-10; its presence is already required above.
-            with open(os.path.join(self.root, self.base_folder, self.meta["filename"]), "rb") as fh:
-                self.classes = pickle.load(fh, encoding="latin1")[self.meta["key"]]
-            self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
-
-    base = root / LocalCIFAR10.base_folder
-    if not cfg.download:
-        _scan_cifar_batches(base)
+    base = root / spec.base_folder
+    train_names = [name for name, _ in spec.train_list]
+    test_names = [name for name, _ in spec.test_list]
+    names = train_names + test_names + [spec.meta["filename"]]
+    if cfg.download and not all((base / name).is_file() for name in names):
+        _download_cifar10(root, spec)
+    if not all((base / name).is_file() for name in names):
+        raise DataError(
+            f"data_root={str(root)!r} holds no CIFAR-10 data "
+            f"(expected {base}/data_batch_1..5, test_batch and batches.meta); pass --download to fetch it")
+    meta = _safe_unpickle(base / spec.meta["filename"])  # read (and checked) like the batches
+    if not isinstance(meta, dict):
+        raise DataError(f"corrupt CIFAR-10 file {base / spec.meta['filename']}: expected a dict")
     splits = []
-    for train in (True, False):
-        try:
-            ds = LocalCIFAR10(str(root), train=train, download=cfg.download)
-        except RuntimeError:
-            raise DataError(
-                f"data_root={str(root)!r} holds no CIFAR-10 data "
-                f"(expected {base}/data_batch_1..5, test_batch and batches.meta); pass --download to fetch it") from None
-        # Garbage bytes make pickle raise more than UnpicklingError: a bogus frame or
-        # length header gives OverflowError/MemoryError, a bogus global ImportError.
-        except (pickle.UnpicklingError, EOFError, KeyError, IndexError, ValueError, TypeError, AttributeError,
-                ImportError, OverflowError, MemoryError) as exc:
-            raise DataError(f"corrupt CIFAR-10 batch file under {base}: {type(exc).__name__}") from None
-        data = np.asarray(ds.data)
-        if data.ndim != 4 or data.shape[1:] != (32, 32, 3) or len(data) != len(ds.targets):
-            raise DataError(f"corrupt CIFAR-10 data under {base}: images of shape {data.shape[1:]}, expected (32, 32, 3)")
-        x = torch.from_numpy(data).permute(0, 3, 1, 2).float().div_(255.0)
-        splits.append(Split(x.contiguous(), torch.tensor(ds.targets, dtype=torch.int64)))
+    for part in (train_names, test_names):
+        batches = [_read_cifar_batch(base / name) for name in part]
+        x = torch.from_numpy(np.concatenate([b[0] for b in batches])).float().div_(255.0)
+        y = torch.from_numpy(np.concatenate([b[1] for b in batches]))
+        splits.append(Split(x.contiguous(), y))
     return splits[0], splits[1], 10
 
 
@@ -199,17 +257,36 @@ def _pneumonia(cfg: CycleConfig, gen: torch.Generator) -> tuple[Split, Split, in
             listing = tv.datasets.ImageFolder(str(folder))
         except FileNotFoundError:
             raise DataError(f"{folder} has no class folders with images (.jpeg, .jpg, .png); expected {folder}/<class>/*.jpeg") from None
+        except OSError as exc:  # PermissionError and friends while listing
+            raise DataError(f"{folder} is not readable ({type(exc).__name__}: {exc.strerror or exc}); "
+                            "the data folders must be readable by this user") from None
         if classes is None:
             classes = listing.classes
         elif listing.classes != classes:
             raise DataError(f"{folder} has classes {listing.classes}, but train/ has {classes}; they must match")
+        _check_memory(len(listing.samples), 1, size, f"{folder} ({len(listing.samples)} images)")
         xs = torch.empty(len(listing.samples), 1, size, size)
         for i, (path, _) in enumerate(listing.samples):
             try:
-                with Image.open(path) as img:
-                    img = img.convert("L").resize((size, size), Image.BILINEAR)
-                    xs[i] = to_tensor(img).float().div_(255.0)
-            except (UnidentifiedImageError, OSError, ValueError) as exc:
+                with warnings.catch_warnings():
+                    # A decompression bomb (a small file that decodes to gigapixels) is an error,
+                    # never a warning followed by exhausting memory.
+                    warnings.simplefilter("error", Image.DecompressionBombWarning)
+                    with Image.open(path) as img:
+                        if img.width * img.height > MAX_IMAGE_PIXELS:
+                            raise DataError(f"image {path} is {img.width}x{img.height} pixels; allowed: at most "
+                                            f"{MAX_IMAGE_PIXELS} pixels (a possible decompression bomb)")
+                        img.draft("L", (size, size))  # JPEG: decode at a reduced scale when possible
+                        img = img.convert("L").resize((size, size), Image.BILINEAR)
+                        xs[i] = to_tensor(img).float().div_(255.0)
+            except DataError:
+                raise
+            except PermissionError:
+                raise DataError(f"image {path} is not readable (permission denied)") from None
+            except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+                raise DataError(f"image {path} is too large to decode safely ({exc}); allowed: at most "
+                                f"{MAX_IMAGE_PIXELS} pixels") from None
+            except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
                 raise DataError(f"corrupt image {path}: {type(exc).__name__}") from None
         splits.append(Split(xs, torch.tensor(listing.targets, dtype=torch.int64)))
     if len(classes) < 2:

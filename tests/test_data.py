@@ -337,24 +337,111 @@ def test_batch_larger_than_client_is_a_data_error(labels):
         partition(CycleConfig(batch_size=5000), labels)
 
 
-def test_cifar_batch_that_runs_code_is_refused(tmp_path):
-    """A pickle can execute code when loaded; the loader must refuse it, not run it."""
-    import os
-    import pickle
+class _Exploit:
+    """Unpickling this runs ``touch MARKER``: the payload a hostile CIFAR-10 mirror could ship."""
 
-    from psreval_tune.config import CycleConfig
-    from psreval_tune.data import DataError, load_data
+    def __init__(self, marker: Path):
+        self.marker = marker
 
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _plant_payload(root: Path, marker: Path, name: str = "data_batch_1") -> None:
+    with open(root / "cifar-10-batches-py" / name, "wb") as fh:
+        pickle.dump({"data": _Exploit(marker), "labels": [0]}, fh)
+
+
+@pytest.mark.parametrize("download", [False, True], ids=["no-download", "download-files-present"])
+@pytest.mark.parametrize("name", ["data_batch_1", "test_batch", "batches.meta"])
+def test_cifar_batch_that_runs_code_is_refused(tmp_path, download, name):
+    """A pickle can execute code when loaded; the loader must refuse it, not run it, whatever the
+    flags (with --download and the files present, torchvision downloads nothing)."""
     marker = tmp_path / "pwned"
-
-    class Exploit:
-        def __reduce__(self):
-            return (os.system, (f"touch {marker}",))
-
     root = tmp_path / "cifar"
     write_cifar10(root)
-    with open(root / "cifar-10-batches-py" / "data_batch_1", "wb") as fh:
-        pickle.dump({"data": Exploit(), "labels": [0]}, fh)
+    _plant_payload(root, marker, name)
     with pytest.raises(DataError, match="posix.system is not allowed|os.system is not allowed"):
-        load_data(CycleConfig(dataset="cifar10", data_root=str(root)))
+        load_data(CycleConfig(dataset="cifar10", data_root=str(root), download=download))
     assert not marker.exists()
+
+
+def test_cifar_payload_arriving_by_download_is_refused(tmp_path, monkeypatch):
+    """--download on an empty folder: the (here faked, no internet) download writes a batch file that
+    carries a payload. The files are read only after the download, and only by the restricted
+    unpickler, so the payload never runs."""
+    from psreval_tune._torchvision import import_torchvision
+
+    marker = tmp_path / "pwned"
+    root = tmp_path / "cifar"
+    calls = []
+
+    def fake_download(url, download_root, filename=None, md5=None, **kw):
+        calls.append((url, download_root, filename, md5))
+        write_cifar10(Path(download_root))
+        _plant_payload(Path(download_root), marker, "data_batch_3")
+
+    utils = import_torchvision().datasets.utils
+    monkeypatch.setattr(utils, "download_and_extract_archive", fake_download)
+    with pytest.raises(DataError, match="posix.system is not allowed|os.system is not allowed"):
+        load_data(CycleConfig(dataset="cifar10", data_root=str(root), download=True))
+    assert len(calls) == 1 and calls[0][2] == "cifar-10-python.tar.gz" and calls[0][3]  # md5-checked archive
+    assert not marker.exists()
+
+
+def test_cifar_download_failure_is_one_line(tmp_path, monkeypatch):
+    from psreval_tune._torchvision import import_torchvision
+
+    def no_network(*a, **kw):
+        raise OSError("[Errno -3] Temporary failure in name resolution\nmore")
+
+    monkeypatch.setattr(import_torchvision().datasets.utils, "download_and_extract_archive", no_network)
+    with pytest.raises(DataError, match=r"--download could not fetch CIFAR-10 .* name resolution$"):
+        load_data(CycleConfig(dataset="cifar10", data_root=str(tmp_path / "new"), download=True))
+
+
+def test_cifar_download_skipped_when_files_present(cifar_root, monkeypatch):
+    from psreval_tune._torchvision import import_torchvision
+
+    def must_not_run(*a, **kw):
+        raise AssertionError("downloaded although every file is present")
+
+    monkeypatch.setattr(import_torchvision().datasets.utils, "download_and_extract_archive", must_not_run)
+    root, _ = cifar_root
+    bundle = load_data(CycleConfig(dataset="cifar10", data_root=str(root), download=True))
+    assert len(bundle.test) == CIFAR_TEST_SIZE
+
+
+@pytest.mark.parametrize("content, text", [
+    pytest.param({"data": np.zeros((2, 3072), np.uint8), "labels": [0, 12]}, "label in 0..9", id="label-out-of-range"),
+    pytest.param({"data": np.zeros((2, 3072), np.uint8), "labels": [0]}, "1 labels for 2 images", id="label-count"),
+    pytest.param({"data": np.zeros((2, 3072), np.float32), "labels": [0, 1]}, "uint8", id="float-pixels"),
+])
+def test_cifar10_inconsistent_batch_is_a_data_error(cifar_root, content, text):
+    root, _ = cifar_root
+    with open(root / "cifar-10-batches-py" / "data_batch_2", "wb") as fh:
+        pickle.dump(content, fh)
+    with pytest.raises(DataError, match="corrupt CIFAR-10") as info:
+        load_data(CycleConfig(dataset="cifar10", data_root=str(root)))
+    assert text in str(info.value)
+
+
+def test_pneumonia_decompression_bomb_is_refused(tmp_path):
+    """A small PNG that would decode to 60 Mpx is refused before it is decoded."""
+    root = tmp_path / "xray"
+    write_pneumonia(root)
+    bomb = Image.new("1", (10_000, 6_000))  # 1-bit, compresses to a few kB
+    bomb.save(root / "train" / "NORMAL" / "bomb.png", optimize=True)
+    assert (root / "train" / "NORMAL" / "bomb.png").stat().st_size < 200_000
+    with pytest.raises(DataError, match="bomb.png is 10000x6000 pixels; allowed: at most"):
+        load_data(CycleConfig(dataset="pneumonia", data_root=str(root), image_size=16))
+
+
+def test_synthetic_too_large_for_memory_is_refused():
+    from psreval_tune.data import memory_limit_bytes
+
+    samples = memory_limit_bytes() // (3 * 64 * 64 * 4) + 1  # just over all memory, half of it is the limit
+    with pytest.raises(DataError, match=r"image_size=64 needs .* GB .*; allowed: at most"):
+        load_data(CycleConfig(dataset="synthetic", image_size=64, train_samples=samples))
