@@ -1,24 +1,124 @@
 """Writing a cycle's results: metrics.json, float/int8 weights, image grid.
 
-The output folder appears whole or not at all: everything is written to a
-temporary sibling that is renamed into place at the end, so a failed or
-interrupted run never leaves a half-written folder behind.
+Nothing this module did not create in this call is ever deleted:
+
+- a new folder is assembled in a temporary sibling that is renamed into
+  place at the end, so it appears whole or not at all;
+- an existing folder is written into only when it is empty, or with
+  ``overwrite`` (then only the four files below are replaced, one atomic
+  rename each; anything else in the folder is left alone);
+- obviously dangerous targets (``/``, system folders, the home folder, the
+  working directory or one of its parents) are refused.
+
+Folders and files get the process umask's permissions, like any other file.
+``check_out_dir`` and ``check_writable_dir`` are the checks the CLI runs
+before any training; they import nothing heavy.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+from .config import ConfigError
 
-from .cycle import CycleResult
+if TYPE_CHECKING:
+    from .cycle import CycleResult
 
 ARTIFACTS = ("metrics.json", "model_float.pt", "model_int8.pt", "adv_examples.png")
+# Top-level folders that are never an output folder.
+SYSTEM_DIRS = {"bin", "boot", "dev", "etc", "lib", "lib32", "lib64", "libx32", "opt", "proc", "root", "run",
+               "sbin", "srv", "sys", "usr", "var", "tmp", "home", "mnt", "media", "snap"}
+
+
+class OutputError(ConfigError):
+    """An output location cannot be used as asked. One line."""
+
+
+def _dangerous(resolved: Path) -> str | None:
+    """Why ``resolved`` must never be an output folder, or None."""
+    cwd = Path.cwd().resolve()
+    home = Path.home().expanduser().resolve()
+    if resolved == Path(resolved.anchor):
+        return "the filesystem root"
+    if resolved == home:
+        return "your home folder"
+    if resolved in home.parents:
+        return "a parent of your home folder"
+    if resolved == cwd:
+        return "the working directory"
+    if resolved in cwd.parents:
+        return "a parent of the working directory"
+    if resolved.parent == Path(resolved.anchor) and resolved.name in SYSTEM_DIRS:
+        return "a system folder"
+    return None
+
+
+def _nearest_existing(path: Path) -> Path:
+    probe = path
+    while not os.path.lexists(probe) and probe != probe.parent:
+        probe = probe.parent
+    return probe
+
+
+def check_writable_dir(path: str | os.PathLike, flag: str) -> None:
+    """``path`` is (or can be created as) a folder this process may write; nothing is created."""
+    p = Path(path).expanduser()
+    if p.is_symlink() and not p.exists():
+        raise OutputError(f"{flag}={str(path)!r} is a dangling symbolic link; allowed: a folder or a new path")
+    if p.exists():
+        if not p.is_dir():
+            raise OutputError(f"{flag}={str(path)!r} exists and is not a folder")
+        if not os.access(p, os.W_OK | os.X_OK):
+            raise OutputError(f"{flag}={str(path)!r} is not writable by this user; allowed: a writable folder")
+        return
+    anchor = _nearest_existing(p.absolute())
+    if not anchor.is_dir():
+        raise OutputError(f"{flag}={str(path)!r} cannot be created: {anchor} is not a folder")
+    if not os.access(anchor, os.W_OK | os.X_OK):
+        raise OutputError(f"{flag}={str(path)!r} cannot be created: {anchor} is not writable by this user")
+
+
+def check_out_dir(out: str | os.PathLike, overwrite: bool, flag: str = "--out") -> None:
+    """Refuse, before any work, an output folder this module would not write safely."""
+    p = Path(out).expanduser()
+    if p.exists() and not p.is_dir():
+        raise OutputError(f"{flag}={str(out)!r} exists and is not a folder")
+    reason = _dangerous(p.resolve())
+    if reason:
+        raise OutputError(f"{flag}={str(out)!r} is {reason}; refused: results go into a new or empty folder "
+                          f"(e.g. {flag} runs/cycle)")
+    check_writable_dir(p, flag)
+    if not p.is_dir():
+        return
+    entries = sorted(e.name for e in os.scandir(p))
+    if entries and not overwrite:
+        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        raise OutputError(f"{flag}={str(out)!r} is a non-empty folder ({shown}); allowed: a new or empty folder, "
+                          f"or --overwrite to replace only this program's files ({', '.join(ARTIFACTS)}) in it")
+    for name in ARTIFACTS:
+        target = p / name
+        if os.path.lexists(target) and (target.is_symlink() or not target.is_file()):
+            raise OutputError(f"{flag}={str(out)!r}: {name} in it is not a regular file; --overwrite replaces "
+                              "only regular files this program writes")
+
+
+def _make_temp_dir(parent: Path, stem: str) -> Path:
+    """A new folder with the umask's permissions (tempfile.mkdtemp would make it 0700)."""
+    for _ in range(100):
+        path = parent / f".{stem}.{secrets.token_hex(4)}.tmp"
+        try:
+            os.mkdir(path, 0o777)
+        except FileExistsError:
+            continue
+        return path
+    raise OutputError(f"cannot create a temporary folder in {parent}")
 
 
 def _jsonable(value):
@@ -27,7 +127,7 @@ def _jsonable(value):
     return value
 
 
-def summary(result: CycleResult) -> dict:
+def summary(result: "CycleResult") -> dict:
     return {
         "config": result.config.to_dict(),
         "metrics": {k: _jsonable(v) for k, v in result.metrics.items()},
@@ -35,8 +135,10 @@ def summary(result: CycleResult) -> dict:
     }
 
 
-def save_image_grid(result: CycleResult, path: Path) -> None:
+def save_image_grid(result: "CycleResult", path: Path) -> None:
     """Top row clean test images, bottom row their adversarial versions."""
+    import torch
+
     from ._torchvision import import_torchvision
 
     utils = import_torchvision().utils
@@ -50,21 +152,45 @@ def save_image_grid(result: CycleResult, path: Path) -> None:
     utils.save_image(grid, str(path))
 
 
-def write_outputs(result: CycleResult, out_dir: str | os.PathLike) -> Path:
-    out = Path(out_dir)
+def _write_files(result: "CycleResult", folder: Path) -> None:
+    import torch
+
+    own = "dp" if result.config.private else "nonprivate"
+    model = result.models[own]
+    torch.save(model.float_model.state_dict(), folder / "model_float.pt")
+    torch.save(model.int8_model.state_dict(), folder / "model_int8.pt")
+    save_image_grid(result, folder / "adv_examples.png")
+    with open(folder / "metrics.json", "w") as fh:
+        json.dump(summary(result), fh, indent=2, sort_keys=True)
+
+
+def write_outputs(result: "CycleResult", out_dir: str | os.PathLike, overwrite: bool = True) -> Path:
+    """Write the cycle's four files into ``out_dir`` (see the module docstring for what is refused).
+
+    ``overwrite=False`` refuses a non-empty folder; ``True`` (the library's default, which a
+    retried trial relies on) replaces only the four files this function writes."""
+    out = Path(out_dir).expanduser()
+    check_out_dir(out, overwrite)
+    if out.is_dir():
+        tmp = _make_temp_dir(out, "psreval-out")
+        try:
+            _write_files(result, tmp)
+            for name in ARTIFACTS:
+                os.replace(tmp / name, out / name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # our own temporary folder, nothing else
+        return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = _make_temp_dir(out.parent, out.name)
     try:
-        own = "dp" if result.config.private else "nonprivate"
-        model = result.models[own]
-        torch.save(model.float_model.state_dict(), tmp / "model_float.pt")
-        torch.save(model.int8_model.state_dict(), tmp / "model_int8.pt")
-        save_image_grid(result, tmp / "adv_examples.png")
-        with open(tmp / "metrics.json", "w") as fh:
-            json.dump(summary(result), fh, indent=2, sort_keys=True)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        _write_files(result, tmp)
+        try:
+            os.rename(tmp, out)
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+                raise OutputError(f"--out={str(out_dir)!r} appeared while the cycle ran and is not empty; "
+                                  "nothing in it was touched") from None
+            raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

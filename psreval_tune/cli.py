@@ -35,8 +35,15 @@ HELP = {
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)  # --ep must not silently mean --epsilon
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> typing.NoReturn:  # one line, exit 2, no usage dump
         self.exit(2, f"error: {message} (see --help)\n")
+
+
+_TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
 
 
 def _optional(value: str) -> str | None:
@@ -54,6 +61,11 @@ def _converter(name: str, kind: Any):
         try:
             if typing.get_origin(base) is tuple:
                 return tuple(part.strip() for part in text.split(",") if part.strip())
+            if base is bool:
+                if text.lower() in _TRUE + _FALSE:
+                    return text.lower() in _TRUE
+                raise argparse.ArgumentTypeError(
+                    f"--{name.replace('_', '-')}={text!r} is not allowed; expected true or false")
             if base is int:
                 return int(text)
             if base is float:
@@ -72,27 +84,63 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = sub.add_parser("run", help="run one cycle and write its results")
     hints = typing.get_type_hints(CycleConfig)
-    for f in dataclasses.fields(CycleConfig):
+    for f in _flag_fields():
         flag = "--" + f.name.replace("_", "-")
         default = f.default
         shown = ",".join(default) if isinstance(default, tuple) else default
         text = f"{HELP.get(f.name, '')} (default: {shown})".strip()
-        if hints[f.name] is bool:
-            run.add_argument(flag, action="store_true", default=None, help=text)
+        if hints[f.name] is bool:  # --download / --no-download
+            run.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
             run.add_argument(flag, type=_converter(f.name, hints[f.name]), default=None, help=text,
                              metavar=f.name.upper())
-    run.add_argument("--out", default="runs/cycle", help="output folder (default: runs/cycle)")
+    run.add_argument("--out", default="runs/cycle",
+                     help="output folder: new or empty, or see --overwrite (default: runs/cycle)")
+    run.add_argument("--overwrite", action="store_true",
+                     help="let --out be a non-empty folder: replace only the files this program writes "
+                          "(metrics.json, model_float.pt, model_int8.pt, adv_examples.png); nothing else is touched")
     run.add_argument("--cache-dir", default="runs/cache",
                      help="where trained non-private twins are cached; 'none' disables (default: runs/cache)")
     run.add_argument("--quiet", action="store_true", help="no progress lines")
     return parser
 
 
+def _flag_fields() -> list[dataclasses.Field]:
+    """CycleConfig's user-facing fields (internal bookkeeping fields are init=False or private)."""
+    return [f for f in dataclasses.fields(CycleConfig) if f.init and not f.name.startswith("_")]
+
+
 def config_from_args(args: argparse.Namespace) -> CycleConfig:
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(CycleConfig)
-             if getattr(args, f.name) is not None}
+    given = {f.name: getattr(args, f.name) for f in _flag_fields() if getattr(args, f.name) is not None}
     return CycleConfig(**given)
+
+
+# Imported by the cycle (attacks, DP). Found missing before any work, not after training.
+REQUIRED_MODULES = {"torchattacks": "pip install --no-deps torchattacks==3.5.1 (see README, Install choices)",
+                    "opacus": "pip install -r requirements.txt"}
+
+
+def check_dependencies() -> None:
+    import importlib.util
+
+    for module, how in REQUIRED_MODULES.items():
+        if importlib.util.find_spec(module) is None:
+            raise ConfigError(f"the {module} package is not installed; install it with: {how}")
+
+
+def check_locations(args: argparse.Namespace) -> None:
+    """--out and --cache-dir, before any work: nothing is created here."""
+    from .artifacts import OutputError, check_out_dir, check_writable_dir
+
+    out = Path(args.out).expanduser()
+    check_out_dir(args.out, args.overwrite)  # messages name the value as typed
+    if _optional(args.cache_dir) is not None:
+        cache = Path(args.cache_dir).expanduser()
+        check_writable_dir(args.cache_dir, "--cache-dir")
+        a, b = cache.resolve(), out.resolve()
+        if a == b or b in a.parents:
+            raise OutputError(f"--cache-dir={args.cache_dir!r} is inside --out={args.out!r}; allowed: a folder "
+                              "outside the output folder (or --cache-dir none)")
 
 
 def _fmt(value: Any) -> str:
@@ -121,19 +169,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     try:
         cfg = config_from_args(args)
-        out = Path(args.out)
-        if out.exists() and not out.is_dir():
-            raise ConfigError(f"--out={str(out)!r} exists and is not a folder")
+        out = Path(args.out).expanduser()
+        check_locations(args)
+        check_dependencies()
         # Imported late: torch and friends take seconds to load, flag errors should not wait.
         from .artifacts import write_outputs
         from .cycle import TwinCache, run_cycle
 
-        cache = None if _optional(args.cache_dir) is None else TwinCache(args.cache_dir)
+        cache = None if _optional(args.cache_dir) is None else TwinCache(Path(args.cache_dir).expanduser())
         result = run_cycle(cfg, cache=cache, progress=progress)
-        write_outputs(result, out)
+        write_outputs(result, out, overwrite=args.overwrite)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # disk full, permissions changed while training: one line, the folder untouched
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"error: could not write the results{where}: {exc.strerror or exc}; nothing in --out={args.out!r} "
+              "was replaced", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted; nothing written", file=sys.stderr)
         return 130

@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 # finish) within seconds. --quiet: progress lines go to stderr by design
 # (README), and a few values can only be rejected after the "data: ..."
 # line; test_progress_then_one_error_line covers that case without it.
-FAST = ["--rounds", "1", "--eval-samples", "16", "--attack-repeats", "1", "--eval-attacks", "FGSM",
+FAST = ["--rounds", "2", "--eval-samples", "16", "--attack-repeats", "1", "--eval-attacks", "FGSM",
         "--device", "cpu", "--quiet"]
 
 
@@ -208,3 +208,27 @@ def test_progress_then_one_error_line(tmp_path: Path):
     assert [line for line in lines if line.startswith("error:")] == lines[-1:]
     assert "batch_size=5000" in lines[-1]
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("download", [[], ["--download"]], ids=["no-download", "download"])
+def test_cifar_payload_never_runs_through_the_cli(tmp_path: Path, download: list[str]):
+    """A batch file whose pickle would write a marker: refused with one line, the marker never appears."""
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            import os
+
+            return (os.system, (f"touch {marker}",))
+
+    root = _cifar10(tmp_path / "cifar")
+    with open(root / "cifar-10-batches-py" / "test_batch", "wb") as fh:
+        pickle.dump({"data": Exploit(), "labels": [0]}, fh)
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "psreval_tune", "run", *FAST, "--dataset", "cifar10", "--data-root", str(root),
+         *download, "--out", str(out), "--cache-dir", "none"], cwd=REPO, capture_output=True, text=True, timeout=100)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.splitlines() == [proc.stderr.strip()] and "system is not allowed" in proc.stderr
+    assert not marker.exists() and not out.exists()

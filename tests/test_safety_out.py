@@ -1,0 +1,193 @@
+"""--out and --cache-dir: nothing the program did not create is ever deleted, and every
+location problem is one line before any training.
+
+Subprocess tests run ``python -m psreval_tune run`` without --quiet: a refusal before
+training shows as a stderr that is exactly the one error line (no "data: ..." progress).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from psreval_tune import artifacts
+from psreval_tune.artifacts import ARTIFACTS, OutputError, check_out_dir, check_writable_dir, write_outputs
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = ["--rounds", "2", "--eval-samples", "16", "--attack-repeats", "1", "--eval-attacks", "FGSM",
+        "--device", "cpu", "--train-samples", "300", "--test-samples", "64"]
+
+
+def _run(*flags: str, cwd: Path = REPO, env: dict | None = None, timeout: float = 120):
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "psreval_tune", "run", *flags], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout,
+                          env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
+    return proc, time.monotonic() - start
+
+
+def _one_line(proc, *texts: str) -> str:
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    assert "Traceback" not in proc.stdout + proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]
+    for text in texts:
+        assert text in lines[0], (text, lines[0])
+    return lines[0]
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.timeout(60)
+def test_non_empty_out_is_refused_before_training(tmp_path):
+    out = tmp_path / "results"
+    (out / "notes").mkdir(parents=True)
+    (out / "thesis.tex").write_text("years of work")
+    (out / "notes" / "a.txt").write_text("keep")
+    (out / "metrics.json").write_text("{}")  # even a file of ours is not replaced without --overwrite
+    before = _tree(out)
+    proc, seconds = _run(*FAST, "--out", str(out), "--cache-dir", "none")
+    _one_line(proc, repr(str(out)), "non-empty folder", "--overwrite")
+    assert _tree(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]  # no temporary sibling either
+    assert seconds < 30
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("target, why", [
+    (".", "the working directory"),
+    ("..", "a parent of the working directory"),
+    ("~", "your home folder"),
+    ("/", "the filesystem root"),
+    ("/usr", "a system folder"),
+])
+def test_dangerous_out_is_refused_even_with_overwrite(tmp_path, target, why):
+    home = tmp_path / "home"
+    work = home / "src" / "project"
+    work.mkdir(parents=True)
+    (work / "keep.txt").write_text("mine")
+    proc, _ = _run(*FAST, "--out", target, "--overwrite", "--cache-dir", "none", cwd=work, env={"HOME": str(home)})
+    _one_line(proc, repr(target), why)
+    assert sorted(p.name for p in work.iterdir()) == ["keep.txt"]
+    assert sorted(p.name for p in work.parent.iterdir()) == ["project"]
+    assert sorted(p.name for p in home.iterdir()) == ["src"]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("flag", ["--out", "--cache-dir"])
+def test_location_under_a_file_is_refused_before_training(tmp_path, flag):
+    """Old code trained first, then tracebacked creating the folder (cache: after the DP and twin runs)."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    bad = str(blocker / "sub")
+    other = ["--cache-dir", str(tmp_path / "cache")] if flag == "--out" else ["--out", str(tmp_path / "out")]
+    proc, seconds = _run(*FAST, "--epsilon", "7", flag, bad, *other)
+    _one_line(proc, f"{flag}={bad!r}", "is not a folder")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+    assert seconds < 30
+
+
+@pytest.mark.timeout(60)
+def test_cache_dir_that_is_a_file_is_refused(tmp_path):
+    cache = tmp_path / "cache"
+    cache.write_text("x")
+    proc, _ = _run(*FAST, "--epsilon", "7", "--cache-dir", str(cache), "--out", str(tmp_path / "out"))
+    _one_line(proc, f"--cache-dir={str(cache)!r}", "not a folder")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]
+
+
+def test_unwritable_locations_are_refused(tmp_path, monkeypatch):
+    """os.access says no (as for a non-root user on a read-only folder): both checks refuse, nothing created."""
+    monkeypatch.setattr(artifacts.os, "access", lambda path, mode: False)
+    existing = tmp_path / "ro"
+    existing.mkdir()
+    with pytest.raises(OutputError, match=r"--out=.*ro' is not writable by this user"):
+        check_out_dir(existing, overwrite=False)
+    with pytest.raises(OutputError, match=r"--cache-dir=.*new/deeper' cannot be created: .* is not writable"):
+        check_writable_dir(existing / "new" / "deeper", "--cache-dir")
+    assert list(existing.iterdir()) == []
+
+
+class _FakeResult:
+    """Enough of a CycleResult for write_outputs when its file writer is replaced."""
+
+
+def _fake_writer(payload: str):
+    def write(result, folder: Path) -> None:
+        for name in ARTIFACTS:
+            (folder / name).write_text(payload)
+    return write
+
+
+def test_write_outputs_new_folder_has_umask_permissions(tmp_path, monkeypatch):
+    monkeypatch.setattr(artifacts, "_write_files", _fake_writer("1"))
+    old = os.umask(0o022)
+    try:
+        out = write_outputs(_FakeResult(), tmp_path / "deep" / "out", overwrite=False)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755  # not mkdtemp's 0700
+    assert all(stat.S_IMODE((out / n).stat().st_mode) == 0o644 for n in ARTIFACTS)
+    assert sorted(os.listdir(out)) == sorted(ARTIFACTS)
+    assert os.listdir(tmp_path / "deep") == ["out"]
+
+
+def test_write_outputs_overwrite_replaces_only_its_files(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "mine.txt").write_text("user data")
+    (out / "sub").mkdir()
+    (out / "sub" / "deep.txt").write_text("more user data")
+    (out / "metrics.json").write_text("old")
+    monkeypatch.setattr(artifacts, "_write_files", _fake_writer("new"))
+    with pytest.raises(OutputError, match="non-empty folder"):
+        write_outputs(_FakeResult(), out, overwrite=False)
+    assert (out / "metrics.json").read_text() == "old"
+    write_outputs(_FakeResult(), out, overwrite=True)
+    assert (out / "mine.txt").read_text() == "user data"
+    assert (out / "sub" / "deep.txt").read_text() == "more user data"
+    assert all((out / n).read_text() == "new" for n in ARTIFACTS)
+    assert sorted(os.listdir(out)) == sorted([*ARTIFACTS, "mine.txt", "sub"])  # no temporary folder left
+
+
+def test_write_outputs_failure_leaves_existing_folder_untouched(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "mine.txt").write_text("user data")
+
+    def broken(result, folder):
+        (folder / "metrics.json").write_text("half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(artifacts, "_write_files", broken)
+    with pytest.raises(OSError):
+        write_outputs(_FakeResult(), out, overwrite=True)
+    assert sorted(os.listdir(out)) == ["mine.txt"]
+    with pytest.raises(OSError):
+        write_outputs(_FakeResult(), tmp_path / "new", overwrite=False)
+    assert sorted(os.listdir(tmp_path)) == ["out"]
+
+
+@pytest.mark.timeout(240)
+def test_cli_overwrite_keeps_user_files_and_result_is_readable_by_group(tmp_path):
+    """A real (tiny) cycle into an existing folder: user files stay, ours appear, normal permissions."""
+    out = tmp_path / "out"
+    out.mkdir(mode=0o755)
+    (out / "README.txt").write_text("user notes")
+    (out / "model_float.pt").write_bytes(b"stale")
+    proc, _ = _run(*FAST, "--local-epochs", "1", "--batch-size", "64", "--quiet", "--out", str(out), "--overwrite",
+                   "--cache-dir", "none", timeout=200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (out / "README.txt").read_text() == "user notes"
+    assert sorted(os.listdir(out)) == sorted([*ARTIFACTS, "README.txt"])
+    assert (out / "model_float.pt").read_bytes() != b"stale"
+    for name in ARTIFACTS:
+        assert stat.S_IMODE((out / name).stat().st_mode) & 0o044 == 0o044  # group/other readable (umask 022)
