@@ -1,12 +1,13 @@
-"""Image classifiers that pass both Opacus' validator and eager int8 PTQ.
+"""Image classifiers that pass Opacus' validator and torchao's PT2E int8 PTQ.
 
 Design constraints, and where each is met:
 - DP-SGD needs per-sample gradients, so no BatchNorm: GroupNorm everywhere.
 - Opacus' backward hooks break on in-place ops, so ReLU(inplace=False).
-- Static quantization needs QuantStub/DeQuantStub around the int8 region and
-  FloatFunctional for residual adds (a plain ``+`` has no int8 kernel).
-- Normalisation is the first layer and stays float, before the QuantStub, so
-  callers and attacks always feed [0, 1] images.
+- Models are plain PyTorch (residual adds are ``+``): quantize.py captures
+  them with ``torch.export`` and lets torchao's quantizer pick what becomes
+  int8, so no quant stubs or FloatFunctional wrappers are needed here.
+- Normalisation is the first layer, so callers and attacks always feed
+  [0, 1] images, in the float and in the int8 model alike.
 Models know nothing of datasets: channel statistics arrive as numbers.
 """
 
@@ -16,8 +17,6 @@ from typing import Sequence
 
 import torch
 from torch import nn
-from torch.ao.nn.quantized import FloatFunctional
-from torch.ao.quantization import DeQuantStub, QuantStub
 
 
 class Normalize(nn.Module):
@@ -30,30 +29,14 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
-class FloatGroupNorm(nn.Module):
-    """GroupNorm that stays float inside the int8 model.
-
-    torch 2.13's int8 GroupNorm kernel returns wrong values for 1x1 feature
-    maps and for some channels_last inputs (the layout int8 convs produce):
-    ResNet-9 on 8x8 digits lost ~30 points of accuracy through it. The stubs
-    are identities in the float model; quantize.py keeps ``norm`` float.
-    GroupNorm's parameters are float in either case, so sizes do not change.
-    """
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.dequant = DeQuantStub()
-        self.norm = nn.GroupNorm(min(32, channels), channels)
-        self.quant = QuantStub()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.quant(self.norm(self.dequant(x)))
+def group_norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(min(32, channels), channels)
 
 
 def conv_gn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
-        FloatGroupNorm(cout),
+        group_norm(cout),
         nn.ReLU(),
     )
 
@@ -64,10 +47,9 @@ class Residual(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
         self.body = nn.Sequential(conv_gn_relu(channels, channels), conv_gn_relu(channels, channels))
-        self.add = FloatFunctional()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.add.add(x, self.body(x))
+        return x + self.body(x)
 
 
 class BasicBlock(nn.Module):
@@ -78,40 +60,38 @@ class BasicBlock(nn.Module):
         self.body = nn.Sequential(
             conv_gn_relu(cin, cout, stride),
             nn.Conv2d(cout, cout, 3, padding=1, bias=False),
-            FloatGroupNorm(cout),
+            group_norm(cout),
         )
         self.shortcut = nn.Identity() if stride == 1 and cin == cout else nn.Sequential(
-            nn.Conv2d(cin, cout, 1, stride=stride, bias=False), FloatGroupNorm(cout))
-        self.add_relu = FloatFunctional()
+            nn.Conv2d(cin, cout, 1, stride=stride, bias=False), group_norm(cout))
+        self.relu = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.add_relu.add_relu(self.body(x), self.shortcut(x))
+        return self.relu(self.body(x) + self.shortcut(x))
 
 
 class GlobalMaxPool(nn.Module):
-    """Global max pooling. nn.AdaptiveMaxPool2d has no int8 kernel; max_pool2d does."""
+    """Global max pooling over the whole feature map (max_pool2d with the map's size)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return nn.functional.max_pool2d(x, kernel_size=x.shape[-2:])
 
 
 class Classifier(nn.Module):
-    """normalize -> quant -> features -> pool -> linear -> dequant."""
+    """normalize -> features -> pool -> linear."""
 
     def __init__(self, features: nn.Module, pool: nn.Module, width: int, num_classes: int,
                  mean: Sequence[float], std: Sequence[float]):
         super().__init__()
         self.normalize = Normalize(mean, std)
-        self.quant = QuantStub()
         self.features = features
         self.pool = pool
         self.fc = nn.Linear(width, num_classes)
-        self.dequant = DeQuantStub()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.quant(self.normalize(x))
+        x = self.normalize(x)
         x = self.pool(self.features(x)).flatten(1)
-        return self.dequant(self.fc(x))
+        return self.fc(x)
 
 
 def cnn(in_channels: int) -> tuple[nn.Module, nn.Module, int]:

@@ -1,49 +1,247 @@
-"""Static post-training int8 quantization (eager mode) and model sizes.
+"""Static post-training int8 quantization (torchao PT2E), model sizes, and a BPDA view.
 
-Weights and activations become int8; activation ranges are calibrated on the
-public validation split. Eager-mode int8 models run on CPU only and have no
-gradients, so attacks against them are transfer attacks by construction.
+torch 2.13 deprecates its eager-mode quantization API (QuantStub,
+FloatFunctional, module swapping by ``prepare``/``convert``) in favour of
+torchao's PT2E flow, used here:
+the float model is captured with ``torch.export`` (batch dimension dynamic),
+``prepare_pt2e`` inserts observers where ``X86InductorQuantizer`` annotates
+(convs, the linear layer, residual adds; normalisation and GroupNorm stay
+float), activation ranges are calibrated on the public validation split, and
+``convert_pt2e`` folds the weights to int8 constants, leaving
+quantize/dequantize pairs on the activations. The result is wrapped in
+:class:`Int8Model` so that callers can use it like any classifier. Because the
+converted graph is made of ordinary aten ops, the int8 model can also be
+attacked white-box: :func:`bpda_model` replaces every activation
+quantize/dequantize pair by a fake-quantize whose gradient is the
+straight-through estimator (BPDA, Athalye et al. 2018), so its forward is the
+int8 model's and its input gradients are those of the float network seen
+through the int8 rounding; without it, attacks on int8 models are transfer
+attacks only.
 """
 
 from __future__ import annotations
 
 import copy
 import io
+import logging
+import warnings
 
 import torch
-import torch.ao.quantization as tq
-from torch import nn
+from torch import fx, nn
+from torch.export import Dim
+
+_Q = torch.ops.quantized_decomposed
 
 
-def quant_engine() -> str:
-    engines = torch.backends.quantized.supported_engines
-    for name in ("x86", "fbgemm", "qnnpack"):
-        if name in engines:
-            return name
-    raise RuntimeError(f"this torch build supports no int8 engine (has {engines})")
+class Int8Model(nn.Module):
+    """An int8 classifier: ``[0, 1]`` images in, float logits out (on CPU).
+
+    Wraps the converted PT2E ``GraphModule``, whose own ``train()``/``eval()``
+    raise; here they only set the flag (the graph has no dropout or BatchNorm,
+    so there is nothing to switch). Its remaining parameters (GroupNorm affine
+    and the linear bias, float by design) never need gradients.
+    """
+
+    def __init__(self, graph_module: fx.GraphModule):
+        super().__init__()
+        self.graph_module = graph_module
+        self.training = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.graph_module(x)
+
+    def train(self, mode: bool = True) -> "Int8Model":
+        self.training = bool(mode)
+        return self
+
+
+class BPDAModel(Int8Model):
+    """The straight-through twin of an :class:`Int8Model` (see :func:`bpda_model`)."""
+
+
+def _drop_unused_tensors(gm: fx.GraphModule) -> None:
+    """Delete the parameters and buffers that the graph no longer reads.
+
+    After ``convert_pt2e`` the float conv/linear weights are still attributes
+    of the GraphModule (the graph reads their int8 copies instead); they would
+    be shipped, and counted by size_bytes, for nothing.
+    """
+    used = {node.target for node in gm.graph.nodes if node.op == "get_attr"}
+    for name, _ in list(gm.named_parameters(remove_duplicate=False)) + list(gm.named_buffers(remove_duplicate=False)):
+        if name not in used:
+            owner, _, attr = name.rpartition(".")
+            module = gm.get_submodule(owner) if owner else gm
+            delattr(module, attr)
+
+
+def _activation_qparams_to_buffers(gm: fx.GraphModule) -> int:
+    """Move each activation quantize/dequantize pair's scale and zero point from
+    graph constants into buffers (``_act_scale_<i>``, ``_act_zero_point_<i>``).
+
+    ``convert_pt2e`` writes them into the graph as Python numbers, where the
+    state_dict does not see them; as buffers, ``state_dict()`` describes the
+    whole int8 model, and ``load_state_dict`` into any quantize_static result of
+    the same architecture reproduces it exactly. Returns the pair count.
+    """
+    count = 0
+    for q in list(gm.graph.nodes):
+        if q.op != "call_function" or q.target is not _Q.quantize_per_tensor.default:
+            continue
+        x, scale, zero_point, *rest = q.args
+        scale_name, zp_name = f"_act_scale_{count}", f"_act_zero_point_{count}"
+        # float64 and int64 hold the Python numbers exactly (the ops .item() them back).
+        gm.register_buffer(scale_name, torch.tensor(float(scale), dtype=torch.float64))
+        gm.register_buffer(zp_name, torch.tensor(int(zero_point), dtype=torch.int64))
+        with gm.graph.inserting_before(q):
+            scale_node, zp_node = gm.graph.get_attr(scale_name), gm.graph.get_attr(zp_name)
+            new_q = gm.graph.call_function(_Q.quantize_per_tensor.tensor, (x, scale_node, zp_node, *rest))
+        for dq in list(q.users):
+            if dq.op != "call_function" or dq.target is not _Q.dequantize_per_tensor.default:
+                raise RuntimeError(f"quantize_static: {q.name} feeds {dq.format_node()}, not a dequantize")
+            if tuple(dq.args[1:3]) != (scale, zero_point):
+                raise RuntimeError(f"quantize_static: {dq.name} dequantizes with other parameters than {q.name}")
+            with gm.graph.inserting_before(dq):
+                new_dq = gm.graph.call_function(_Q.dequantize_per_tensor.tensor,
+                                                (new_q, scale_node, zp_node, *dq.args[3:]), dict(dq.kwargs))
+            dq.replace_all_uses_with(new_dq)
+            gm.graph.erase_node(dq)
+        gm.graph.erase_node(q)
+        count += 1
+    gm.graph.lint()
+    gm.recompile()
+    return count
 
 
 def quantize_static(model: nn.Module, calibration: torch.Tensor, batch_size: int = 256) -> nn.Module:
-    """Return an int8 copy of ``model`` (left untouched), calibrated on ``calibration``."""
-    engine = quant_engine()
-    # The engine is process-wide torch state; every caller wants the same one.
-    torch.backends.quantized.engine = engine
-    qmodel = copy.deepcopy(model).cpu().eval()
-    qmodel.qconfig = tq.get_default_qconfig(engine)
-    qmodel.normalize.qconfig = None  # normalisation stays float, ahead of the QuantStub
-    for module in qmodel.modules():
-        if isinstance(module, nn.GroupNorm):
-            module.qconfig = None  # see models.FloatGroupNorm: torch's int8 GroupNorm is wrong
-    tq.prepare(qmodel, inplace=True)
+    """Return an int8 copy of ``model`` (left untouched), calibrated on ``calibration``.
+
+    The copy runs on CPU in eval mode, on ``[0, 1]`` images of any batch size.
+    """
+    # torchao's first import logs a warning for each optional CUDA kernel library
+    # a CPU machine cannot load (mxfp8, cutlass) and one about an enum it
+    # registers with torch's pytree; none concerns PT2E quantization.
+    loggers = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+        from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
+            X86InductorQuantizer,
+            get_default_x86_inductor_quantization_config,
+        )
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+    if len(calibration) == 0:
+        raise ValueError("quantize_static needs at least one calibration image")
+    calibration = calibration.detach().cpu().float()
+    float_copy = copy.deepcopy(model).cpu().eval()
+    for p in float_copy.parameters():
+        p.requires_grad_(False)
+    # An example batch of 2 (not 0 or 1, which export would specialise on) with
+    # a symbolic batch size: calibration and evaluation batches vary.
+    example = calibration[:2] if len(calibration) >= 2 else calibration[:1].expand(2, *calibration.shape[1:])
+    exported = torch.export.export(float_copy, (example.contiguous(),), dynamic_shapes=({0: Dim("batch")},))
+    quantizer = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config())
+    with warnings.catch_warnings():
+        # max pooling of a float (GroupNorm -> ReLU) activation stays float: expected
+        warnings.filterwarnings("ignore", message=r"The input of \w+ is not quantized")
+        prepared = prepare_pt2e(exported.module(), quantizer)
     with torch.no_grad():
         for start in range(0, len(calibration), batch_size):
-            qmodel(calibration[start:start + batch_size].cpu())
-    tq.convert(qmodel, inplace=True)
-    return qmodel
+            prepared(calibration[start:start + batch_size])
+    converted = convert_pt2e(prepared)
+    _drop_unused_tensors(converted)
+    _activation_qparams_to_buffers(converted)
+    for p in converted.parameters():
+        p.requires_grad_(False)
+    return Int8Model(converted)
+
+
+def _held_tensors(model: nn.Module) -> list[torch.Tensor]:
+    """Every tensor the model holds, once: parameters, buffers (persistent or
+    not) and plain tensor attributes of its submodules."""
+    seen: dict[int, torch.Tensor] = {}
+    for module in model.modules():
+        candidates = list(module._parameters.values()) + list(module._buffers.values())
+        candidates += [v for v in vars(module).values() if isinstance(v, torch.Tensor)]
+        for t in candidates:
+            if t is not None:
+                seen.setdefault(id(t), t)
+    return list(seen.values())
 
 
 def size_bytes(model: nn.Module) -> int:
-    """Bytes of the serialized state_dict: what a client would ship or store."""
+    """Bytes of the serialized weights (what a client would ship or store).
+
+    For an :class:`Int8Model` these are the int8 weight constants, their
+    per-channel scales and zero points, and the float GroupNorm/bias/
+    normalisation tensors; shared storage is written once.
+    """
     buf = io.BytesIO()
-    torch.save(model.state_dict(), buf)
+    torch.save([t.detach() for t in _held_tensors(model)], buf)
     return buf.tell()
+
+
+def _fake_quantize_activations(gm: fx.GraphModule) -> int:
+    """Replace each ``quantize_per_tensor -> dequantize_per_tensor`` pair on a
+    computed activation by ``fake_quantize_per_tensor_affine`` (same forward,
+    straight-through gradient masked outside the int8 range). Weight
+    dequantizes read constants and stay as they are. Returns the pair count."""
+    quantize_ops = {_Q.quantize_per_tensor.default, _Q.quantize_per_tensor.tensor}
+    dequantize_ops = {_Q.dequantize_per_tensor.default, _Q.dequantize_per_tensor.tensor}
+    replaced = 0
+    for q in list(gm.graph.nodes):
+        if q.op != "call_function" or q.target not in quantize_ops:
+            continue
+        x, scale, zero_point, quant_min, quant_max = q.args[:5]
+        if isinstance(x, fx.Node) and x.op == "get_attr":
+            continue  # a constant (unfolded weight): no gradient needed
+        # Bake the current parameters in (the .tensor overload reads them from buffers).
+        if isinstance(scale, fx.Node):
+            scale = float(gm.get_buffer(scale.target).item())
+        if isinstance(zero_point, fx.Node):
+            zero_point = int(gm.get_buffer(zero_point.target).item())
+        dequantizes = [u for u in q.users if u.op == "call_function" and u.target in dequantize_ops]
+        if not dequantizes or len(dequantizes) != len(q.users):
+            raise RuntimeError(f"bpda_model: {q.name} feeds something other than a dequantize")
+        for dq in dequantizes:
+            with gm.graph.inserting_before(dq):
+                fq = gm.graph.call_function(torch.fake_quantize_per_tensor_affine,
+                                            (x, scale, zero_point, quant_min, quant_max))
+            dq.replace_all_uses_with(fq)
+            gm.graph.erase_node(dq)
+            replaced += 1
+        gm.graph.erase_node(q)
+    for node in list(gm.graph.nodes):  # the get_attr nodes of the baked-in parameters
+        if node.op == "get_attr" and not node.users:
+            gm.graph.erase_node(node)
+    gm.graph.lint()
+    gm.recompile()
+    return replaced
+
+
+def bpda_model(int8_model: nn.Module) -> nn.Module:
+    """A differentiable twin of ``int8_model`` for white-box attacks (BPDA).
+
+    Forward: the int8 model's logits (equal up to float rounding). Backward:
+    straight-through through every activation quantize/dequantize, so
+    gradients reach the input; parameters stay frozen. ``int8_model`` (a
+    :func:`quantize_static` result) is not modified; the twin holds a copy of
+    its current weights and activation scales (rebuild it after a
+    ``load_state_dict`` into the int8 model).
+    """
+    gm = int8_model.graph_module if isinstance(int8_model, Int8Model) else int8_model
+    if not isinstance(gm, fx.GraphModule):
+        raise TypeError(f"bpda_model needs a quantize_static result, got {type(int8_model).__name__}")
+    with warnings.catch_warnings():
+        # deep-copying the graph's pytree specs trips a torch-internal FutureWarning
+        warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec", category=FutureWarning)
+        gm = copy.deepcopy(gm)
+    if _fake_quantize_activations(gm) == 0:
+        raise ValueError("bpda_model: the graph has no activation quantization to bypass")
+    for p in gm.parameters():
+        p.requires_grad_(False)
+    return BPDAModel(gm)
