@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -22,8 +23,57 @@ COMMANDS = {
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)  # --sw must not silently mean --sweep
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str):  # one line, exit 2, no usage dump
         self.exit(2, f"error: {message} (see --help)\n")
+
+
+# Files an earlier report wrote: a folder holding one of them may be written again.
+REPORT_MARKERS = ("report.html", "report.md", "trials.csv")
+
+
+def check_out(out: Path, flag: str = "--out") -> None:
+    """Refuse, before reading anything, an output folder a report would clobber: the filesystem root,
+    the home folder, the working directory or a parent of it, and a non-empty folder that holds no
+    earlier report (a report replaces only its own file names, but those could be the user's)."""
+    p = out.expanduser()
+    resolved = p.resolve()
+    cwd, home = Path.cwd().resolve(), Path.home().expanduser().resolve()
+    if p.exists() and not p.is_dir():
+        raise AnalysisError(f"{flag}={str(out)!r} exists and is not a folder")
+    for bad, what in ((Path(resolved.anchor), "the filesystem root"), (home, "your home folder"),
+                      (cwd, "the working directory")):
+        if resolved == bad:
+            raise AnalysisError(f"{flag}={str(out)!r} is {what}; allowed: a new folder, an empty one or an "
+                                "earlier report's (default: runs/reports/SWEEP)")
+    if resolved in cwd.parents or resolved in home.parents:
+        raise AnalysisError(f"{flag}={str(out)!r} is a parent of the working or home folder; allowed: a new "
+                            "folder, an empty one or an earlier report's")
+    if p.is_dir() and any(p.iterdir()) and not any((p / m).is_file() for m in REPORT_MARKERS):
+        raise AnalysisError(f"{flag}={str(out)!r} is a non-empty folder that holds no earlier report; allowed: "
+                            "a new folder, an empty one or an earlier report's")
+    probe = p
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise AnalysisError(f"{flag}={str(out)!r} cannot be created: {probe} is not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise AnalysisError(f"{flag}={str(out)!r} is not writable by this user")
+
+
+def check_store(uri: str) -> None:
+    """The MLflow store must exist and answer, in seconds (MLflow retries a dead server for minutes)."""
+    try:
+        from psreval_tune.tracking import TrackingError, check_tracking_uri
+    except ImportError:  # analysis/ without the package: MLflow's own errors then
+        return
+    try:
+        check_tracking_uri(uri, must_exist=True)
+    except TrackingError as exc:
+        raise AnalysisError(str(exc)) from None
 
 
 def _source_flags(p: argparse.ArgumentParser) -> None:
@@ -82,16 +132,22 @@ def _run(args: argparse.Namespace) -> int:
         if args.experiment or args.sweep or args.tracking_uri:
             raise AnalysisError("--results reads a Tune folder; it does not combine with --experiment, "
                                 "--sweep or --tracking-uri")
+        if args.out:
+            check_out(Path(args.out))
         trials = load_tune(args.results)
         source = f"Tune folder {Path(args.results).expanduser().resolve()}"
         name = Path(args.results).expanduser().resolve().name
     else:
         experiment = args.experiment or DEFAULT_EXPERIMENT
         uri = args.tracking_uri or DEFAULT_TRACKING_URI
+        check_store(uri)
+        if args.out:
+            check_out(Path(args.out))
         trials = load_mlflow(experiment, uri, args.sweep)
         source = f"MLflow {uri}, experiment {experiment!r}"
         name = args.sweep or experiment
     out = Path(args.out) if args.out else Path("runs") / "reports" / name
+    check_out(out)
     key = COMMANDS[args.command][0]
     options = {"pareto": {"attack": args.attack}} if key in (None, "pareto") else {}
     full = build_report(trials, out, source=source, only=[key] if key else None, options=options)

@@ -8,8 +8,11 @@ space (and searcher/scheduler) and call ``run_sweep``.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
+import re
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -28,16 +31,37 @@ class SweepError(ConfigError):
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)  # --smok must not silently mean --smoke
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str):  # one line, exit 2, no usage dump
         self.exit(2, f"error: {message} (see --help)\n")
 
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        parsed = super().parse_args(args, namespace)
+        try:
+            _check_args(parsed)  # every number and name flag, before the script builds anything
+        except SweepError as exc:
+            self.exit(2, f"error: {exc}\n")
+        return parsed
+
 
 def _csv(kind: Callable[[str], Any]) -> Callable[[str], list]:
+    """A comma-separated list: non-empty, no value twice."""
     def parse(text: str) -> list:
         try:
-            return [kind(part) for part in text.split(",") if part.strip()]
+            values = [kind(part.strip()) for part in text.split(",") if part.strip()]
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of {kind.__name__}") from None
+        if not values:
+            raise argparse.ArgumentTypeError(f"{text!r} is an empty list; expected at least one {kind.__name__}")
+        seen: list = []
+        for value in values:
+            if value in seen:
+                raise argparse.ArgumentTypeError(f"{text!r} lists {value} twice; expected distinct values")
+            seen.append(value)
+        return values
     return parse
 
 
@@ -70,7 +94,23 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--attack-repeats", type=int, default=None, help="attack repeats per trial (paper: 10)")
     p.add_argument("--seeds", type=_csv(int), default=[0], help="comma-separated seeds (default: 0)")
     p.add_argument("--max-failures", type=int, default=3, help="retries of a failed trial from its checkpoint (default: 3)")
+    p.add_argument("--node-ip-address", default=env("PSREVAL_NODE_IP", LOCALHOST),
+                   help="with --address none: the address the local Ray listens on (default: 127.0.0.1, this "
+                        "machine only; another of this machine's IPs opens it to the network)")
+    p.add_argument("--wait-for-resources", action="store_true",
+                   help="start even if no node has --cpus-per-trial/--gpus-per-trial free now (an autoscaling "
+                        "cluster that will add nodes); without it such a sweep is refused")
     return p
+
+
+LOCALHOST = "127.0.0.1"
+# Flags that may change between a sweep and its --resume (how it runs, not what it computes).
+RESUME_MAY_CHANGE = {"resume", "name", "address", "max_concurrent", "max_failures", "node_ip_address",
+                     "wait_for_resources", "cpus_per_trial", "gpus_per_trial"}
+SWEEP_FLAGS_FILE = ".psreval-sweep.json"  # in the Tune experiment folder: the flags the sweep started with
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "abfs", "abfss", "az", "file", "mock")
+PROBE_TIMEOUT_S = 3.0
 
 
 @dataclass
@@ -92,25 +132,212 @@ class SweepSpec:
 
 
 def _check_args(args: argparse.Namespace) -> None:
+    """Flag values on their own (no file system, no network): run when the flags are parsed."""
     for flag in ("cpus_per_trial", "gpus_per_trial"):
-        value = getattr(args, flag)
+        value = getattr(args, flag, None)
+        if value is None:
+            continue
         if not math.isfinite(value) or value < 0 or (flag == "cpus_per_trial" and value == 0):
             raise SweepError(f"--{flag.replace('_', '-')}={value} is not allowed; expected a number "
                              f"{'> 0' if flag == 'cpus_per_trial' else '>= 0'}")
-    if args.max_concurrent is not None and args.max_concurrent < 1:
-        raise SweepError(f"--max-concurrent={args.max_concurrent} is not allowed; expected an integer >= 1")
-    if args.attack_repeats is not None and args.attack_repeats < 1:
-        raise SweepError(f"--attack-repeats={args.attack_repeats} is not allowed; expected an integer >= 1")
-    if not args.seeds or any(s < 0 for s in args.seeds):
-        raise SweepError(f"--seeds={','.join(map(str, args.seeds))} is not allowed; expected integers >= 0")
-    if args.max_failures < 0:
-        raise SweepError(f"--max-failures={args.max_failures} is not allowed; expected an integer >= 0")
+        if value > 1 and value != int(value):
+            raise SweepError(f"--{flag.replace('_', '-')}={value} is not allowed; expected a whole number, "
+                             "or a fraction below 1 to pack trials")
+    for flag, low in (("max_concurrent", 1), ("attack_repeats", 1), ("max_failures", 0), ("num_samples", 1),
+                      ("rounds", 1), ("asha_grace", 1)):
+        value = getattr(args, flag, None)
+        if value is not None and value < low:
+            raise SweepError(f"--{flag.replace('_', '-')}={value} is not allowed; expected an integer >= {low}")
+    seeds = getattr(args, "seeds", None)
+    if seeds is not None:
+        if not seeds or any(s < 0 for s in seeds):
+            raise SweepError(f"--seeds={','.join(map(str, seeds))} is not allowed; expected integers >= 0")
+        if len(set(seeds)) != len(seeds):
+            raise SweepError(f"--seeds={','.join(map(str, seeds))} is not allowed; a seed is listed twice "
+                             "(expected distinct integers >= 0)")
+    name = getattr(args, "name", None)
+    if name is not None and (not NAME_RE.fullmatch(name) or ".." in name):
+        raise SweepError(f"--name={name!r} is not allowed; expected letters, digits, '.', '_' and '-' "
+                         "(no '/', no '..', at most 128 characters, not starting with '.' or '-')")
+    experiment = getattr(args, "experiment_name", None)
+    if experiment is not None and not experiment.strip():
+        raise SweepError("--experiment-name='' is not allowed; expected a non-empty MLflow experiment name")
+    for flag in ("run_dir", "storage", "tracking_uri", "address", "data_root"):
+        value = getattr(args, flag, None)
+        if value is not None and not str(value).strip():
+            raise SweepError(f"--{flag.replace('_', '-')}='' is not allowed; expected a value (or leave the flag out)")
+    node_ip = getattr(args, "node_ip_address", None)
+    if node_ip is not None:
+        import ipaddress
+
+        try:
+            ipaddress.ip_address(node_ip)
+        except ValueError:
+            raise SweepError(f"--node-ip-address={node_ip!r} is not allowed; expected an IP address of this "
+                             "machine (default 127.0.0.1)") from None
+
+
+def _check_storage(args: argparse.Namespace, storage: str) -> None:
+    if "://" in storage:
+        scheme = storage.split("://", 1)[0].lower()
+        if scheme not in STORAGE_SCHEMES:
+            raise SweepError(f"--storage={storage} is not allowed: unknown scheme {scheme!r}; expected a local "
+                             f"folder or a URI with one of {', '.join(s + '://' for s in STORAGE_SCHEMES)}")
+        return
+    _check_dir(storage, "--storage")
+
+
+def _check_dir(path: str | os.PathLike, flag: str) -> None:
+    from .artifacts import OutputError, check_writable_dir
+
+    try:
+        check_writable_dir(path, flag)
+    except OutputError as exc:
+        raise SweepError(str(exc)) from None
+
+
+def _stored_flags(args: argparse.Namespace) -> dict[str, Any]:
+    flags = {k: v for k, v in sorted(vars(args).items()) if k not in RESUME_MAY_CHANGE}
+    if flags.get("run_dir") is not None:
+        flags["run_dir"] = str(Path(flags["run_dir"]).expanduser().resolve())
+    return json.loads(json.dumps(flags, default=str))
+
+
+def _check_resume_flags(args: argparse.Namespace, exp_path: str) -> None:
+    """--resume continues the sweep as it was started: flags that change what it computes must match."""
+    path = Path(exp_path) / SWEEP_FLAGS_FILE
+    if not path.is_file():
+        return  # started before flags were recorded (or remote storage): nothing to compare
+    try:
+        before = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    now = _stored_flags(args)
+    for key in sorted(set(before) | set(now)):
+        if before.get(key) != now.get(key):
+            def show(v: Any) -> str:
+                return ",".join(map(str, v)) if isinstance(v, list) else str(v)
+            raise SweepError(f"--resume: --{key.replace('_', '-')}={show(now.get(key))} differs from the sweep's "
+                             f"--{key.replace('_', '-')}={show(before.get(key))}; resume with the flags it was "
+                             "started with, or start a new sweep (another --name)")
+
+
+def _record_flags(args: argparse.Namespace, exp_path: str) -> None:
+    if "://" in exp_path:
+        return
+    folder = Path(exp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / SWEEP_FLAGS_FILE).write_text(json.dumps(_stored_flags(args), indent=2, sort_keys=True))
+
+
+def _only_our_record(folder: Path) -> bool:
+    """A sweep folder that holds nothing but our flags record never started: its name may be reused."""
+    try:
+        return [p.name for p in folder.iterdir()] == [SWEEP_FLAGS_FILE]
+    except OSError:
+        return False
+
+
+def probe_tcp(host: str, port: int, timeout: float = PROBE_TIMEOUT_S) -> str | None:
+    """None if something accepts a TCP connection at host:port within ``timeout``, else why not."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except socket.gaierror:
+        return f"host {host!r} is not known"
+    except (socket.timeout, TimeoutError):
+        return f"no answer from {host}:{port} within {timeout:g} s"
+    except OSError as exc:
+        return f"{host}:{port}: {exc.strerror or exc}"
+
+
+def _split_host_port(text: str) -> tuple[str, int] | None:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return None
+    return host.strip("[]"), int(port)
+
+
+def check_address(address: str | None) -> None:
+    """--address HOST:PORT or ray://HOST:PORT: refuse in seconds when nothing listens there (Ray would
+    retry for minutes). 'auto' and 'none' are Ray's to resolve."""
+    if address in (None, "", "none", "local", "auto"):
+        return
+    target = address.split("://", 1)[1] if address.startswith("ray://") else address
+    if "://" in target:
+        raise SweepError(f"--address={address} is not allowed; expected none, auto, HOST:PORT or ray://HOST:PORT")
+    parsed = _split_host_port(target)
+    if parsed is None or not 0 < parsed[1] < 65536:
+        raise SweepError(f"--address={address} is not allowed; expected none, auto, HOST:PORT or ray://HOST:PORT")
+    why = probe_tcp(*parsed)
+    if why:
+        raise SweepError(f"--address={address}: no Ray cluster there ({why}); start one with `ray start --head` "
+                         "or `ray up cluster.yaml`, or use --address none for a local Ray")
+
+
+def _local_cpus() -> float:
+    try:
+        from ray._private.utils import get_num_cpus  # what a local Ray will offer (cgroup-aware)
+
+        return float(get_num_cpus())
+    except Exception:  # noqa: BLE001 - a private API; the affinity mask is close enough
+        return float(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def _resources_error(args: argparse.Namespace, cpus: float, gpus: float, where: str) -> str | None:
+    short = []
+    if args.cpus_per_trial > cpus:
+        short.append(f"--cpus-per-trial={args.cpus_per_trial:g} but {where} has {cpus:g} CPUs")
+    if args.gpus_per_trial > gpus:
+        short.append(f"--gpus-per-trial={args.gpus_per_trial:g} but {where} has {gpus:g} GPUs")
+    if not short:
+        return None
+    return (f"{'; '.join(short)}: no trial could ever start; allowed: at most what {where} has, or "
+            "--wait-for-resources on an autoscaling cluster that will add nodes")
+
+
+def check_cluster_resources(args: argparse.Namespace, started_here: bool) -> None:
+    """After connecting: per-trial resources must fit the cluster (else trials pend forever)."""
+    if args.wait_for_resources:
+        return
+    import ray
+
+    total = ray.cluster_resources()
+    why = _resources_error(args, float(total.get("CPU", 0)), float(total.get("GPU", 0)),
+                           "this machine's Ray" if started_here else "the Ray cluster")
+    if why:
+        if started_here:
+            ray.shutdown()
+        raise SweepError(why)
+
+
+def preflight(args: argparse.Namespace, storage: str, name: str, exp_path: str) -> None:
+    """Everything that can be checked before Ray starts; raises SweepError (one line)."""
+    from .tracking import TrackingError, check_tracking_uri
+
+    _check_dir(args.run_dir, "--run-dir")
+    _check_storage(args, storage)
+    default_db = Path(args.run_dir).expanduser().resolve() / "mlflow.db"
+    try:
+        if args.tracking_uri:
+            check_tracking_uri(args.tracking_uri)
+        elif default_db.exists():  # else local_store creates run_dir and the store
+            check_tracking_uri(f"sqlite:///{default_db}", flag="the store in --run-dir")
+    except TrackingError as exc:
+        raise SweepError(str(exc)) from None
+    if args.resume:
+        _check_resume_flags(args, exp_path)
+    check_address(args.address)
+    if args.address in (None, "", "none", "local") and not args.wait_for_resources:
+        why = _resources_error(args, _local_cpus(), float("inf"), "this machine")
+        if why:
+            raise SweepError(why)
 
 
 def _storage(args: argparse.Namespace) -> str:
     if args.storage and "://" in args.storage:
         return args.storage
-    return str(Path(args.storage or Path(args.run_dir) / "ray_results").resolve())
+    return str(Path(args.storage or Path(args.run_dir) / "ray_results").expanduser().resolve())
 
 
 def _sweep_name(args: argparse.Namespace, kind: str, storage: str) -> str:
@@ -126,13 +353,13 @@ def _sweep_name(args: argparse.Namespace, kind: str, storage: str) -> str:
     return previous[-1]
 
 
-def connect(address: str | None) -> None:
+def connect(address: str | None, node_ip_address: str = LOCALHOST) -> None:
     import ray
 
     if ray.is_initialized():
         return
     if address in (None, "", "none", "local"):
-        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        _local_ray(node_ip_address)
         return
     from ray.exceptions import AuthenticationError
 
@@ -147,6 +374,31 @@ def connect(address: str | None) -> None:
         raise SweepError(
             f"--address={address}: no Ray cluster found; start one with `ray up cluster.yaml` "
             "(cloud) or `ray start --head` (this machine), or use --address none for a local Ray") from None
+
+
+def _local_ray(node_ip_address: str) -> None:
+    """Start a local Ray whose servers (GCS, raylet, workers, agents) listen on ``node_ip_address`` only.
+
+    Ray maps a loopback node address to the machine's routable IP unless it runs
+    as a single-machine install (ray_constants.ENABLE_RAY_CLUSTER off, the
+    default on macOS/Windows); then every server binds the node address. The
+    environment variable carries that to the processes Ray starts; the module
+    attribute to this one, whose ray is already imported.
+    """
+    import ipaddress
+
+    import ray
+
+    if ipaddress.ip_address(node_ip_address).is_loopback:
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+        try:
+            from ray._private import ray_constants
+
+            ray_constants.ENABLE_RAY_CLUSTER = False
+        except ImportError:  # a Ray without it: _node_ip_address alone
+            pass
+    ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False,
+             _node_ip_address=node_ip_address)
 
 
 def _auth_failure(exc: BaseException | None) -> bool:
@@ -190,12 +442,7 @@ def _print_table(title: str, frame) -> None:
 
 def run_sweep(args: argparse.Namespace, spec: SweepSpec):
     """Run (or resume) a sweep; returns (ResultGrid, summary DataFrame, tracking spec)."""
-    from ray import tune
-
-    from .tracking import Tracker, TrackingSpec, local_store
-    from .trainable import TrackingCallback, TrialInfra, run_trial
-
-    _check_args(args)
+    _check_args(args)  # again: run_sweep may be called with a Namespace not from parser()
     # Tune snapshots the experiment's state (which trials are done) every 10 s or
     # more by default; a driver killed inside that window re-runs the trials that
     # finished in it on --resume. With worker reuse, trials can finish seconds
@@ -205,14 +452,22 @@ def run_sweep(args: argparse.Namespace, spec: SweepSpec):
     storage = _storage(args)
     name = _sweep_name(args, spec.kind, storage)
     exp_path = f"{storage.rstrip('/')}/{name}"
+    preflight(args, storage, name, exp_path)  # flags, folders, tracking store, address: before Ray starts
+    # Imported after the checks: torch, Ray Tune and MLflow take seconds to load.
+    from ray import tune
     from ray.tune import Tuner
+
+    from .tracking import Tracker, TrackingSpec, local_store
+    from .trainable import TrackingCallback, TrialInfra, run_trial
 
     if args.resume and not Tuner.can_restore(exp_path):
         raise SweepError(f"--resume: no restorable sweep at {exp_path}")
-    if not args.resume and "://" not in storage and Path(exp_path).exists():
+    if not args.resume and "://" not in storage and Path(exp_path).exists() and not _only_our_record(Path(exp_path)):
         raise SweepError(f"--name={name}: a sweep of that name exists in {storage}; pass --resume to continue it")
-    connect(args.address)  # before anything is written: no cluster, no files
-    run_dir = Path(args.run_dir).resolve()
+    local = args.address in (None, "", "none", "local")
+    connect(args.address, args.node_ip_address)  # before anything is written: no cluster, no files
+    check_cluster_resources(args, started_here=local)
+    run_dir = Path(args.run_dir).expanduser().resolve()
     if args.tracking_uri:
         tracking = TrackingSpec(args.tracking_uri, args.experiment_name, name)
     else:
@@ -220,6 +475,8 @@ def run_sweep(args: argparse.Namespace, spec: SweepSpec):
         tracking = TrackingSpec(uri, args.experiment_name, name, artifacts)
     tracker = Tracker(tracking)
     parent = tracker.sweep_run({"kind": spec.kind, "storage": exp_path, **spec.sweep_params})
+    if not args.resume:
+        _record_flags(args, exp_path)
     print(f"sweep {name}: Tune results in {exp_path}; MLflow experiment {args.experiment_name!r} at {tracking.tracking_uri}",
           flush=True)
     infra = TrialInfra(tracking=tracking, parent_run_id=parent, cache_dir=str(run_dir / "cache"),
