@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import io
 import logging
+import os
 import warnings
 
 import torch
@@ -158,6 +159,28 @@ def quantize_static(model: nn.Module, calibration: torch.Tensor, batch_size: int
     for p in converted.parameters():
         p.requires_grad_(False)
     return Int8Model(converted)
+
+
+def save_int8(model: nn.Module, path: str | os.PathLike) -> None:
+    """Write an :class:`Int8Model` as a self-contained ``torch.export`` program
+    (``.pt2``: graph, int8 weights and activation scales; no Python code)."""
+    if not isinstance(model, Int8Model):
+        raise TypeError(f"save_int8 needs a quantize_static result, got {type(model).__name__}")
+    gm = model.graph_module
+    example = torch.zeros(2, *_input_shape(gm))  # batch 2: kept symbolic below
+    exported = torch.export.export(gm, (example,), dynamic_shapes=({0: Dim("batch")},))
+    torch.export.save(exported, path)
+
+
+def load_int8(path: str | os.PathLike) -> Int8Model:
+    """Read a :func:`save_int8` file back: the same logits, and bpda_model works on it."""
+    return Int8Model(torch.export.load(path).module())
+
+
+def _input_shape(gm: fx.GraphModule) -> tuple[int, ...]:
+    """(C, H, W) of the images the exported graph was captured for."""
+    placeholder = next(n for n in gm.graph.nodes if n.op == "placeholder")
+    return tuple(int(d) for d in placeholder.meta["val"].shape[1:])
 
 
 def _held_tensors(model: nn.Module) -> list[torch.Tensor]:

@@ -22,7 +22,8 @@ from torch import nn
 
 from psreval_tune.evaluate import accuracy, predict
 from psreval_tune.models import build_model
-from psreval_tune.quantize import BPDAModel, Int8Model, bpda_model, quantize_static, size_bytes
+from psreval_tune.quantize import (BPDAModel, Int8Model, bpda_model, load_int8, quantize_static, save_int8,
+                                   size_bytes)
 
 _Q = torch.ops.quantized_decomposed
 
@@ -101,6 +102,21 @@ def test_int8_graph_quantizes_after_normalisation(cnn_pair):
     assert qmodel.training
     qmodel.eval()
     assert not qmodel.training
+
+
+@pytest.mark.timeout(300)
+def test_save_int8_round_trip(cnn_pair, digits, tmp_path):
+    _, qmodel = cnn_pair
+    save_int8(qmodel, tmp_path / "model_int8.pt2")
+    loaded = load_int8(tmp_path / "model_int8.pt2")
+    assert isinstance(loaded, Int8Model)
+    x = digits.test.x
+    with torch.no_grad():
+        assert torch.equal(loaded(x), qmodel(x))
+        assert torch.equal(loaded(x[:1]), qmodel(x[:1]))
+        assert torch.equal(bpda_model(loaded)(x), bpda_model(qmodel)(x))
+    assert accuracy(loaded, x, digits.test.y) == accuracy(qmodel, x, digits.test.y)
+    assert size_bytes(loaded) == size_bytes(qmodel)
 
 
 @pytest.mark.timeout(300)
