@@ -8,11 +8,21 @@ training code: it imports mlflow, pandas and matplotlib, not psreval_tune.
     build_report(trials, "runs/reports/smoke")   # figures, *.md tables, report.html
 
     python -m analysis report --sweep smoke --out runs/reports/smoke
+
+The paper's claims with verdicts (also the report's "claims" section), and docs/reproduction.md:
+
+    from analysis import claims_table, write_reproduction
+    claims_table(trials)                      # one row per claim: effect, 95% CI over seeds, verdict
+    write_reproduction(trials, "docs/reproduction.md", "docs/reproduction", command="python sweeps/reproduce.py")
 """
 
 from .build import FullReport, build_report, report_sweep
+from .claims import claims_table
 from .load import AnalysisError, load_mlflow, load_trials, load_tune
 from .reports import REPORTS, Report, adv_training, overview, pareto, train_time, transfer
+from .reproduction import write_reproduction
+from .scale import scale_warnings
 
-__all__ = ["AnalysisError", "FullReport", "REPORTS", "Report", "adv_training", "build_report", "load_mlflow",
-           "load_trials", "load_tune", "overview", "pareto", "report_sweep", "train_time", "transfer"]
+__all__ = ["AnalysisError", "FullReport", "REPORTS", "Report", "adv_training", "build_report", "claims_table",
+           "load_mlflow", "load_trials", "load_tune", "overview", "pareto", "report_sweep", "scale_warnings",
+           "train_time", "transfer", "write_reproduction"]

@@ -14,6 +14,7 @@ import pandas as pd
 from .html import render_html
 from .load import AnalysisError, load_mlflow, metric_columns
 from .reports import ATTACKS, REPORTS, Report, present_attacks
+from .scale import scale_markdown, scale_warnings
 
 PAPER_AXES = {"arch": ("resnet9", "resnet18"), "epsilon": (1.7, 3.4, 7.0),
               "threat": ("none", "adv_training", "train_time_attack"), "adv_fraction": (0.1, 0.2, 0.3, 0.4)}
@@ -24,13 +25,15 @@ class FullReport:
     reports: list[Report]
     summary: list[tuple[str, str]]  # (what, value) lines about the sweep
     coverage: list[str]  # paper axes this sweep does not cover
+    warnings: list[str] = field(default_factory=list)  # why this sweep's scale cannot support conclusions
     html: Path | None = None
     messages: list[str] = field(default_factory=list)  # every report's missing-cell messages
     failed: list[str] = field(default_factory=list)  # reports that raised (traceback in KEY.error.txt)
 
     def lines(self) -> list[str]:
         """What the CLI prints."""
-        out = [f"{k}: {v}" for k, v in self.summary]
+        out = [f"scale warning: {w}" for w in self.warnings]
+        out += [f"{k}: {v}" for k, v in self.summary]
         out += [f"not covered: {c}" for c in self.coverage]
         for rep in self.reports:
             figs = ", ".join(f.name for f in rep.figures) or "no figure"
@@ -41,7 +44,8 @@ class FullReport:
         return out
 
 
-def _values(series: pd.Series, fmt=str) -> str:
+def values_text(series: pd.Series, fmt=str) -> str:
+    """'a, b, c': the distinct values of ``series``, sorted."""
     vals = sorted(series.dropna().unique().tolist())
     return ", ".join(fmt(v) for v in vals) or "–"
 
@@ -51,13 +55,13 @@ def describe(trials: pd.DataFrame, source: str) -> list[tuple[str, str]]:
     privacy = ["non-private"] * bool((~trials["private"]).any()) + [f"{e:g}" for e in sorted(
         trials["epsilon"].dropna().unique())]
     seeds = sorted(trials["seed"].unique())
-    out = [("source", source), ("sweep", _values(trials["sweep"])),
+    out = [("source", source), ("sweep", values_text(trials["sweep"])),
            ("trials", f"{len(trials)} with final metrics" + (f" ({left} left out: stopped early, failed or "
                                                               "unfinished)" if left else "")),
-           ("dataset", _values(trials["dataset"])), ("arch", _values(trials["arch"])),
-           ("epsilon (DP model)", ", ".join(privacy)), ("threat", _values(trials["threat"])),
-           ("adv_fraction", _values(trials["adv_fraction"], lambda v: f"{v:g}")),
-           ("training attack", _values(trials.loc[trials["threat"] != "none", "attack"])),
+           ("dataset", values_text(trials["dataset"])), ("arch", values_text(trials["arch"])),
+           ("epsilon (DP model)", ", ".join(privacy)), ("threat", values_text(trials["threat"])),
+           ("adv_fraction", values_text(trials["adv_fraction"], lambda v: f"{v:g}")),
+           ("training attack", values_text(trials.loc[trials["threat"] != "none", "attack"])),
            ("inference attacks", ", ".join(present_attacks(trials, "acc_wb_{a}_mean")) or "–"),
            ("seeds", f"{len(seeds)} ({', '.join(map(str, seeds))})")]
     return out
@@ -127,11 +131,14 @@ def build_report(trials: pd.DataFrame, out_dir: str | Path, source: str = "",
             (out / f"{key}.error.txt").write_text(traceback.format_exc())
             reports.append(rep)
             failed.append(key)
-    full = FullReport(reports, describe(trials, source), coverage(trials),
+    # the claims table gives the differences the image intervals are compared with (none if it failed)
+    claims = pd.DataFrame() if "claims" in failed else next((r.data for r in reports if r.key == "claims"), None)
+    full = FullReport(reports, describe(trials, source), coverage(trials), scale_warnings(trials, claims),
                       messages=[m for r in reports for m in r.messages], failed=failed)
-    sweeps = _values(trials["sweep"])
+    sweeps = values_text(trials["sweep"])
     heading = title or f"PSREval report — {sweeps}"
-    md = [f"# {heading}", ""] + [f"- **{k}**: {v}" for k, v in full.summary] + [""]
+    md = [f"# {heading}", "", *scale_markdown(full.warnings)]
+    md += [f"- **{k}**: {v}" for k, v in full.summary] + [""]
     if full.coverage:
         md += ["Not covered by this sweep: " + "; ".join(full.coverage), ""]
     md += [r.markdown() + "\n" for r in reports]

@@ -15,6 +15,7 @@ body { font-family: -apple-system, "Segoe UI", "DejaVu Sans", Arial, sans-serif;
        color: #222; padding: 0 1em; line-height: 1.4; }
 h1 { font-size: 1.6em; margin-bottom: .3em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2em; margin-top: 2em; }
 .paper { color: #555; font-style: italic; }
+.scale { background: #fde8e8; border-left: 6px solid #c44e52; padding: .5em 1em; margin: .6em 0 1em; }
 .missing { background: #fff4d6; border-left: 4px solid #e0a800; padding: .4em .8em; margin: .4em 0; }
 .notes { color: #444; font-size: .92em; }
 table.tbl { border-collapse: collapse; font-size: .86em; margin: .5em 0 1.2em; }
@@ -41,6 +42,11 @@ def _img(path: Path) -> str:
 def render_html(title: str, full: "FullReport", out_dir: Path) -> str:
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{_esc(title)}</title>"
              f"<style>{CSS}</style></head><body>", f"<h1>{_esc(title)}</h1>"]
+    if full.warnings:
+        from .scale import SCALE_HEADLINE
+
+        parts.append(f"<div class='scale'><b>{_esc(SCALE_HEADLINE)}:</b><ul>" +
+                     "".join(f"<li>{_esc(w)}</li>" for w in full.warnings) + "</ul></div>")
     parts.append("<table class='tbl summary'>" + "".join(
         f"<tr><td><b>{_esc(k)}</b></td><td>{_esc(v)}</td></tr>" for k, v in full.summary) + "</table>")
     if full.coverage:

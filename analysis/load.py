@@ -7,8 +7,9 @@ One row per finished trial (a trial is one seed of one setting). Columns:
   records them (``dataset``, ``arch``, ``epsilon`` (NaN = non-private),
   ``threat``, ``adv_fraction``, ``attack``, ``attack_alpha``, ``seed``, ...);
 - ``private`` (bool) and ``privacy`` ("non-private" or "DP ε=3.4");
-- metrics under their stable names (README, "Metrics"): ``acc_clean_float``,
-  ``acc_wb_pgd_mean``, ``acc_transfer_pgd_dp_to_int8_dp_mean``, ``time_train_s``...
+- metrics under their stable names (README, "Metrics"), as ``analysis.metrics`` declares them:
+  ``acc_clean_float``, ``acc_wb_pgd_mean``, ``acc_wb_pgd_ci_low``, ``n_eval``, ``attack_runs_pgd``,
+  ``acc_transfer_pgd_dp_to_int8_dp_mean``, ``time_train_s``... Every other column is config.
 
 Trials without final metrics (stopped early by ASHA, failed, still running)
 are left out; ``frame.attrs["left_out"]`` says how many.
@@ -27,19 +28,18 @@ from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
+from .metrics import PER_ROUND, is_metric
+
 DEFAULT_TRACKING_URI = "sqlite:///runs/mlflow.db"  # the sweeps' default local store (RUN_DIR=runs)
 DEFAULT_EXPERIMENT = "psreval"
 
 META_COLUMNS = ["sweep", "trial_id", "run_id", "run_name", "source"]
 DERIVED_COLUMNS = ["private", "privacy"]
-# Per-round metrics (their last value) and Tune's own bookkeeping: not final metrics.
-PER_ROUND = {"round", "train_loss", "acc_clean", "epsilon"}
+# Tune's own bookkeeping: not final metrics (nor are per-round values, metrics.PER_ROUND).
 TUNE_KEYS = {"timestamp", "checkpoint_dir_name", "done", "training_iteration", "trial_id", "date",
              "time_this_iter_s", "pid", "hostname", "node_ip", "config", "time_since_restore",
              "iterations_since_restore", "experiment_tag", "should_checkpoint", "cycle_complete",
              "episodes_total", "timesteps_total", "timesteps_since_restore", "episode_reward_mean"}
-METRIC_PREFIXES = ("acc_", "size_", "time_")
-METRIC_NAMES = {"epsilon_spent", "noise_multiplier", "sample_rate", "dp_steps", "final_train_loss"}
 # CycleConfig defaults (psreval_tune/config.py) of the fields every report groups by,
 # for a Tune folder whose param space left them out (e.g. a fixed arch).
 GROUPING_DEFAULTS: dict[str, Any] = {"dataset": "digits", "arch": "cnn", "threat": "none", "adv_fraction": 0.0,
@@ -50,10 +50,6 @@ EVAL_ONLY = {"eval_attacks", "eval_samples", "attack_repeats", "device", "data_r
 
 class AnalysisError(ValueError):
     """The results asked for cannot be read. The message is one line."""
-
-
-def is_metric(column: str) -> bool:
-    return column.startswith(METRIC_PREFIXES) or column in METRIC_NAMES
 
 
 def config_columns(frame: pd.DataFrame) -> list[str]:

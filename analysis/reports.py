@@ -22,8 +22,12 @@ import numpy as np
 import pandas as pd
 
 from . import plots
-from .load import EVAL_ONLY, config_columns
-from .stats import fmt_ci, n_note, pareto_mask, summarize
+from .claims import RULE, claims_table, format_claims, measures, plot_claims
+from .frames import PRIVACY_ONLY, dedupe_trials, loss_reference, metric_values, model_rows, model_values, \
+    setting_columns
+from .frames import col as _col
+from .load import EVAL_ONLY
+from .stats import fmt_cell, fmt_ci, pareto_mask, summarize
 
 ATTACKS = ("PGD", "FGSM", "FAB")
 GENERATORS = ("nonprivate", "dp")
@@ -33,7 +37,6 @@ TARGET_LABELS = {"nonprivate": "non-private (float)", "dp": "DP (float)", "int8_
                  "int8_dp": "DP int8"}
 TARGET_COLORS = {"nonprivate": plots.BLUE, "int8_nonprivate": "#A9C1E3", "dp": plots.ORANGE, "int8_dp": "#F2C4A2"}
 TARGET_HATCH = {"int8_nonprivate": "///", "int8_dp": "///"}
-PRIVACY_ONLY = {"epsilon", "delta", "max_grad_norm", "accountant"}  # do not change a non-private model
 THREAT_LABELS = {"none": "no threat", "adv_training": "adversarial training", "train_time_attack": "train-time attack"}
 
 
@@ -84,60 +87,6 @@ def markdown_table(frame: pd.DataFrame) -> str:
 # --- shared preparation ------------------------------------------------------------------
 
 
-def _col(frame: pd.DataFrame, name: str) -> pd.Series:
-    return frame[name] if name in frame.columns else pd.Series(np.nan, index=frame.index, dtype=float)
-
-
-def setting_columns(trials: pd.DataFrame) -> list[str]:
-    """Config columns that determine a trained model (seed included), privacy fields included."""
-    return [c for c in config_columns(trials) if c not in EVAL_ONLY]
-
-
-def dedupe_trials(trials: pd.DataFrame) -> pd.DataFrame:
-    """One row per (setting, seed): reruns of the same trial (a sweep run twice, several sweeps of an
-    experiment) are averaged rather than counted as more seeds."""
-    key = setting_columns(trials)
-    if trials.duplicated(subset=key).sum() == 0:
-        return trials
-    numeric = [c for c in trials.columns if c not in key and pd.api.types.is_numeric_dtype(trials[c])
-               and not pd.api.types.is_bool_dtype(trials[c])]
-    agg = {c: "mean" for c in numeric}
-    agg.update({c: "first" for c in trials.columns if c not in key and c not in numeric})
-    return trials.groupby(key, dropna=False, sort=False).agg(agg).reset_index()[list(trials.columns)]
-
-
-def model_rows(trials: pd.DataFrame, attacks: Sequence[str] = ()) -> pd.DataFrame:
-    """One row per trained model and seed: each trial's own model, plus the non-private twin of a
-    private trial. A twin is shared by every epsilon of its setting, so twins are deduplicated
-    (one row per setting and seed). Values are fractions: acc_float, acc_int8, robust_<a>
-    (white-box, float), robust_<a>_int8 (same examples on int8); size/time for own models."""
-    cfg = setting_columns(trials)
-    keep = [c for c in cfg]
-    own = trials[keep].copy()
-    own["privacy"], own["model"] = trials["privacy"], np.where(trials["private"], "dp", "nonprivate")
-    own["acc_float"], own["acc_int8"] = trials["acc_clean_float"], _col(trials, "acc_clean_int8")
-    for name in ("size_bytes_float", "size_bytes_int8", "size_reduction_pct", "time_train_s", "time_adv_gen_s"):
-        own[name] = _col(trials, name)
-    twin_src = trials[trials["private"] & _col(trials, "acc_clean_float_nonprivate").notna()]
-    twin = twin_src[keep].copy()
-    twin["epsilon"] = np.nan
-    twin["privacy"], twin["model"] = "non-private", "nonprivate"
-    twin["acc_float"] = _col(twin_src, "acc_clean_float_nonprivate")
-    twin["acc_int8"] = _col(twin_src, "acc_clean_int8_nonprivate")
-    for a in attacks:
-        own[f"robust_{a}"] = _col(trials, f"acc_wb_{a}_mean")
-        own[f"robust_{a}_int8"] = _col(trials, f"acc_wb_{a}_int8_mean")
-        twin[f"robust_{a}"] = _col(twin_src, f"acc_transfer_{a}_nonprivate_to_nonprivate_mean")
-        twin[f"robust_{a}_int8"] = _col(twin_src, f"acc_transfer_{a}_nonprivate_to_int8_nonprivate_mean")
-    models = pd.concat([own, twin], ignore_index=True) if len(twin) else own.reset_index(drop=True)
-    key = [c for c in cfg if c not in PRIVACY_ONLY] + ["privacy"]
-    values = [c for c in models.columns if c not in key and c not in ("model",) and c not in PRIVACY_ONLY]
-    agg = {c: "mean" for c in values}
-    agg.update({"model": "first", **{c: "first" for c in PRIVACY_ONLY if c in models.columns}})
-    models = models.groupby(key, dropna=False, sort=False).agg(agg).reset_index()
-    return models
-
-
 def pooled_note(frame: pd.DataFrame, by: Sequence[str], skip: Sequence[str] = ()) -> str | None:
     """Which settings (besides seed and privacy) differ inside one plotted group of ``frame`` (trials,
     grouped by ``by``), so that n there counts more than seeds. ``skip``: columns that differ on purpose."""
@@ -178,8 +127,14 @@ def _stem(key: str, *parts) -> str:
     return "_".join([key, *[str(p).replace(" ", "").replace("/", "-") for p in parts]])
 
 
+def _cell(row: pd.Series, digits: int = 1) -> str:
+    """A table cell of one ``summarize`` row: mean ± CI over seeds; one seed: the interval over images."""
+    return fmt_cell(row["mean"], row["ci95"], row["n"], row.get("img_lo", math.nan), row.get("img_hi", math.nan),
+                    row.get("n_img", math.nan), digits)
+
+
 def _ci_cols(frame: pd.DataFrame, digits: int = 1) -> list[str]:
-    return [fmt_ci(m, c, digits) for m, c in zip(frame["mean"], frame["ci95"])]
+    return [_cell(r, digits) for _, r in frame.iterrows()]
 
 
 def _eps_text(eps: float) -> str:
@@ -204,7 +159,7 @@ def overview(trials: pd.DataFrame, out_dir: Path | None = None) -> Report:
         rep.notes.append(f"trials trained without a threat (threat none): {len(base)} of {len(trials)}; "
                          "non-private rows are the twins the private trials train")
     models = model_rows(base)
-    long = pd.concat([models.assign(precision=p, value=100 * models[f"acc_{p}"]) for p in ("float", "int8")])
+    long = pd.concat([models.assign(precision=p, **model_values(models, f"acc_{p}")) for p in ("float", "int8")])
     acc = summarize(long, ["dataset", "arch", "privacy", "precision"])
     diff = summarize(models.assign(value=100 * (models["acc_int8"] - models["acc_float"])),
                      ["dataset", "arch", "privacy"])
@@ -307,7 +262,7 @@ def transfer(trials: pd.DataFrame, out_dir: Path | None = None) -> Report:
         for g in GENERATORS:
             for t in TARGETS:
                 col = f"acc_transfer_{a.lower()}_{g}_to_{t}_mean"
-                rows.append(base.assign(attack_eval=a, generator=g, target=t, value=100 * _col(base, col)))
+                rows.append(base.assign(attack_eval=a, generator=g, target=t, **metric_values(base, col)))
     long = pd.concat(rows, ignore_index=True)
     data = summarize(long, ["dataset", "arch", "epsilon", "attack_eval", "generator", "target"])
     data = data.rename(columns={"attack_eval": "attack"})
@@ -436,6 +391,20 @@ def _threat_split(rep: "Report", trials: pd.DataFrame, threat: str, what: str, v
     return under, trials[trials["threat"] == "none"], used
 
 
+LOSS_NOTE = ("accuracy loss = clean accuracy on the attacked images (acc_clean_eval_<target>) − robust accuracy "
+             "on the same images")
+LOSS_FALLBACK_NOTE = ("accuracy loss: some trials (runs older than acc_clean_eval_<target>) record no clean accuracy "
+                      "on the attacked images; for them it is clean accuracy on the whole test split − robust accuracy "
+                      "on the attacked subset, two different image sets")
+
+
+def accuracy_loss(models: pd.DataFrame, attack: str, int8: bool = False) -> tuple[pd.Series, bool]:
+    """Points lost to white-box ``attack`` (lower case) by each model row, clean and robust accuracy on the
+    same images where recorded (``frames.loss_reference``); and whether any row fell back to the whole split."""
+    clean, fell_back = loss_reference(models, int8)
+    return 100 * (clean - _col(models, f"robust_{attack}{'_int8' if int8 else ''}")), fell_back
+
+
 def adv_training(trials: pd.DataFrame, out_dir: Path | None = None) -> Report:
     """Accuracy lost to an attack vs adversarial fraction, per attack and privacy setting; training
     time per attack (paper Fig. 4, §4.4)."""
@@ -449,7 +418,7 @@ def adv_training(trials: pd.DataFrame, out_dir: Path | None = None) -> Report:
         return rep
     adv, base, trained = split
     lower = [a.lower() for a in ATTACKS]
-    rows = []
+    rows, whole_split = [], False
     adv_models, base_models = model_rows(adv, lower), model_rows(base, lower)
     for a in trained:
         m = adv_models[adv_models["attack"] == a]
@@ -457,11 +426,13 @@ def adv_training(trials: pd.DataFrame, out_dir: Path | None = None) -> Report:
             rep.messages.append(f"adversarial training: attack {a} was used in training but not evaluated "
                                 "at inference (eval_attacks); no accuracy loss for it")
             continue
-        rows.append(m.assign(value=100 * (m["acc_float"] - m[f"robust_{a.lower()}"])))
-        if len(base_models):
-            b = base_models
-            rows.append(b.assign(attack=a, adv_fraction=0.0, value=100 * (b["acc_float"] - b[f"robust_{a.lower()}"])))
+        parts = [(m, {})] + ([(base_models, {"attack": a, "adv_fraction": 0.0})] if len(base_models) else [])
+        for frame, fixed in parts:
+            loss, fell_back = accuracy_loss(frame, a.lower())
+            rows.append(frame.assign(value=loss, **fixed))
+            whole_split |= fell_back
     _baseline_note(rep, base, "under the same attack")
+    rep.notes.append(LOSS_FALLBACK_NOTE if whole_split else LOSS_NOTE)
     if rows:
         long = pd.concat(rows, ignore_index=True)
         data = summarize(long, ["dataset", "arch", "attack", "privacy", "adv_fraction"])
@@ -569,9 +540,9 @@ def train_time(trials: pd.DataFrame, out_dir: Path | None = None) -> Report:
         m = tm[tm["attack"] == a]
         parts = [(m, a)] + ([(bm.assign(attack=a, adv_fraction=0.0), a)] if len(bm) else [])
         for frame, _ in parts:
-            rows.append(frame.assign(metric="clean", value=100 * frame["acc_float"]))
+            rows.append(frame.assign(metric="clean", **model_values(frame, "acc_float")))
             if frame[f"robust_{a.lower()}"].notna().any():
-                rows.append(frame.assign(metric="robust", value=100 * frame[f"robust_{a.lower()}"]))
+                rows.append(frame.assign(metric="robust", **model_values(frame, f"robust_{a.lower()}")))
         if m[f"robust_{a.lower()}"].isna().all():
             rep.messages.append(f"train-time attacker: attack {a} was not evaluated at inference (eval_attacks); "
                                 "only clean accuracy is shown for it")
@@ -624,12 +595,12 @@ def pareto(trials: pd.DataFrame, out_dir: Path | None = None, attack: str = "PGD
     key = [c for c in setting_columns(trials) if c not in PRIVACY_ONLY and c != "seed"] + ["privacy"]
     rows = []
     for k, group in models.groupby(key, dropna=False, sort=False):
-        clean = summarize(group.assign(value=100 * group["acc_float"], _=0), ["_"]).iloc[0]
-        robust = summarize(group.assign(value=100 * group[f"robust_{a.lower()}"], _=0), ["_"])
-        rrow = robust.iloc[0] if len(robust) else pd.Series({"mean": np.nan, "ci95": np.nan})
+        clean = summarize(group.assign(**model_values(group, "acc_float"), _=0), ["_"]).iloc[0]
+        robust = summarize(group.assign(**model_values(group, f"robust_{a.lower()}"), _=0), ["_"])
+        rrow = robust.iloc[0] if len(robust) else pd.Series({"mean": np.nan, "ci95": np.nan, "n": 0})
         rows.append({**dict(zip(key, k)), "epsilon": group["epsilon"].iloc[0], "clean_mean": clean["mean"],
                      "clean_ci95": clean["ci95"], "robust_mean": rrow["mean"], "robust_ci95": rrow["ci95"],
-                     "n": int(clean["n"])})
+                     "n": int(clean["n"]), "clean_cell": _cell(clean), "robust_cell": _cell(rrow)})
     data = pd.DataFrame(rows)
     data["epsilon"] = data["epsilon"].astype(float).fillna(math.inf)
     data["pareto"] = False
@@ -659,18 +630,16 @@ def pareto(trials: pd.DataFrame, out_dir: Path | None = None, attack: str = "PGD
     rep.tables.append(Table(f"Pareto set (lower ε, higher clean accuracy, higher {a} robust accuracy)",
                             pd.DataFrame({"#": front["rank"], "dataset": front["dataset"], "privacy": front["privacy"],
                                           "configuration": front["config"],
-                                          "clean acc (%)": [fmt_ci(m, c) for m, c in zip(front.clean_mean,
-                                                                                            front.clean_ci95)],
-                                          f"{a} robust acc (%)": [fmt_ci(m, c) for m, c in zip(front.robust_mean,
-                                                                                                 front.robust_ci95)],
+                                          "clean acc (%)": front["clean_cell"],
+                                          f"{a} robust acc (%)": front["robust_cell"],
                                           "n": front["n"]})))
     best = []
     for (ds, priv), g in data.groupby(["dataset", "privacy"], sort=False):
         c, r = g.loc[g["clean_mean"].idxmax()], g.loc[g["robust_mean"].idxmax()] if g["robust_mean"].notna().any() \
             else None
         best.append({"dataset": ds, "privacy": priv, "epsilon": g["epsilon"].iloc[0],
-                     "best clean acc (%)": fmt_ci(c.clean_mean, c.clean_ci95), "configuration (clean)": c.config,
-                     f"best {a} robust acc (%)": fmt_ci(r.robust_mean, r.robust_ci95) if r is not None else "–",
+                     "best clean acc (%)": c.clean_cell, "configuration (clean)": c.config,
+                     f"best {a} robust acc (%)": r.robust_cell if r is not None else "–",
                      "configuration (robust)": r.config if r is not None else "–"})
     best = pd.DataFrame(best).sort_values(["dataset", "epsilon"]).drop(columns="epsilon")
     rep.tables.append(Table("Best configuration at each privacy level", best))
@@ -781,7 +750,25 @@ def plt_ring():
                   linestyle="none", label="Pareto-optimal")
 
 
+# --- (f) the paper's claims -------------------------------------------------------------------------------
+
+
+def claims(trials: pd.DataFrame, out_dir: Path | None = None) -> Report:
+    """The paper's checkable claims: measured effect, 95% CI over seeds (paired by seed) and a verdict
+    (``analysis.claims``); a claim whose trials the sweep lacks says what it needs."""
+    rep = Report("claims", "Paper claims: measured effect, 95% CI over seeds and verdict",
+                 "Paper §4.2–4.5. Each effect is the mean over seeds of a paired, per-seed difference (or ratio).")
+    table = claims_table(trials)
+    rep.data = table
+    rep.notes.append(RULE)
+    rep.notes += measures()
+    rep.tables.append(Table("The paper's claims on this sweep", format_claims(table)))
+    rep.figures += plot_claims(table, out_dir, "claims_effects")[:1]
+    rep.write(out_dir)
+    return rep
+
+
 REPORTS: dict[str, Callable[..., Report]] = {
     "overview": overview, "transfer": transfer, "adv_training": adv_training, "train_time": train_time,
-    "pareto": pareto,
+    "pareto": pareto, "claims": claims,
 }

@@ -28,15 +28,32 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float,
     return float(x.mean()), t_critical(n, level) * std / math.sqrt(n), n, std
 
 
+IMAGE_COLUMNS = ("img_lo", "img_hi", "n_img")  # optional inputs of summarize: a value's interval over images
+
+
+def _images(group: pd.DataFrame, value: str, n: int) -> dict:
+    """With one seed, the Wilson interval over images of that single value; the group's image count."""
+    out = dict.fromkeys(IMAGE_COLUMNS, math.nan)
+    finite = group[np.isfinite(pd.to_numeric(group[value], errors="coerce").astype(float))]
+    if "n_img" in group and finite["n_img"].notna().any():
+        out["n_img"] = float(finite["n_img"].min())
+    if n == 1 and "img_lo" in group:
+        out["img_lo"], out["img_hi"] = float(finite["img_lo"].iloc[0]), float(finite["img_hi"].iloc[0])
+    return out
+
+
 def summarize(frame: pd.DataFrame, by: Sequence[str], value: str = "value") -> pd.DataFrame:
-    """One row per group: ``by`` columns, mean, ci95 (half-width), n, std of ``value``."""
+    """One row per group: ``by`` columns, mean, ci95 (half-width), n, std of ``value``; and, where
+    ``frame`` carries them, img_lo/img_hi (the Wilson interval over images, for n = 1 only) and
+    n_img (fewest images behind one value of the group)."""
     rows = []
     for key, group in frame.groupby(list(by), dropna=False, sort=False):
         key = key if isinstance(key, tuple) else (key,)
         mean, ci, n, std = mean_ci(group[value].tolist())
         if n:
-            rows.append({**dict(zip(by, key)), "mean": mean, "ci95": ci, "n": n, "std": std})
-    return pd.DataFrame(rows, columns=[*by, "mean", "ci95", "n", "std"])
+            rows.append({**dict(zip(by, key)), "mean": mean, "ci95": ci, "n": n, "std": std,
+                         **_images(group, value, n)})
+    return pd.DataFrame(rows, columns=[*by, "mean", "ci95", "n", "std", *IMAGE_COLUMNS])
 
 
 def pareto_mask(values: np.ndarray, maximize: Sequence[bool]) -> np.ndarray:
@@ -59,6 +76,16 @@ def fmt_ci(mean: float, ci: float, digits: int = 1) -> str:
     if ci is None or not np.isfinite(ci):
         return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {ci:.{digits}f}"
+
+
+def fmt_cell(mean: float, ci: float, n: int, img_lo: float = math.nan, img_hi: float = math.nan,
+             n_img: float = math.nan, digits: int = 1) -> str:
+    """Over seeds as ``fmt_ci`` ('48.2 ± 3.1'); with a single seed, the Wilson interval over images and
+    the image count where known ('48.2 [44.1, 52.3] (1,000 img)')."""
+    if n != 1 or not (np.isfinite(mean) and np.isfinite(img_lo) and np.isfinite(img_hi)):
+        return fmt_ci(mean, ci, digits)
+    count = f" ({int(n_img):,} img)" if np.isfinite(n_img) else ""
+    return f"{mean:.{digits}f} [{img_lo:.{digits}f}, {img_hi:.{digits}f}]{count}"
 
 
 def n_note(ns: Sequence[int]) -> str:
