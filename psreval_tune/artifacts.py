@@ -31,7 +31,7 @@ from .config import ConfigError
 if TYPE_CHECKING:
     from .cycle import CycleResult
 
-ARTIFACTS = ("metrics.json", "model_float.pt", "model_int8.pt", "adv_examples.png")
+ARTIFACTS = ("metrics.json", "model_float.pt", "model_int8.pt2", "adv_examples.png")
 # Top-level folders that are never an output folder.
 SYSTEM_DIRS = {"bin", "boot", "dev", "etc", "lib", "lib32", "lib64", "libx32", "opt", "proc", "root", "run",
                "sbin", "srv", "sys", "usr", "var", "tmp", "home", "mnt", "media", "snap"}
@@ -155,10 +155,14 @@ def save_image_grid(result: "CycleResult", path: Path) -> None:
 def _write_files(result: "CycleResult", folder: Path) -> None:
     import torch
 
+    from .quantize import save_int8
+
     own = "dp" if result.config.private else "nonprivate"
     model = result.models[own]
     torch.save(model.float_model.state_dict(), folder / "model_float.pt")
-    torch.save(model.int8_model.state_dict(), folder / "model_int8.pt")
+    # the int8 model as a torch.export program: loads without this package's model code,
+    # and without pickle (quantize.load_int8)
+    save_int8(model.int8_model, folder / "model_int8.pt2")
     save_image_grid(result, folder / "adv_examples.png")
     with open(folder / "metrics.json", "w") as fh:
         json.dump(summary(result), fh, indent=2, sort_keys=True)

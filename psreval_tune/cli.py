@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="output folder: new or empty, or see --overwrite (default: runs/cycle)")
     run.add_argument("--overwrite", action="store_true",
                      help="let --out be a non-empty folder: replace only the files this program writes "
-                          "(metrics.json, model_float.pt, model_int8.pt, adv_examples.png); nothing else is touched")
+                          "(metrics.json, model_float.pt, model_int8.pt2, adv_examples.png); nothing else is touched")
     run.add_argument("--cache-dir", default="runs/cache",
                      help="where trained non-private twins are cached; 'none' disables (default: runs/cache)")
     run.add_argument("--quiet", action="store_true", help="no progress lines")

@@ -11,8 +11,10 @@ import dataclasses
 import hashlib
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from . import recipes
 
 DATASETS = ("digits", "cifar10", "pneumonia", "synthetic")
 ARCHS = ("cnn", "resnet9", "resnet18")
@@ -23,6 +25,9 @@ AGGREGATIONS = ("fedavg", "median")
 ACCOUNTANTS = ("rdp", "prv", "gdp")
 GRAD_SAMPLERS = ("auto", "opacus")  # auto: book-keeping clipping where supported (privacy.py)
 DEVICES = ("auto", "cpu", "cuda")
+LR_SCHEDULES = ("constant", "cosine", "step")  # per FL round, after warmup_rounds of linear warm-up
+# Attacks with a random start: the only ones whose repeats differ (attacks.py).
+RANDOMIZED_ATTACKS = ("PGD",)
 
 
 class ConfigError(ValueError):
@@ -38,7 +43,9 @@ class CycleConfig:
     image_size: int | None = None  # pneumonia / synthetic only; None = dataset default
     train_samples: int | None = None  # subsample the training split (None = all)
     test_samples: int | None = None  # subsample the test split (None = all)
-    val_fraction: float = 0.1  # public validation split, used only for int8 calibration
+    # public validation split: int8 calibration (no labels used) and model
+    # selection (searches, early stopping); never the test split
+    val_fraction: float = 0.1
     # model
     arch: str = "cnn"
     # federation
@@ -48,11 +55,16 @@ class CycleConfig:
     aggregation: str = "fedavg"
     adversary_client: int = 0
     adv_fraction: float = 0.0
-    rounds: int = 10
-    local_epochs: int = 1
-    batch_size: int = 128
-    lr: float = 0.2
-    momentum: float = 0.9
+    # training: None = from the recipe for (dataset, arch, private) in recipes.toml
+    recipe: str = "auto"  # "auto" or a recipe name such as "digits/resnet9/dp"; resolved on build
+    rounds: int | None = None
+    local_epochs: int | None = None
+    batch_size: int | None = None  # DP: the expected batch of Poisson sampling
+    lr: float | None = None
+    momentum: float | None = None
+    lr_schedule: str | None = None
+    warmup_rounds: int | None = None
+    reset_optimizer: bool | None = None  # fresh client optimizer state (momentum) every round
     # threat during training and the attack it uses
     threat: str = "none"
     attack: str = "PGD"
@@ -62,21 +74,28 @@ class CycleConfig:
     # privacy (epsilon None = non-private)
     epsilon: float | None = None
     delta: float = 1e-5
-    max_grad_norm: float = 1.0
+    max_grad_norm: float | None = None
     accountant: str = "rdp"
     grad_sampler: str = "auto"
     # evaluation
+    train_twin: bool = True  # private cycles: also train the non-private twin (transfer matrix)
     eval_attacks: tuple[str, ...] = ATTACKS
-    eval_samples: int = 256  # test images attacked at inference
-    attack_repeats: int = 3
+    eval_samples: int | None = None  # test images attacked at inference (None = the whole test split)
+    attack_repeats: int = 3  # runs of randomized attacks (PGD); deterministic ones run once
     # run
     seed: int = 0
     device: str = "auto"
+    # the recipe fields the caller set, and the recipe asked for (replace() re-resolves the rest)
+    _given: frozenset = field(default=frozenset(), init=False, repr=False, compare=False)
+    _asked_recipe: str = field(default="auto", init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # tuples arrive as lists from JSON/CLI; normalise before validating
         if not isinstance(self.eval_attacks, tuple):
             object.__setattr__(self, "eval_attacks", tuple(self.eval_attacks))
+        _choice(self, "dataset", DATASETS)
+        _choice(self, "arch", ARCHS)
+        _resolve_recipe(self)
         _validate(self)
 
     # --- derived views -------------------------------------------------
@@ -85,10 +104,16 @@ class CycleConfig:
         return self.epsilon is not None
 
     def replace(self, **changes: Any) -> "CycleConfig":
-        return dataclasses.replace(self, **changes)
+        """A copy with ``changes``; recipe fields the caller never set are looked up
+        again, so ``cfg.replace(epsilon=None)`` gets the non-private recipe."""
+        given = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+        given.update({name: None for name in recipes.FIELDS if name not in self._given})
+        given["recipe"] = self._asked_recipe
+        given.update(changes)
+        return CycleConfig(**given)
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
         d["eval_attacks"] = list(self.eval_attacks)
         return d
 
@@ -107,7 +132,7 @@ class CycleConfig:
         device are left out, so two cycles that would train the same model
         share a key; the non-private twin cache is keyed by this.
         """
-        eval_only = {"eval_attacks", "eval_samples", "attack_repeats", "device", "download"}
+        eval_only = {"eval_attacks", "eval_samples", "attack_repeats", "device", "download", "recipe", "train_twin"}
         payload = {k: v for k, v in self.to_dict().items() if k not in eval_only}
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
@@ -135,9 +160,28 @@ def _finite_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _resolve_recipe(cfg: CycleConfig) -> None:
+    """Fill the training fields left as None from the recipe (frozen: object.__setattr__)."""
+    asked = cfg.recipe
+    if asked == "auto":
+        name = recipes.lookup(cfg.dataset, cfg.arch, cfg.epsilon is not None)
+    elif asked in recipes.load():
+        name = asked
+    else:
+        _fail("recipe", asked, "auto or one of " + ", ".join(recipes.names()))
+    given = frozenset(f for f in recipes.FIELDS if getattr(cfg, f) is not None)
+    for key, value in recipes.fields_of(name).items():
+        if key not in given:
+            object.__setattr__(cfg, key, value)
+    if "warmup_rounds" not in given and isinstance(cfg.rounds, int) and cfg.rounds >= 1:
+        # a recipe's warm-up never exceeds the rounds the user asked for (--rounds 1 just works)
+        object.__setattr__(cfg, "warmup_rounds", min(cfg.warmup_rounds, cfg.rounds - 1))
+    object.__setattr__(cfg, "recipe", name)
+    object.__setattr__(cfg, "_given", given)
+    object.__setattr__(cfg, "_asked_recipe", asked)
+
+
 def _validate(cfg: CycleConfig) -> None:
-    _choice(cfg, "dataset", DATASETS)
-    _choice(cfg, "arch", ARCHS)
     _choice(cfg, "partition", PARTITIONS)
     _choice(cfg, "aggregation", AGGREGATIONS)
     _choice(cfg, "threat", THREATS)
@@ -145,11 +189,16 @@ def _validate(cfg: CycleConfig) -> None:
     _choice(cfg, "accountant", ACCOUNTANTS)
     _choice(cfg, "grad_sampler", GRAD_SAMPLERS)
     _choice(cfg, "device", DEVICES)
-    for name in ("num_clients", "rounds", "local_epochs", "batch_size", "attack_steps",
-                 "eval_samples", "attack_repeats"):
+    _choice(cfg, "lr_schedule", LR_SCHEDULES)
+    for name in ("num_clients", "rounds", "local_epochs", "batch_size", "attack_steps", "attack_repeats"):
         _positive_int(cfg, name)
-    for name in ("image_size", "train_samples", "test_samples"):
+    for name in ("image_size", "train_samples", "test_samples", "eval_samples"):
         _positive_int(cfg, name, optional=True)
+    if isinstance(cfg.warmup_rounds, bool) or not isinstance(cfg.warmup_rounds, int) \
+            or not 0 <= cfg.warmup_rounds < cfg.rounds:
+        _fail("warmup_rounds", cfg.warmup_rounds, f"an integer in [0, rounds={cfg.rounds})")
+    if not isinstance(cfg.reset_optimizer, bool):
+        _fail("reset_optimizer", cfg.reset_optimizer, "true or false")
     if cfg.image_size is not None and cfg.image_size < 8:
         _fail("image_size", cfg.image_size, "an integer >= 8")
     if cfg.num_clients < 2:

@@ -18,13 +18,13 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .attacks import AttackSpec
+from .attacks import AttackSpec, generate
 from .config import CycleConfig, resolve_device
 from .data import DataBundle, load_data
-from .evaluate import accuracy, attack_matrix, mean_std
+from .evaluate import accuracy, attack_matrix, mean_std, wilson
 from .federated import Federation, RoundResult
 from .models import build_model
-from .quantize import quantize_static, size_bytes
+from .quantize import bpda_model, quantize_static, size_bytes
 from .timing import PhaseTimer
 
 Progress = Callable[[str], None]
@@ -92,7 +92,7 @@ def _train(cfg: CycleConfig, name: str, data: DataBundle, device: str, timer: Ph
 
     def report(r: RoundResult) -> None:
         eps = f"  eps {r.epsilon:.3f}" if r.epsilon is not None else ""
-        progress(f"[{name}] round {r.round}/{cfg.rounds}  loss {r.train_loss:.4f}  acc {r.acc_clean:.4f}{eps}")
+        progress(f"[{name}] round {r.round}/{cfg.rounds}  loss {r.train_loss:.4f}  val acc {r.acc_val:.4f}{eps}")
         if on_round is not None:
             on_round(r, fed)
 
@@ -119,6 +119,91 @@ def _twin(cfg: CycleConfig, data: DataBundle, device: str, timer: PhaseTimer, pr
     return twin
 
 
+BPDA = "bpda"  # generator name of the white-box attack through the int8 model's straight-through twin
+VAL_ATTACK_IMAGES = 1000  # validation images attacked for acc_val_wb_pgd (model selection only)
+
+
+def eval_images(cfg: CycleConfig, data: DataBundle) -> tuple[torch.Tensor, torch.Tensor]:
+    """The test images attacked at inference: the whole test split unless
+    ``eval_samples`` asks for a seeded subset. Clean accuracies reported beside
+    robust ones (acc_clean_eval_*) are measured on exactly these images."""
+    if cfg.eval_samples is None or cfg.eval_samples >= len(data.test):
+        return data.test.x, data.test.y
+    gen = torch.Generator().manual_seed(cfg.seed)
+    idx = torch.randperm(len(data.test), generator=gen)[: cfg.eval_samples]
+    return data.test.x[idx], data.test.y[idx]
+
+
+def with_ci(metrics: dict, key: str, p: float, n: int, suffix: str = "") -> None:
+    """metrics[key+suffix] = p, and key_ci_low / key_ci_high: Wilson 95% over n images."""
+    metrics[key + suffix] = p
+    metrics[f"{key}_ci_low"], metrics[f"{key}_ci_high"] = wilson(p, n)
+
+
+def clean_metrics(models: dict[str, TrainedModel], own: str, data: DataBundle,
+                  x_eval: torch.Tensor, y_eval: torch.Tensor) -> dict[str, float]:
+    metrics: dict[str, float] = {"n_test": len(data.test), "n_eval": len(y_eval)}
+    for m in models.values():
+        suffix = "" if m.name == own else f"_{m.name}"
+        for kind, model in (("float", m.float_model), ("int8", m.int8_model)):
+            with_ci(metrics, f"acc_clean_{kind}{suffix}", accuracy(model, data.test.x, data.test.y), len(data.test))
+            target = m.name if kind == "float" else f"int8_{m.name}"
+            metrics[f"acc_clean_eval_{target}"] = accuracy(model, x_eval, y_eval)
+    return metrics
+
+
+def validation_metrics(cfg: CycleConfig, model: nn.Module, data: DataBundle, device: str) -> dict[str, float]:
+    """What searches and early stopping may look at: the validation split only."""
+    x, y = data.val.x[:VAL_ATTACK_IMAGES], data.val.y[:VAL_ATTACK_IMAGES]
+    spec = AttackSpec("PGD", cfg.attack_eps, cfg.attack_alpha, cfg.attack_steps)
+    adv = generate(model, x, y, spec, num_classes=data.num_classes, seed=cfg.seed, device=device)
+    return {"acc_val_float": accuracy(model, data.val.x, data.val.y), "acc_val_wb_pgd": accuracy(model, adv, y)}
+
+
+def size_and_privacy_metrics(main: TrainedModel) -> dict[str, float | None]:
+    metrics: dict[str, float | None] = {"size_bytes_float": size_bytes(main.float_model),
+                                        "size_bytes_int8": size_bytes(main.int8_model)}
+    metrics["size_reduction_pct"] = 100.0 * (1 - metrics["size_bytes_int8"] / metrics["size_bytes_float"])
+    privacy = main.privacy or {}
+    for key in ("epsilon_spent", "noise_multiplier", "sample_rate", "dp_steps", "delta"):
+        metrics[key] = privacy.get(key)
+    metrics["final_train_loss"] = main.history[-1]["train_loss"]
+    return metrics
+
+
+def cell_keys(attack: str, generator: str, target: str, own: str, private: bool) -> list[tuple[str, str]]:
+    """Metric stems of one (attack, generator, target) cell, each with the
+    target whose clean accuracy on the same images defines its accuracy loss."""
+    a = attack.lower()
+    keys = []
+    if generator == BPDA:
+        return [(f"acc_wb_{a}_int8_bpda", target)]
+    if generator == own and target == own:
+        keys.append((f"acc_wb_{a}", target))
+    if generator == own and target == f"int8_{own}":
+        keys.append((f"acc_wb_{a}_int8", target))  # transfer from the float model to its int8 version
+    if private:
+        keys.append((f"acc_transfer_{a}_{generator}_to_{target}", target))
+    return keys
+
+
+def robust_metrics(matrix: dict[tuple[str, str, str], list[float]], own: str, private: bool,
+                   clean: dict[str, float], n: int) -> dict[str, float]:
+    """Mean over runs with a Wilson interval over the n attacked images; std only
+    for attacks that were run more than once; accuracy loss on the same images."""
+    metrics: dict[str, float] = {}
+    for (attack, generator, target), values in matrix.items():
+        metrics[f"attack_runs_{attack.lower()}"] = len(values)
+        for key, loss_target in cell_keys(attack, generator, target, own, private):
+            mean, std = mean_std(values)
+            with_ci(metrics, key, mean, n, suffix="_mean")
+            if len(values) > 1:
+                metrics[f"{key}_std"] = std
+            if key.startswith("acc_wb_"):
+                metrics[key.replace("acc_", "acc_loss_", 1)] = clean[f"acc_clean_eval_{loss_target}"] - mean
+    return metrics
+
+
 def run_cycle(cfg: CycleConfig, *, cache: TwinCache | None = None, progress: Progress | None = None,
               on_round: RoundHook | None = None, resume: dict | None = None) -> CycleResult:
     """Run one cycle. ``resume`` is a Federation.state_dict() from ``on_round``:
@@ -137,7 +222,7 @@ def run_cycle(cfg: CycleConfig, *, cache: TwinCache | None = None, progress: Pro
     with timer.phase("train"):
         main = _train(cfg, own, data, device, timer, progress, on_round, resume)
     models = {own: main}
-    if cfg.private:
+    if cfg.private and cfg.train_twin:
         models["nonprivate"] = _twin(cfg, data, device, timer, progress, cache)
 
     with timer.phase("quantize"):
@@ -145,24 +230,12 @@ def run_cycle(cfg: CycleConfig, *, cache: TwinCache | None = None, progress: Pro
             m.float_model.eval()
             m.int8_model = quantize_static(m.float_model, data.val.x)
 
-    metrics: dict[str, float | None] = {}
     with timer.phase("eval"):
-        for m in models.values():
-            suffix = "" if m.name == own else f"_{m.name}"
-            metrics[f"acc_clean_float{suffix}"] = accuracy(m.float_model, data.test.x, data.test.y)
-            metrics[f"acc_clean_int8{suffix}"] = accuracy(m.int8_model, data.test.x, data.test.y)
-    metrics["size_bytes_float"] = size_bytes(main.float_model)
-    metrics["size_bytes_int8"] = size_bytes(main.int8_model)
-    metrics["size_reduction_pct"] = 100.0 * (1 - metrics["size_bytes_int8"] / metrics["size_bytes_float"])
-    privacy = main.privacy or {}
-    for key in ("epsilon_spent", "noise_multiplier", "sample_rate", "dp_steps", "delta"):
-        metrics[key] = privacy.get(key)
-    metrics["final_train_loss"] = main.history[-1]["train_loss"]
+        x_eval, y_eval = eval_images(cfg, data)
+        metrics = clean_metrics(models, own, data, x_eval, y_eval)
+        metrics.update(validation_metrics(cfg, main.float_model, data, device))
+    metrics.update(size_and_privacy_metrics(main))
 
-    # Inference-time attacks on a fixed, seeded subset of the test split.
-    gen = torch.Generator().manual_seed(cfg.seed)
-    idx = torch.randperm(len(data.test), generator=gen)[: cfg.eval_samples]
-    x_eval, y_eval = data.test.x[idx], data.test.y[idx]
     examples: dict[str, torch.Tensor] = {}
 
     def keep(attack: str, generator: str, adv: torch.Tensor) -> None:
@@ -172,19 +245,14 @@ def run_cycle(cfg: CycleConfig, *, cache: TwinCache | None = None, progress: Pro
     specs = [AttackSpec.from_config(cfg, name) for name in cfg.eval_attacks]
     targets = {name: m.float_model for name, m in models.items()}
     targets.update({f"int8_{name}": m.int8_model for name, m in models.items()})
+    common = dict(repeats=cfg.attack_repeats, seed=cfg.seed, num_classes=data.num_classes, progress=progress)
     with timer.phase("attack"):
         matrix = attack_matrix({name: m.float_model for name, m in models.items()}, targets, x_eval, y_eval,
-                               specs, repeats=cfg.attack_repeats, seed=cfg.seed, num_classes=data.num_classes,
-                               device=device, keep_examples=keep, progress=progress)
-    for (attack, gname, tname), values in matrix.items():
-        mean, std = mean_std(values)
-        a = attack.lower()
-        if gname == own and tname in (own, f"int8_{own}"):
-            key = f"acc_wb_{a}" + ("_int8" if tname.startswith("int8") else "")
-            metrics[f"{key}_mean"], metrics[f"{key}_std"] = mean, std
-        if cfg.private:
-            key = f"acc_transfer_{a}_{gname}_to_{tname}"
-            metrics[f"{key}_mean"], metrics[f"{key}_std"] = mean, std
+                               specs, device=device, keep_examples=keep, **common)
+        # White-box on the quantized model itself: straight-through gradients (BPDA).
+        matrix.update(attack_matrix({BPDA: bpda_model(main.int8_model)}, {f"int8_{own}": main.int8_model},
+                                    x_eval, y_eval, specs, device="cpu", **common))
+    metrics.update(robust_metrics(matrix, own, len(models) > 1, metrics, len(y_eval)))
 
     metrics.update(timer.as_metrics())
     metrics["time_total_s"] = round(time.perf_counter() - start, 4)

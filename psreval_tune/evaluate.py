@@ -8,6 +8,7 @@ generated on one model evaluated on another of the same architecture
 
 from __future__ import annotations
 
+import math
 import statistics
 from typing import Callable, Mapping
 
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from .attacks import AttackSpec, generate
+from .config import RANDOMIZED_ATTACKS
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -43,6 +45,25 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def wilson(p: float, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval of an accuracy ``p`` measured on ``n`` images.
+
+    Better than p +- z*sqrt(p(1-p)/n) near 0 and 1, where robust accuracies
+    live. For a mean over attack runs on the same images, n is still the
+    number of images: the runs are not independent samples.
+    """
+    if n <= 0:
+        return math.nan, math.nan
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def runs_of(spec: AttackSpec, repeats: int) -> int:
+    """Randomized attacks (random start) run ``repeats`` times; deterministic ones once."""
+    return repeats if spec.name in RANDOMIZED_ATTACKS else 1
+
+
 def attack_matrix(
     generators: Mapping[str, nn.Module],
     targets: Mapping[str, nn.Module],
@@ -57,15 +78,18 @@ def attack_matrix(
     keep_examples: Callable[[str, str, torch.Tensor], None] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[tuple[str, str, str], list[float]]:
-    """Robust accuracy per (attack, generator, target), one value per repeat.
+    """Robust accuracy per (attack, generator, target), one value per run.
 
-    Each (attack, repeat, generator) generates its examples once and every
+    Each (attack, run, generator) generates its examples once and every
     target is evaluated on them, so targets are compared on identical inputs.
-    Repeat r of every generator uses seed ``seed + r``.
+    Run r of every generator uses seed ``seed + r``. Deterministic attacks
+    (FGSM, FAB with one restart) run once: repeating them gives the same
+    examples and a std of 0 by construction.
     """
     results: dict[tuple[str, str, str], list[float]] = {}
     for spec in specs:
-        for r in range(repeats):
+        repeats_here = runs_of(spec, repeats)
+        for r in range(repeats_here):
             for gname, gmodel in generators.items():
                 adv = generate(gmodel, x, y, spec, num_classes=num_classes, seed=seed + r, device=device)
                 if keep_examples is not None and r == 0:
@@ -73,5 +97,5 @@ def attack_matrix(
                 for tname, tmodel in targets.items():
                     results.setdefault((spec.name, gname, tname), []).append(accuracy(tmodel, adv, y))
             if progress is not None:
-                progress(f"attack {spec.name} repeat {r + 1}/{repeats} done")
+                progress(f"attack {spec.name} run {r + 1}/{repeats_here} done")
     return results

@@ -3,7 +3,11 @@
 One global model; each client keeps its own optimizer (and, under DP, its
 own Opacus engine and accountant) for the whole federation. Each round every
 client starts from the global weights, trains ``local_epochs`` on its data,
-and a pluggable Strategy aggregates the results.
+and a pluggable Strategy aggregates the results. The learning rate follows
+the recipe's schedule over rounds; with ``reset_optimizer`` each client's
+momentum starts afresh every round (a buffer from the previous round points
+along the client's old, pre-averaging trajectory). Per-round accuracy is
+measured on the validation split: the test split is for the final report.
 
 Threat during training (the adversary client's data, regenerated every round
 against the current global model, which the adversary receives as a client):
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
@@ -107,8 +112,36 @@ class Client:
 class RoundResult:
     round: int
     train_loss: float
-    acc_clean: float
+    acc_val: float  # the global model on the validation split (model selection, early stopping)
     epsilon: float | None
+
+
+def lr_factor(cfg: CycleConfig, rnd: int) -> float:
+    """Learning-rate multiplier for round ``rnd`` (1-based): linear warm-up over
+    ``warmup_rounds``, then constant, cosine to zero or a 10x step at 50% and 75%."""
+    if rnd <= cfg.warmup_rounds:
+        return rnd / (cfg.warmup_rounds + 1)
+    progress = (rnd - 1 - cfg.warmup_rounds) / max(cfg.rounds - cfg.warmup_rounds, 1)
+    if cfg.lr_schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    if cfg.lr_schedule == "step":
+        return 0.1 ** ((progress >= 0.5) + (progress >= 0.75))
+    return 1.0
+
+
+def _innermost(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """The plain SGD under Opacus' (and book-keeping's) optimizer wrappers."""
+    while hasattr(optimizer, "original_optimizer"):
+        optimizer = optimizer.original_optimizer
+    return optimizer
+
+
+def start_round(client: "Client", cfg: CycleConfig, rnd: int) -> None:
+    sgd = _innermost(client.optimizer)
+    for group in sgd.param_groups:
+        group["lr"] = cfg.lr * lr_factor(cfg, rnd)
+    if cfg.reset_optimizer:
+        sgd.state.clear()
 
 
 def _make_client(cfg: CycleConfig, cid: int, global_model: nn.Module, x: torch.Tensor, y: torch.Tensor,
@@ -178,6 +211,7 @@ class Federation:
             if client.cid == self.adversary:
                 self._poison(client, rnd)
             client.model.load_state_dict(global_state)
+            start_round(client, self.cfg, rnd)
             c_loss, c_seen = _train_locally(client, self.cfg.local_epochs)
             loss_sum, seen = loss_sum + c_loss, seen + c_seen
             states.append(client.model.state_dict())
@@ -186,7 +220,7 @@ class Federation:
         report = self.privacy()
         result = RoundResult(
             round=rnd, train_loss=loss_sum / max(seen, 1),
-            acc_clean=accuracy(self.model, self.data.test.x, self.data.test.y),
+            acc_val=accuracy(self.model, self.data.val.x, self.data.val.y),
             epsilon=report.epsilon_spent if report else None)
         self.history.append(result)
         return result

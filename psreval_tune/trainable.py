@@ -63,8 +63,14 @@ def trial_label(cfg: CycleConfig) -> str:
     return f"{cfg.dataset}-{cfg.arch}-{eps}-{threat}-{cfg.attack}-s{cfg.seed}"
 
 
+# What Tune's schedulers and searchers may see while trials run: validation and
+# training numbers only. Test metrics arrive once, in the final result.
+ROUND_METRICS = ("round", "train_loss", "acc_val", "epsilon")
+SELECTION_METRICS = ("acc_val_float", "acc_val_wb_pgd")  # final, validation split
+
+
 def round_metrics(r: RoundResult) -> dict[str, float]:
-    out = {"round": r.round, "train_loss": r.train_loss, "acc_clean": r.acc_clean}
+    out = {"round": r.round, "train_loss": r.train_loss, "acc_val": r.acc_val}
     if r.epsilon is not None:
         out["epsilon"] = r.epsilon
     return out

@@ -261,6 +261,6 @@ def test_paper_grid_runs_on_a_multi_node_cluster_with_token_auth(tmp_path):
         nested = [t for t in trials if t.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
         assert Counter(t.data.tags["psreval.trial_id"] for t in nested) == Counter(set(results))
         assert [t.info.status for t in nested] == ["FINISHED"] * SMOKE_TRIALS
-        assert len(list((tmp_path / "art").rglob("model_int8.pt"))) == SMOKE_TRIALS  # through the server
+        assert len(list((tmp_path / "art").rglob("model_int8.pt2"))) == SMOKE_TRIALS  # through the server
         assert not (tmp_path / "runs" / "mlflow.db").exists()
     assert not _marked(marker), "processes of the test cluster survived its teardown"

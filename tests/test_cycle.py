@@ -1,7 +1,8 @@
 """run_cycle end to end on tiny digits configs, its metrics, twin cache and artifacts.
 
-Runs (module-scoped, each a few seconds on 2 CPU cores):
-- nonprivate: cnn, 10 rounds, PGD+FGSM, 32 eval images, 2 repeats; run twice
+Runs (module-scoped, each a few seconds on 2 CPU cores; training pinned to
+conftest.FAST_TRAINING so recipe changes never move these numbers):
+- nonprivate: cnn, 10 rounds, PGD+FGSM, 32 eval images, 2 PGD runs; run twice
   with seed 0 and once with seed 1;
 - dp: the same at epsilon 3.4 with 3 rounds and all three attacks, run twice
   against one TwinCache folder (the second run loads the non-private twin).
@@ -17,14 +18,17 @@ import pytest
 import torch
 
 from psreval_tune.artifacts import ARTIFACTS, write_outputs
+from conftest import FAST_TRAINING
 from psreval_tune.config import ATTACKS, CycleConfig
-from psreval_tune.cycle import TwinCache, _fresh_model, run_cycle
+from psreval_tune.cycle import TwinCache, _fresh_model, eval_images, run_cycle
 from psreval_tune.data import load_data
-from psreval_tune.evaluate import accuracy
-from psreval_tune.quantize import quantize_static
+from psreval_tune.evaluate import accuracy, wilson
+from psreval_tune.quantize import load_int8
 
 BASE_KEYS = ("acc_clean_float", "acc_clean_int8", "size_bytes_float", "size_bytes_int8", "size_reduction_pct",
-             "epsilon_spent", "noise_multiplier", "sample_rate", "dp_steps", "delta", "final_train_loss")
+             "epsilon_spent", "noise_multiplier", "sample_rate", "dp_steps", "delta", "final_train_loss",
+             "n_test", "n_eval", "acc_val_float", "acc_val_wb_pgd",
+             *(f"acc_clean_{k}_ci_{b}" for k in ("float", "int8") for b in ("low", "high")))
 PRIVACY_KEYS = ("epsilon_spent", "noise_multiplier", "sample_rate", "dp_steps", "delta")
 PHASES = ("data", "train", "quantize", "eval", "attack")
 GENERATORS = ("nonprivate", "dp")
@@ -35,14 +39,28 @@ def _untimed(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if not k.startswith("time_")}
 
 
+def _stats(stem: str, attack: str) -> list[str]:
+    """mean and Wilson interval; std only for PGD, the one attack run more than once."""
+    return [f"{stem}_{s}" for s in ("mean", "ci_low", "ci_high")] + ([f"{stem}_std"] if attack == "PGD" else [])
+
+
 def _wb_keys(attacks) -> list[str]:
-    return [f"acc_wb_{a.lower()}{q}_{s}" for a in attacks for q in ("", "_int8") for s in ("mean", "std")]
+    keys = []
+    for a in attacks:
+        for q in ("", "_int8", "_int8_bpda"):
+            keys += _stats(f"acc_wb_{a.lower()}{q}", a) + [f"acc_loss_wb_{a.lower()}{q}"]
+        keys.append(f"attack_runs_{a.lower()}")
+    return keys
+
+
+def _clean_eval_keys(models) -> list[str]:
+    return [f"acc_clean_eval_{q}{m}" for m in models for q in ("", "int8_")]
 
 
 @pytest.fixture(scope="module")
 def np_cfg() -> CycleConfig:
     return CycleConfig(dataset="digits", arch="cnn", rounds=10, eval_samples=32, attack_repeats=2,
-                       eval_attacks=("PGD", "FGSM"), device="cpu", seed=0)
+                       eval_attacks=("PGD", "FGSM"), device="cpu", seed=0, **FAST_TRAINING)
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +100,8 @@ def dp_run_cached(dp_cfg, cache_dir, dp_run):
 def test_nonprivate_metrics(np_run, np_cfg):
     result, rounds, messages = np_run
     m = result.metrics
-    expected = set(BASE_KEYS) | set(_wb_keys(np_cfg.eval_attacks)) | {f"time_{p}_s" for p in PHASES} | {"time_total_s"}
+    expected = (set(BASE_KEYS) | set(_wb_keys(np_cfg.eval_attacks)) | set(_clean_eval_keys(["nonprivate"]))
+                | {f"time_{p}_s" for p in PHASES} | {"time_total_s"})
     assert set(m) == expected  # no transfer matrix and no twin without DP
     for key in PRIVACY_KEYS:
         assert m[key] is None, key
@@ -92,8 +111,13 @@ def test_nonprivate_metrics(np_run, np_cfg):
     assert m["acc_wb_pgd_mean"] < m["acc_clean_float"]
     assert m["acc_wb_fgsm_mean"] < m["acc_clean_float"]
     for key in _wb_keys(np_cfg.eval_attacks):
-        assert 0.0 <= m[key] <= 1.0, key
-    assert m["acc_wb_fgsm_std"] == 0.0 and m["acc_wb_fgsm_int8_std"] == 0.0  # FGSM is deterministic
+        assert -1.0 <= m[key] <= 1.0 if "loss" in key else 0.0 <= m[key] <= 2.0, key
+    assert m["attack_runs_pgd"] == 2 and m["attack_runs_fgsm"] == 1  # FGSM is deterministic: run once
+    assert m["n_test"] == 359 and m["n_eval"] == 32
+    # 95% Wilson intervals over images, beside every accuracy
+    assert (m["acc_wb_pgd_ci_low"], m["acc_wb_pgd_ci_high"]) == wilson(m["acc_wb_pgd_mean"], 32)
+    assert (m["acc_clean_float_ci_low"], m["acc_clean_float_ci_high"]) == wilson(m["acc_clean_float"], 359)
+    assert m["acc_wb_pgd_ci_low"] < m["acc_wb_pgd_mean"] < m["acc_wb_pgd_ci_high"]
     assert m["size_bytes_int8"] < m["size_bytes_float"]
     assert m["size_reduction_pct"] == pytest.approx(100 * (1 - m["size_bytes_int8"] / m["size_bytes_float"]))
     assert m["size_reduction_pct"] > 55  # cnn: observed 62.1%
@@ -112,11 +136,11 @@ def test_nonprivate_history_rises(np_run, np_cfg):
     assert rounds == list(range(1, 11))
     assert [r["round"] for r in h] == list(range(1, 11))
     assert all(r["epsilon"] is None for r in h)
-    assert set(h[0]) == {"round", "train_loss", "acc_clean", "epsilon"}
-    # observed: acc 0.198 after round 1, 0.928 after round 10
-    assert h[-1]["acc_clean"] >= h[0]["acc_clean"] + 0.3
+    assert set(h[0]) == {"round", "train_loss", "acc_val", "epsilon"}  # validation, never test, per round
+    # observed: val acc 0.2 after round 1, 0.9 after round 10
+    assert h[-1]["acc_val"] >= h[0]["acc_val"] + 0.3
     assert h[-1]["train_loss"] < h[0]["train_loss"]
-    assert h[-1]["acc_clean"] == result.metrics["acc_clean_float"]
+    assert h[-1]["acc_val"] == result.metrics["acc_val_float"]
     assert h[-1]["train_loss"] == result.metrics["final_train_loss"]
 
 
@@ -156,23 +180,22 @@ def test_same_seed_same_metrics_other_seed_other_metrics(np_run, np_cfg):
 def test_dp_metrics_and_transfer_matrix(dp_run, dp_cfg):
     result, rounds = dp_run
     m = result.metrics
-    transfer = [f"acc_transfer_{a.lower()}_{g}_to_{t}_{s}"
-                for a in ATTACKS for g in GENERATORS for t in TARGETS for s in ("mean", "std")]
-    expected = (set(BASE_KEYS) | set(_wb_keys(ATTACKS)) | set(transfer)
-                | {"acc_clean_float_nonprivate", "acc_clean_int8_nonprivate"}
+    transfer = [k for a in ATTACKS for g in GENERATORS for t in TARGETS
+                for k in _stats(f"acc_transfer_{a.lower()}_{g}_to_{t}", a)]
+    twin_clean = [f"acc_clean_{k}_nonprivate{c}" for k in ("float", "int8") for c in ("", "_ci_low", "_ci_high")]
+    expected = (set(BASE_KEYS) | set(_wb_keys(ATTACKS)) | set(transfer) | set(twin_clean)
+                | set(_clean_eval_keys(["dp", "nonprivate"]))
                 | {f"time_{p}_s" for p in PHASES} | {"time_train_twin_s", "time_total_s"})
     assert set(m) == expected
-    assert len(transfer) == 3 * 2 * 4 * 2
-    for key in transfer + _wb_keys(ATTACKS):
+    assert len(transfer) == 3 * 2 * 4 * 3 + 2 * 4  # mean + interval per cell, std for PGD only
+    for key in transfer:
         assert 0.0 <= m[key] <= 1.0, key
     for a in ("pgd", "fgsm", "fab"):
         # white-box is the diagonal of the matrix
         assert m[f"acc_wb_{a}_mean"] == m[f"acc_transfer_{a}_dp_to_dp_mean"]
         assert m[f"acc_wb_{a}_int8_mean"] == m[f"acc_transfer_{a}_dp_to_int8_dp_mean"]
-        assert m[f"acc_wb_{a}_std"] == m[f"acc_transfer_{a}_dp_to_dp_std"]
-    for g in GENERATORS:
-        for t in TARGETS:
-            assert m[f"acc_transfer_fgsm_{g}_to_{t}_std"] == 0.0  # deterministic attack
+        assert m[f"attack_runs_{a}"] == (2 if a == "pgd" else 1)  # deterministic attacks run once
+    assert m["acc_wb_pgd_std"] == m["acc_transfer_pgd_dp_to_dp_std"]
     # privacy numbers: 2 clients of 647, batch 128 -> 6 Poisson batches per epoch
     assert 3.4 - 0.02 <= m["epsilon_spent"] <= 3.4  # observed 3.3955
     assert m["sample_rate"] == pytest.approx(1 / 6)
@@ -246,9 +269,7 @@ def test_write_outputs(which, dp_run, np_run, tmp_path):
     model = _fresh_model(cfg, data)
     model.load_state_dict(torch.load(out / "model_float.pt", weights_only=True))
     assert accuracy(model, data.test.x, data.test.y) == result.metrics["acc_clean_float"]
-    qmodel = quantize_static(_fresh_model(cfg, data).eval(), data.val.x[:8])
-    qmodel.load_state_dict(torch.load(out / "model_int8.pt", weights_only=True))
-    assert accuracy(qmodel, data.test.x, data.test.y) == result.metrics["acc_clean_int8"]
+    assert accuracy(load_int8(out / "model_int8.pt2"), data.test.x, data.test.y) == result.metrics["acc_clean_int8"]
 
     png = out / "adv_examples.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -18,7 +18,7 @@ from sweep_helpers import (ROOT, env, free_port, kill_group, run_script, start_s
                            wait_for)
 
 SMOKE_TRIALS = 6  # paper_grid --smoke: epsilon {3.4, 7} x {none, adv_training 0.2, train_time_attack 0.2}
-ARTIFACTS = {"metrics.json", "model_float.pt", "model_int8.pt", "adv_examples.png"}
+ARTIFACTS = {"metrics.json", "model_float.pt", "model_int8.pt2", "adv_examples.png"}
 NOISY_KEYS = ("time_",)  # wall times differ between runs; every other number must not
 
 
@@ -48,7 +48,7 @@ def test_paper_grid_smoke_logs_every_trial_once(smoke_sweep):
         assert params["dataset"] == "digits" and params["arch"] == "cnn" and params["rounds"] == "3"
         assert float(params["epsilon"]) in (3.4, 7.0)
         assert run.data.tags["psreval.sweep"] == "smoke" and run.data.tags["git_commit"]
-        history = client.get_metric_history(run.info.run_id, "acc_clean")
+        history = client.get_metric_history(run.info.run_id, "acc_val")
         assert sorted(m.step for m in history) == [1, 2, 3]  # one point per FL round
         eps = client.get_metric_history(run.info.run_id, "epsilon")
         assert [m.step for m in sorted(eps, key=lambda m: m.step)] == [1, 2, 3]
@@ -84,8 +84,14 @@ def test_search_asha_stops_a_trial_and_shows_pareto(tmp_path):
     stopped = [tid for tid, lines in results.items() if not lines[-1].get("cycle_complete")]
     assert stopped, "ASHA stopped no trial"
     assert all(lines[-1]["training_iteration"] < 4 for tid, lines in results.items() if tid in stopped)
-    match = re.search(r"Pareto set over acc_clean_float, acc_wb_pgd_mean \((\d+) of 6 trials; (\d+) stopped early",
-                      proc.stdout)
+    # Model selection sees validation metrics only: every result ASHA and Optuna
+    # received before a trial's final one carries no test-split number.
+    for lines in results.values():
+        running = lines[:-1] if lines[-1].get("cycle_complete") else lines
+        seen = {k for line in running for k in line if k.startswith("acc_")}
+        assert seen <= {"acc_val", "acc_val_float", "acc_val_wb_pgd"}, seen
+    match = re.search(r"Pareto set over acc_val_float, acc_val_wb_pgd \(validation split; (\d+) of 6 trials; "
+                      r"(\d+) stopped early", proc.stdout)
     assert match and int(match.group(1)) >= 1 and int(match.group(2)) == len(stopped)
     parents, trials = sweep_runs(f"sqlite:///{tmp_path}/mlflow.db")
     status = {t.data.tags["psreval.trial_id"]: t.info.status for t in trials}
@@ -191,7 +197,7 @@ def test_sweep_logs_to_mlflow_server_over_http(tmp_path):
         for run in trials:
             assert {a.path for a in client.list_artifacts(run.info.run_id)} == ARTIFACTS
         assert not (tmp_path / "runs" / "mlflow.db").exists()  # nothing went to the local store
-        assert list((tmp_path / "art").rglob("model_int8.pt"))  # artifacts went through the server
+        assert list((tmp_path / "art").rglob("model_int8.pt2"))  # artifacts went through the server
     finally:
         kill_group(server)
 
@@ -214,3 +220,33 @@ def test_bad_sweep_flags(tmp_path, flags, value):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and value in lines[0], proc.stderr
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("flags, message", [
+    (["--objectives", "acc_clean_float"], "--objectives=acc_clean_float is not allowed; model selection reads "
+                                          "validation metrics only: acc_val_float, acc_val_wb_pgd"),
+    (["--objectives", "acc_val_float,acc_wb_pgd_mean"], "--objectives=acc_wb_pgd_mean is not allowed"),
+    (["--asha-metric", "acc_clean"], "argument --asha-metric: invalid choice: 'acc_clean'"),
+])
+def test_search_refuses_to_select_on_the_test_split(tmp_path, flags, message):
+    proc = run_script("sweeps/search.py", "--smoke", "--run-dir", str(tmp_path), *flags, timeout=100)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert proc.stderr.count("error:") == 1 and "Traceback" not in proc.stderr
+    assert not any(tmp_path.iterdir())  # refused before Ray or MLflow started
+
+
+def test_search_space_and_schedulers_read_validation_metrics_only():
+    sys.path.insert(0, str(ROOT / "sweeps"))
+    import search
+
+    from psreval_tune.trainable import ROUND_METRICS, SELECTION_METRICS
+
+    p = search.parser("t")
+    search.add_flags(p)
+    for space in ("paper", "recipe"):
+        args = p.parse_args(["--smoke", "--space", space, "--archs", "cnn", "--epsilons", "3.4"])
+        args.epsilons, args.lr, args.objectives = [3.4], [], list(SELECTION_METRICS)
+        searcher, scheduler = search.build(args)
+        assert set(searcher._metric) <= set(SELECTION_METRICS)
+        assert scheduler._metric in ROUND_METRICS and scheduler._metric in ("acc_val", "train_loss")

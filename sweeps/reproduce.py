@@ -1,0 +1,98 @@
+"""Reproduce the PSREval paper's checkable claims on digits, with 3 seeds.
+
+    python sweeps/reproduce.py                 # writes docs/reproduction.md (<= 90 min on 2 CPU cores)
+    python sweeps/reproduce.py --smoke --doc /tmp/repro.md    # the plumbing in minutes (no conclusions)
+
+One grid, every trial a DP model (epsilon 3.4) and its non-private twin
+trained with the recipes (psreval_tune/recipes.toml), quantized, and
+attacked on the whole test split with PGD (3 random starts), FGSM and FAB:
+
+    threat none                       -> size, PTQ, transfer, DP-generator claims
+    adv_training 20% with PGD, FGSM   -> robustness gain, utility cost, PGD/FGSM cost
+    train_time_attack 40% with PGD    -> DP against a train-time attacker
+
+x seeds 0, 1, 2. The claims table (analysis/claims.py: effect, 95% interval
+over seeds, paired by seed, verdict) is rendered to docs/reproduction.md with
+its figure; the whole sweep is also in MLflow like any other.
+For the paper's scale (CIFAR-10, pneumonia, GPU cluster) use paper_grid.py.
+"""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from ray import tune
+
+from psreval_tune.sweep import SweepSpec, main_guard, parser, run_sweep
+from psreval_tune.trainable import cycle_config
+
+from _report import ROOT, report  # the script's folder is on sys.path
+
+SETTINGS = (
+    {"threat": "none", "adv_fraction": 0.0, "attack": "PGD"},
+    {"threat": "adv_training", "adv_fraction": 0.2, "attack": "PGD"},
+    {"threat": "adv_training", "adv_fraction": 0.2, "attack": "FGSM"},
+    {"threat": "train_time_attack", "adv_fraction": 0.4, "attack": "PGD"},
+)
+SMOKE = {"rounds": 2, "eval_samples": 64, "eval_attacks": ["PGD", "FGSM"], "attack_repeats": 2}
+
+
+def grid(args) -> dict[str, Any]:
+    fixed = {"dataset": "digits", "arch": args.arch, "epsilon": args.epsilon, "attack_repeats": 3,
+             "eval_attacks": ["PGD", "FGSM", "FAB"], **(SMOKE if args.smoke else {})}
+    axes = {"setting": list(SETTINGS), "seed": list(args.seeds)}
+    for combo in itertools.product(*axes.values()):  # a bad value fails the command, not 12 trials
+        cycle_config({**fixed, **dict(zip(axes, combo))})
+    return {**fixed, **{k: tune.grid_search(v) for k, v in axes.items()}}
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def write_doc(args, tracking, seconds: float) -> Path:
+    if str(ROOT) not in sys.path:  # analysis/ lives beside sweeps/
+        sys.path.insert(0, str(ROOT))
+    from analysis.load import load_trials
+    from analysis.reproduction import write_reproduction
+
+    trials = load_trials(tracking.experiment_name, tracking.tracking_uri, tracking.sweep_name)
+    doc = Path(args.doc).resolve()
+    command = "python sweeps/reproduce.py" + ("" if args.arch == "resnet9" else f" --arch {args.arch}")
+    meta = {"wall_time_s": seconds, "machine": args.machine, "sweep": tracking.sweep_name,
+            "date": time.strftime("%Y-%m-%d"), "git_commit": git_commit()}
+    write_reproduction(trials, doc, doc.with_suffix(""), command=command, meta=meta)
+    return doc
+
+
+@main_guard
+def main(argv: Sequence[str] | None = None) -> int:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--arch", default="resnet9", help="architecture (default: resnet9, the paper's)")
+    p.add_argument("--epsilon", type=float, default=3.4, help="DP budget of every trial (default: 3.4)")
+    p.add_argument("--doc", default=str(ROOT / "docs" / "reproduction.md"),
+                   help="where to write the reproduction document (default: docs/reproduction.md)")
+    p.add_argument("--machine", default="2-core CPU machine, no GPU", help="what ran it, for the document")
+    p.set_defaults(seeds=[0, 1, 2], max_concurrent=2)
+    args = p.parse_args(argv)
+    space = grid(args)
+    start = time.perf_counter()
+    _, _, tracking = run_sweep(args, SweepSpec(kind="reproduce", param_space=space, report=report,
+                                               sweep_params={"smoke": args.smoke, "arch": args.arch}))
+    doc = write_doc(args, tracking, time.perf_counter() - start)
+    print(f"\nreproduction: {doc}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
