@@ -287,3 +287,31 @@ def test_write_outputs_replaces_an_existing_folder(dp_run, np_run, tmp_path):
     summary = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert summary["config"]["epsilon"] is None
     assert sorted(os.listdir(tmp_path)) == ["out"]
+
+
+@pytest.mark.timeout(300)
+def test_accuracy_loss_is_measured_on_the_attacked_images(np_run, np_cfg):
+    m, model = np_run[0].metrics, np_run[0].models["nonprivate"]
+    data = load_data(np_cfg)
+    x_eval, y_eval = eval_images(np_cfg, data)
+    assert len(y_eval) == m["n_eval"] == 32 < m["n_test"]
+    clean_here = accuracy(model.float_model, x_eval, y_eval)
+    assert m["acc_clean_eval_nonprivate"] == clean_here
+    assert m["acc_clean_eval_int8_nonprivate"] == accuracy(model.int8_model, x_eval, y_eval)
+    for a in ("pgd", "fgsm"):
+        assert m[f"acc_loss_wb_{a}"] == pytest.approx(clean_here - m[f"acc_wb_{a}_mean"])
+        assert m[f"acc_loss_wb_{a}_int8"] == pytest.approx(m["acc_clean_eval_int8_nonprivate"]
+                                                          - m[f"acc_wb_{a}_int8_mean"])
+    # the default attacks the whole test split
+    assert eval_images(np_cfg.replace(eval_samples=None), data)[1].shape == data.test.y.shape
+
+
+@pytest.mark.timeout(300)
+def test_bpda_white_box_on_int8_is_reported_beside_the_transfer_number(np_run):
+    m = np_run[0].metrics
+    for a in ("pgd", "fgsm"):
+        bpda, transfer = m[f"acc_wb_{a}_int8_bpda_mean"], m[f"acc_wb_{a}_int8_mean"]
+        assert 0.0 <= bpda <= m["acc_clean_eval_int8_nonprivate"]
+        # white-box through the int8 model is at least as strong as transfer from its float model
+        # (same images; one image of 32 is 0.031)
+        assert bpda <= transfer + 1 / 32 + 1e-9, (a, bpda, transfer)
