@@ -35,6 +35,7 @@ MODES = ("max", "min")
 ASHA_METRICS = {"acc_val": "max", "train_loss": "min"}  # per-round, never a test metric
 THREATS = ("none", "adv_training", "train_time_attack")
 FRACTIONS = (0.1, 0.2, 0.3, 0.4)
+RECIPE_ROUNDS = {False: [5, 10], True: [5, 10, 20]}  # by private
 
 
 def pareto(frame, objectives: Sequence[str], modes: Sequence[str]):
@@ -75,12 +76,28 @@ def recipe_space(trial, fixed: dict[str, Any]) -> dict[str, Any]:
         trial.suggest_float("lr", 0.003, 0.2, log=True)
         trial.suggest_categorical("batch_size", [16, 32, 64])
     if "rounds" not in fixed:
-        trial.suggest_categorical("rounds", [5, 10, 20] if private else [5, 10])
+        trial.suggest_categorical("rounds", RECIPE_ROUNDS[private])
     trial.suggest_categorical("local_epochs", [1, 2, 3])
     trial.suggest_categorical("momentum", [0.0, 0.5, 0.9])
     trial.suggest_categorical("lr_schedule", ["constant", "cosine"])
     trial.suggest_categorical("reset_optimizer", [True, False])
     return fixed
+
+
+def start_points(args, fixed: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """--start-from RECIPE: evaluate that recipe's values first (e.g. a neighbour arch's recipe)."""
+    if args.start_from is None:
+        return None
+    if args.space != "recipe":
+        raise SweepError("--start-from is not allowed with --space paper; it seeds a --space recipe search")
+    if args.start_from not in recipes.load():
+        raise SweepError(f"--start-from={args.start_from} is not allowed; expected one of "
+                         f"{', '.join(recipes.names())}")
+    searched = {"lr", "batch_size", "local_epochs", "momentum", "lr_schedule", "reset_optimizer", "rounds"}
+    if fixed["epsilon"] is not None:
+        searched.add("max_grad_norm")
+    values = recipes.fields_of(args.start_from)
+    return [{k: values[k] for k in sorted(searched - set(fixed))}]
 
 
 def _fixed(args) -> dict[str, Any]:
@@ -128,8 +145,11 @@ def build(args):
              functools.partial(paper_space, epsilons=args.epsilons, archs=args.archs, lrs=args.lr, fixed=fixed))
     multi = len(args.objectives) > 1
     searcher = OptunaSearch(space=space, metric=args.objectives if multi else args.objectives[0],
-                            mode=args.modes if multi else args.modes[0], seed=args.seeds[0])
+                            mode=args.modes if multi else args.modes[0], seed=args.seeds[0],
+                            points_to_evaluate=start_points(args, fixed))
     rounds = cycle_config(fixed).rounds
+    if args.space == "recipe" and "rounds" not in fixed:  # ASHA must let the longest trial finish
+        rounds = max(RECIPE_ROUNDS[fixed["epsilon"] is not None])
     scheduler = ASHAScheduler(metric=args.asha_metric, mode=ASHA_METRICS[args.asha_metric],
                               time_attr="training_iteration", max_t=rounds + 1, grace_period=args.asha_grace,
                               reduction_factor=2)
@@ -154,6 +174,8 @@ def add_flags(p) -> None:
     p.add_argument("--lr", type=_csv(float), default=None,
                    help="learning-rate choices for --space paper (default: each setting's recipe)")
     p.add_argument("--rounds", type=int, default=None, help="FL rounds per trial (default: the recipe's)")
+    p.add_argument("--start-from", default=None,
+                   help="--space recipe: evaluate this recipe (e.g. digits/resnet9/dp) first, then search")
     p.add_argument("--asha-grace", type=int, default=2, help="rounds before ASHA may stop a trial (default: 2)")
     p.add_argument("--asha-metric", default="acc_val", choices=sorted(ASHA_METRICS),
                    help="per-round metric ASHA compares: acc_val (validation accuracy, higher is better) or "
