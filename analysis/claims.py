@@ -136,10 +136,12 @@ def _pairs(trials: pd.DataFrame, treated: pd.Series, base: pd.Series,
     """Each ``treated`` trial beside the ``base`` trial of the same seed and setting (every setting column
     but ``vary`` equal); the base trial's columns end in ``_base``."""
     key = [c for c in setting_columns(trials) if c not in vary]
-    left, right = trials[treated.to_numpy()], trials[base.to_numpy()]
+    left, right = trials[treated.to_numpy()].copy(), trials[base.to_numpy()].copy()  # copies: no fragmented views
     if left.empty or right.empty:
         return pd.DataFrame()
-    joined = lambda f: f[key].astype(str).agg("|".join, axis=1)  # noqa: E731  (None/NaN keys match)
+    def joined(f: pd.DataFrame) -> pd.Series:  # None/NaN keys match ("nan"); pandas 3's str dtype keeps NaN
+        return f[key].apply(lambda column: column.map(str)).agg("|".join, axis=1)
+
     return left.assign(_k=joined(left)).merge(right.assign(_k=joined(right)), on="_k", suffixes=("", "_base"))
 
 
