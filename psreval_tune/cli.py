@@ -81,7 +81,7 @@ def _converter(name: str, kind: Any):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m psreval_tune", description="PSREval cycles: DP + int8 + adversarial FL.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="{run}")
     run = sub.add_parser("run", help="run one cycle and write its results")
     hints = typing.get_type_hints(CycleConfig)
     for f in _flag_fields():

@@ -42,6 +42,8 @@ class _Parser(argparse.ArgumentParser):
         parsed = super().parse_args(args, namespace)
         try:
             _check_args(parsed)  # every number and name flag, before the script builds anything
+            if hasattr(parsed, "run_dir") and hasattr(parsed, "address"):
+                check_infrastructure(parsed)  # folders, tracking store, Ray address, CPUs: seconds at most
         except SweepError as exc:
             self.exit(2, f"error: {exc}\n")
         return parsed
@@ -284,6 +286,19 @@ def _local_cpus() -> float:
         return float(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
+def _local_gpus() -> float:
+    """The GPUs a local Ray would offer, counted as Ray counts them, without starting it."""
+    try:
+        from ray._private.accelerators import get_accelerator_manager_for_resource
+
+        manager = get_accelerator_manager_for_resource("GPU")
+        count = manager.get_current_node_num_accelerators()
+        visible = manager.get_current_process_visible_accelerator_ids()
+        return float(count if visible is None else min(count, len(visible)))
+    except Exception:  # noqa: BLE001 - a private API: leave the check to the running Ray
+        return float("inf")
+
+
 def _resources_error(args: argparse.Namespace, cpus: float, gpus: float, where: str) -> str | None:
     short = []
     if args.cpus_per_trial > cpus:
@@ -313,10 +328,18 @@ def check_cluster_resources(args: argparse.Namespace, started_here: bool) -> Non
 
 def preflight(args: argparse.Namespace, storage: str, name: str, exp_path: str) -> None:
     """Everything that can be checked before Ray starts; raises SweepError (one line)."""
+    check_infrastructure(args)
+    if args.resume:
+        _check_resume_flags(args, exp_path)
+
+
+def check_infrastructure(args: argparse.Namespace) -> None:
+    """Run dir, storage, tracking store, Ray address and local CPUs: each refused in seconds with one
+    line. Run when the flags are parsed (before a script builds its search space) and again by run_sweep."""
     from .tracking import TrackingError, check_tracking_uri
 
     _check_dir(args.run_dir, "--run-dir")
-    _check_storage(args, storage)
+    _check_storage(args, _storage(args))
     default_db = Path(args.run_dir).expanduser().resolve() / "mlflow.db"
     try:
         if args.tracking_uri:
@@ -325,11 +348,10 @@ def preflight(args: argparse.Namespace, storage: str, name: str, exp_path: str) 
             check_tracking_uri(f"sqlite:///{default_db}", flag="the store in --run-dir")
     except TrackingError as exc:
         raise SweepError(str(exc)) from None
-    if args.resume:
-        _check_resume_flags(args, exp_path)
     check_address(args.address)
     if args.address in (None, "", "none", "local") and not args.wait_for_resources:
-        why = _resources_error(args, _local_cpus(), float("inf"), "this machine")
+        why = _resources_error(args, _local_cpus(), _local_gpus() if args.gpus_per_trial > 0 else 0.0,
+                               "this machine")
         if why:
             raise SweepError(why)
 

@@ -174,20 +174,3 @@ def test_write_outputs_failure_leaves_existing_folder_untouched(tmp_path, monkey
     with pytest.raises(OSError):
         write_outputs(_FakeResult(), tmp_path / "new", overwrite=False)
     assert sorted(os.listdir(tmp_path)) == ["out"]
-
-
-@pytest.mark.timeout(240)
-def test_cli_overwrite_keeps_user_files_and_result_is_readable_by_group(tmp_path):
-    """A real (tiny) cycle into an existing folder: user files stay, ours appear, normal permissions."""
-    out = tmp_path / "out"
-    out.mkdir(mode=0o755)
-    (out / "README.txt").write_text("user notes")
-    (out / "model_float.pt").write_bytes(b"stale")
-    proc, _ = _run(*FAST, "--local-epochs", "1", "--batch-size", "64", "--quiet", "--out", str(out), "--overwrite",
-                   "--cache-dir", "none", timeout=200)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert (out / "README.txt").read_text() == "user notes"
-    assert sorted(os.listdir(out)) == sorted([*ARTIFACTS, "README.txt"])
-    assert (out / "model_float.pt").read_bytes() != b"stale"
-    for name in ARTIFACTS:
-        assert stat.S_IMODE((out / name).stat().st_mode) & 0o044 == 0o044  # group/other readable (umask 022)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-N = 6
+N = 4
 
 # Each process loads MLflow, says it is ready, then waits for the go file and opens the store.
 INIT = """
