@@ -336,8 +336,13 @@ def preflight(args: argparse.Namespace, storage: str, name: str, exp_path: str) 
 def check_infrastructure(args: argparse.Namespace) -> None:
     """Run dir, storage, tracking store, Ray address and local CPUs: each refused in seconds with one
     line. Run when the flags are parsed (before a script builds its search space) and again by run_sweep."""
+    from .cli import check_dependencies
     from .tracking import TrackingError, check_tracking_uri
 
+    try:
+        check_dependencies()  # on this machine; a worker without them fails its trials with the same message
+    except ConfigError as exc:
+        raise SweepError(str(exc)) from None
     _check_dir(args.run_dir, "--run-dir")
     _check_storage(args, _storage(args))
     default_db = Path(args.run_dir).expanduser().resolve() / "mlflow.db"

@@ -174,3 +174,22 @@ def test_write_outputs_failure_leaves_existing_folder_untouched(tmp_path, monkey
     with pytest.raises(OSError):
         write_outputs(_FakeResult(), tmp_path / "new", overwrite=False)
     assert sorted(os.listdir(tmp_path)) == ["out"]
+
+
+def test_missing_optional_dependency_is_found_before_work(tmp_path, monkeypatch, capsys):
+    """torchattacks is installed with --no-deps by hand; without it the CLI and the sweeps stop at once."""
+    import importlib.util
+
+    from psreval_tune import cli
+    from psreval_tune.sweep import parser
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torchattacks" else real(name, *a))
+    assert cli.main(["run", "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "error: the torchattacks package is not installed; install it with: pip install --no-deps "
+        "torchattacks==3.5.1 (see README, Install choices)"]
+    with pytest.raises(SystemExit) as info:
+        parser("x").parse_args(["--smoke", "--run-dir", str(tmp_path / "runs")])
+    assert info.value.code == 2 and "torchattacks" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
