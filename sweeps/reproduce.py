@@ -2,6 +2,8 @@
 
     python sweeps/reproduce.py                 # writes docs/reproduction.md (<= 90 min on 2 CPU cores)
     python sweeps/reproduce.py --smoke --doc /tmp/repro.md    # the plumbing in minutes (no conclusions)
+    python sweeps/reproduce.py --dataset cifar10 --data-root ~/data --address auto --gpus-per-trial 0.25 \
+        --attack-repeats 10 --doc docs/reproduction-cifar10.md           # the paper's scale, on a cluster
 
 One grid, every trial a DP model (epsilon 3.4) and its non-private twin
 trained with the recipes (psreval_tune/recipes.toml), quantized, and
@@ -32,6 +34,7 @@ from psreval_tune.sweep import SweepSpec, main_guard, parser, run_sweep
 from psreval_tune.trainable import cycle_config
 
 from _report import ROOT, report  # the script's folder is on sys.path
+from paper_grid import DELTA, EVAL_SAMPLES
 
 SETTINGS = (
     {"threat": "none", "adv_fraction": 0.0, "attack": "PGD"},
@@ -43,8 +46,11 @@ SMOKE = {"rounds": 2, "eval_samples": 64, "eval_attacks": ["PGD", "FGSM"], "atta
 
 
 def grid(args) -> dict[str, Any]:
-    fixed = {"dataset": "digits", "arch": args.arch, "epsilon": args.epsilon, "attack_repeats": 3,
-             "eval_attacks": ["PGD", "FGSM", "FAB"], **(SMOKE if args.smoke else {})}
+    dataset = "digits" if args.smoke else args.dataset
+    fixed = {"dataset": dataset, "data_root": args.data_root, "download": args.download, "arch": args.arch,
+             "epsilon": args.epsilon, "delta": DELTA.get(dataset, 1e-5), "eval_samples": EVAL_SAMPLES.get(dataset),
+             "attack_repeats": args.attack_repeats or 3, "eval_attacks": ["PGD", "FGSM", "FAB"],
+             **(SMOKE if args.smoke else {})}
     axes = {"setting": list(SETTINGS), "seed": list(args.seeds)}
     for combo in itertools.product(*axes.values()):  # a bad value fails the command, not 12 trials
         cycle_config({**fixed, **dict(zip(axes, combo))})
@@ -60,6 +66,18 @@ def git_commit() -> str:
         return "unknown"
 
 
+def regenerate_command(args) -> str:
+    """The command that regenerates the document (infrastructure flags such as --run-dir left out)."""
+    flags = ["--smoke"] if args.smoke else []
+    if args.arch != "resnet9":
+        flags += ["--arch", args.arch]
+    if args.dataset != "digits" and not args.smoke:
+        flags += ["--dataset", args.dataset, "--data-root", "DATA"]
+    if list(args.seeds) != [0, 1, 2]:
+        flags += ["--seeds", ",".join(map(str, args.seeds))]
+    return " ".join(["python sweeps/reproduce.py", *flags])
+
+
 def write_doc(args, tracking, seconds: float) -> Path:
     if str(ROOT) not in sys.path:  # analysis/ lives beside sweeps/
         sys.path.insert(0, str(ROOT))
@@ -68,7 +86,7 @@ def write_doc(args, tracking, seconds: float) -> Path:
 
     trials = load_trials(tracking.experiment_name, tracking.tracking_uri, tracking.sweep_name)
     doc = Path(args.doc).resolve()
-    command = "python sweeps/reproduce.py" + ("" if args.arch == "resnet9" else f" --arch {args.arch}")
+    command = regenerate_command(args)
     meta = {"wall_time_s": seconds, "machine": args.machine, "sweep": tracking.sweep_name,
             "date": time.strftime("%Y-%m-%d"), "git_commit": git_commit()}
     write_reproduction(trials, doc, doc.with_suffix(""), command=command, meta=meta)

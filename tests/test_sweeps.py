@@ -250,3 +250,20 @@ def test_search_space_and_schedulers_read_validation_metrics_only():
         searcher, scheduler = search.build(args)
         assert set(searcher._metric) <= set(SELECTION_METRICS)
         assert scheduler._metric in ROUND_METRICS and scheduler._metric in ("acc_val", "train_loss")
+
+
+@pytest.mark.timeout(600)
+def test_reproduce_smoke_writes_the_claims_document(tmp_path):
+    doc = tmp_path / "docs" / "reproduction.md"
+    doc.parent.mkdir()
+    proc = run_script("sweeps/reproduce.py", "--smoke", "--arch", "cnn", "--seeds", "0,1", "--run-dir",
+                      str(tmp_path / "runs"), "--name", "repro", "--doc", str(doc), timeout=580)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert len(tune_results(tmp_path / "runs" / "ray_results" / "repro")) == 4 * 2  # 4 settings x 2 seeds
+    text = doc.read_text()
+    assert "python sweeps/reproduce.py --smoke --arch cnn --seeds 0,1" in text
+    assert "cannot support conclusions" in text  # 2 seeds, 64 images, 2 rounds: said at the top
+    rows = [line for line in text.splitlines() if re.match(r"\| [a-h](-\w+)? \|", line)]
+    assert len(rows) >= 8, rows  # one row per claim (a..h), each with a verdict
+    assert all(re.search(r"holds|does not hold|inconclusive|not measured", r) for r in rows)
+    assert (doc.parent / "reproduction" / "claims.png").is_file()
