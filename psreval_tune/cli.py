@@ -14,6 +14,7 @@ import typing
 from pathlib import Path
 from typing import Any, Sequence
 
+from . import recipes
 from .config import ConfigError, CycleConfig
 
 HELP = {
@@ -88,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
         flag = "--" + f.name.replace("_", "-")
         default = f.default
         shown = ",".join(default) if isinstance(default, tuple) else default
+        if f.name in recipes.FIELDS:
+            shown = "from the recipe, see --recipe"
+        elif default is None:
+            shown = "none"
         text = f"{HELP.get(f.name, '')} (default: {shown})".strip()
         if hints[f.name] is bool:  # --download / --no-download
             run.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)

@@ -22,6 +22,7 @@ metrics appear once, in the summary printed when the search is over.
 from __future__ import annotations
 
 import functools
+import itertools
 import sys
 from typing import Any, Sequence
 
@@ -125,12 +126,11 @@ def _check(args, fixed: dict[str, Any]) -> None:
                          f"({len(args.objectives)} objectives)")
     if args.space == "recipe" and (len(args.archs) != 1 or len(args.epsilons) != 1):
         raise SweepError("--space recipe searches one setting; give one --archs value and one --epsilons value")
-    for eps in args.epsilons:
-        for arch in args.archs:
-            corner = {**fixed, "epsilon": eps, "arch": arch}
-            if args.space == "paper":
-                corner.update(threat="train_time_attack", adv_fraction=0.4, attack_alpha=8 / 255)
-            cycle_config(corner)
+    for eps, arch, lr in itertools.product(args.epsilons, args.archs, args.lr or [None]):
+        corner = {**fixed, "epsilon": eps, "arch": arch, **({"lr": lr} if lr is not None else {})}
+        if args.space == "paper":
+            corner.update(threat="train_time_attack", adv_fraction=0.4, attack_alpha=8 / 255)
+        cycle_config(corner)
 
 
 def build(args):
