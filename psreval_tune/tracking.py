@@ -36,6 +36,7 @@ TAG_KIND = "psreval.kind"  # "sweep" | "trial"
 TAG_TRIAL = "psreval.trial_id"
 TAG_PARENT = "mlflow.parentRunId"  # what the MLflow UI nests by
 TAG_COMMIT = "git_commit"
+TAG_FAILURE = "psreval.failure"  # why a run ended FAILED (one line)
 
 
 @dataclass(frozen=True)
@@ -305,3 +306,29 @@ class Tracker:
 
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)
+
+    def status(self, run_id: str) -> str:
+        return self.client.get_run(run_id).info.status
+
+    def logged_steps(self, run_id: str, key: str) -> set[int]:
+        """The steps at which ``key`` is already logged (a retried trial skips them)."""
+        return {m.step for m in self.client.get_metric_history(run_id, key)}
+
+    def fail(self, run_id: str, reason: str) -> None:
+        """FAILED with the reason as a tag; a FINISHED run is never changed."""
+        if self.status(run_id) == "FINISHED":
+            return
+        self.client.set_tag(run_id, TAG_FAILURE, one_line(reason))
+        self.client.set_terminated(run_id, status="FAILED")
+
+    def unfinished_trial_runs(self, parent_id: str) -> list:
+        """The sweep's trial runs that are not FINISHED (RUNNING, FAILED, KILLED)."""
+        runs = self.client.search_runs([self.experiment_id], filter_string=f"tags.`{TAG_PARENT}` = '{parent_id}'",
+                                       max_results=10000)
+        return [r for r in runs if r.info.status != "FINISHED"]
+
+
+def one_line(text: str, limit: int = 4000) -> str:
+    """The first non-empty line of ``text``, cut to ``limit`` characters (MLflow tags hold 8000)."""
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return (lines[0] if lines else "")[:limit]

@@ -11,10 +11,12 @@ trial. Each trial logs into its own MLflow run, nested under the sweep's.
 from __future__ import annotations
 
 import math
+import posixpath
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from ray import tune
@@ -24,7 +26,7 @@ from .artifacts import write_outputs
 from .config import CycleConfig
 from .cycle import TwinCache, run_cycle
 from .federated import Federation, RoundResult
-from .tracking import Tracker, TrackingSpec
+from .tracking import Tracker, TrackingSpec, one_line
 
 CHECKPOINT_FILE = "federation.pt"
 
@@ -76,12 +78,100 @@ def round_metrics(r: RoundResult) -> dict[str, float]:
     return out
 
 
-def _load_checkpoint() -> dict | None:
-    checkpoint = tune.get_checkpoint()
+CHECKPOINT_DIR = re.compile(r"checkpoint_(\d+)")  # Tune's checkpoint folders in a trial's folder
+STATE_KEYS = ("round", "history", "model", "clients", "torch_rng")
+
+
+def check_state(state: Any, rounds: int | None = None) -> dict:
+    """A Federation.state_dict() as torch.load read it back, or ValueError saying what is wrong."""
+    if not isinstance(state, dict):
+        raise ValueError(f"holds a {type(state).__name__}, not a federation state")
+    missing = [k for k in STATE_KEYS if k not in state]
+    if missing:
+        raise ValueError(f"no {', '.join(missing)} in the federation state")
+    rnd, history = state["round"], state["history"]
+    if not isinstance(rnd, int) or isinstance(rnd, bool) or rnd < 1 or (rounds is not None and rnd > rounds):
+        raise ValueError(f"round {rnd!r} is not a finished round of this trial (1..{rounds or '?'})")
+    if not isinstance(history, list) or len(history) != rnd:
+        raise ValueError(f"history of {len(history) if isinstance(history, list) else '?'} rounds at round {rnd}")
+    if not isinstance(state["model"], dict) or not state["model"] or not all(
+            isinstance(v, torch.Tensor) for v in state["model"].values()):
+        raise ValueError("the model weights are not a dict of tensors")
+    if not isinstance(state["clients"], list) or not state["clients"]:
+        raise ValueError("no client states")
+    if not isinstance(state["torch_rng"], torch.Tensor):
+        raise ValueError("the RNG state is not a tensor")
+    return state
+
+
+def read_checkpoint(checkpoint: tune.Checkpoint, rounds: int | None = None) -> dict:
+    """The federation state in one Tune checkpoint; raises if it is missing, unreadable or not one."""
+    with checkpoint.as_directory() as folder:
+        state = torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    return check_state(state, rounds)
+
+
+def earlier_checkpoints(checkpoint: tune.Checkpoint) -> list[tune.Checkpoint]:
+    """The checkpoint_N folders beside ``checkpoint`` (in its trial's folder) with a lower N, newest first."""
+    import pyarrow.fs
+
+    path = str(checkpoint.path).rstrip("/")
+    parent, name = posixpath.split(path)
+    latest = CHECKPOINT_DIR.fullmatch(name)
+    if latest is None or not parent:
+        return []
+    fs = checkpoint.filesystem
+    try:
+        infos = fs.get_file_info(pyarrow.fs.FileSelector(parent, allow_not_found=True))
+    except OSError:
+        return []
+    found = []
+    for info in infos:
+        match = CHECKPOINT_DIR.fullmatch(info.base_name)
+        if match and info.type == pyarrow.fs.FileType.Directory and int(match.group(1)) < int(latest.group(1)):
+            found.append((int(match.group(1)), info.path))
+    return [tune.Checkpoint(p, filesystem=fs) for _, p in sorted(found, reverse=True)]
+
+
+def load_checkpoint(checkpoint: tune.Checkpoint | None, rounds: int | None = None,
+                    log: Callable[[str], None] = print) -> dict | None:
+    """The state of the newest checkpoint of a trial that loads: ``checkpoint`` (Tune's latest), else the
+    newest earlier one in the same trial folder. None (start at round 1) if there is none or none loads;
+    never raises."""
     if checkpoint is None:
         return None
-    with checkpoint.as_directory() as folder:
-        return torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    try:
+        candidates = [checkpoint, *earlier_checkpoints(checkpoint)]
+    except Exception as exc:  # noqa: BLE001 - listing the trial folder failed: the latest only
+        log(f"warning: cannot list earlier checkpoints of {checkpoint.path} ({type(exc).__name__}: {exc})")
+        candidates = [checkpoint]
+    for candidate in candidates:
+        try:
+            state = read_checkpoint(candidate, rounds)
+        except Exception as exc:  # noqa: BLE001 - corrupt, truncated, missing, not ours: try the next one
+            log(f"warning: checkpoint {candidate.path} does not load ({type(exc).__name__}: "
+                f"{one_line(str(exc), 300)})")
+            continue
+        if candidate is not checkpoint:
+            log(f"resuming from the earlier checkpoint {candidate.path} (after round {state['round']})")
+        return state
+    log("warning: no checkpoint of this trial loads; it starts again from round 1")
+    return None
+
+
+def _load_checkpoint(rounds: int | None = None) -> dict | None:
+    return load_checkpoint(tune.get_checkpoint(), rounds, log=lambda msg: print(msg, flush=True))
+
+
+def _report_recorded(tracker: Tracker, run_id: str, infra: TrialInfra) -> None:
+    """A trial Tune runs again whose MLflow run is already FINISHED (it completed, but the driver did
+    not record that before it stopped): the run is the record and is never changed; Tune gets its
+    final numbers from it instead of a second cycle."""
+    print(f"MLflow run {run_id} of this trial is already FINISHED: reporting its numbers, not running it "
+          "again", flush=True)
+    metrics = dict(tracker.client.get_run(run_id).data.metrics)
+    pending = {k: math.nan for k in infra.final_objectives}
+    tune.report({**pending, **metrics, "cycle_complete": 1})
 
 
 def run_trial(params: dict, infra: TrialInfra) -> None:
@@ -90,19 +180,29 @@ def run_trial(params: dict, infra: TrialInfra) -> None:
     ctx = tune.get_context()
     tracker = Tracker(infra.tracking) if infra.tracking is not None else None
     run_id = None
+    logged_rounds: set[int] = set()
+    logged_final: set[str] = set()
     if tracker is not None:
-        run_id, _ = tracker.trial_run(infra.parent_run_id, ctx.get_trial_id(), trial_label(cfg))
+        found = tracker.trial_run_id(infra.parent_run_id, ctx.get_trial_id())
+        if found is not None and tracker.status(found) == "FINISHED":  # never reopened, never FAILED
+            _report_recorded(tracker, found, infra)
+            return
+        run_id, existed = tracker.trial_run(infra.parent_run_id, ctx.get_trial_id(), trial_label(cfg))
         tracker.log_params(run_id, cfg.to_dict())
+        if existed:  # a retried or resumed trial: what its earlier attempts logged is not logged again
+            logged_rounds = tracker.logged_steps(run_id, "acc_val")
+            logged_final = set(tracker.client.get_run(run_id).data.metrics) - set(ROUND_METRICS)
     try:
-        resume = _load_checkpoint()
+        resume = _load_checkpoint(cfg.rounds)
 
         def on_round(r: RoundResult, fed: Federation) -> None:
             with tempfile.TemporaryDirectory() as folder:
                 torch.save(fed.state_dict(), Path(folder) / CHECKPOINT_FILE)
                 pending = {k: math.nan for k in infra.final_objectives}
                 tune.report({**pending, **round_metrics(r)}, checkpoint=tune.Checkpoint.from_directory(folder))
-            if tracker is not None:
+            if tracker is not None and r.round not in logged_rounds:
                 tracker.log_metrics(run_id, round_metrics(r), step=r.round)
+                logged_rounds.add(r.round)
 
         cache = TwinCache(infra.cache_dir) if infra.cache_dir else None
         result = run_cycle(cfg, cache=cache, on_round=on_round, resume=resume,
@@ -111,16 +211,19 @@ def run_trial(params: dict, infra: TrialInfra) -> None:
         final = {k: v for k, v in result.metrics.items() if v is not None and not
                  (isinstance(v, float) and math.isnan(v))}
         if tracker is not None:
-            tracker.log_metrics(run_id, final, step=cfg.rounds)
+            tracker.log_metrics(run_id, {k: v for k, v in final.items() if k not in logged_final}, step=cfg.rounds)
             tracker.log_artifacts(run_id, out)
             tracker.finish(run_id, "FINISHED")
-    except Exception:
+    except Exception as exc:
         # Only errors of the cycle itself. Ray stops a trial (ASHA, end of
         # sweep) with a BaseException from tune.report: the driver's
         # TrackingCallback closes those runs; a killed process never gets here
         # and its run is reopened when the trial is retried.
         if tracker is not None:
-            tracker.finish(run_id, "FAILED")
+            try:
+                tracker.fail(run_id, f"{type(exc).__name__}: {exc}")
+            except Exception:  # noqa: BLE001 - the store itself failed (disk full): the driver closes the run
+                pass
         raise
     # The last round's numbers too: schedulers read the per-round metric in every result.
     tune.report({**round_metrics(RoundResult(**result.history[-1])), **final, "cycle_complete": 1})
@@ -148,7 +251,10 @@ class TrackingCallback(tune.Callback):
         if run.info.status == "RUNNING":
             if status == "KILLED":
                 self._tracker.client.set_tag(run_id, "psreval.early_stopped", "true")
-            self._tracker.finish(run_id, status)
+                self._tracker.finish(run_id, status)
+            else:
+                self._tracker.fail(run_id, f"trial {trial.trial_id} ended with an error and no retries left "
+                                           f"(its process died, or see {getattr(trial, 'error_file', None) or 'Tune'})")
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         self._close(trial, "KILLED")

@@ -1,0 +1,249 @@
+"""Faults that must not leave records wrong (issue 11): a corrupt or missing latest trial checkpoint, a
+retried trial logging a round twice, a FINISHED run reopened, disk full while a sweep runs.
+
+The trainable tests run ``run_trial`` in this process against a temporary SQLite MLflow store, with Tune's
+session calls and the cycle replaced by fakes (no Ray, no training: about a second each).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from mlflow import MlflowClient
+from ray import tune
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sweep_helpers import run_script, sweep_runs  # noqa: E402
+
+from psreval_tune import trainable  # noqa: E402
+from psreval_tune.tracking import TAG_FAILURE, Tracker, TrackingSpec  # noqa: E402
+
+PARAMS = {"dataset": "digits", "arch": "cnn", "rounds": 3, "seed": 0}
+
+
+def fake_state(rnd: int) -> dict:
+    return {"round": rnd, "history": [{"round": r, "train_loss": 1.0 / r, "acc_val": 0.5 + r / 10, "epsilon": None}
+                                      for r in range(1, rnd + 1)],
+            "model": {"w": torch.full((2,), float(rnd))}, "clients": [{"optimizer": {}}],
+            "torch_rng": torch.get_rng_state()}
+
+
+def write_checkpoints(trial_dir: Path, rounds: int) -> list[Path]:
+    """checkpoint_000000 .. checkpoint_{rounds-1} as Tune lays them out, one per round."""
+    folders = []
+    for i in range(rounds):
+        folder = trial_dir / f"checkpoint_{i:06d}"
+        folder.mkdir(parents=True)
+        torch.save(fake_state(i + 1), folder / trainable.CHECKPOINT_FILE)
+        folders.append(folder)
+    return folders
+
+
+def load_latest(monkeypatch, latest: Path | None) -> dict | None:
+    """What the trainable resumes from when Tune hands it ``latest`` (through tune.get_checkpoint)."""
+    checkpoint = None if latest is None else tune.Checkpoint.from_directory(str(latest))
+    monkeypatch.setattr(trainable.tune, "get_checkpoint", lambda: checkpoint)
+    return trainable._load_checkpoint()
+
+
+# --- 1. checkpoint fallback ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty", "file_missing", "folder_missing",
+                                    "wrong_content", "not_a_dict"])
+def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, monkeypatch, damage):
+    folders = write_checkpoints(tmp_path / "trial", 3)
+    latest = folders[-1] / trainable.CHECKPOINT_FILE
+    if damage == "garbage":
+        latest.write_bytes(os.urandom(4096))
+    elif damage == "truncated":
+        latest.write_bytes(latest.read_bytes()[:200])
+    elif damage == "empty":
+        latest.write_bytes(b"")
+    elif damage == "file_missing":
+        latest.unlink()
+    elif damage == "folder_missing":
+        shutil.rmtree(folders[-1])
+    elif damage == "wrong_content":
+        torch.save({"round": 3, "model": {}}, latest)
+    else:
+        torch.save([1, 2, 3], latest)
+    state = load_latest(monkeypatch, folders[-1])
+    assert state is not None and state["round"] == 2  # checkpoint_000001, the newest one that loads
+    assert torch.equal(state["model"]["w"], torch.full((2,), 2.0))
+
+
+def test_intact_latest_checkpoint_is_used(tmp_path, monkeypatch):
+    folders = write_checkpoints(tmp_path / "trial", 3)
+    assert load_latest(monkeypatch, folders[-1])["round"] == 3
+    assert load_latest(monkeypatch, None) is None  # a new trial
+
+
+def test_falls_back_past_several_damaged_checkpoints_never_to_a_newer_one(tmp_path, monkeypatch):
+    folders = write_checkpoints(tmp_path / "trial", 4)
+    for folder in folders[1:3]:
+        (folder / trainable.CHECKPOINT_FILE).write_bytes(b"not a torch file")
+    (tmp_path / "trial" / "checkpoint_000009").mkdir()  # newer than what Tune named: never used
+    torch.save(fake_state(3), tmp_path / "trial" / "checkpoint_000009" / trainable.CHECKPOINT_FILE)
+    assert load_latest(monkeypatch, folders[2])["round"] == 1
+
+
+def test_no_checkpoint_loads_means_round_one_not_a_crash(tmp_path, monkeypatch, capsys):
+    folders = write_checkpoints(tmp_path / "trial", 2)
+    for folder in folders:
+        (folder / trainable.CHECKPOINT_FILE).write_bytes(b"\x80\x04garbage")
+    assert load_latest(monkeypatch, folders[-1]) is None
+    assert "starts again from round 1" in capsys.readouterr().out
+    shutil.rmtree(tmp_path / "trial")  # the whole trial folder gone
+    assert load_latest(monkeypatch, folders[-1]) is None
+
+
+# --- run_trial against a temporary MLflow store, with fake Tune session and cycle -------------
+
+
+class FakeSession:
+    """Tune's session calls run_trial makes, and a cycle that 'trains' ``rounds`` rounds."""
+
+    def __init__(self, monkeypatch, tmp_path: Path, trial_id: str = "t0001", fail_after_round: int | None = None):
+        self.reports: list[dict] = []
+        self.checkpoint: tune.Checkpoint | None = None
+        self.rounds_run: list[int] = []
+        self.trial_dir = tmp_path / trial_id
+        self.trial_dir.mkdir(exist_ok=True)
+        ctx = SimpleNamespace(get_trial_id=lambda: trial_id, get_trial_dir=lambda: str(self.trial_dir))
+        monkeypatch.setattr(trainable.tune, "get_context", lambda: ctx)
+        monkeypatch.setattr(trainable.tune, "get_checkpoint", lambda: self.checkpoint)
+        monkeypatch.setattr(trainable.tune, "report", self._report)
+        monkeypatch.setattr(trainable, "run_cycle", self._run_cycle)
+        monkeypatch.setattr(trainable, "write_outputs", self._write_outputs)
+        self.fail_after_round = fail_after_round
+
+    def _report(self, metrics, checkpoint=None):
+        self.reports.append(dict(metrics))
+        if checkpoint is not None:  # what Tune does: persist it as the trial's next checkpoint_N
+            n = len(list(self.trial_dir.glob("checkpoint_*")))
+            dest = self.trial_dir / f"checkpoint_{n:06d}"
+            shutil.copytree(checkpoint.path, dest)
+            self.checkpoint = tune.Checkpoint.from_directory(str(dest))
+
+    def _run_cycle(self, cfg, cache=None, on_round=None, resume=None, progress=None):
+        start = 0 if resume is None else resume["round"]
+        history = [] if resume is None else list(resume["history"])
+        for rnd in range(start + 1, cfg.rounds + 1):
+            self.rounds_run.append(rnd)
+            r = trainable.RoundResult(round=rnd, train_loss=1.0 / rnd, acc_val=0.5 + rnd / 10, epsilon=None)
+            history.append(vars(r).copy())
+            state = fake_state(rnd)
+            state["history"] = list(history)
+            on_round(r, SimpleNamespace(state_dict=lambda s=state: s))
+            if self.fail_after_round == rnd:
+                raise RuntimeError("injected failure after a round")
+        return SimpleNamespace(metrics={"acc_clean_float": 0.9, "acc_wb_pgd_mean": 0.3, "none": None},
+                               history=history)
+
+    def _write_outputs(self, result, folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "metrics.json").write_text("{}")
+        return folder
+
+
+@pytest.fixture
+def store(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    spec = TrackingSpec(uri, "psreval", "faults", (tmp_path / "mlartifacts").as_uri())
+    tracker = Tracker(spec)
+    parent = tracker.sweep_run()
+    return SimpleNamespace(uri=uri, tracker=tracker, parent=parent,
+                           infra=trainable.TrialInfra(tracking=spec, parent_run_id=parent))
+
+
+def trial_runs(store) -> list:
+    return [r for r in MlflowClient(store.uri).search_runs([store.tracker.experiment_id])
+            if r.data.tags.get("psreval.kind") == "trial"]
+
+
+def steps(store, run_id: str, key: str) -> list[int]:
+    return sorted(m.step for m in MlflowClient(store.uri).get_metric_history(run_id, key))
+
+
+def test_retried_trial_logs_each_round_once(tmp_path, monkeypatch, store):
+    """Attempt 1 logs rounds 1-3 and fails after round 3; Tune's checkpoint of round 3 is damaged, so
+    attempt 2 resumes from round 2 and runs round 3 again: it is logged once, as are the final numbers."""
+    session = FakeSession(monkeypatch, tmp_path, fail_after_round=3)
+    with pytest.raises(RuntimeError, match="injected"):
+        trainable.run_trial(dict(PARAMS), store.infra)
+    (run,) = trial_runs(store)
+    assert run.info.status == "FAILED" and "injected failure" in run.data.tags[TAG_FAILURE]
+    assert steps(store, run.info.run_id, "acc_val") == [1, 2, 3]
+    (Path(session.checkpoint.path) / trainable.CHECKPOINT_FILE).write_bytes(b"torn write")
+
+    session.fail_after_round = None
+    trainable.run_trial(dict(PARAMS), store.infra)
+    assert session.rounds_run == [1, 2, 3, 3]  # resumed from checkpoint_000001 (round 2)
+    (run,) = trial_runs(store)
+    assert run.info.status == "FINISHED"
+    for key in ("acc_val", "train_loss", "round"):
+        assert steps(store, run.info.run_id, key) == [1, 2, 3], key
+    assert steps(store, run.info.run_id, "acc_clean_float") == [3]
+    assert session.reports[-1]["cycle_complete"] == 1
+
+    # a third attempt of the same trial from scratch (no checkpoint at all) adds nothing either
+    MlflowClient(store.uri).set_terminated(run.info.run_id, "FAILED")
+    session.checkpoint = None
+    trainable.run_trial(dict(PARAMS), store.infra)
+    assert steps(store, run.info.run_id, "acc_val") == [1, 2, 3]
+    assert steps(store, run.info.run_id, "acc_clean_float") == [3]
+
+
+def test_trial_resumed_behind_its_logged_rounds_logs_each_round_once(tmp_path, monkeypatch, store):
+    """The process died after logging round 3 but before Tune recorded round 3's checkpoint: the retry
+    resumes from round 2's (intact) checkpoint and runs round 3 again, which is not logged a second time."""
+    session = FakeSession(monkeypatch, tmp_path, fail_after_round=3)
+    with pytest.raises(RuntimeError, match="injected"):
+        trainable.run_trial(dict(PARAMS), store.infra)
+    session.checkpoint = tune.Checkpoint.from_directory(str(session.trial_dir / "checkpoint_000001"))
+    session.fail_after_round = None
+    trainable.run_trial(dict(PARAMS), store.infra)
+    assert session.rounds_run == [1, 2, 3, 3]
+    (run,) = trial_runs(store)
+    assert run.info.status == "FINISHED"
+    for key in ("acc_val", "train_loss", "round"):
+        assert steps(store, run.info.run_id, key) == [1, 2, 3], key
+
+
+def test_finished_run_is_never_reopened_or_failed(tmp_path, monkeypatch, store):
+    """Tune runs a trial again whose run is FINISHED (the driver stopped before recording it) and whose
+    latest checkpoint is corrupt: the run keeps its status, end time and metrics; Tune gets its numbers."""
+    session = FakeSession(monkeypatch, tmp_path)
+    trainable.run_trial(dict(PARAMS), store.infra)
+    (before,) = trial_runs(store)
+    assert before.info.status == "FINISHED"
+    (Path(session.checkpoint.path) / trainable.CHECKPOINT_FILE).write_bytes(b"corrupt")
+    for path in session.trial_dir.glob("checkpoint_*/" + trainable.CHECKPOINT_FILE):
+        path.write_bytes(b"corrupt")  # even with none loading
+    session.reports.clear()
+    time.sleep(0.01)
+    trainable.run_trial(dict(PARAMS), store.infra)
+    (after,) = trial_runs(store)
+    assert after.info.status == "FINISHED" and after.info.end_time == before.info.end_time
+    assert TAG_FAILURE not in after.data.tags
+    assert steps(store, after.info.run_id, "acc_val") == [1, 2, 3]
+    assert session.rounds_run == [1, 2, 3]  # not trained again
+    assert session.reports == [{**before.data.metrics, "cycle_complete": 1}]
+
+
+def test_fail_never_changes_a_finished_run(store):
+    run_id, _ = store.tracker.trial_run(store.parent, "x", "x")
+    store.tracker.finish(run_id, "FINISHED")
+    store.tracker.fail(run_id, "late error")
+    run = MlflowClient(store.uri).get_run(run_id)
+    assert run.info.status == "FINISHED" and TAG_FAILURE not in run.data.tags
