@@ -8,6 +8,7 @@ space (and searcher/scheduler) and call ``run_sweep``.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import math
 import os
@@ -502,16 +503,20 @@ def run_sweep(args: argparse.Namespace, spec: SweepSpec):
         tracking = TrackingSpec(uri, args.experiment_name, name, artifacts)
     tracker = Tracker(tracking)
     parent = tracker.sweep_run({"kind": spec.kind, "storage": exp_path, **spec.sweep_params})
-    if not args.resume:
-        _record_flags(args, exp_path)
-    print(f"sweep {name}: Tune results in {exp_path}; MLflow experiment {args.experiment_name!r} at {tracking.tracking_uri}",
-          flush=True)
-    infra = TrialInfra(tracking=tracking, parent_run_id=parent, cache_dir=str(run_dir / "cache"),
-                       final_objectives=tuple(spec.summary_metrics))
-    trainable = tune.with_resources(tune.with_parameters(run_trial, infra=infra),
-                                    {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial})
-    status = "FAILED"
+    where = "make ui" if not args.tracking_uri else f"open {args.tracking_uri}"
+    results_line = (f"\nresults: {where}  (MLflow UI, experiment {args.experiment_name!r}, run {name!r}); "
+                    f"Tune folder {exp_path}")
+    status, fitting = "FAILED", False
     try:
+        if not args.resume:
+            _record_flags(args, exp_path)
+        print(f"sweep {name}: Tune results in {exp_path}; MLflow experiment {args.experiment_name!r} at "
+              f"{tracking.tracking_uri}", flush=True)
+        infra = TrialInfra(tracking=tracking, parent_run_id=parent, cache_dir=str(run_dir / "cache"),
+                           final_objectives=tuple(spec.summary_metrics))
+        trainable = tune.with_resources(tune.with_parameters(run_trial, infra=infra),
+                                        {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial})
+        fitting = True
         if args.resume:
             tuner = Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True, resume_errored=True)
         else:
@@ -531,18 +536,119 @@ def run_sweep(args: argparse.Namespace, spec: SweepSpec):
                     failure_config=tune.FailureConfig(max_failures=args.max_failures),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
         results = tuner.fit()
+        fitting = False
+        full = [r for r in results if r.error is not None and _disk_full(r.error)]
+        if full:
+            raise _Stopped(f"disk full: {len(full)} trial(s) failed with {_disk_full_line(full[0].error)}")
         summary = _summary(results, spec.summary_metrics)
         _print_table(f"sweep {name}: {len(summary)} trials", summary)
         with_tmp_csv(tracker, parent, summary, "summary.csv")
         if spec.report is not None:
             write_report(spec.report, tracking, parent, run_dir / "reports" / name)
         status = "FINISHED" if not results.errors else "FAILED"
-        return results, summary, tracking
-    finally:
-        tracker.finish(parent, status)
-        where = "make ui" if not args.tracking_uri else f"open {args.tracking_uri}"
-        print(f"\nresults: {where}  (MLflow UI, experiment {args.experiment_name!r}, run {name!r}); "
-              f"Tune folder {exp_path}", flush=True)
+    except Exception as exc:  # noqa: BLE001 - disk full anywhere, or anything escaping Tune: one line
+        if isinstance(exc, _Stopped):
+            reason = str(exc)
+        elif _disk_full(exc):
+            reason = f"disk full: {_disk_full_line(exc)}"
+        elif fitting:
+            reason = f"Ray Tune stopped with {_first_line(exc)}"
+        else:
+            _end_quietly(tracker, parent, "FAILED")
+            print(results_line, flush=True)
+            raise
+        closed = close_runs(tracker, parent, reason)
+        raise SweepError(f"sweep {name} stopped, {reason}; {closed}; Tune folder {exp_path}") from None
+    except BaseException:  # Ctrl-C: the sweep run does not stay RUNNING
+        _end_quietly(tracker, parent, "FAILED")
+        print(results_line, flush=True)
+        raise
+    tracker.finish(parent, status)
+    print(results_line, flush=True)
+    return results, summary, tracking
+
+
+class _Stopped(Exception):
+    """The sweep cannot go on; the reason, one line."""
+
+
+def _first_line(exc: BaseException | str) -> str:
+    from .tracking import one_line
+
+    text = one_line(str(exc), 500) if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if isinstance(exc, BaseException) else text
+
+
+def _disk_full(exc: BaseException | str | None) -> bool:
+    """ENOSPC anywhere in an exception's chain, or in the text of an error a Ray worker sent back."""
+    seen: set[int] = set()
+    while isinstance(exc, BaseException) and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            return True
+        if any(marker in str(exc) for marker in DISK_FULL_TEXT):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return isinstance(exc, str) and any(marker in exc for marker in DISK_FULL_TEXT)
+
+
+DISK_FULL_TEXT = ("No space left on device", "[Errno 28]", "database or disk is full")
+
+
+def _disk_full_line(exc: BaseException | str) -> str:
+    """The line of an error (or of its chain) that says the disk is full, else its first line."""
+    seen: set[int] = set()
+    chain: list = []
+    while isinstance(exc, BaseException) and id(exc) not in seen:
+        seen.add(id(exc))
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    for item in chain or [exc]:
+        if isinstance(item, OSError) and item.errno == errno.ENOSPC:
+            return f"{type(item).__name__}: {item}"[:500]
+        for line in str(item).splitlines():
+            if any(marker in line for marker in DISK_FULL_TEXT):
+                return line.strip()[:500]
+    return _first_line(chain[0] if chain else str(exc))
+
+
+def _end_quietly(tracker, run_id: str, status: str) -> bool:
+    try:
+        tracker.finish(run_id, status)
+        return True
+    except Exception:  # noqa: BLE001 - the store itself may be what failed
+        return False
+
+
+def close_runs(tracker, parent_run_id: str, reason: str) -> str:
+    """Every trial run of the sweep that is not FINISHED and the sweep's run: FAILED, with ``reason`` in
+    the psreval.failure tag (FINISHED runs are never changed). Returns what was done, one phrase."""
+    from .tracking import TAG_FAILURE, one_line
+
+    reason = one_line(reason)
+    failed, closed = [], 0
+    try:
+        runs = tracker.unfinished_trial_runs(parent_run_id)
+    except Exception as exc:  # noqa: BLE001
+        runs = []
+        failed.append(f"the trial runs could not be listed ({_first_line(exc)})")
+    for run in runs:
+        try:
+            if run.info.status == "RUNNING":
+                tracker.fail(run.info.run_id, reason)
+                closed += 1
+            elif run.info.status == "FAILED" and TAG_FAILURE not in run.data.tags:
+                tracker.client.set_tag(run.info.run_id, TAG_FAILURE, reason)
+        except Exception as exc:  # noqa: BLE001 - e.g. the store is on the full disk
+            failed.append(f"run {run.info.run_id} ({_first_line(exc)})")
+    try:
+        tracker.fail(parent_run_id, reason)
+    except Exception as exc:  # noqa: BLE001
+        failed.append(f"the sweep run {parent_run_id} ({_first_line(exc)})")
+    if failed:
+        return (f"{closed} running trial run(s) marked FAILED; could not update {len(failed)}: "
+                f"{'; '.join(failed)[:1000]}")
+    return f"{closed} running trial run(s) and the sweep's run marked FAILED (reason in tag psreval.failure)"
 
 
 def write_report(report: Callable[..., Any], tracking, parent_run_id: str, out_dir: Path) -> Path | None:

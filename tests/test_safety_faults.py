@@ -247,3 +247,104 @@ def test_fail_never_changes_a_finished_run(store):
     store.tracker.fail(run_id, "late error")
     run = MlflowClient(store.uri).get_run(run_id)
     assert run.info.status == "FINISHED" and TAG_FAILURE not in run.data.tags
+
+
+# --- 3. disk full while a sweep runs: the driver --------------------------------------------
+
+
+class FakeTuner:
+    """Stands in for ray.tune.Tuner: fit() starts two trial runs (one finishes) and then fails as asked."""
+
+    infra = None
+    fail_with: BaseException = RuntimeError("no fault set")
+
+    def __init__(self, trainable, **kwargs):
+        pass
+
+    def fit(self):
+        infra = FakeTuner.infra
+        tracker = Tracker(infra.tracking)
+        done, _ = tracker.trial_run(infra.parent_run_id, "done1", "done")
+        tracker.finish(done, "FINISHED")
+        tracker.trial_run(infra.parent_run_id, "busy1", "busy")  # in flight when the disk fills
+        raise FakeTuner.fail_with
+
+
+class FakeGrid(list):
+    @property
+    def errors(self):
+        return [r.error for r in self if r.error is not None]
+
+
+def _fake_fit_returning_errors(self):
+    infra = FakeTuner.infra
+    tracker = Tracker(infra.tracking)
+    run_id, _ = tracker.trial_run(infra.parent_run_id, "err1", "err")
+    tracker.fail(run_id, "OSError: [Errno 28] No space left on device")
+    return FakeGrid([SimpleNamespace(error=RuntimeError("ray::ImplicitFunc.train()\nOSError: [Errno 28] No space "
+                                                          "left on device: '/runs/ray_results/x'"),
+                                     config={}, metrics={})])
+
+
+@pytest.fixture
+def offline_sweep(monkeypatch):
+    """run_sweep with Ray replaced: no cluster is started, Tuner is FakeTuner."""
+    import ray.tune
+
+    from psreval_tune import sweep
+
+    def with_parameters(fn, **kwargs):
+        FakeTuner.infra = kwargs["infra"]
+        return fn
+    monkeypatch.setattr(sweep, "connect", lambda *a, **k: None)
+    monkeypatch.setattr(sweep, "check_cluster_resources", lambda *a, **k: None)
+    monkeypatch.setattr(ray.tune, "Tuner", FakeTuner)
+    monkeypatch.setattr(ray.tune, "with_parameters", with_parameters)
+    monkeypatch.setattr(ray.tune, "with_resources", lambda fn, resources: fn)
+
+    @sweep.main_guard
+    def main(argv):
+        args = sweep.parser("t").parse_args(argv)
+        sweep.run_sweep(args, sweep.SweepSpec(kind="t", param_space={}))
+        return 0
+    return main
+
+
+def _closed_as_failed(uri: str, reason: str) -> None:
+    parents, trials = sweep_runs(uri)
+    assert [p.info.status for p in parents] == ["FAILED"]
+    assert reason in parents[0].data.tags[TAG_FAILURE]
+    status = {t.data.tags["psreval.trial_id"]: t for t in trials}
+    assert "RUNNING" not in {t.info.status for t in trials}
+    assert status["busy1"].info.status == "FAILED" and reason in status["busy1"].data.tags[TAG_FAILURE]
+    assert status["done1"].info.status == "FINISHED" and TAG_FAILURE not in status["done1"].data.tags
+
+
+@pytest.mark.parametrize("raised, reason", [
+    (OSError(errno.ENOSPC, "No space left on device", "/runs/ray_results/s/trial/checkpoint_000001"),
+     "disk full: OSError: [Errno 28] No space left on device"),
+    (RuntimeError("Tune's experiment state could not be saved\nsecond line"),
+     "Ray Tune stopped with RuntimeError: Tune's experiment state could not be saved"),
+])
+def test_sweep_stopped_by_a_fault_closes_every_run_with_one_line(tmp_path, offline_sweep, capsys, raised, reason):
+    FakeTuner.fail_with = raised
+    code = offline_sweep(["--run-dir", str(tmp_path), "--name", "s"])
+    out = capsys.readouterr()
+    assert code == 2
+    errors = [line for line in out.err.splitlines() if line.startswith("error:")]
+    # one error line, the last one (MLflow's INFO lines about creating the store come before it in-process)
+    assert len(errors) == 1 and out.err.strip().splitlines()[-1] == errors[0] and "Traceback" not in out.err
+    assert errors[0].startswith("error: sweep s stopped, " + reason) and "1 running trial run(s)" in errors[0]
+    _closed_as_failed(f"sqlite:///{tmp_path}/mlflow.db", reason)
+
+
+def test_trials_failed_by_a_full_disk_end_the_sweep_with_one_line(tmp_path, offline_sweep, capsys, monkeypatch):
+    monkeypatch.setattr(FakeTuner, "fit", _fake_fit_returning_errors)
+    code = offline_sweep(["--run-dir", str(tmp_path), "--name", "s"])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and "Traceback" not in err, err
+    assert errors[0].startswith("error: sweep s stopped, disk full: 1 trial(s) failed with OSError: [Errno 28] No space")
+    parents, trials = sweep_runs(f"sqlite:///{tmp_path}/mlflow.db")
+    assert [p.info.status for p in parents] == ["FAILED"] and "disk full" in parents[0].data.tags[TAG_FAILURE]
+    assert [t.info.status for t in trials] == ["FAILED"]
