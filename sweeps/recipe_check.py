@@ -65,7 +65,8 @@ def table(summary) -> str:
             low, high = wilson(p, n)
             cells.append(f"{100 * p:.1f} [{100 * low:.1f}, {100 * high:.1f}] ({len(done)} seed, "
                          f"{done['time_total_s'].mean():.0f} s)")
-        recipes = " / ".join(sorted(set(rows["recipe"].dropna())))
+        private = rows["epsilon"].notna()
+        recipes = " / ".join(sorted(set(rows.loc[~private, "recipe"])) + sorted(set(rows.loc[private, "recipe"])))
         lines.append(f"| {arch} | {recipes} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
