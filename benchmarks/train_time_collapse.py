@@ -63,6 +63,9 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=3, help="seeds per setting (default: 3)")
     p.add_argument("--out", default=None, help="JSON path (default: benchmarks/results/train_time_collapse.json)")
     args = p.parse_args()
+    from psreval_tune._warnings import quiet_known_warnings
+
+    quiet_known_warnings()  # Opacus' secure-RNG notice, once per client
     runs = [run(s, e, seed) for s in SETTINGS for e in (3.4, None) for seed in range(args.seeds)]
     rows = []
     for s in SETTINGS:
