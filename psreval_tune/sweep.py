@@ -551,6 +551,8 @@ def run_sweep(args: argparse.Namespace, spec: SweepSpec):
             reason = str(exc)
         elif _disk_full(exc):
             reason = f"disk full: {_disk_full_line(exc)}"
+        elif _no_space(run_dir, exp_path):  # Tune read back a file the full disk cut short (EOFError, ...)
+            reason = f"disk full: {_no_space(run_dir, exp_path)} ({_first_line(exc)})"
         elif fitting:
             reason = f"Ray Tune stopped with {_first_line(exc)}"
         else:
@@ -610,6 +612,23 @@ def _disk_full_line(exc: BaseException | str) -> str:
             if any(marker in line for marker in DISK_FULL_TEXT):
                 return line.strip()[:500]
     return _first_line(chain[0] if chain else str(exc))
+
+
+def _no_space(*paths: str | os.PathLike, below: int = 1 << 20) -> str | None:
+    """'PATH has N bytes free' for the first local path whose file system has less than ``below`` free."""
+    for path in paths:
+        if "://" in str(path):
+            continue
+        folder = Path(path)
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        try:
+            st = os.statvfs(folder)
+        except (OSError, AttributeError):
+            continue
+        if st.f_bavail * st.f_frsize < below:
+            return f"{path} has {st.f_bavail * st.f_frsize} bytes free"
+    return None
 
 
 def _end_quietly(tracker, run_id: str, status: str) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -22,12 +23,15 @@ from mlflow import MlflowClient
 from ray import tune
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sweep_helpers import run_script, sweep_runs  # noqa: E402
+from sweep_helpers import kill_group, run_script, start_script, sweep_runs, tune_results, wait_for  # noqa: E402
 
 from psreval_tune import trainable  # noqa: E402
 from psreval_tune.tracking import TAG_FAILURE, Tracker, TrackingSpec  # noqa: E402
 
 PARAMS = {"dataset": "digits", "arch": "cnn", "rounds": 3, "seed": 0}
+THIS = "tests/test_safety_faults.py"  # run as a script: a one-trial sweep (rounds from $PSREVAL_TEST_ROUNDS)
+ONE_TRIAL = {"dataset": "digits", "arch": "cnn", "eval_attacks": ["FGSM"], "eval_samples": 16, "attack_repeats": 1,
+             "train_samples": 400, "seed": 0}
 
 
 def fake_state(rnd: int) -> dict:
@@ -348,3 +352,92 @@ def test_trials_failed_by_a_full_disk_end_the_sweep_with_one_line(tmp_path, offl
     parents, trials = sweep_runs(f"sqlite:///{tmp_path}/mlflow.db")
     assert [p.info.status for p in parents] == ["FAILED"] and "disk full" in parents[0].data.tags[TAG_FAILURE]
     assert [t.info.status for t in trials] == ["FAILED"]
+
+
+# --- sweep-level: real Ray, real training (a one-trial sweep run from this file) --------------
+
+
+@pytest.mark.timeout(420)
+def test_sweep_trial_with_corrupt_latest_checkpoint_resumes_from_the_previous_one(tmp_path):
+    """The trial's worker is killed mid-training and its latest checkpoint corrupted before Tune restarts
+    it: the trial resumes from the checkpoint before, finishes, and its run is FINISHED with each round once."""
+    rounds = 12
+    log = tmp_path / "sweep.log"
+    proc = start_script(THIS, "--run-dir", str(tmp_path / "runs"), "--name", "ckpt", "--max-failures", "2",
+                        log=log, PSREVAL_TEST_ROUNDS=str(rounds))
+    exp = tmp_path / "runs" / "ray_results" / "ckpt"
+    try:
+        def past_round_3():
+            for tid, lines in tune_results(exp).items():
+                if 3 <= lines[-1]["training_iteration"] < rounds - 2 and not lines[-1].get("cycle_complete"):
+                    return tid, lines[-1]["pid"]
+            return None
+        tid, pid = wait_for(past_round_3, timeout=300, interval=0.2, what="the trial past round 3")
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(0.5)  # results the driver still had in flight land in result.json
+        (trial_dir,) = [p for p in exp.iterdir() if (p / "result.json").is_file()]
+        last = tune_results(exp)[tid][-1]
+        (trial_dir / last["checkpoint_dir_name"] / trainable.CHECKPOINT_FILE).write_bytes(b"torn write")
+        corrupted_round = last["round"]
+        assert proc.wait(timeout=350) == 0, log.read_text()[-3000:]
+    finally:
+        kill_group(proc)
+    lines = tune_results(exp)[tid]
+    assert lines[-1]["cycle_complete"]
+    after = [line for line in lines if line["pid"] != pid]
+    # resumed after round corrupted_round - 1 (the previous checkpoint), not from round 1, not from the torn one
+    assert after[0]["round"] == corrupted_round, [(line["pid"], line["round"]) for line in lines]
+    parents, trials = sweep_runs(f"sqlite:///{tmp_path}/runs/mlflow.db")
+    assert [p.info.status for p in parents] == ["FINISHED"] and [t.info.status for t in trials] == ["FINISHED"]
+    assert steps(SimpleNamespace(uri=f"sqlite:///{tmp_path}/runs/mlflow.db"), trials[0].info.run_id,
+                 "acc_val") == list(range(1, rounds + 1))
+
+
+@pytest.mark.timeout(420)
+def test_disk_full_on_the_run_folder_ends_runs_failed_with_one_line(tmp_path):
+    """--run-dir on a 30 MB tmpfs filled but for 256 KB (the MLflow store elsewhere, so it can still be
+    written): exit 2, one error line naming the full disk, no run left RUNNING, each FAILED with the reason."""
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=30m", "tmpfs", str(small)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs (needs root or CAP_SYS_ADMIN): {mounted.stderr.strip()}")
+    try:
+        st = os.statvfs(small)
+        with open(small / "filler.bin", "wb") as fh:
+            left = st.f_bavail * st.f_frsize - 256 * 1024
+            while left > 0:
+                fh.write(b"\0" * min(left, 1 << 20))
+                left -= 1 << 20
+        uri = f"sqlite:///{tmp_path}/mlflow.db"
+        proc = run_script(THIS, "--run-dir", str(small), "--name", "full", "--tracking-uri", uri,
+                          "--max-failures", "0", timeout=380, PSREVAL_TEST_ROUNDS="3")
+    finally:
+        if subprocess.run(["umount", str(small)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(small)], capture_output=True)
+    out = proc.stdout + proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2, out[-3000:]
+    assert len(errors) == 1 and errors[0].startswith("error: sweep full stopped, disk full"), out[-3000:]
+    parents, trials = sweep_runs(uri)
+    runs = parents + trials
+    assert len(parents) == 1 and "RUNNING" not in {r.info.status for r in runs}
+    assert parents[0].info.status == "FAILED" and "disk full" in parents[0].data.tags[TAG_FAILURE]
+    for run in trials:
+        assert run.info.status == "FAILED" and run.data.tags.get(TAG_FAILURE), run.data.tags
+
+
+# --- the one-trial driver -----------------------------------------------------------------
+
+if __name__ == "__main__":
+    from psreval_tune.sweep import SweepSpec, main_guard, parser, run_sweep
+
+    @main_guard
+    def main(argv=None) -> int:
+        args = parser("one tiny trial").parse_args(argv)
+        rounds = int(os.environ.get("PSREVAL_TEST_ROUNDS", "3"))
+        run_sweep(args, SweepSpec(kind="faults", param_space={**ONE_TRIAL, "rounds": rounds}))
+        return 0
+
+    sys.exit(main())
