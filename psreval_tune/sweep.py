@@ -13,7 +13,6 @@ import json
 import math
 import os
 import re
-import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -243,15 +242,9 @@ def _only_our_record(folder: Path) -> bool:
 
 def probe_tcp(host: str, port: int, timeout: float = PROBE_TIMEOUT_S) -> str | None:
     """None if something accepts a TCP connection at host:port within ``timeout``, else why not."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return None
-    except socket.gaierror:
-        return f"host {host!r} is not known"
-    except (socket.timeout, TimeoutError):
-        return f"no answer from {host}:{port} within {timeout:g} s"
-    except OSError as exc:
-        return f"{host}:{port}: {exc.strerror or exc}"
+    from .tracking import probe_tcp as probe  # stdlib-only at import: no MLflow loaded here
+
+    return probe(host, port, timeout)
 
 
 def _split_host_port(text: str) -> tuple[str, int] | None:

@@ -65,7 +65,8 @@ def redact(uri: str) -> str:
     return re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", uri)
 
 
-def _probe(host: str, port: int, timeout: float) -> str | None:
+def probe_tcp(host: str, port: int, timeout: float = PROBE_TIMEOUT_S) -> str | None:
+    """None if something accepts a TCP connection at host:port within ``timeout``, else why not."""
     try:
         with socket.create_connection((host, port), timeout=timeout):
             return None
@@ -101,7 +102,7 @@ def check_tracking_uri(uri: str, flag: str = "--tracking-uri", must_exist: bool 
             port = parsed.port or (443 if scheme == "https" else 80)
         except ValueError:
             raise TrackingError(f"{flag}={shown} is not allowed: bad port; expected {URI_FORMS}") from None
-        why = _probe(parsed.hostname, port, timeout)
+        why = probe_tcp(parsed.hostname, port, timeout)
         if why is None:
             try:
                 with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout + 2) as resp:
@@ -157,7 +158,7 @@ def check_tracking_uri(uri: str, flag: str = "--tracking-uri", must_exist: bool 
     if base in DB_PORTS:
         if not parsed.hostname:
             raise TrackingError(f"{flag}={shown} is not allowed: no host; expected {URI_FORMS}")
-        why = _probe(parsed.hostname, parsed.port or DB_PORTS[base], timeout)
+        why = probe_tcp(parsed.hostname, parsed.port or DB_PORTS[base], timeout)
         if why:
             raise TrackingError(f"{flag}={shown}: the database is not reachable ({why})")
         return
