@@ -15,11 +15,16 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import recipes
-from .config import ConfigError, CycleConfig
+from .config import MEDMNIST_SUBSETS, ConfigError, CycleConfig
 
 HELP = {
-    "dataset": "digits (bundled, default) | cifar10 | pneumonia | synthetic",
-    "data_root": "folder with the cifar10 or pneumonia data",
+    "dataset": "digits (bundled, default) | cifar10 | pneumonia | medmnist | synthetic",
+    "data_root": "folder with the cifar10 or pneumonia data, or the MedMNIST .npz files",
+    "image_size": "image side; none = the dataset's default. pneumonia: resize to (64); synthetic (16); medmnist: "
+                  "28 (<subset>.npz, default) | 64 | 128 | 224 (<subset>_<size>.npz) picks the file",
+    "medmnist_subset": "which MedMNIST set, from its .npz in --data-root: "
+                       + " | ".join(MEDMNIST_SUBSETS) + "; its official val split is the validation split",
+    "val_fraction": "share of the training split held out for validation (not for medmnist: it has a val split)",
     "download": "let torchvision download CIFAR-10 into --data-root (needs internet)",
     "arch": "cnn | resnet9 | resnet18",
     "partition": "iid | dirichlet",

@@ -16,7 +16,14 @@ from typing import Any
 
 from . import recipes
 
-DATASETS = ("digits", "cifar10", "pneumonia", "synthetic")
+DATASETS = ("digits", "cifar10", "pneumonia", "medmnist", "synthetic")
+# MedMNIST 2D single-label subsets: name -> (classes, image channels), from medmnist.INFO.
+# ChestMNIST is left out: it is multi-label, and a cycle trains one label per image.
+MEDMNIST_SUBSETS = {"pneumoniamnist": (2, 1), "breastmnist": (2, 1), "octmnist": (4, 1), "tissuemnist": (8, 1),
+                    "organamnist": (11, 1), "organcmnist": (11, 1), "organsmnist": (11, 1),
+                    "bloodmnist": (8, 3), "dermamnist": (7, 3), "pathmnist": (9, 3), "retinamnist": (5, 3)}
+# The sizes MedMNIST is published at; image_size picks the file: <subset>.npz (28) or <subset>_<size>.npz.
+MEDMNIST_SIZES = (28, 64, 128, 224)
 ARCHS = ("cnn", "resnet9", "resnet18")
 ATTACKS = ("PGD", "FGSM", "FAB")
 THREATS = ("none", "adv_training", "train_time_attack")
@@ -40,11 +47,13 @@ class CycleConfig:
     dataset: str = "digits"
     data_root: str | None = None
     download: bool = False
-    image_size: int | None = None  # pneumonia / synthetic only; None = dataset default
+    image_size: int | None = None  # pneumonia / synthetic / medmnist only; None = dataset default
+    medmnist_subset: str = "pneumoniamnist"  # which MedMNIST .npz in data_root (dataset=medmnist only)
     train_samples: int | None = None  # subsample the training split (None = all)
     test_samples: int | None = None  # subsample the test split (None = all)
     # public validation split: int8 calibration (no labels used) and model
-    # selection (searches, early stopping); never the test split
+    # selection (searches, early stopping); never the test split. Carved out
+    # of the training split, except for medmnist, which ships its own.
     val_fraction: float = 0.1
     # model
     arch: str = "cnn"
@@ -134,6 +143,8 @@ class CycleConfig:
         """
         eval_only = {"eval_attacks", "eval_samples", "attack_repeats", "device", "download", "recipe", "train_twin"}
         payload = {k: v for k, v in self.to_dict().items() if k not in eval_only}
+        if self.dataset != "medmnist":  # the subset trains nothing then: keys from before the field stay valid
+            del payload["medmnist_subset"]
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -190,6 +201,7 @@ def _validate(cfg: CycleConfig) -> None:
     _choice(cfg, "grad_sampler", GRAD_SAMPLERS)
     _choice(cfg, "device", DEVICES)
     _choice(cfg, "lr_schedule", LR_SCHEDULES)
+    _choice(cfg, "medmnist_subset", tuple(MEDMNIST_SUBSETS))
     for name in ("num_clients", "rounds", "local_epochs", "batch_size", "attack_steps", "attack_repeats"):
         _positive_int(cfg, name)
     for name in ("image_size", "train_samples", "test_samples", "eval_samples"):
@@ -235,8 +247,15 @@ def _validate(cfg: CycleConfig) -> None:
             _fail("eval_attacks", name, "one of " + ", ".join(ATTACKS))
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
         _fail("seed", cfg.seed, "an integer >= 0")
-    if cfg.dataset in ("cifar10", "pneumonia") and not cfg.data_root:
+    if cfg.dataset in ("cifar10", "pneumonia", "medmnist") and not cfg.data_root:
         _fail("data_root", cfg.data_root, f"a folder holding the {cfg.dataset} data (--data-root)")
+    if cfg.dataset == "medmnist":
+        if cfg.image_size is not None and cfg.image_size not in MEDMNIST_SIZES:
+            _fail("image_size", cfg.image_size, "one of " + ", ".join(map(str, MEDMNIST_SIZES))
+                  + " for dataset=medmnist (the sizes MedMNIST is published at)")
+        if cfg.download:
+            _fail("download", cfg.download, "false for dataset=medmnist: download the .npz once yourself "
+                  "into --data-root (see README)")
 
 
 def resolve_device(name: str) -> str:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import pickle
 import warnings
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import CycleConfig, ConfigError
+from .config import MEDMNIST_SUBSETS, ConfigError, CycleConfig
 
 
 class DataError(ConfigError):
@@ -41,7 +43,7 @@ class Split:
 @dataclass(frozen=True)
 class DataBundle:
     train: Split
-    val: Split  # public validation split: int8 calibration only
+    val: Split  # public validation split: int8 calibration and model selection, never the test split
     test: Split
     num_classes: int
     mean: tuple[float, ...]  # per-channel statistics of the training split,
@@ -55,14 +57,15 @@ class DataBundle:
 def load_data(cfg: CycleConfig) -> DataBundle:
     gen = torch.Generator().manual_seed(cfg.seed)
     loader = _LOADERS[cfg.dataset]
-    trainval, test, num_classes = loader(cfg, gen)
-    if cfg.train_samples is not None and cfg.train_samples < len(trainval):
-        trainval = trainval.subset(torch.randperm(len(trainval), generator=gen)[: cfg.train_samples])
+    train, val, test, num_classes = loader(cfg, gen)
+    if cfg.train_samples is not None and cfg.train_samples < len(train):
+        train = train.subset(torch.randperm(len(train), generator=gen)[: cfg.train_samples])
     if cfg.test_samples is not None and cfg.test_samples < len(test):
         test = test.subset(torch.randperm(len(test), generator=gen)[: cfg.test_samples])
-    n_val = max(1, round(cfg.val_fraction * len(trainval)))
-    perm = torch.randperm(len(trainval), generator=gen)
-    val, train = trainval.subset(perm[:n_val]), trainval.subset(perm[n_val:])
+    if val is None:  # no official validation split: val_fraction of the training pool
+        n_val = max(1, round(cfg.val_fraction * len(train)))
+        perm = torch.randperm(len(train), generator=gen)
+        val, train = train.subset(perm[:n_val]), train.subset(perm[n_val:])
     if len(train) < cfg.num_clients:
         raise DataError(f"dataset={cfg.dataset} has {len(train)} training examples, fewer than num_clients={cfg.num_clients}")
     dims = (0, 2, 3)
@@ -71,10 +74,14 @@ def load_data(cfg: CycleConfig) -> DataBundle:
     return DataBundle(train=train, val=val, test=test, num_classes=num_classes, mean=mean, std=std)
 
 
-# --- loaders: each returns (train+val pool, test, num_classes) ------------
+# --- loaders: each returns (train, val, test, num_classes) ---------------
+# val is the dataset's official validation split, or None: load_data then
+# holds out val_fraction of train (after train_samples subsampling).
+
+Loaded = tuple[Split, Split | None, Split, int]
 
 
-def _digits(cfg: CycleConfig, gen: torch.Generator) -> tuple[Split, Split, int]:
+def _digits(cfg: CycleConfig, gen: torch.Generator) -> Loaded:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
@@ -82,10 +89,10 @@ def _digits(cfg: CycleConfig, gen: torch.Generator) -> tuple[Split, Split, int]:
     y = torch.tensor(bunch.target, dtype=torch.int64)
     perm = torch.randperm(len(y), generator=gen)
     n_test = len(y) // 5
-    return Split(x[perm[n_test:]], y[perm[n_test:]]), Split(x[perm[:n_test]], y[perm[:n_test]]), 10
+    return Split(x[perm[n_test:]], y[perm[n_test:]]), None, Split(x[perm[:n_test]], y[perm[:n_test]]), 10
 
 
-def _synthetic(cfg: CycleConfig, gen: torch.Generator) -> tuple[Split, Split, int]:
+def _synthetic(cfg: CycleConfig, gen: torch.Generator) -> Loaded:
     """Ten learnable classes: a fixed random template per class plus noise."""
     size, classes, channels = cfg.image_size or 16, 10, 3
     n = cfg.train_samples or 2000
@@ -98,7 +105,7 @@ def _synthetic(cfg: CycleConfig, gen: torch.Generator) -> tuple[Split, Split, in
         noise = torch.rand(count, channels, size, size, generator=gen)
         return Split((0.6 * templates[y] + 0.4 * noise).clamp(0, 1), y)
 
-    return draw(n), draw(n_test), classes
+    return draw(n), None, draw(n_test), classes
 
 
 # Larger images than this are refused before decoding (PIL's own bomb limit is ~89 Mpx).
@@ -203,7 +210,7 @@ def _download_cifar10(root: Path, spec: Any) -> None:
                         f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")) from None
 
 
-def _cifar10(cfg: CycleConfig, gen: torch.Generator) -> tuple[Split, Split, int]:
+def _cifar10(cfg: CycleConfig, gen: torch.Generator) -> Loaded:
     """CIFAR-10's python-pickle batches, read through the restricted unpickler.
 
     torchvision's CIFAR10 class would ``pickle.load`` the batch files, which
@@ -235,10 +242,10 @@ def _cifar10(cfg: CycleConfig, gen: torch.Generator) -> tuple[Split, Split, int]
         x = torch.from_numpy(np.concatenate([b[0] for b in batches])).float().div_(255.0)
         y = torch.from_numpy(np.concatenate([b[1] for b in batches]))
         splits.append(Split(x.contiguous(), y))
-    return splits[0], splits[1], 10
+    return splits[0], None, splits[1], 10
 
 
-def _pneumonia(cfg: CycleConfig, gen: torch.Generator) -> tuple[Split, Split, int]:
+def _pneumonia(cfg: CycleConfig, gen: torch.Generator) -> Loaded:
     """ImageFolder layout ROOT/{train,test}/<class>/*.jpeg, decoded to grayscale."""
     from PIL import Image, UnidentifiedImageError
 
@@ -291,10 +298,106 @@ def _pneumonia(cfg: CycleConfig, gen: torch.Generator) -> tuple[Split, Split, in
         splits.append(Split(xs, torch.tensor(listing.targets, dtype=torch.int64)))
     if len(classes) < 2:
         raise DataError(f"{root}/train has {len(classes)} class folder(s) {classes}; a classifier needs at least 2")
-    return splits[0], splits[1], len(classes)
+    return splits[0], None, splits[1], len(classes)
 
 
-_LOADERS = {"digits": _digits, "synthetic": _synthetic, "cifar10": _cifar10, "pneumonia": _pneumonia}
+MEDMNIST_URL = "https://zenodo.org/records/10519652"
+MEDMNIST_PARTS = ("train", "val", "test")
+# What a damaged archive raises: a bad zip or deflate stream, a bad .npy header or
+# truncated data (ValueError, EOFError), an encrypted (RuntimeError) or unsupported
+# (NotImplementedError) member.
+_NPZ_ERRORS = (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError, RuntimeError, NotImplementedError)
+
+
+def medmnist_filename(subset: str, size: int) -> str:
+    """MedMNIST's own names: pneumoniamnist.npz at 28x28, pneumoniamnist_64.npz and so on above."""
+    return f"{subset}.npz" if size == 28 else f"{subset}_{size}.npz"
+
+
+def _npz_headers(path: Path, keys: list[str]) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """(shape, dtype) of each array in an .npz, from the .npy headers alone.
+
+    Nothing is decompressed or allocated, so shapes, dtypes and the memory
+    they need are checked before a single pixel is read: a small compressed
+    file can declare an array larger than the machine's memory.
+    """
+    fmt = np.lib.format
+    readers = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}
+    headers = {}
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = set(zf.namelist())
+            for key in keys:
+                if f"{key}.npy" not in members:
+                    raise DataError(f"MedMNIST file {path} has no {key!r} array; expected the arrays "
+                                    f"{', '.join(keys)}")
+                with zf.open(f"{key}.npy") as fh:
+                    version = fmt.read_magic(fh)
+                    if version not in readers:
+                        raise DataError(f"corrupt MedMNIST file {path}: {key} is a .npy of format version "
+                                        f"{version}, expected 1.0 or 2.0")
+                    shape, _, dtype = readers[version](fh)
+                    headers[key] = (shape, dtype)
+    except DataError:
+        raise
+    except PermissionError:
+        raise DataError(f"MedMNIST file {path} is not readable (permission denied)") from None
+    except _NPZ_ERRORS as exc:
+        raise DataError(f"corrupt MedMNIST file {path}: not a numpy .npz archive ({type(exc).__name__})") from None
+    return headers
+
+
+def _medmnist(cfg: CycleConfig, gen: torch.Generator) -> Loaded:
+    """A MedMNIST .npz from data_root, with its official train / val / test splits.
+
+    The arrays are read with ``allow_pickle=False`` only, after their headers
+    passed the checks: an object array (a pickle, which can run code) is
+    refused, never loaded.
+    """
+    subset, size = cfg.medmnist_subset, cfg.image_size or 28
+    classes, channels = MEDMNIST_SUBSETS[subset]
+    root = _check_root(cfg)
+    path = root / medmnist_filename(subset, size)
+    if not path.is_file():
+        raise DataError(f"data_root={str(root)!r} has no {path.name} (MedMNIST {subset} at image_size={size}); "
+                        f"download it once from {MEDMNIST_URL} into {root}")
+    keys = [f"{part}_{kind}" for part in MEDMNIST_PARTS for kind in ("images", "labels")]
+    headers = _npz_headers(path, keys)
+    pixels = (size, size) if channels == 1 else (size, size, channels)
+    kind = "grayscale" if channels == 1 else "RGB"
+    bad = f"MedMNIST file {path} does not hold {subset} ({kind}, {classes} classes) at image_size={size}"
+    total = 0
+    for part in MEDMNIST_PARTS:
+        (shape, dtype), (lshape, ldtype) = headers[f"{part}_images"], headers[f"{part}_labels"]
+        if dtype != np.uint8 or tuple(shape[1:]) != pixels or not shape[0]:
+            raise DataError(f"{bad}: {part}_images is {dtype} of shape {shape}; expected uint8 of shape "
+                            f"(N, {', '.join(map(str, pixels))}) with N >= 1")
+        if ldtype.kind not in "iu" or tuple(lshape) not in ((shape[0], 1), (shape[0],)):
+            raise DataError(f"{bad}: {part}_labels is {ldtype} of shape {lshape}; expected integers of shape "
+                            f"({shape[0]}, 1), one label per image")
+        total += shape[0]
+    _check_memory(total, channels, size, f"{path} ({total} images)")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in keys}
+    except _NPZ_ERRORS as exc:
+        raise DataError(f"corrupt MedMNIST file {path}: {type(exc).__name__} while reading the arrays") from None
+    for part in MEDMNIST_PARTS:
+        labels = arrays[f"{part}_labels"]
+        if labels.min() < 0 or labels.max() >= classes:
+            raise DataError(f"{bad}: {part}_labels hold values in {labels.min()}..{labels.max()}; "
+                            f"expected 0..{classes - 1}")
+    splits = []
+    for part in MEDMNIST_PARTS:
+        x = torch.from_numpy(arrays.pop(f"{part}_images"))
+        x = x.unsqueeze(1) if channels == 1 else x.permute(0, 3, 1, 2)  # (N, C, H, W)
+        y = torch.from_numpy(arrays.pop(f"{part}_labels").reshape(-1).astype(np.int64))
+        splits.append(Split(x.contiguous().float().div_(255.0), y))
+    return splits[0], splits[1], splits[2], classes
+
+
+_LOADERS = {"digits": _digits, "synthetic": _synthetic, "cifar10": _cifar10, "pneumonia": _pneumonia,
+            "medmnist": _medmnist}
 
 
 # --- federation -------------------------------------------------------------
