@@ -28,15 +28,14 @@ test: $(STAMP)
 
 # A small Optuna search on digits on a local Ray (a few minutes on 2 cores).
 demo: $(STAMP)
-	$(PY) sweeps/search.py --smoke --num-samples 6 --max-concurrent 2 --run-dir $(RUN_DIR)
+	$(VENV)/bin/psreval search --smoke --num-samples 6 --max-concurrent 2 --run-dir $(RUN_DIR)
 	@echo
 	@echo "Open the trials: make ui, then http://127.0.0.1:$(UI_PORT) (experiment 'psreval')."
-	@echo "One cycle without Ray: $(PY) -m psreval_tune run --dataset digits --epsilon 3.4 --out runs/cycle"
+	@echo "One cycle without Ray: $(VENV)/bin/psreval run --dataset digits --epsilon 3.4 --out runs/cycle"
 
 # The MLflow UI over the default local store, on loopback only.
 ui: $(STAMP)
-	@echo "MLflow UI: http://127.0.0.1:$(UI_PORT)  (Ctrl-C to stop)"
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(abspath $(RUN_DIR))/mlflow.db --host 127.0.0.1 --port $(UI_PORT)
+	$(VENV)/bin/psreval ui --run-dir $(RUN_DIR) --port $(UI_PORT)
 
 # Hot-path benchmarks (DP-SGD modes, attack loops, cycle phases): tables on stdout,
 # JSON in benchmarks/results/ (~10 min on 2 idle cores). See benchmarks/README.md.

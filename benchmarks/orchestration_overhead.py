@@ -55,7 +55,7 @@ def main() -> None:
 
         from ray import tune
 
-        from psreval_tune.sweep import SweepSpec, parser, run_sweep
+        from psreval_tune.sweeps.engine import SweepSpec, parser, run_sweep
 
         space = {**cfg.to_dict(), "replica": tune.grid_search([{"seed": cfg.seed}] * args.n)}
         sweep_args = parser("bench").parse_args(["--run-dir", str(Path(tmp) / "runs"), "--name", "bench",

@@ -19,8 +19,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analysis import build_report, load_mlflow, load_tune
-from analysis.cli import main as cli
+from psreval_tune.analysis import build_report, load_mlflow, load_tune
+from psreval_tune.analysis.cli import main as cli
 from psreval_tune.config import CycleConfig
 from psreval_tune.tracking import Tracker, TrackingSpec, local_store
 
@@ -435,8 +435,8 @@ def test_sweep_end_logs_the_report_to_the_parent_run(store, tmp_path, capsys):
     pass it): the report on disk and under the parent run's artifacts report/."""
     from mlflow import MlflowClient
 
-    from analysis import report_sweep
-    from psreval_tune.sweep import write_report
+    from psreval_tune.analysis import report_sweep
+    from psreval_tune.sweeps.engine import write_report
 
     client = MlflowClient(store)
     exp = client.get_experiment_by_name(EXPERIMENT)
@@ -456,7 +456,7 @@ def test_sweep_end_logs_the_report_to_the_parent_run(store, tmp_path, capsys):
     assert write_report(report_sweep, missing, "0" * 32, tmp_path / "reports" / "x") is None
     captured = capsys.readouterr()
     assert captured.err.startswith("\nwarning: no report for sweep 'no-such-sweep' (AnalysisError: no sweep ")
-    assert captured.err.strip().count("\n") == 0 and "python -m analysis report" in captured.err
+    assert captured.err.strip().count("\n") == 0 and "psreval report" in captured.err
 
 
 # --- the command line -------------------------------------------------------------------------------

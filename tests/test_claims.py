@@ -13,12 +13,12 @@ import math
 import pandas as pd
 import pytest
 
-from analysis import build_report
-from analysis.claims import CLAIMS, FAILS, HOLDS, INCONCLUSIVE, claims_table
-from analysis.load import config_columns, tidy
-from analysis.metrics import ci_high, ci_low, wilson
-from analysis.reproduction import write_reproduction
-from analysis.scale import scale_warnings
+from psreval_tune.analysis import build_report
+from psreval_tune.analysis.claims import CLAIMS, FAILS, HOLDS, INCONCLUSIVE, claims_table
+from psreval_tune.analysis.load import config_columns, tidy
+from psreval_tune.analysis.metrics import ci_high, ci_low, wilson
+from psreval_tune.analysis.reproduction import write_reproduction
+from psreval_tune.analysis.scale import scale_warnings
 
 SEEDS = (0, 1, 2)
 T975_2 = 4.302652729911275
@@ -183,7 +183,7 @@ def test_scale_warning_names_what_applies_with_its_numbers(tmp_path):
 
 
 def test_one_seed_cells_show_the_interval_over_images(tmp_path):
-    from analysis.reports import transfer
+    from psreval_tune.analysis.reports import transfer
 
     rep = transfer(frame(settings=("none",), seeds=(1,)), tmp_path)
     lo, hi = (100 * v for v in wilson(0.20, N_IMG))  # DP -> DP, seed 1: 20%
@@ -198,7 +198,7 @@ def test_one_seed_cells_show_the_interval_over_images(tmp_path):
 def test_accuracy_loss_uses_clean_accuracy_on_the_attacked_images():
     """acc_clean_eval_<target> is 5 points below the whole split's clean accuracy in this frame: the loss
     must be 5 points smaller than the old whole-split computation, and say which it used."""
-    from analysis.reports import LOSS_FALLBACK_NOTE, LOSS_NOTE, adv_training
+    from psreval_tune.analysis.reports import LOSS_FALLBACK_NOTE, LOSS_NOTE, adv_training
 
     trials = frame(settings=("none", "adv_pgd"))
     # (privacy, fraction): clean on the attacked images - white-box PGD accuracy, in points (means over seeds)

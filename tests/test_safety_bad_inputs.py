@@ -264,7 +264,7 @@ def build_fixture(kind: str | None, fx: Path) -> None:
                 with open(base / "data_batch_2", "wb") as fh:
                     pickle.dump({"data": np.zeros((2, 3072), np.uint8), "labels": [0, 42]}, fh)
         elif part == "recorded_sweep":  # a sweep started with --seeds 5, as run_sweep records it
-            from psreval_tune.sweep import SWEEP_FLAGS_FILE, _storage, _stored_flags, parser
+            from psreval_tune.sweeps.engine import SWEEP_FLAGS_FILE, _storage, _stored_flags, parser
 
             args = parser("x").parse_args(["--smoke", "--seeds", "5", "--name", "rs", "--run-dir", str(fx / "runs")])
             folder = Path(_storage(args)) / "rs"
@@ -388,12 +388,11 @@ def serve(cases: list[dict], out_dir: Path, parallel: int) -> dict:
 
 def _warm_imports() -> None:
     """Everything the entry points import, loaded once before forking (nothing started)."""
-    import analysis  # noqa: F401
-    import analysis.cli  # noqa: F401
+    import psreval_tune.analysis.cli  # noqa: F401
     import mlflow  # noqa: F401
     import psreval_tune.cli  # noqa: F401
     import psreval_tune.cycle  # noqa: F401
-    import psreval_tune.sweep  # noqa: F401
+    import psreval_tune.sweeps.engine  # noqa: F401
     import psreval_tune.trainable  # noqa: F401
     from psreval_tune._torchvision import import_torchvision
 

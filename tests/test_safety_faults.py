@@ -295,7 +295,7 @@ def offline_sweep(monkeypatch):
     """run_sweep with Ray replaced: no cluster is started, Tuner is FakeTuner."""
     import ray.tune
 
-    from psreval_tune import sweep
+    from psreval_tune.sweeps import engine as sweep
 
     def with_parameters(fn, **kwargs):
         FakeTuner.infra = kwargs["infra"]
@@ -431,7 +431,7 @@ def test_disk_full_on_the_run_folder_ends_runs_failed_with_one_line(tmp_path):
 # --- the one-trial driver -----------------------------------------------------------------
 
 if __name__ == "__main__":
-    from psreval_tune.sweep import SweepSpec, main_guard, parser, run_sweep
+    from psreval_tune.sweeps.engine import SweepSpec, main_guard, parser, run_sweep
 
     @main_guard
     def main(argv=None) -> int:

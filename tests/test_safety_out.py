@@ -181,7 +181,7 @@ def test_missing_optional_dependency_is_found_before_work(tmp_path, monkeypatch,
     import importlib.util
 
     from psreval_tune import cli
-    from psreval_tune.sweep import parser
+    from psreval_tune.sweeps.engine import parser
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torchattacks" else real(name, *a))

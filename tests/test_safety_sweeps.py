@@ -129,7 +129,7 @@ def test_local_sweep_listens_on_loopback_only(tmp_path):
 # --- the one-trial driver --------------------------------------------------------------
 
 if __name__ == "__main__":
-    from psreval_tune.sweep import SweepSpec, main_guard, parser, run_sweep
+    from psreval_tune.sweeps.engine import SweepSpec, main_guard, parser, run_sweep
 
     @main_guard
     def main(argv=None) -> int:

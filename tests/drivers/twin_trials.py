@@ -9,7 +9,7 @@ import sys
 from ray import tune
 
 from psreval_tune import recipes
-from psreval_tune.sweep import SweepSpec, main_guard, parser, run_sweep
+from psreval_tune.sweeps.engine import SweepSpec, main_guard, parser, run_sweep
 
 SPACE = {"dataset": "digits", "arch": "cnn", "epsilon": 3.4, "rounds": 6, "threat": "train_time_attack",
          "adv_fraction": 0.2, "attack": "FGSM", "eval_attacks": ["FGSM"], "eval_samples": 64,

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .config import ConfigError
+from ..config import ConfigError
 
 SUMMARY_COLUMNS = ["epsilon", "threat", "adv_fraction", "attack", "attack_alpha", "arch", "lr", "seed"]
 SUMMARY_METRICS = ["acc_clean_float", "acc_clean_int8", "acc_wb_pgd_mean", "acc_wb_fgsm_mean",
@@ -190,7 +190,7 @@ def _check_storage(args: argparse.Namespace, storage: str) -> None:
 
 
 def _check_dir(path: str | os.PathLike, flag: str) -> None:
-    from .artifacts import OutputError, check_writable_dir
+    from ..artifacts import OutputError, check_writable_dir
 
     try:
         check_writable_dir(path, flag)
@@ -242,7 +242,7 @@ def _only_our_record(folder: Path) -> bool:
 
 def probe_tcp(host: str, port: int, timeout: float = PROBE_TIMEOUT_S) -> str | None:
     """None if something accepts a TCP connection at host:port within ``timeout``, else why not."""
-    from .tracking import probe_tcp as probe  # stdlib-only at import: no MLflow loaded here
+    from ..tracking import probe_tcp as probe  # stdlib-only at import: no MLflow loaded here
 
     return probe(host, port, timeout)
 
@@ -330,8 +330,8 @@ def preflight(args: argparse.Namespace, storage: str, name: str, exp_path: str) 
 def check_infrastructure(args: argparse.Namespace) -> None:
     """Run dir, storage, tracking store, Ray address and local CPUs: each refused in seconds with one
     line. Run when the flags are parsed (before a script builds its search space) and again by run_sweep."""
-    from .cli import check_dependencies
-    from .tracking import TrackingError, check_tracking_uri
+    from ..cli import check_dependencies
+    from ..tracking import TrackingError, check_tracking_uri
 
     try:
         check_dependencies()  # on this machine; a worker without them fails its trials with the same message
@@ -478,8 +478,8 @@ def run_sweep(args: argparse.Namespace, spec: SweepSpec):
     from ray import tune
     from ray.tune import Tuner
 
-    from .tracking import Tracker, TrackingSpec, local_store
-    from .trainable import TrackingCallback, TrialInfra, run_trial
+    from ..tracking import Tracker, TrackingSpec, local_store
+    from ..trainable import TrackingCallback, TrialInfra, run_trial
 
     if args.resume and not Tuner.can_restore(exp_path):
         raise SweepError(f"--resume: no restorable sweep at {exp_path}")
@@ -568,7 +568,7 @@ class _Stopped(Exception):
 
 
 def _first_line(exc: BaseException | str) -> str:
-    from .tracking import one_line
+    from ..tracking import one_line
 
     text = one_line(str(exc), 500) if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text}" if isinstance(exc, BaseException) else text
@@ -635,7 +635,7 @@ def _end_quietly(tracker, run_id: str, status: str) -> bool:
 def close_runs(tracker, parent_run_id: str, reason: str) -> str:
     """Every trial run of the sweep that is not FINISHED and the sweep's run: FAILED, with ``reason`` in
     the psreval.failure tag (FINISHED runs are never changed). Returns what was done, one phrase."""
-    from .tracking import TAG_FAILURE, one_line
+    from ..tracking import TAG_FAILURE, one_line
 
     reason = one_line(reason)
     failed, closed = [], 0
@@ -663,6 +663,14 @@ def close_runs(tracker, parent_run_id: str, reason: str) -> str:
     return f"{closed} running trial run(s) and the sweep's run marked FAILED (reason in tag psreval.failure)"
 
 
+def report(*args: Any, **kwargs: Any):
+    """analysis.report_sweep, imported when the trials are done (a broken analysis costs the
+    report, never the sweep)."""
+    from ..analysis import report_sweep
+
+    return report_sweep(*args, **kwargs)
+
+
 def write_report(report: Callable[..., Any], tracking, parent_run_id: str, out_dir: Path) -> Path | None:
     """The sweep's report (tables, figures, report.html) into out_dir and onto its MLflow run.
     Any failure is one warning line: the trials are done and tracked whatever happens here."""
@@ -671,7 +679,7 @@ def write_report(report: Callable[..., Any], tracking, parent_run_id: str, out_d
     except Exception as exc:  # noqa: BLE001 - the sweep's results must not depend on its report
         text = str(exc).strip().splitlines()
         print(f"\nwarning: no report for sweep {tracking.sweep_name!r} ({type(exc).__name__}: "
-              f"{text[0] if text else 'no message'}); retry with: python -m analysis report "
+              f"{text[0] if text else 'no message'}); retry with: psreval report "
               f"--tracking-uri {tracking.tracking_uri} --experiment {tracking.experiment_name} "
               f"--sweep {tracking.sweep_name} --out {out_dir}", file=sys.stderr, flush=True)
         return None
