@@ -1,6 +1,7 @@
 """Silence warnings that are known, understood and not the user's to act on.
 
-Called by entry points only (CLI, Ray trial), never on import.
+Each is matched by its exact message, never by a whole category, so any new
+deprecation still shows. Called by entry points only (CLI, Ray trial), never on import.
 """
 
 import warnings
@@ -10,13 +11,11 @@ KNOWN = (
     r"Secure RNG turned off",
     # Opacus' hooks when the model input needs no gradient: expected in training.
     r"Full backward hook is firing when gradients are computed with respect to module outputs",
-    # torch 2.13 deprecates eager-mode quantization in favour of torchao; we pin torch.
-    r".*quantiz.* (are|is) deprecated",
-    r"Please use quant_min and quant_max",
+    # Raised while a dependency (torchvision, torchao) imports, not by our code.
+    r"`torch\.jit\.script_method` is deprecated",
 )
 
 
 def quiet_known_warnings() -> None:
     for pattern in KNOWN:
         warnings.filterwarnings("ignore", message=pattern)
-    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.ao\.quantization.*")

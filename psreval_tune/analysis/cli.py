@@ -1,4 +1,4 @@
-"""``python -m analysis``: the report of a sweep, or one of its parts, from MLflow or a Tune folder."""
+"""``psreval report`` (``python -m psreval_tune.analysis``): the report of a sweep, or one of its parts, from MLflow or a Tune folder."""
 
 from __future__ import annotations
 
@@ -64,79 +64,15 @@ def check_out(out: Path, flag: str = "--out") -> None:
         raise AnalysisError(f"{flag}={str(out)!r} is not writable by this user")
 
 
-PROBE_TIMEOUT_S = 3.0
-URI_FORMS = "sqlite:///PATH, http(s)://HOST:PORT, file:///PATH (or a folder), postgresql://, mysql://, databricks"
-
-
 def check_store(uri: str, flag: str = "--tracking-uri") -> None:
     """The MLflow store must exist and answer, in seconds (MLflow retries a dead server for minutes
-    and silently creates an empty SQLite store). The same rules as psreval_tune.tracking's
-    check_tracking_uri, restated here: analysis never imports psreval_tune."""
-    import re
-    import socket
-    import urllib.error
-    import urllib.parse
-    import urllib.request
+    and silently creates an empty SQLite store): the sweeps' own check, reading only."""
+    from ..tracking import TrackingError, check_tracking_uri
 
-    shown = re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", uri)  # no password in messages
-    parsed = urllib.parse.urlparse(uri)
-    scheme = parsed.scheme.lower()
-
-    def probe(host: str, port: int) -> str | None:
-        try:
-            with socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S):
-                return None
-        except socket.gaierror:
-            return f"host {host!r} is not known"
-        except (socket.timeout, TimeoutError):
-            return f"no answer from {host}:{port} within {PROBE_TIMEOUT_S:g} s"
-        except OSError as exc:
-            return f"{host}:{port}: {exc.strerror or exc}"
-
-    if scheme in ("http", "https"):
-        try:
-            port = parsed.port or (443 if scheme == "https" else 80)
-        except ValueError:
-            port = None
-        if not parsed.hostname or port is None:
-            raise AnalysisError(f"{flag}={shown} is not allowed: no host or a bad port; expected {URI_FORMS}")
-        why = probe(parsed.hostname, port)
-        if why is None:
-            try:
-                with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=PROBE_TIMEOUT_S + 2) as resp:
-                    status = resp.status
-            except urllib.error.HTTPError as exc:
-                status = exc.code
-            except (urllib.error.URLError, OSError, ValueError) as exc:
-                status, why = None, f"no HTTP answer ({getattr(exc, 'reason', exc)})"
-            if status is not None and status not in (200, 401, 403):
-                why = f"/health answers HTTP {status}, not an MLflow server"
-        if why:
-            raise AnalysisError(f"{flag}={shown}: no MLflow server reachable ({why}); start it or pass another "
-                                "--tracking-uri")
-    elif scheme == "sqlite":
-        path = Path(uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else uri[len("sqlite://"):]).expanduser()
-        if not path.is_file():
-            what = "is not a file" if path.exists() else "does not exist"
-            raise AnalysisError(f"{flag}={shown}: no MLflow store at {path} (it {what}); pass the sweep's store, "
-                                "e.g. --tracking-uri sqlite:///RUN_DIR/mlflow.db, or --results")
-        with open(path, "rb") as fh:
-            head = fh.read(16)
-        if head != b"SQLite format 3\x00":
-            raise AnalysisError(f"{flag}={shown}: {path} is not an SQLite database; pass the sweep's store, "
-                                "e.g. --tracking-uri sqlite:///RUN_DIR/mlflow.db")
-    elif scheme in ("", "file"):
-        path = Path(urllib.parse.unquote(parsed.path) if scheme == "file" else uri).expanduser()
-        if not path.is_dir():
-            raise AnalysisError(f"{flag}={shown}: no MLflow file store at {path} (not a folder); expected "
-                                f"{URI_FORMS}")
-    elif scheme.split("+", 1)[0] in ("postgresql", "postgres", "mysql", "mssql"):
-        ports = {"postgresql": 5432, "postgres": 5432, "mysql": 3306, "mssql": 1433}
-        why = probe(parsed.hostname or "localhost", parsed.port or ports[scheme.split("+", 1)[0]])
-        if why:
-            raise AnalysisError(f"{flag}={shown}: the database is not reachable ({why})")
-    elif scheme not in ("databricks", "databricks-uc", "uc"):
-        raise AnalysisError(f"{flag}={shown} is not allowed: unknown scheme {parsed.scheme!r}; expected {URI_FORMS}")
+    try:
+        check_tracking_uri(uri, flag, must_exist=True)
+    except TrackingError as exc:
+        raise AnalysisError(str(exc)) from None
 
 
 def _source_flags(p: argparse.ArgumentParser) -> None:
@@ -154,7 +90,7 @@ def _source_flags(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m analysis",
+    p = _Parser(prog="psreval analysis",
                 description="Tables and figures of the PSREval paper from a sweep: PNG + SVG figures, markdown "
                             "tables, trials.csv and report.html. Reads MLflow (default store: "
                             f"{DEFAULT_TRACKING_URI}) or a Tune results folder (--results).")
