@@ -35,7 +35,13 @@ TAG_SWEEP = "psreval.sweep"
 TAG_KIND = "psreval.kind"  # "sweep" | "trial"
 TAG_TRIAL = "psreval.trial_id"
 TAG_PARENT = "mlflow.parentRunId"  # what the MLflow UI nests by
-TAG_COMMIT = "git_commit"
+TAG_COMMIT = "git_commit"  # of the checkout the sweep's driver imported psreval_tune from; "unknown" if installed
+TAG_DIRTY = "git_dirty"  # "true": that checkout had changes (git status --porcelain); absent when not a checkout
+TAG_VERSION = "psreval_version"  # the package version, always
+TAG_MODEL_ERROR = "psreval.model_error"  # why the float model could not be logged as an MLflow model (one line)
+MODEL_NAME = "model_float"  # the trial's float model: mlflow.pytorch.load_model("runs:/<run id>/model_float")
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # the UI opens it on the runs table
+PACKAGE_DIR = Path(__file__).resolve().parent
 TAG_FAILURE = "psreval.failure"  # why a run ended FAILED (one line)
 
 
@@ -46,7 +52,10 @@ class TrackingSpec:
     tracking_uri: str
     experiment_name: str
     sweep_name: str
-    artifact_location: str | None = None  # only for a local store
+    artifact_location: str | None = None  # None: beside an SQLite database (default_artifact_location)
+    # Tags naming the code (source_provenance), looked up once by the sweep's driver; empty: each Tracker looks
+    provenance: tuple[tuple[str, str], ...] = ()
+    system_metrics: bool = False  # trial runs get MLflow's system metrics (CPU, memory, disk, network, GPU)
 
 
 class TrackingError(ValueError):
@@ -196,12 +205,73 @@ def local_store(run_dir: str | os.PathLike) -> tuple[str, str]:
     return f"sqlite:///{root / 'mlflow.db'}", (root / "mlartifacts").as_uri()
 
 
-def git_commit(cwd: str | os.PathLike | None = None) -> str:
+def default_artifact_location(tracking_uri: str) -> str | None:
+    """Where a new experiment of an SQLite store keeps its artifacts: ``mlartifacts/`` beside the database
+    (MLflow's own default is ./mlruns in whatever folder the process happens to run in). None for other
+    stores: a server decides itself, a file store keeps them inside."""
+    if not tracking_uri.startswith("sqlite:"):
+        return None
+    raw = _sqlite_path(tracking_uri)
+    if raw in ("", ":memory:"):
+        return None
+    return (Path(raw).expanduser().resolve().parent / "mlartifacts").as_uri()
+
+
+def package_version() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or "unknown"
+        from importlib.metadata import PackageNotFoundError, version
+
+        return version("psreval-tune")
+    except (ImportError, PackageNotFoundError):
+        from . import __version__
+
+        return __version__
+
+
+def source_provenance(folder: str | os.PathLike | None = None) -> dict[str, str]:
+    """Tags naming the code: git_commit and git_dirty of the git checkout ``folder`` belongs to (default: this
+    package's source folder, wherever the process runs), and psreval_version. A folder git does not track
+    (an installed wheel, also one in a virtualenv inside some repository) gets git_commit "unknown"."""
+    where = Path(folder) if folder is not None else PACKAGE_DIR
+    tags = {TAG_COMMIT: "unknown", TAG_VERSION: package_version()}
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=where, capture_output=True, text=True, timeout=10,
+                              env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})  # status must not lock the index
+
+    try:
+        # a tracked folder, not an untracked or ignored copy that merely lies inside a repository
+        if git("ls-files", "--error-unmatch", "--", ".").returncode != 0:
+            return tags
+        head = git("rev-parse", "HEAD")
+        if head.returncode == 0 and re.fullmatch(r"[0-9a-f]{40,64}", head.stdout.strip()):
+            tags[TAG_COMMIT] = head.stdout.strip()
+        status = git("status", "--porcelain")
+        if status.returncode == 0:
+            tags[TAG_DIRTY] = "true" if status.stdout.strip() else "false"
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        pass
+    return tags
+
+
+def git_commit(cwd: str | os.PathLike | None = None) -> str:
+    """The commit of the checkout ``cwd`` (default: this package's source folder) belongs to, or "unknown"."""
+    return source_provenance(cwd)[TAG_COMMIT]
+
+
+def system_metrics_missing() -> str | None:
+    """None if MLflow's system metrics can run here (psutil importable; Ray ships one), else a one-line error."""
+    import importlib.util
+
+    if importlib.util.find_spec("psutil") is None:
+        try:
+            import ray  # noqa: F401 - puts Ray's bundled psutil on sys.path, as in every Ray worker
+        except ImportError:
+            pass
+    if importlib.util.find_spec("psutil") is None:
+        return ("--system-metrics needs psutil, which is not installed: pip install psutil "
+                "(GPU metrics also need nvidia-ml-py)")
+    return None
 
 
 def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -239,9 +309,10 @@ class Tracker:
         exp = self.client.get_experiment_by_name(self.spec.experiment_name)
         if exp is not None:
             return exp.experiment_id
+        location = self.spec.artifact_location or default_artifact_location(self.spec.tracking_uri)
         try:
-            return self.client.create_experiment(self.spec.experiment_name,
-                                                 artifact_location=self.spec.artifact_location)
+            return self.client.create_experiment(self.spec.experiment_name, artifact_location=location,
+                                                 tags=EXPERIMENT_KIND)
         except Exception:  # another process created it first
             exp = self.client.get_experiment_by_name(self.spec.experiment_name)
             if exp is None:
@@ -266,7 +337,7 @@ class Tracker:
         if found:
             return self._reopen(found)
         run = self.client.create_run(self.experiment_id, run_name=self.spec.sweep_name, tags={
-            TAG_SWEEP: self.spec.sweep_name, TAG_KIND: "sweep", TAG_COMMIT: git_commit()})
+            TAG_SWEEP: self.spec.sweep_name, TAG_KIND: "sweep", **self.provenance()})
         if params:
             self.log_params(run.info.run_id, params)
         return run.info.run_id
@@ -278,8 +349,16 @@ class Tracker:
             return self._reopen(found), True
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags={
             TAG_PARENT: parent_id, TAG_SWEEP: self.spec.sweep_name, TAG_KIND: "trial",
-            TAG_TRIAL: trial_id, TAG_COMMIT: git_commit()})
+            TAG_TRIAL: trial_id, **self.provenance()})
         return run.info.run_id, False
+
+    def provenance(self) -> dict[str, str]:
+        """The code tags: the spec's (the driver looked them up), else looked up here once."""
+        if self.spec.provenance:
+            return dict(self.spec.provenance)
+        if not hasattr(self, "_provenance"):
+            self._provenance = source_provenance()
+        return self._provenance
 
     def trial_run_id(self, parent_id: str, trial_id: str) -> str | None:
         return self._find(**{TAG_PARENT: parent_id, TAG_TRIAL: trial_id})
@@ -327,6 +406,112 @@ class Tracker:
         runs = self.client.search_runs([self.experiment_id], filter_string=f"tags.`{TAG_PARENT}` = '{parent_id}'",
                                        max_results=10000)
         return [r for r in runs if r.info.status != "FINISHED"]
+
+    def log_datasets(self, run_id: str, splits: Mapping[str, tuple[Any, Any]], name: str,
+                     source: str | None = None) -> None:
+        """Each split (context "train", "val", "test": (images, labels) tensors) as a dataset input of the run:
+        ``name``, a digest of the split's exact contents, its tensor schema, and a profile whose shapes give the
+        number of samples (also input tag psreval.n_samples). ``source``: the data folder or file, if any.
+        Inputs the run already has (a retried trial) are not logged again."""
+        import mlflow.data
+        from mlflow.data.code_dataset_source import CodeDatasetSource
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        run = self.client.get_run(run_id)
+        have = {(i.dataset.name, i.dataset.digest, tuple(sorted((t.key, t.value) for t in i.tags)))
+                for i in (run.inputs.dataset_inputs if run.inputs else [])}
+        inputs = []
+        for context, (x, y) in splits.items():
+            xs, ys = x.detach().cpu().contiguous().numpy(), y.detach().cpu().contiguous().numpy()
+            where = (str(Path(source).expanduser().resolve()) if source else
+                     CodeDatasetSource({"mlflow.source.name": f"psreval_tune.data ({name})"}))
+            dataset = mlflow.data.from_numpy(xs, targets=ys, source=where, name=name, digest=split_digest(xs, ys))
+            tags = (InputTag("mlflow.data.context", context), InputTag("psreval.n_samples", str(len(ys))))
+            if (dataset.name, dataset.digest, tuple(sorted((t.key, t.value) for t in tags))) in have:
+                continue
+            inputs.append(DatasetInput(Dataset(**dataset.to_dict()), tags=list(tags)))
+        if inputs:
+            self.client.log_inputs(run_id, datasets=inputs)
+
+    def log_model(self, run_id: str, model: Any, example: Any, tags: Mapping[str, str] | None = None) -> str:
+        """``model`` (a float torch module) as the run's MLflow model MODEL_NAME; returns its models:/ URI.
+
+        Written by mlflow.pytorch.log_model in torch.export's pt2 format (graph and weights, no pickle: loading
+        it runs no code from the file), with the signature and input example of ``example`` (a few images, at
+        least 2 so the batch size stays free). ``mlflow.pytorch.load_model("runs:/<run id>/model_float")`` loads
+        it. A run that has a READY one (a retried trial) keeps it; a half-written one is replaced."""
+        import copy
+
+        import mlflow.pytorch
+        import torch
+        from mlflow.models import infer_signature
+
+        found = self.client.search_logged_models(
+            [self.experiment_id], filter_string=f"name = '{MODEL_NAME}' AND source_run_id = '{run_id}'")
+        ready = [m for m in found if str(getattr(m.status, "name", m.status)).upper().endswith("READY")]
+        if ready:
+            return f"models:/{ready[0].model_id}"
+        for stale in found:
+            self.client.delete_logged_model(stale.model_id)
+        cpu = copy.deepcopy(model).cpu().eval()  # exported on the CPU: loads on any machine
+        x = example.detach().cpu().float()
+        if len(x) < 2:
+            x = torch.cat([x, x])
+        with torch.no_grad():
+            logits = cpu(x)
+        signature = infer_signature(x.numpy(), logits.numpy())  # batch dimension -1: any batch size
+        logged = self.client.create_logged_model(self.experiment_id, name=MODEL_NAME, source_run_id=run_id,
+                                                 tags=dict(tags or {}))
+        try:
+            with _fluent_tracking_uri(self.spec.tracking_uri):  # log_model resolves the store globally
+                mlflow.pytorch.log_model(
+                    cpu, name=MODEL_NAME, model_id=logged.model_id, run_id=run_id, signature=signature,
+                    input_example=x.numpy(), serialization_format="pt2",
+                    # given, so MLflow does not load the model in a subprocess to infer them (seconds); a pt2
+                    # program needs torch only (PyPI's version: without a local label such as +cpu)
+                    pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+                    validate_serving_input=False)  # our tests load it back; this would load it once more
+        except BaseException:
+            self.client.finalize_logged_model(logged.model_id, "FAILED")
+            raise
+        self.client.finalize_logged_model(logged.model_id, "READY")
+        return f"models:/{logged.model_id}"
+
+    def system_metrics(self, run_id: str, resume: bool = False) -> Any:
+        """MLflow's system-metrics monitor (CPU, memory, disk, network; GPU with nvidia-ml-py), started, logging
+        "system/..." metrics onto ``run_id`` every MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL seconds (MLflow's
+        default 10); call .finish() to stop it. ``resume``: steps go on after the run's last ones."""
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        monitor = SystemMetricsMonitor(run_id, resume_logging=resume, tracking_uri=self.spec.tracking_uri)
+        monitor.start()
+        return monitor
+
+
+@contextlib.contextmanager
+def _fluent_tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's global tracking URI set to ``uri`` for the block, then put back."""
+    try:
+        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+    except ImportError:  # a MLflow without it: set it (the trial's process logs to this store only)
+        import mlflow
+
+        mlflow.set_tracking_uri(uri)
+        yield
+        return
+    with _use_tracking_uri(uri):
+        yield
+
+
+def split_digest(x: Any, y: Any) -> str:
+    """16 hex digits of SHA-256 over a split's images and labels (dtypes, shapes and every byte)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for a in (x, y):
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.data if a.flags.c_contiguous else a.tobytes())
+    return h.hexdigest()[:16]
 
 
 def one_line(text: str, limit: int = 4000) -> str:

@@ -14,6 +14,7 @@ import math
 import posixpath
 import re
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -26,7 +27,8 @@ from .artifacts import write_outputs
 from .config import CycleConfig
 from .cycle import TwinCache, run_cycle
 from .federated import Federation, RoundResult
-from .tracking import Tracker, TrackingSpec, one_line
+from .sweeps.progress import trial_progress
+from .tracking import TAG_MODEL_ERROR, TAG_TRIAL, Tracker, TrackingSpec, one_line
 
 CHECKPOINT_FILE = "federation.pt"
 
@@ -163,6 +165,38 @@ def _load_checkpoint(rounds: int | None = None) -> dict | None:
     return load_checkpoint(tune.get_checkpoint(), rounds, log=lambda msg: print(msg, flush=True))
 
 
+def dataset_name(cfg: CycleConfig) -> str:
+    """The data's name on MLflow dataset inputs: the dataset, with the MedMNIST subset."""
+    return f"medmnist-{cfg.medmnist_subset}" if cfg.dataset == "medmnist" else cfg.dataset
+
+
+def log_splits(tracker: Tracker, run_id: str, cfg: CycleConfig, data) -> None:
+    """The cycle's train / val / test splits as the run's MLflow dataset inputs."""
+    splits = {name: (split.x, split.y) for name, split in (("train", data.train), ("val", data.val),
+                                                         ("test", data.test))}
+    tracker.log_datasets(run_id, splits, dataset_name(cfg), cfg.data_root)
+
+
+def log_float_model(tracker: Tracker, run_id: str, result, trial_id: str) -> float | None:
+    """The cycle's own float model as the run's MLflow model (tracking.MODEL_NAME), input example and
+    signature from two of its test images; returns the seconds it took. A failure costs the MLflow model only:
+    one warning line, tag psreval.model_error, and the trial goes on (its weights are in model_float.pt)."""
+    own = "dp" if result.config.private else "nonprivate"
+    start = time.perf_counter()
+    try:
+        tracker.log_model(run_id, result.models[own].float_model, result.examples["clean"][:2],
+                          tags={TAG_TRIAL: trial_id})
+    except Exception as exc:  # noqa: BLE001 - an extra view of weights that are logged anyway
+        reason = f"{type(exc).__name__}: {exc}"
+        print(f"warning: the float model was not logged as an MLflow model ({one_line(reason, 300)})", flush=True)
+        try:
+            tracker.client.set_tag(run_id, TAG_MODEL_ERROR, one_line(reason))
+        except Exception:  # noqa: BLE001
+            pass
+        return None
+    return round(time.perf_counter() - start, 4)
+
+
 def _report_recorded(tracker: Tracker, run_id: str, infra: TrialInfra) -> None:
     """A trial Tune runs again whose MLflow run is already FINISHED (it completed, but the driver did
     not record that before it stopped): the run is the record and is never changed; Tune gets its
@@ -192,6 +226,9 @@ def run_trial(params: dict, infra: TrialInfra) -> None:
         if existed:  # a retried or resumed trial: what its earlier attempts logged is not logged again
             logged_rounds = tracker.logged_steps(run_id, "acc_val")
             logged_final = set(tracker.client.get_run(run_id).data.metrics) - set(ROUND_METRICS)
+    monitor = tracker.system_metrics(run_id, resume=existed) if (
+        tracker is not None and infra.tracking.system_metrics) else None
+    splits_logged: list[bool] = []
     try:
         resume = _load_checkpoint(cfg.rounds)
 
@@ -204,15 +241,26 @@ def run_trial(params: dict, infra: TrialInfra) -> None:
                 tracker.log_metrics(run_id, round_metrics(r), step=r.round)
                 logged_rounds.add(r.round)
 
+        def on_round_and_splits(r: RoundResult, fed: Federation) -> None:
+            if tracker is not None and not splits_logged:  # the data as the cycle loaded it, once per attempt
+                log_splits(tracker, run_id, cfg, fed.data)
+                splits_logged.append(True)
+            on_round(r, fed)
+
         cache = TwinCache(infra.cache_dir) if infra.cache_dir else None
-        result = run_cycle(cfg, cache=cache, on_round=on_round, resume=resume,
-                           progress=lambda msg: print(msg, flush=True))
+        result = run_cycle(cfg, cache=cache, on_round=on_round_and_splits, resume=resume,
+                           progress=trial_progress(cfg, ctx))  # printed, and its phase to the sweep's console
         out = write_outputs(result, Path(ctx.get_trial_dir()) / "artifacts")
         final = {k: v for k, v in result.metrics.items() if v is not None and not
                  (isinstance(v, float) and math.isnan(v))}
         if tracker is not None:
             tracker.log_metrics(run_id, {k: v for k, v in final.items() if k not in logged_final}, step=cfg.rounds)
             tracker.log_artifacts(run_id, out)
+            seconds = log_float_model(tracker, run_id, result, ctx.get_trial_id())
+            if seconds is not None and "time_log_model_s" not in logged_final:
+                tracker.log_metrics(run_id, {"time_log_model_s": seconds}, step=cfg.rounds)
+            if monitor is not None:
+                monitor.finish()  # its last samples, while the run is RUNNING
             tracker.finish(run_id, "FINISHED")
     except Exception as exc:
         # Only errors of the cycle itself. Ray stops a trial (ASHA, end of
@@ -225,6 +273,9 @@ def run_trial(params: dict, infra: TrialInfra) -> None:
             except Exception:  # noqa: BLE001 - the store itself failed (disk full): the driver closes the run
                 pass
         raise
+    finally:
+        if monitor is not None:
+            monitor.finish()  # no-op if stopped; its thread also stops once the run is no longer RUNNING
     # The last round's numbers too: schedulers read the per-round metric in every result.
     tune.report({**round_metrics(RoundResult(**result.history[-1])), **final, "cycle_complete": 1})
 

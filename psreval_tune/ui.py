@@ -1,7 +1,12 @@
 """``psreval ui``: the MLflow UI over the sweeps' store, bound to 127.0.0.1 unless --host says otherwise.
 
-MLflow 3 opens on its GenAI overview; the address printed here goes straight to the
-runs table of the experiment (``workflowType=machine_learning``).
+MLflow 3's UI keeps a workflow type (``genai`` or ``machine_learning``; the URL's
+``workflowType`` wins over the one the browser remembers, and ``genai`` is its
+default), which decides the side bar and where an experiment opens. The address
+printed here, ``#/experiments/<id>/runs?workflowType=machine_learning``, opens the
+experiment's runs table in the machine-learning view. (Checked in MLflow 3.17's UI
+code; experiments the sweeps create also carry ``mlflow.experimentKind`` =
+``custom_model_development``, so a bare ``#/experiments/<id>`` opens on runs too.)
 """
 
 from __future__ import annotations
@@ -25,8 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="another store (sqlite:///path/mlflow.db); default: sqlite:///RUN_DIR/mlflow.db")
     p.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="experiment the printed address opens "
                                                                     f"(default: {DEFAULT_EXPERIMENT})")
-    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1, this machine only)")
-    p.add_argument("--port", type=int, default=5000, help="port (default: 5000)")
+    p.add_argument("--host", default=DEFAULT_HOST,
+                   help=f"interface to listen on (default: {DEFAULT_HOST}, this machine only)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})")
     return p
 
 
@@ -46,11 +52,42 @@ def store_uri(args: argparse.Namespace) -> str:
     return f"sqlite:///{db}"
 
 
-def runs_view_url(host: str, port: int, experiment_id: str | None) -> str:
-    base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 5000
+
+
+def server_url(host: str, port: int) -> str:
+    """The address a browser on this machine uses for a UI listening on host:port."""
+    if host in ("0.0.0.0", "::", ""):  # every interface: this machine's loopback works
+        host = "127.0.0.1"
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+
+
+def experiment_runs_url(base: str, experiment_id: str | None) -> str:
+    """The runs table of an experiment (or the experiment list) of the MLflow UI at ``base``."""
+    base = base.rstrip("/")
     if experiment_id is None:
         return f"{base}/#/experiments?workflowType=machine_learning"
     return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+def runs_view_url(host: str, port: int, experiment_id: str | None) -> str:
+    return experiment_runs_url(server_url(host, port), experiment_id)
+
+
+def results_hint(tracking_uri: str, experiment_id: str | None, run_dir: str | None = None) -> str:
+    """Where a sweep's runs are seen: the runs-table URL, and the command that serves it if it is a local
+    store. ``run_dir``: the store is the default one in that folder (``psreval ui --run-dir``)."""
+    from .tracking import redact
+
+    scheme = tracking_uri.split(":", 1)[0].lower()
+    if scheme in ("http", "https"):
+        return experiment_runs_url(redact(tracking_uri), experiment_id)
+    if scheme.startswith("databricks") or scheme == "uc":
+        return f"the experiment {experiment_id} in the Databricks workspace of {tracking_uri}"
+    url = runs_view_url(DEFAULT_HOST, DEFAULT_PORT, experiment_id)
+    if run_dir is not None:
+        return f"{url} after `psreval ui --run-dir {run_dir}` (or `make ui` in a checkout)"
+    return f"{url} after `psreval ui --tracking-uri {redact(tracking_uri)}`"
 
 
 def experiment_id(uri: str, name: str) -> str | None:

@@ -102,13 +102,16 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--wait-for-resources", action="store_true",
                    help="start even if no node has --cpus-per-trial/--gpus-per-trial free now (an autoscaling "
                         "cluster that will add nodes); without it such a sweep is refused")
+    p.add_argument("--system-metrics", action="store_true",
+                   help="log MLflow's system metrics (CPU, memory, disk, network; GPU with nvidia-ml-py) on every "
+                        "trial run, every $MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL s (default 10); needs psutil")
     return p
 
 
 LOCALHOST = "127.0.0.1"
 # Flags that may change between a sweep and its --resume (how it runs, not what it computes).
 RESUME_MAY_CHANGE = {"resume", "name", "address", "max_concurrent", "max_failures", "node_ip_address",
-                     "wait_for_resources", "cpus_per_trial", "gpus_per_trial"}
+                     "wait_for_resources", "cpus_per_trial", "gpus_per_trial", "system_metrics"}
 SWEEP_FLAGS_FILE = ".psreval-sweep.json"  # in the Tune experiment folder: the flags the sweep started with
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "abfs", "abfss", "az", "file", "mock")
@@ -337,6 +340,11 @@ def check_infrastructure(args: argparse.Namespace) -> None:
         check_dependencies()  # on this machine; a worker without them fails its trials with the same message
     except ConfigError as exc:
         raise SweepError(str(exc)) from None
+    if getattr(args, "system_metrics", False):
+        from ..tracking import system_metrics_missing
+
+        if why := system_metrics_missing():  # one line, before anything starts
+            raise SweepError(why)
     _check_dir(args.run_dir, "--run-dir")
     _check_storage(args, _storage(args))
     default_db = Path(args.run_dir).expanduser().resolve() / "mlflow.db"
@@ -478,7 +486,8 @@ def run_sweep(args: argparse.Namespace, spec: SweepSpec):
     from ray import tune
     from ray.tune import Tuner
 
-    from ..tracking import Tracker, TrackingSpec, local_store
+    from ..tracking import Tracker, TrackingSpec, local_store, source_provenance
+    from ..ui import results_hint
     from ..trainable import TrackingCallback, TrialInfra, run_trial
 
     if args.resume and not Tuner.can_restore(exp_path):
@@ -489,14 +498,16 @@ def run_sweep(args: argparse.Namespace, spec: SweepSpec):
     connect(args.address, args.node_ip_address)  # before anything is written: no cluster, no files
     check_cluster_resources(args, started_here=local)
     run_dir = Path(args.run_dir).expanduser().resolve()
+    # the code, looked up once here (in the package's folder, not the cwd) and tagged on every run
+    code = dict(provenance=tuple(source_provenance().items()), system_metrics=getattr(args, "system_metrics", False))
     if args.tracking_uri:
-        tracking = TrackingSpec(args.tracking_uri, args.experiment_name, name)
+        tracking = TrackingSpec(args.tracking_uri, args.experiment_name, name, **code)
     else:
         uri, artifacts = local_store(run_dir)
-        tracking = TrackingSpec(uri, args.experiment_name, name, artifacts)
+        tracking = TrackingSpec(uri, args.experiment_name, name, artifacts, **code)
     tracker = Tracker(tracking)
     parent = tracker.sweep_run({"kind": spec.kind, "storage": exp_path, **spec.sweep_params})
-    where = "make ui" if not args.tracking_uri else f"open {args.tracking_uri}"
+    where = results_hint(tracking.tracking_uri, tracker.experiment_id, None if args.tracking_uri else args.run_dir)
     results_line = (f"\nresults: {where}  (MLflow UI, experiment {args.experiment_name!r}, run {name!r}); "
                     f"Tune folder {exp_path}")
     status, fitting = "FAILED", False
