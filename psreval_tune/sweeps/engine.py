@@ -111,7 +111,8 @@ def parser(description: str) -> argparse.ArgumentParser:
 LOCALHOST = "127.0.0.1"
 # Flags that may change between a sweep and its --resume (how it runs, not what it computes).
 RESUME_MAY_CHANGE = {"resume", "name", "address", "max_concurrent", "max_failures", "node_ip_address",
-                     "wait_for_resources", "cpus_per_trial", "gpus_per_trial", "system_metrics"}
+                     "wait_for_resources", "cpus_per_trial", "gpus_per_trial", "system_metrics",
+                     "sweep_file"}  # the file's path may change; its content (args.sweep) may not
 SWEEP_FLAGS_FILE = ".psreval-sweep.json"  # in the Tune experiment folder: the flags the sweep started with
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "abfs", "abfss", "az", "file", "mock")
@@ -134,6 +135,8 @@ class SweepSpec:
     # something with an ``html`` path. The entry points pass analysis.report_sweep (psreval_tune
     # never imports analysis/). Its failure is a warning, never the sweep's.
     report: Callable[..., Any] | None = None
+    # Text artifacts of the sweep's MLflow run, name -> text (e.g. the resolved sweep file, sweep.yaml).
+    files: dict[str, str] = field(default_factory=dict)
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -218,13 +221,34 @@ def _check_resume_flags(args: argparse.Namespace, exp_path: str) -> None:
     except (OSError, ValueError):
         return
     now = _stored_flags(args)
-    for key in sorted(set(before) | set(now)):
+    for key in sorted((set(before) | set(now)) - {SWEEP_KEY}):
         if before.get(key) != now.get(key):
             def show(v: Any) -> str:
                 return ",".join(map(str, v)) if isinstance(v, list) else str(v)
             raise SweepError(f"--resume: --{key.replace('_', '-')}={show(now.get(key))} differs from the sweep's "
                              f"--{key.replace('_', '-')}={show(before.get(key))}; resume with the flags it was "
                              "started with, or start a new sweep (another --name)")
+    if SWEEP_KEY in before and before[SWEEP_KEY] != now.get(SWEEP_KEY):  # the sweep file counts as a flag
+        where, was, is_now = _first_difference(before[SWEEP_KEY], now.get(SWEEP_KEY))
+        raise SweepError(f"--resume: the sweep file's {where or 'content'}={json.dumps(is_now)} differs from the "
+                         f"sweep's {where or 'content'}={json.dumps(was)}; resume with the sweep file and flags it "
+                         "was started with (its sweep.yaml in MLflow), or start a new sweep (another --name)")
+
+
+SWEEP_KEY = "sweep"  # args.sweep: what a sweep file resolved to (grid, search), recorded and compared like a flag
+
+
+def _first_difference(a: Any, b: Any, where: str = "") -> tuple[str, Any, Any]:
+    """(dotted path, a's value, b's value) of the first place two JSON values differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in [*a, *[k for k in b if k not in a]]:
+            if a.get(key) != b.get(key):
+                return _first_difference(a.get(key), b.get(key), f"{where}.{key}" if where else str(key))
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            if x != y:
+                return _first_difference(x, y, f"{where}[{i}]")
+    return where, a, b
 
 
 def _record_flags(args: argparse.Namespace, exp_path: str) -> None:
@@ -514,6 +538,8 @@ def run_sweep(args: argparse.Namespace, spec: SweepSpec):
     try:
         if not args.resume:
             _record_flags(args, exp_path)
+        for file_name, text in spec.files.items():  # e.g. sweep.yaml: the resolved sweep file
+            tracker.client.log_text(parent, text, file_name)
         print(f"sweep {name}: Tune results in {exp_path}; MLflow experiment {args.experiment_name!r} at "
               f"{tracking.tracking_uri}", flush=True)
         infra = TrialInfra(tracking=tracking, parent_run_id=parent, cache_dir=str(run_dir / "cache"),

@@ -1,71 +1,95 @@
-"""The PSREval paper's grid as a Ray Tune grid search.
+"""A grid sweep on Ray Tune from a sweep file (default: the PSREval paper's grid).
 
-    python sweeps/paper_grid.py --smoke                       # minutes on a laptop
-    python sweeps/paper_grid.py --dataset cifar10 --data-root ~/data --address auto --gpus-per-trial 0.25
+    psreval grid --smoke                                      # the shipped paper_smoke file: minutes on a laptop
+    psreval grid paper_smoke --seeds 0,1                      # a shipped file by name; flags override it
+    psreval grid my_grid.yaml                                 # your own file (format: psreval_tune/sweeps/spec.py)
+    psreval grid --dataset cifar10 --data-root ~/data --address auto --gpus-per-trial 0.25
 
-Every trial trains the DP model and its non-private twin (cached, so the
-three epsilons share one twin per setting), so the grid lists only the
-private budgets. Training-time threats come with their adversarial fraction
-and attack; without a threat the attack only matters at inference, where
-every trial evaluates PGD, FGSM and FAB anyway.
+The grids live in psreval_tune/sweeps/files/*.yaml (paper_grid.yaml: 3 epsilons x 25 threat settings
+x 2 archs per seed). Flags the user gives override the file: --dataset, --data-root, --download,
+--attack-repeats (fixed values), --seeds (the seed axis), --cpus-per-trial, --gpus-per-trial,
+--max-concurrent, --max-failures (resources). The resolved sweep is logged to the sweep's MLflow run
+as sweep.yaml; `psreval grid sweep.yaml` runs the same trials again.
 """
 
 from __future__ import annotations
 
-import itertools
+import argparse
 import sys
 from typing import Any, Sequence
 
-from ray import tune
+from . import spec
+from .engine import SweepSpec, main_guard, parser, report, run_sweep
 
-from .. import recipes
-from .engine import SweepSpec, main_guard, parser, run_sweep
-from ..trainable import cycle_config
-
-from .engine import report
-
-EPSILONS = (1.7, 3.4, 7.0)
-ADV_FRACTIONS = (0.1, 0.2, 0.3, 0.4)
-THREATS = ("adv_training", "train_time_attack")
-ATTACKS = ("PGD", "FGSM", "FAB")
-ARCHS = ("resnet9", "resnet18")
-DELTA = {"cifar10": 1e-5, "pneumonia": 1e-4}  # the paper's; others use 1e-5
-# Attacked test images: the whole test split (digits 359, pneumonia 624), or a
-# fixed seeded subset where the split is large (CIFAR-10: 2,000 of 10,000;
-# a 95% interval of about +-2 points at 50% accuracy).
-EVAL_SAMPLES = {"cifar10": 2000}
+DEFAULT_FILE = "paper_grid"
+SMOKE_FILE = "paper_smoke"
 
 
-def threat_settings(fractions: Sequence[float], attacks: Sequence[str]) -> list[dict[str, Any]]:
-    none = [{"threat": "none", "adv_fraction": 0.0, "attack": "PGD"}]
-    return none + [{"threat": t, "adv_fraction": f, "attack": a}
-                   for t, f, a in itertools.product(THREATS, fractions, attacks)]
+def _paper_values(key: str) -> dict[str, Any]:
+    """``key`` per dataset in the shipped paper grid's by_dataset."""
+    doc = spec.load(DEFAULT_FILE, "grid").doc
+    by = doc.get("by_dataset", {})
+    return {name: values[key] for name, values in by.items() if key in values}
 
 
-def grid(args) -> dict[str, Any]:
-    if args.smoke:
-        fixed = {"dataset": "digits", "arch": "cnn", "eval_samples": 64, **recipes.SMOKE,
-                 "eval_attacks": ["PGD", "FGSM"], "attack_repeats": args.attack_repeats or 1}
-        axes = {"epsilon": [3.4, 7.0], "setting": threat_settings([0.2], ["FGSM"])}
-    else:
-        # Training fields come from each setting's recipe (psreval_tune/recipes.toml).
-        fixed = {"dataset": args.dataset, "data_root": args.data_root, "download": args.download,
-                 "delta": DELTA.get(args.dataset, 1e-5), "attack_repeats": args.attack_repeats or 10,
-                 "eval_samples": EVAL_SAMPLES.get(args.dataset)}
-        axes = {"epsilon": list(EPSILONS), "setting": threat_settings(ADV_FRACTIONS, ATTACKS), "arch": list(ARCHS)}
-    axes["seed"] = list(args.seeds)
-    # Validate every combination now: a bad value fails the command, not 200 trials.
-    for combo in itertools.product(*axes.values()):
-        cycle_config({**fixed, **dict(zip(axes, combo))})
-    return {**fixed, **{k: tune.grid_search(v) for k, v in axes.items()}}
+# The paper's per-dataset values, read from paper_grid.yaml (sweeps/reproduce.py uses them).
+DELTA = _paper_values("delta")
+EVAL_SAMPLES = _paper_values("eval_samples")
+
+
+def resolve_grid(sweep: spec.SweepFile, args: argparse.Namespace, given: set[str]) -> dict[str, Any]:
+    """File + flags -> the resolved grid, every trial's config validated (a bad value fails the command,
+    not 200 trials)."""
+    spec.apply_common(sweep, args, given)
+    if "seeds" in given:
+        sweep.doc["fixed"].pop("seed", None)
+        sweep.doc["axes"]["seed"] = list(args.seeds)
+        sweep.flags.append("--seeds")
+    if sweep.flags:  # the flags' values checked as the file's are (types, a field set twice)
+        sweep.doc["fixed"] = spec.check_fields(sweep.doc["fixed"], "fixed", sweep.fail)
+        sweep.doc["axes"] = spec.check_axes(sweep.doc["axes"], sweep.doc["fixed"], sweep.fail)
+    resolved = spec.resolve(sweep)
+    for trial in spec.grid_trials(resolved):
+        spec.check_config(sweep, trial)
+    return resolved
+
+
+def param_space(resolved: dict[str, Any]) -> dict[str, Any]:
+    from ray import tune
+
+    return {**resolved["fixed"], **{k: tune.grid_search(list(v)) for k, v in resolved["axes"].items()}}
+
+
+def grid(args: argparse.Namespace, given: set[str] = frozenset()) -> tuple[dict[str, Any], spec.SweepFile, dict]:
+    """(Tune param space, the sweep file, the resolved sweep) for these flags."""
+    sweep = spec.open_file(args, "grid", DEFAULT_FILE, SMOKE_FILE)
+    resolved = resolve_grid(sweep, args, set(given))
+    return param_space(resolved), sweep, resolved
 
 
 @main_guard
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser(__doc__.splitlines()[0]).parse_args(argv)
-    space = grid(args)
-    run_sweep(args, SweepSpec(kind="paper_grid", param_space=space,
-                              sweep_params={"smoke": args.smoke, "dataset": space["dataset"]}, report=report))
+    p = parser(__doc__.splitlines()[0])
+    spec.add_file_argument(p, DEFAULT_FILE, SMOKE_FILE)
+    args = p.parse_args(argv)
+    space, sweep, resolved = grid(args, spec.given_flags(p, argv))
+    spec.use_resources(args, resolved)
+    args.sweep = spec.identity(resolved)  # --resume refuses a sweep whose file changed
+    text = spec.dump(resolved, sweep.source, sweep.flags)
+    run_sweep(
+        args,
+        SweepSpec(
+            kind="paper_grid",
+            param_space=space,
+            files={"sweep.yaml": text},
+            sweep_params={
+                "smoke": args.smoke,
+                "dataset": space["dataset"] if "dataset" in space else "digits",
+                "sweep_file": sweep.source,
+            },
+            report=report,
+        ),
+    )
     return 0
 
 
