@@ -1,42 +1,61 @@
 """Optuna search over the PSREval space, with ASHA early stopping, on the
 validation split only.
 
-    python sweeps/search.py --num-samples 8                   # validation clean and PGD accuracy, Pareto set
-    python sweeps/search.py --space recipe --archs resnet9 --epsilons none --num-samples 12   # a training recipe
+    psreval search                                     # the shipped paper_search file: validation clean, PGD accuracy
+    psreval search --smoke                             # the shipped demo_search file (make demo): minutes on 2 cores
+    psreval search my_search.yaml --num-samples 12     # your own file; flags the user gives override it
+    psreval search --space recipe --archs resnet9 --epsilons none --num-samples 12   # a training recipe
 
 Two spaces:
-- ``paper``: epsilon, threat, adversarial fraction and training attack (only
-  when there is a threat), attack step size, architecture. The space is
-  conditional (Optuna define-by-run), so no two trials differ only in a
-  value that does nothing.
+- ``paper``: the file's ``params`` (default: epsilon, architecture, threat,
+  adversarial fraction and training attack only under a threat, step size
+  only for the iterative training attack). The space is conditional (Optuna
+  define-by-run), so no two trials differ only in a value that does nothing,
+  and no config is proposed twice.
 - ``recipe``: lr, batch size, local epochs, momentum, schedule, optimizer
   reset and (DP) clipping norm for one dataset/arch/epsilon: how the
   recipes in psreval_tune/recipes.toml were found.
 
 Model selection never sees the test split: ASHA compares the per-round
 validation accuracy (``acc_val``) or training loss, and Optuna's objectives
-must be validation metrics (``acc_val_float``, ``acc_val_wb_pgd``). Test
-metrics appear once, in the summary printed when the search is over.
+must be validation metrics (``acc_val_float``, ``acc_val_wb_pgd``). A trial
+ASHA stops reaches Optuna as pruned (it has no final objective), never as a
+NaN result. Test metrics appear once, in the summary printed when the search
+is over. Sweep files: psreval_tune/sweeps/spec.py; the resolved search is
+logged to the sweep's MLflow run as sweep.yaml.
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
+import json
+import logging
+import math
 import sys
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from .. import recipes
-from .engine import SweepError, SweepSpec, _csv, main_guard, parser, run_sweep
-from ..trainable import SELECTION_METRICS, cycle_config
+from ..config import CycleConfig
+from . import spec
+from .engine import SweepError, SweepSpec, _csv, main_guard, parser, report, run_sweep
 
-from .engine import report
-
+DEFAULT_FILE = "paper_search"
+SMOKE_FILE = "demo_search"
 MODES = ("max", "min")
 ASHA_METRICS = {"acc_val": "max", "train_loss": "min"}  # per-round, never a test metric
-THREATS = ("none", "adv_training", "train_time_attack")
-FRACTIONS = (0.1, 0.2, 0.3, 0.4)
+# Keep in step with trainable.SELECTION_METRICS (a test checks): the final validation metrics a
+# search may optimise. Here so that `psreval search --help` and file errors need no torch.
+SELECTION_METRICS = ("acc_val_float", "acc_val_wb_pgd")
 RECIPE_ROUNDS = {False: [5, 10], True: [5, 10, 20]}  # by private
+# What --space recipe trains: one setting, attacked only as far as the cycle needs (cheap FGSM), no twin.
+RECIPE_FIXED = {"threat": "none", "eval_attacks": ["FGSM"], "train_twin": False}
+RECIPE_SETTING = ("epsilon", "arch")  # a recipe search's one setting
+DEFAULT_OBJECTIVES = {"paper": {"acc_val_float": "max", "acc_val_wb_pgd": "max"}, "recipe": {"acc_val_float": "max"}}
+ENUMERATE_LIMIT = 20000  # configs checked before a search starts (ranges at both ends)
+MAX_PROPOSALS = 100  # proposals in a row that repeat earlier configs before the space counts as exhausted
+
+log = logging.getLogger(__name__)
 
 
 def pareto(frame, objectives: Sequence[str], modes: Sequence[str]):
@@ -46,29 +65,44 @@ def pareto(frame, objectives: Sequence[str], modes: Sequence[str]):
     values = [[s * row[o] for o, s in zip(objectives, signs)] for _, row in done.iterrows()]
 
     def dominated(i: int) -> bool:
-        return any(all(b >= a for a, b in zip(values[i], other)) and any(b > a for a, b in zip(values[i], other))
-                   for j, other in enumerate(values) if j != i)
+        return any(
+            all(b >= a for a, b in zip(values[i], other)) and any(b > a for a, b in zip(values[i], other))
+            for j, other in enumerate(values)
+            if j != i
+        )
 
     keep = [i for i in range(len(values)) if not dominated(i)]
     return done.iloc[keep].sort_values(list(objectives), ascending=[m == "min" for m in modes])
 
 
-def paper_space(trial, epsilons: list, archs: list, lrs: list, fixed: dict[str, Any]) -> dict[str, Any]:
-    """Optuna define-by-run: the paper's axes, a fraction and training attack only under a threat."""
-    trial.suggest_categorical("epsilon", epsilons)
-    trial.suggest_categorical("arch", archs)
-    trial.suggest_float("attack_alpha", 0.5 / 255, 8 / 255)
-    if trial.suggest_categorical("threat", THREATS) != "none":
-        trial.suggest_categorical("adv_fraction", FRACTIONS)
-        trial.suggest_categorical("attack", ["PGD", "FGSM"])
-    if len(lrs) > 1:
-        trial.suggest_categorical("lr", lrs)
-    return {**fixed, **({"lr": lrs[0]} if len(lrs) == 1 else {})}
+# --- the spaces (module-level: Tune pickles the searcher, with these partials, into its checkpoints) ---
+
+
+def active(param: dict[str, Any], context: dict[str, Any]) -> bool:
+    """Whether a param's conditions hold: each named field is fixed or sampled above, with an allowed value."""
+    missing = object()
+    return all(context.get(key, missing) in allowed for key, allowed in param.get("when", {}).items())
+
+
+def conditional_space(trial, params: dict[str, dict[str, Any]], fixed: dict[str, Any]) -> dict[str, Any]:
+    """Optuna define-by-run over a sweep file's params: a param is sampled only when its conditions hold
+    (threat none: no adv_fraction, so 0; FGSM: no attack_alpha). Returns the trial's whole config."""
+    config = dict(fixed)
+    for name, param in params.items():
+        if not active(param, config):
+            continue
+        if "choices" in param:
+            config[name] = trial.suggest_categorical(name, param["choices"])
+        elif param["int"]:
+            config[name] = trial.suggest_int(name, param["low"], param["high"], log=param["log"])
+        else:
+            config[name] = trial.suggest_float(name, param["low"], param["high"], log=param["log"])
+    return config
 
 
 def recipe_space(trial, fixed: dict[str, Any]) -> dict[str, Any]:
     """Optuna define-by-run: the training fields of a recipe (clipping only under DP)."""
-    private = fixed["epsilon"] is not None
+    private = fixed.get("epsilon") is not None
     if private:
         trial.suggest_float("lr", 0.05, 2.0, log=True)
         trial.suggest_categorical("batch_size", [64, 128, 256])
@@ -85,74 +119,300 @@ def recipe_space(trial, fixed: dict[str, Any]) -> dict[str, Any]:
     return fixed
 
 
-def start_points(args, fixed: dict[str, Any]) -> list[dict[str, Any]] | None:
-    """--start-from RECIPE: evaluate that recipe's values first (e.g. a neighbour arch's recipe)."""
-    if args.start_from is None:
+def enumerate_space(
+    params: dict[str, dict[str, Any]], fixed: dict[str, Any], limit: int = ENUMERATE_LIMIT
+) -> Iterator[dict[str, Any]]:
+    """The configs the conditional space can propose, a range as its two ends (at most ``limit``)."""
+    names = list(params)
+
+    def walk(i: int, config: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        if i == len(names):
+            yield config
+            return
+        param = params[names[i]]
+        if not active(param, config):
+            yield from walk(i + 1, config)
+            return
+        values = param["choices"] if "choices" in param else [param["low"], param["high"]]
+        for value in values:
+            yield from walk(i + 1, {**config, names[i]: value})
+
+    return itertools.islice(walk(0, dict(fixed)), limit)
+
+
+def finite(params: dict[str, dict[str, Any]]) -> bool:
+    return all("choices" in p for p in params.values())
+
+
+def _key(config: dict[str, Any]) -> str:
+    return json.dumps(config, sort_keys=True, default=str)
+
+
+def _finite_values(values: Any) -> bool:
+    values = values if isinstance(values, list) else [values]
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+
+
+def __getattr__(name: str):
+    # Tune pickles the searcher into its checkpoints by reference to this module: a fresh process that
+    # restores a search (--resume) finds the class here without importing Ray Tune up front.
+    if name == "PsrevalOptunaSearch":
+        return searcher_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def searcher_class():
+    """OptunaSearch with two fixes; made on first use (it imports Ray Tune and Optuna), once."""
+    if "PsrevalOptunaSearch" in globals():
+        return globals()["PsrevalOptunaSearch"]
+    from optuna.trial import TrialState
+    from ray.tune.search import Searcher
+    from ray.tune.search.optuna import OptunaSearch
+
+    class PsrevalOptunaSearch(OptunaSearch):
+        """Ray's OptunaSearch, but:
+
+        - a trial ASHA stopped (its final objectives are NaN placeholders: Ray needs the metric in every
+          result) is told to Optuna as PRUNED. Ray 2.60 would tell it COMPLETE with NaN, which Optuna
+          refuses ("The value nan is not acceptable", logged by Ray) and the Optuna trial stays RUNNING.
+          Its NaN per-round values are not reported as intermediate values either.
+        - a config identical to one proposed before is not proposed again: that Optuna trial is told
+          FAIL (it never runs) and Optuna is asked again; after MAX_PROPOSALS repeats in a row, or
+          once every config of a finite space was proposed, the search is finished.
+        """
+
+        def __init__(self, *args: Any, distinct: int | None = None, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._distinct = distinct  # configs in a finite space (None: a range makes it infinite)
+            self._proposed: set[str] = set()
+
+        def suggest(self, trial_id: str):
+            for _ in range(MAX_PROPOSALS):
+                if self._distinct is not None and len(self._proposed) >= self._distinct:
+                    break
+                config = super().suggest(trial_id)
+                if not isinstance(config, dict):
+                    return config
+                key = _key(config)
+                if key not in self._proposed:
+                    self._proposed.add(key)
+                    return config
+                self._ot_study.tell(self._ot_trials.pop(trial_id), state=TrialState.FAIL)  # a repeat: never run
+            print(
+                f"search: every config of the space was proposed ({len(self._proposed)}); no more trials",
+                file=sys.stderr,
+                flush=True,
+            )
+            return Searcher.FINISHED
+
+        def _values(self, result: dict | None):
+            if not result:
+                return None
+            if isinstance(self.metric, list):
+                return [result.get(m) for m in self.metric]
+            return result.get(self.metric)
+
+        def on_trial_result(self, trial_id: str, result: dict) -> None:
+            if not isinstance(self.metric, list) and not _finite_values(result.get(self.metric)):
+                return  # a per-round placeholder, not a value of the objective
+            super().on_trial_result(trial_id, result)
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+            if (
+                _finite_values(self._values(result))
+                or trial_id in self._completed_trials
+                or trial_id not in self._ot_trials
+            ):
+                return super().on_trial_complete(trial_id, result, error)
+            # stopped early (no final objective): pruned; or failed
+            self._ot_study.tell(self._ot_trials[trial_id], state=TrialState.FAIL if error else TrialState.PRUNED)
+            self._completed_trials.add(trial_id)
+
+    PsrevalOptunaSearch.__module__ = __name__
+    PsrevalOptunaSearch.__qualname__ = "PsrevalOptunaSearch"
+    globals()["PsrevalOptunaSearch"] = PsrevalOptunaSearch
+    return PsrevalOptunaSearch
+
+
+# --- flags over the file ----------------------------------------------------------------
+
+
+def _set_param(sweep: spec.SweepFile, name: str, values: list, flag: str) -> None:
+    doc = sweep.doc
+    doc["fixed"].pop(name, None)
+    old = doc["params"].get(name, {})
+    new = {"choices": list(values), **({"when": old["when"]} if "when" in old else {})}
+    if name in doc["params"]:
+        doc["params"][name] = new
+    else:  # unconditional: first, so that conditions below may name it
+        doc["params"] = {name: new, **doc["params"]}
+    sweep.flags.append(flag)
+
+
+def resolve_search(sweep: spec.SweepFile, args, given: set[str]) -> dict[str, Any]:
+    """File + flags -> the resolved search; every config it can propose checked."""
+    doc = sweep.doc
+    spec.apply_common(sweep, args, given)
+    switched = "space" in given and args.space != doc["space"]
+    if switched:
+        sweep.flags.append("--space")
+        if args.space == "paper":
+            raise sweep.fail(
+                "--space paper needs a file with params (this one is space: recipe); give a "
+                f"paper-space file, e.g. {DEFAULT_FILE}"
+            )
+        # the paper-space params do not exist in the recipe space; its one setting is epsilon and arch
+        doc["params"] = {k: v for k, v in doc["params"].items() if k in RECIPE_SETTING}
+        doc["space"] = "recipe"
+        doc["fixed"].update(RECIPE_FIXED)
+        if "objectives" not in given:
+            doc.pop("objectives", None)
+    for dest, name in (("epsilons", "epsilon"), ("archs", "arch"), ("lr", "lr")):
+        if dest in given:
+            _set_param(sweep, name, getattr(args, dest), f"--{dest}")
+    if "rounds" in given:
+        spec.set_fixed(sweep, "rounds", args.rounds, "--rounds")
+    for dest, key in (("seeds", "seed"), ("num_samples", "num_samples"), ("start_from", "start_from")):
+        if dest in given:
+            doc[key] = getattr(args, dest)[0] if dest == "seeds" else getattr(args, dest)
+            sweep.flags.append(f"--{dest.replace('_', '-')}")
+    for dest, key in (("asha_metric", "metric"), ("asha_grace", "grace")):
+        if dest in given:
+            doc["asha"][key] = getattr(args, dest)
+            sweep.flags.append(f"--{dest.replace('_', '-')}")
+    _objective_flags(sweep, args, given)
+    # a param with one choice and no condition is fixed (a recipe search's epsilon and arch must be)
+    for name, param in list(doc["params"].items()):
+        if "when" not in param and len(param.get("choices", ())) == 1:
+            doc["params"].pop(name)
+            doc["fixed"][name] = param["choices"][0]
+    if doc["space"] == "recipe":
+        for key, value in RECIPE_FIXED.items():
+            doc["fixed"].setdefault(key, value)
+        if any(name in doc["params"] for name in RECIPE_SETTING):
+            raise sweep.fail("--space recipe searches one setting; give one --archs value and one --epsilons value")
+    if sweep.flags:  # the flags' values checked as the file's are (types, a field set twice, conditions)
+        doc["fixed"] = spec.check_fields(doc["fixed"], "fixed", sweep.fail)
+        doc["params"] = spec.check_params(doc["params"], doc["fixed"], sweep.fail)
+    if "seed" in doc["fixed"]:
+        raise sweep.fail(
+            "fixed.seed is not allowed in a search file; the top-level seed: is Optuna's and every trial's"
+        )
+    resolved = spec.resolve(sweep)
+    resolved.setdefault("objectives", dict(DEFAULT_OBJECTIVES[resolved["space"]]))
+    _check(sweep, resolved, given)
+    return resolved
+
+
+def _objective_flags(sweep: spec.SweepFile, args, given: set[str]) -> None:
+    doc = sweep.doc
+    if "objectives" not in given and "modes" not in given:
+        return
+    names = (
+        list(args.objectives)
+        if "objectives" in given
+        else list(doc.get("objectives") or DEFAULT_OBJECTIVES[doc["space"]])
+    )
+    modes = list(args.modes) if "modes" in given else ["max"] * len(names)
+    if len(modes) != len(names) or any(m not in MODES for m in modes):
+        raise SweepError(
+            f"--modes={','.join(modes)} is not allowed; expected one of max|min per objective ({len(names)} objectives)"
+        )
+    doc["objectives"] = dict(zip(names, modes))
+    sweep.flags += [f for f, d in (("--objectives", "objectives"), ("--modes", "modes")) if d in given]
+
+
+def _check(sweep: spec.SweepFile, resolved: dict[str, Any], given: set[str]) -> None:
+    """Every proposal must be a valid cycle and every objective a validation metric."""
+    for name in resolved["objectives"]:
+        if name not in SELECTION_METRICS:
+            where = f"--objectives={name}" if "objectives" in given else f"{sweep.label}: objectives.{name}"
+            raise SweepError(
+                f"{where} is not allowed; model selection reads validation metrics only: {', '.join(SELECTION_METRICS)}"
+            )
+    metric = resolved["asha"]["metric"]
+    if metric not in ASHA_METRICS:
+        raise sweep.fail(
+            f"asha.metric={metric!r} is not allowed; expected a per-round metric: "
+            f"{', '.join(ASHA_METRICS)} (never a test metric)"
+        )
+    start = resolved.get("start_from")
+    if start is not None:
+        if resolved["space"] != "recipe":
+            raise SweepError("--start-from is not allowed with --space paper; it seeds a --space recipe search")
+        if start not in recipes.load():
+            raise SweepError(f"--start-from={start} is not allowed; expected one of {', '.join(recipes.names())}")
+    for config in configs(resolved):
+        spec.check_config(sweep, config)
+
+
+def trial_fixed(resolved: dict[str, Any]) -> dict[str, Any]:
+    return {**resolved["fixed"], "seed": resolved["seed"]}
+
+
+def configs(resolved: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """What to check before a search starts: every proposal of a paper space (ranges at both ends), or the
+    recipe space's setting."""
+    if resolved["space"] == "recipe":
+        return iter([trial_fixed(resolved)])
+    return enumerate_space(resolved["params"], trial_fixed(resolved))
+
+
+def start_points(resolved: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """start_from RECIPE: evaluate that recipe's values first (e.g. a neighbour arch's recipe)."""
+    if resolved.get("start_from") is None:
         return None
-    if args.space != "recipe":
-        raise SweepError("--start-from is not allowed with --space paper; it seeds a --space recipe search")
-    if args.start_from not in recipes.load():
-        raise SweepError(f"--start-from={args.start_from} is not allowed; expected one of "
-                         f"{', '.join(recipes.names())}")
+    fixed = resolved["fixed"]
     searched = {"lr", "batch_size", "local_epochs", "momentum", "lr_schedule", "reset_optimizer", "rounds"}
-    if fixed["epsilon"] is not None:
+    if fixed.get("epsilon") is not None:
         searched.add("max_grad_norm")
-    values = recipes.fields_of(args.start_from)
+    values = recipes.fields_of(resolved["start_from"])
     return [{k: values[k] for k in sorted(searched - set(fixed))}]
 
 
-def _fixed(args) -> dict[str, Any]:
-    common = {"dataset": "digits" if args.smoke else args.dataset, "data_root": args.data_root,
-              "download": args.download, "seed": args.seeds[0], "attack_repeats": args.attack_repeats or 1}
-    if args.smoke:
-        common.update(recipes.SMOKE)
-    if args.rounds is not None:
-        common["rounds"] = args.rounds
-    if args.space == "recipe":
-        # One setting; attacks only as far as the cycle needs one (cheap FGSM), no twin.
-        return {**common, "arch": args.archs[0], "epsilon": args.epsilons[0], "threat": "none",
-                "eval_attacks": ["FGSM"], "train_twin": False}
-    return {**common, "eval_attacks": ["PGD", "FGSM"], "eval_samples": 64 if args.smoke else None}
+def max_rounds(resolved: dict[str, Any]) -> int:
+    """The most rounds any trial can run (ASHA must let the longest finish)."""
+    fixed = trial_fixed(resolved)
+    if resolved["space"] == "recipe":
+        return (
+            CycleConfig.from_dict(fixed).rounds
+            if "rounds" in fixed
+            else max(RECIPE_ROUNDS[fixed.get("epsilon") is not None])
+        )
+    return max(CycleConfig.from_dict(spec.flatten(c)).rounds for c in configs(resolved))
 
 
-def _check(args, fixed: dict[str, Any]) -> None:
-    """Every sample must be a valid cycle and every objective a validation metric."""
-    bad = [o for o in args.objectives if o not in SELECTION_METRICS]
-    if bad:
-        raise SweepError(f"--objectives={bad[0]} is not allowed; model selection reads validation metrics only: "
-                         f"{', '.join(SELECTION_METRICS)}")
-    if len(args.modes) != len(args.objectives) or any(m not in MODES for m in args.modes):
-        raise SweepError(f"--modes={','.join(args.modes)} is not allowed; expected one of max|min per objective "
-                         f"({len(args.objectives)} objectives)")
-    if args.space == "recipe" and (len(args.archs) != 1 or len(args.epsilons) != 1):
-        raise SweepError("--space recipe searches one setting; give one --archs value and one --epsilons value")
-    for eps, arch, lr in itertools.product(args.epsilons, args.archs, args.lr or [None]):
-        corner = {**fixed, "epsilon": eps, "arch": arch, **({"lr": lr} if lr is not None else {})}
-        if args.space == "paper":
-            corner.update(threat="train_time_attack", adv_fraction=0.4, attack_alpha=8 / 255)
-        cycle_config(corner)
-
-
-def build(args):
+def build(resolved: dict[str, Any]):
+    """(searcher, scheduler) of a resolved search."""
     from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.optuna import OptunaSearch
 
-    args.modes = args.modes or ["max"] * len(args.objectives)
-    fixed = _fixed(args)
-    _check(args, fixed)
-    # partials of module-level functions: Tune pickles the searcher into its checkpoints
-    space = (functools.partial(recipe_space, fixed=fixed) if args.space == "recipe" else
-             functools.partial(paper_space, epsilons=args.epsilons, archs=args.archs, lrs=args.lr, fixed=fixed))
-    multi = len(args.objectives) > 1
-    searcher = OptunaSearch(space=space, metric=args.objectives if multi else args.objectives[0],
-                            mode=args.modes if multi else args.modes[0], seed=args.seeds[0],
-                            points_to_evaluate=start_points(args, fixed))
-    rounds = cycle_config(fixed).rounds
-    if args.space == "recipe" and "rounds" not in fixed:  # ASHA must let the longest trial finish
-        rounds = max(RECIPE_ROUNDS[fixed["epsilon"] is not None])
-    scheduler = ASHAScheduler(metric=args.asha_metric, mode=ASHA_METRICS[args.asha_metric],
-                              time_attr="training_iteration", max_t=rounds + 1, grace_period=args.asha_grace,
-                              reduction_factor=2)
+    fixed = trial_fixed(resolved)
+    if resolved["space"] == "recipe":
+        space, distinct = functools.partial(recipe_space, fixed=fixed), None
+    else:
+        space = functools.partial(conditional_space, params=resolved["params"], fixed=fixed)
+        distinct = (
+            len({_key(c) for c in enumerate_space(resolved["params"], fixed)}) if finite(resolved["params"]) else None
+        )
+    objectives, modes = list(resolved["objectives"]), list(resolved["objectives"].values())
+    multi = len(objectives) > 1
+    searcher = searcher_class()(
+        space=space,
+        metric=objectives if multi else objectives[0],
+        mode=modes if multi else modes[0],
+        seed=resolved["seed"],
+        points_to_evaluate=start_points(resolved),
+        distinct=distinct,
+    )
+    asha = resolved["asha"]
+    scheduler = ASHAScheduler(
+        metric=asha["metric"],
+        mode=ASHA_METRICS[asha["metric"]],
+        time_attr="training_iteration",
+        max_t=max_rounds(resolved) + 1,
+        grace_period=asha["grace"],
+        reduction_factor=2,
+    )
     return searcher, scheduler
 
 
@@ -161,49 +421,98 @@ def _none_or_float(text: str) -> float | None:
 
 
 def add_flags(p) -> None:
-    p.add_argument("--space", default="paper", choices=["paper", "recipe"],
-                   help="paper: the paper's axes; recipe: training hyperparameters of one setting (default: paper)")
-    p.add_argument("--num-samples", type=int, default=8, help="trials Optuna proposes (default: 8)")
-    p.add_argument("--objectives", type=_csv(str), default=None,
-                   help=f"validation metrics to optimise, comma-separated: {', '.join(SELECTION_METRICS)} "
-                        "(default: both for --space paper, acc_val_float for --space recipe)")
+    """The search's flags; each left out keeps the sweep file's value (shown as the shipped default)."""
+    p.add_argument(
+        "--space",
+        default=None,
+        choices=["paper", "recipe"],
+        help="paper: the file's params; recipe: training hyperparameters of one setting (default: the file's, paper)",
+    )
+    p.add_argument("--num-samples", type=int, default=None, help="trials Optuna proposes (default: the file's, 8)")
+    p.add_argument(
+        "--objectives",
+        type=_csv(str),
+        default=None,
+        help=f"validation metrics to optimise, comma-separated: {', '.join(SELECTION_METRICS)} "
+        "(default: the file's; both for --space paper, acc_val_float for --space recipe)",
+    )
     p.add_argument("--modes", type=_csv(str), default=None, help="max|min per objective (default: max)")
-    p.add_argument("--epsilons", type=_csv(_none_or_float), default=None,
-                   help="epsilon choices; 'none' = non-private (default: 1.7,3.4,7.0)")
-    p.add_argument("--archs", type=_csv(str), default=["cnn", "resnet9"], help="architecture choices")
-    p.add_argument("--lr", type=_csv(float), default=None,
-                   help="learning-rate choices for --space paper (default: each setting's recipe)")
+    p.add_argument(
+        "--epsilons",
+        type=_csv(_none_or_float),
+        default=None,
+        help="epsilon choices; 'none' = non-private (default: the file's, 1.7,3.4,7.0)",
+    )
+    p.add_argument(
+        "--archs", type=_csv(str), default=None, help="architecture choices (default: the file's, cnn,resnet9)"
+    )
+    p.add_argument(
+        "--lr",
+        type=_csv(float),
+        default=None,
+        help="learning-rate choices for --space paper (default: each setting's recipe)",
+    )
     p.add_argument("--rounds", type=int, default=None, help="FL rounds per trial (default: the recipe's)")
-    p.add_argument("--start-from", default=None,
-                   help="--space recipe: evaluate this recipe (e.g. digits/resnet9/dp) first, then search")
-    p.add_argument("--asha-grace", type=int, default=2, help="rounds before ASHA may stop a trial (default: 2)")
-    p.add_argument("--asha-metric", default="acc_val", choices=sorted(ASHA_METRICS),
-                   help="per-round metric ASHA compares: acc_val (validation accuracy, higher is better) or "
-                        "train_loss (lower is better) (default: acc_val)")
+    p.add_argument(
+        "--start-from",
+        default=None,
+        help="--space recipe: evaluate this recipe (e.g. digits/resnet9/dp) first, then search",
+    )
+    p.add_argument(
+        "--asha-grace", type=int, default=None, help="rounds before ASHA may stop a trial (default: the file's, 2)"
+    )
+    p.add_argument(
+        "--asha-metric",
+        default=None,
+        choices=sorted(ASHA_METRICS),
+        help="per-round metric ASHA compares: acc_val (validation accuracy, higher is better) or "
+        "train_loss (lower is better) (default: the file's, acc_val)",
+    )
+
+
+def load(argv: Sequence[str] | None = None):
+    """(args, sweep file, resolved search) for a command line; SweepError if not allowed."""
+    p = parser(__doc__.splitlines()[0])
+    spec.add_file_argument(p, DEFAULT_FILE, SMOKE_FILE)
+    add_flags(p)
+    args = p.parse_args(argv)
+    sweep = spec.open_file(args, "search", DEFAULT_FILE, SMOKE_FILE)
+    return args, sweep, resolve_search(sweep, args, spec.given_flags(p, argv))
 
 
 @main_guard
 def main(argv: Sequence[str] | None = None) -> int:
-    p = parser(__doc__.splitlines()[0])
-    add_flags(p)
-    args = p.parse_args(argv)
-    args.epsilons = args.epsilons or [1.7, 3.4, 7.0]
-    args.lr = args.lr or []
-    args.objectives = args.objectives or (["acc_val_float"] if args.space == "recipe" else list(SELECTION_METRICS))
-    if args.num_samples < 1:
-        raise SweepError(f"--num-samples={args.num_samples} is not allowed; expected an integer >= 1")
-    if args.rounds is not None and args.rounds < 1:
-        raise SweepError(f"--rounds={args.rounds} is not allowed; expected an integer >= 1")
-    searcher, scheduler = build(args)
-    results, summary, _ = run_sweep(args, SweepSpec(
-        kind="search", param_space={}, num_samples=args.num_samples, search_alg=searcher, scheduler=scheduler,
-        sweep_params={"space": args.space, "objectives": ",".join(args.objectives), "modes": ",".join(args.modes),
-                      "num_samples": args.num_samples},
-        summary_metrics=list(args.objectives), report=report))
-    front = pareto(summary, args.objectives, args.modes)
+    args, sweep, resolved = load(argv)
+    searcher, scheduler = build(resolved)
+    spec.use_resources(args, resolved)
+    args.sweep = spec.identity(resolved)  # --resume refuses a search whose file changed
+    objectives, modes = list(resolved["objectives"]), list(resolved["objectives"].values())
+    results, summary, _ = run_sweep(
+        args,
+        SweepSpec(
+            kind="search",
+            param_space={},
+            num_samples=resolved["num_samples"],
+            search_alg=searcher,
+            scheduler=scheduler,
+            files={"sweep.yaml": spec.dump(resolved, sweep.source, sweep.flags)},
+            sweep_params={
+                "space": resolved["space"],
+                "objectives": ",".join(objectives),
+                "modes": ",".join(modes),
+                "num_samples": resolved["num_samples"],
+                "sweep_file": sweep.source,
+            },
+            summary_metrics=objectives,
+            report=report,
+        ),
+    )
+    front = pareto(summary, objectives, modes)
     stopped = int((summary["status"] == "stopped early").sum())
-    print(f"\nPareto set over {', '.join(args.objectives)} (validation split; {len(front)} of {len(summary)} trials; "
-          f"{stopped} stopped early by ASHA):")
+    print(
+        f"\nPareto set over {', '.join(objectives)} (validation split; {len(front)} of {len(summary)} trials; "
+        f"{stopped} stopped early by ASHA):"
+    )
     print(front.to_string(index=False) if len(front) else "  (no finished trial)")
     return 0
 
