@@ -81,7 +81,7 @@ def probe_tcp(host: str, port: int, timeout: float = PROBE_TIMEOUT_S) -> str | N
             return None
     except socket.gaierror:
         return f"host {host!r} is not known"
-    except (socket.timeout, TimeoutError):
+    except TimeoutError:  # socket.timeout is TimeoutError
         return f"no answer from {host}:{port} within {timeout:g} s"
     except OSError as exc:
         return f"{host}:{port}: {exc.strerror or exc}"

@@ -4,9 +4,10 @@ MLflow 3's UI keeps a workflow type (``genai`` or ``machine_learning``; the URL'
 ``workflowType`` wins over the one the browser remembers, and ``genai`` is its
 default), which decides the side bar and where an experiment opens. The address
 printed here, ``#/experiments/<id>/runs?workflowType=machine_learning``, opens the
-experiment's runs table in the machine-learning view. (Checked in MLflow 3.17's UI
-code; experiments the sweeps create also carry ``mlflow.experimentKind`` =
-``custom_model_development``, so a bare ``#/experiments/<id>`` opens on runs too.)
+experiment's runs table in the machine-learning view (MLflow 3.17's UI code;
+tests/test_mlflow_ui.py opens it). Experiments the sweeps create also carry the tag
+``mlflow.experimentKind`` = ``custom_model_development``, which that code treats
+as a machine-learning experiment.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ DEFAULT_EXPERIMENT = "psreval"
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="psreval ui", description=__doc__.splitlines()[0])
-    p.add_argument("--run-dir", default="runs", help="folder of the sweeps' local store, runs/mlflow.db (default: runs)")
+    p.add_argument("--run-dir", default="runs",
+                   help="folder of the sweeps' local store, runs/mlflow.db (default: runs)")
     p.add_argument("--tracking-uri", default=None,
                    help="another store (sqlite:///path/mlflow.db); default: sqlite:///RUN_DIR/mlflow.db")
     p.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="experiment the printed address opens "

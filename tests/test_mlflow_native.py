@@ -13,12 +13,18 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from sweep_helpers import ROOT, env, sweep_runs
 
 from psreval_tune import tracking, ui
-from psreval_tune.tracking import (MODEL_NAME, TAG_COMMIT, TAG_DIRTY, TAG_VERSION, Tracker, TrackingSpec,
-                                   source_provenance)
+from psreval_tune.tracking import (
+    MODEL_NAME,
+    TAG_COMMIT,
+    TAG_DIRTY,
+    TAG_VERSION,
+    Tracker,
+    TrackingSpec,
+    source_provenance,
+)
 
 
 def _git(*args: str, cwd: Path) -> str:
@@ -95,6 +101,7 @@ def test_runs_view_url():
     assert ui.results_hint("sqlite:////s/mlflow.db", "1").endswith("`psreval ui --tracking-uri sqlite:////s/mlflow.db`")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_trial_logging_path_model_loads_back_with_the_trial_accuracy(small_cfg, tmp_path, monkeypatch):
     """The trial's own logging calls on a tiny cycle: the MLflow model loads back through runs:/ and
@@ -136,9 +143,9 @@ def test_trial_logging_path_model_loads_back_with_the_trial_accuracy(small_cfg, 
 
 
 def test_system_metrics_flag_without_psutil_is_one_line(tmp_path, monkeypatch, capsys):
-    from psreval_tune.sweeps.engine import parser
-
     import importlib.util
+
+    from psreval_tune.sweeps.engine import parser
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "psutil" else real(name, *a))
@@ -146,11 +153,13 @@ def test_system_metrics_flag_without_psutil_is_one_line(tmp_path, monkeypatch, c
         parser("x").parse_args(["--system-metrics", "--run-dir", str(tmp_path)])
     assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("error: --system-metrics needs psutil") and "pip install psutil" in err
+    assert err.count("\n") == 1 and err.startswith("error: --system-metrics needs psutil")
+    assert "pip install psutil" in err
     monkeypatch.undo()
     assert tracking.system_metrics_missing() is None  # here: Ray ships psutil
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_sweep_records_code_model_datasets_system_metrics_beside_its_store(tmp_path):
     """One tiny sweep run as a user runs it, from an empty working directory, into
@@ -186,10 +195,10 @@ def test_sweep_records_code_model_datasets_system_metrics_beside_its_store(tmp_p
     assert list(store.glob(f"mlartifacts/{run.info.run_id}/artifacts/model_int8.pt2"))
 
     # the float model, loaded back through MLflow, scores the trial's metric on the cycle's test split
+    import mlflow
+
     from psreval_tune.config import CycleConfig
     from psreval_tune.data import load_data
-
-    import mlflow
 
     local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="metrics.json",
                                                 dst_path=str(tmp_path), tracking_uri=uri)

@@ -9,7 +9,9 @@ By default MLflow nests child runs under their parent, collapsed, so the runs ta
 shows only "smoke" (with an expander). MLflow nests only while the table is sorted
 by creation time (or not sorted at all), so the test also opens the runs tab sorted
 by run name (`orderByKey=tags.`mlflow.runName``), which lists all seven runs flat;
-that page is the one screenshotted.
+that page is the one screenshotted. Both are opened at the address `psreval ui` and a
+sweep's last line print (psreval_tune.ui: `#/experiments/<id>/runs?workflowType=machine_learning`,
+MLflow 3's machine-learning runs table rather than its GenAI view).
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ from urllib.parse import quote
 
 import pytest
 from mlflow import MlflowClient
-
 from sweep_helpers import ROOT, env, free_port, kill_group, sweep_runs, wait_for
+
+from psreval_tune.ui import experiment_runs_url
 
 CHROMIUM = Path("/usr/bin/chromium")
 APT_TIMEOUT = 600  # apt-get update + install together
@@ -154,7 +157,7 @@ def _render(chromium: Path, url: str, profile: Path, budget_ms: int, screenshot:
         out, err = proc.communicate(timeout=120)
     except subprocess.TimeoutExpired:
         kill_group(proc)
-        raise AssertionError(f"chromium did not finish rendering {url} within 120s")
+        raise AssertionError(f"chromium did not finish rendering {url} within 120s") from None
     finally:
         try:  # renderer and zygote processes, should any outlive the browser
             os.killpg(proc.pid, signal.SIGKILL)
@@ -205,15 +208,17 @@ def test_mlflow_ui_lists_the_sweep_runs(chromium, mlflow_ui, tmp_path):
     expected = {r.info.run_id: r.info.run_name for r in [parent, *trials]}
     ARTIFACTS.mkdir(exist_ok=True)
 
-    # 1. The experiment's runs tab as it opens: the sweep's parent run, its children nested under it.
-    default_url = f"{url}/#/experiments/{exp_id}/runs"
+    # 1. The runs tab at the address `psreval ui` and a sweep's last line print (workflowType=machine_learning:
+    # MLflow 3's machine-learning view, not its GenAI one): the sweep's parent run, its children nested under it.
+    default_url = experiment_runs_url(url, exp_id)
+    assert default_url == f"{url}/#/experiments/{exp_id}/runs?workflowType=machine_learning"
     dom, links = _render_until(chromium, default_url, tmp_path / "profile-default", {parent.info.run_id}, exp_id)
     assert links.get(parent.info.run_id) == "smoke", (
         f"{default_url} does not list the sweep run 'smoke'; run links: {links}\n{dom[-3000:]}")
     assert f"<strong>{len(expected)}</strong> matching runs" in dom, f"{default_url} does not count 7 runs"
 
     # 2. The same tab sorted by run name, which MLflow does not nest: every run is a row.
-    flat_url = f"{url}/#/experiments/{exp_id}/runs?orderByKey={quote('tags.`mlflow.runName`')}&orderByAsc=true"
+    flat_url = f"{default_url}&orderByKey={quote('tags.`mlflow.runName`')}&orderByAsc=true"
     dom, links = _render_until(chromium, flat_url, tmp_path / "profile-flat", set(expected), exp_id,
                                screenshot=SCREENSHOT)
     (ARTIFACTS / "mlflow_ui.html").write_text(dom)
