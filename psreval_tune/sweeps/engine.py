@@ -8,6 +8,7 @@ space (and searcher/scheduler) and call ``run_sweep``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
 import math
@@ -15,6 +16,7 @@ import os
 import re
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -102,6 +104,9 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--wait-for-resources", action="store_true",
                    help="start even if no node has --cpus-per-trial/--gpus-per-trial free now (an autoscaling "
                         "cluster that will add nodes); without it such a sweep is refused")
+    p.add_argument("--verbose", action="store_true",
+                   help="Ray's full output: Tune's status and result tables, the trials' own log lines and Ray's "
+                        "start-up messages (default: one compact table of the trials, and the summary at the end)")
     p.add_argument("--system-metrics", action="store_true",
                    help="log MLflow's system metrics (CPU, memory, disk, network; GPU with nvidia-ml-py) on every "
                         "trial run, every $MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL s (default 10); needs psutil")
@@ -111,7 +116,7 @@ def parser(description: str) -> argparse.ArgumentParser:
 LOCALHOST = "127.0.0.1"
 # Flags that may change between a sweep and its --resume (how it runs, not what it computes).
 RESUME_MAY_CHANGE = {"resume", "name", "address", "max_concurrent", "max_failures", "node_ip_address",
-                     "wait_for_resources", "cpus_per_trial", "gpus_per_trial", "system_metrics",
+                     "wait_for_resources", "cpus_per_trial", "gpus_per_trial", "system_metrics", "verbose",
                      "sweep_file"}  # the file's path may change; its content (args.sweep) may not
 SWEEP_FLAGS_FILE = ".psreval-sweep.json"  # in the Tune experiment folder: the flags the sweep started with
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -406,18 +411,19 @@ def _sweep_name(args: argparse.Namespace, kind: str, storage: str) -> str:
     return previous[-1]
 
 
-def connect(address: str | None, node_ip_address: str = LOCALHOST) -> None:
+def connect(address: str | None, node_ip_address: str = LOCALHOST, log_to_driver: bool = False) -> None:
+    """``log_to_driver``: the trials' own output on this console (--verbose)."""
     import ray
 
     if ray.is_initialized():
         return
     if address in (None, "", "none", "local"):
-        _local_ray(node_ip_address)
+        _local_ray(node_ip_address, log_to_driver)
         return
     from ray.exceptions import AuthenticationError
 
     try:
-        ray.init(address=address, log_to_driver=False, configure_logging=False)
+        ray.init(address=address, log_to_driver=log_to_driver, configure_logging=False)
     except (ConnectionError, AuthenticationError) as exc:
         if _auth_failure(exc):
             raise SweepError(
@@ -429,7 +435,7 @@ def connect(address: str | None, node_ip_address: str = LOCALHOST) -> None:
             "(cloud) or `ray start --head` (this machine), or use --address none for a local Ray") from None
 
 
-def _local_ray(node_ip_address: str) -> None:
+def _local_ray(node_ip_address: str, log_to_driver: bool = False) -> None:
     """Start a local Ray whose servers (GCS, raylet, workers, agents) listen on ``node_ip_address`` only.
 
     Ray maps a loopback node address to the machine's routable IP unless it runs
@@ -450,7 +456,7 @@ def _local_ray(node_ip_address: str) -> None:
             ray_constants.ENABLE_RAY_CLUSTER = False
         except ImportError:  # a Ray without it: _node_ip_address alone
             pass
-    ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False,
+    ray.init(include_dashboard=False, log_to_driver=log_to_driver, configure_logging=False,
              _node_ip_address=node_ip_address)
 
 
@@ -502,6 +508,12 @@ def run_sweep(args: argparse.Namespace, spec: SweepSpec):
     # apart, so snapshot every second: a small JSON written locally (syncing to
     # remote storage keeps its own period). An explicit setting wins.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+    # With that period, every snapshot a trial's checkpoints force (CheckpointConfig.num_to_keep) comes
+    # within 5 s of a periodic one, and Tune warns "Experiment state snapshotting has been triggered
+    # multiple times in the last 5.0 seconds" each time. Tune's threshold for exactly that warning,
+    # 0, turns it off (the warning says so); nothing else reads it.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    verbose = bool(getattr(args, "verbose", False))
     storage = _storage(args)
     name = _sweep_name(args, spec.kind, storage)
     exp_path = f"{storage.rstrip('/')}/{name}"
@@ -509,17 +521,20 @@ def run_sweep(args: argparse.Namespace, spec: SweepSpec):
     # Imported after the checks: torch, Ray Tune and MLflow take seconds to load.
     from ray import tune
     from ray.tune import Tuner
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     from ..tracking import Tracker, TrackingSpec, local_store, source_provenance
     from ..ui import results_hint
     from ..trainable import TrackingCallback, TrialInfra, run_trial
+    from . import progress
 
     if args.resume and not Tuner.can_restore(exp_path):
         raise SweepError(f"--resume: no restorable sweep at {exp_path}")
     if not args.resume and "://" not in storage and Path(exp_path).exists() and not _only_our_record(Path(exp_path)):
         raise SweepError(f"--name={name}: a sweep of that name exists in {storage}; pass --resume to continue it")
     local = args.address in (None, "", "none", "local")
-    connect(args.address, args.node_ip_address)  # before anything is written: no cluster, no files
+    progress.quiet_logs(verbose)  # before Ray starts: its start-up banners
+    connect(args.address, args.node_ip_address, log_to_driver=verbose)  # before anything is written
     check_cluster_resources(args, started_here=local)
     run_dir = Path(args.run_dir).expanduser().resolve()
     # the code, looked up once here (in the package's folder, not the cwd) and tagged on every run
@@ -546,10 +561,15 @@ def run_sweep(args: argparse.Namespace, spec: SweepSpec):
                            final_objectives=tuple(spec.summary_metrics))
         trainable = tune.with_resources(tune.with_parameters(run_trial, infra=infra),
                                         {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial})
+        # Tune's result.json and progress.csv, not its TensorBoard files (and hint): MLflow is the record.
+        # The live table's callback finds the sweep's board by name (also when restored from tuner.pkl).
+        console_callbacks = [CSVLoggerCallback(), JsonLoggerCallback(), progress.BoardCallback(name)]
         fitting = True
         if args.resume:
             tuner = Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+            loggers_set = _restored_console(tuner, int(verbose), console_callbacks)
         else:
+            loggers_set = True
             tuner = Tuner(
                 trainable,
                 param_space=spec.param_space,
@@ -561,11 +581,16 @@ def run_sweep(args: argparse.Namespace, spec: SweepSpec):
                                             scheduler=spec.scheduler, max_concurrent_trials=args.max_concurrent,
                                             reuse_actors=True),
                 run_config=tune.RunConfig(
-                    name=name, storage_path=storage, verbose=1,
-                    callbacks=[TrackingCallback(tracking, parent)],
+                    name=name, storage_path=storage, verbose=int(verbose),
+                    callbacks=[TrackingCallback(tracking, parent), *console_callbacks],
                     failure_config=tune.FailureConfig(max_failures=args.max_failures),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
-        results = tuner.fit()
+        # Without --verbose: Tune's legacy output engine at verbosity 0 prints nothing (the new one still
+        # prints its configuration box, paths and hints); the live table shows the trials instead.
+        quiet = {"RAY_AIR_NEW_OUTPUT": "0"} if not verbose else {}
+        with progress.console(name, verbose), _environ(
+                **quiet, **({"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"} if loggers_set else {})):
+            results = tuner.fit()
         fitting = False
         full = [r for r in results if r.error is not None and _disk_full(r.error)]
         if full:
@@ -598,6 +623,36 @@ def run_sweep(args: argparse.Namespace, spec: SweepSpec):
     tracker.finish(parent, status)
     print(results_line, flush=True)
     return results, summary, tracking
+
+
+def _restored_console(tuner, verbose: int, callbacks: list) -> bool:
+    """Tuner.restore brings back the RunConfig the sweep started with (its tuner.pkl), console settings and
+    callbacks included: a resumed sweep gets this run's instead (``callbacks`` replace those of the same
+    classes; the tracking callback stays). Ray has no public setter on restore, so the restored run config
+    is changed in place where it can be reached (not through Ray Client). Returns whether it was."""
+    get = getattr(getattr(tuner, "_local_tuner", None), "get_run_config", None)
+    run_config = get() if callable(get) else None
+    if run_config is None:
+        return False
+    replaced = tuple(type(c) for c in callbacks)
+    run_config.callbacks = [c for c in run_config.callbacks or [] if not isinstance(c, replaced)] + list(callbacks)
+    run_config.verbose = verbose
+    return True
+
+
+@contextlib.contextmanager
+def _environ(**values: str):
+    """Environment variables set for the block only (Tune reads these when the sweep starts)."""
+    before = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 class _Stopped(Exception):
@@ -708,11 +763,19 @@ def report(*args: Any, **kwargs: Any):
     return report_sweep(*args, **kwargs)
 
 
+FRAGMENTED = (r"DataFrame is highly fragmented\.  This is usually the result of calling `frame\.insert` many times, "
+              r"which has poor performance\.")
+
+
 def write_report(report: Callable[..., Any], tracking, parent_run_id: str, out_dir: Path) -> Path | None:
     """The sweep's report (tables, figures, report.html) into out_dir and onto its MLflow run.
     Any failure is one warning line: the trials are done and tracked whatever happens here."""
     try:
-        full = report(tracking.tracking_uri, tracking.experiment_name, tracking.sweep_name, out_dir, parent_run_id)
+        with warnings.catch_warnings():
+            # pandas' speed hint about the report's own frame building (psreval_tune/analysis/reports.py),
+            # one per table of the report: not the user's to act on. Exactly that message.
+            warnings.filterwarnings("ignore", message=FRAGMENTED)
+            full = report(tracking.tracking_uri, tracking.experiment_name, tracking.sweep_name, out_dir, parent_run_id)
     except Exception as exc:  # noqa: BLE001 - the sweep's results must not depend on its report
         text = str(exc).strip().splitlines()
         print(f"\nwarning: no report for sweep {tracking.sweep_name!r} ({type(exc).__name__}: "
