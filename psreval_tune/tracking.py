@@ -22,6 +22,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
@@ -425,7 +426,10 @@ class Tracker:
             xs, ys = x.detach().cpu().contiguous().numpy(), y.detach().cpu().contiguous().numpy()
             where = (str(Path(source).expanduser().resolve()) if source else
                      CodeDatasetSource({"mlflow.source.name": f"psreval_tune.data ({name})"}))
-            dataset = mlflow.data.from_numpy(xs, targets=ys, source=where, name=name, digest=split_digest(xs, ys))
+            with warnings.catch_warnings():  # a local path: MLflow registers two equal sources for it and says so
+                warnings.filterwarnings("ignore", "The specified dataset source can be interpreted in multiple ways")
+                dataset = mlflow.data.from_numpy(xs, targets=ys, source=where, name=name,
+                                                 digest=split_digest(xs, ys))
             tags = (InputTag("mlflow.data.context", context), InputTag("psreval.n_samples", str(len(ys))))
             if (dataset.name, dataset.digest, tuple(sorted((t.key, t.value) for t in tags))) in have:
                 continue
