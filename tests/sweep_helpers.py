@@ -9,6 +9,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
+from collections import Counter
 from pathlib import Path
 
 from mlflow import MlflowClient
@@ -59,6 +61,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_mlflow_server(folder: Path, port: int, **extra_env: str) -> subprocess.Popen:
+    """`mlflow server` on 127.0.0.1:PORT over FOLDER/mlflow.db (artifacts in FOLDER/art), one worker (a 2-core
+    machine), in its own process group so kill_group stops its workers too; output appended to FOLDER/mlflow.log,
+    so a server restarted on the same store keeps one log."""
+    with open(folder / "mlflow.log", "a") as log:
+        return subprocess.Popen(
+            [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+             "--backend-store-uri", f"sqlite:///{folder}/mlflow.db", "--artifacts-destination", str(folder / "art"),
+             "--workers", "1"],
+            cwd=folder, env=env(**extra_env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_healthy(uri: str, server: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+    """Until URI/health answers 200; fails at once, with the end of LOG, if the server exits."""
+    def healthy() -> bool:
+        if server.poll() is not None:
+            raise AssertionError(f"mlflow server exited with {server.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2) as resp:
+                return resp.status == 200
+        except OSError:
+            return False
+    wait_for(healthy, timeout, interval=0.5, what=f"{uri}/health")
+
+
 def sweep_runs(tracking_uri: str, experiment: str = "psreval") -> tuple[list, list]:
     """(sweep parent runs, trial runs) of an experiment."""
     client = MlflowClient(tracking_uri)
@@ -79,3 +106,19 @@ def tune_results(exp_dir: Path) -> dict[str, list[dict]]:
         if lines:
             out[lines[0]["trial_id"]] = lines
     return out
+
+
+def one_finished_run_per_trial(tracking_uri: str, trial_ids: set[str], sweep: str) -> tuple:
+    """(parent run, trial runs) of SWEEP, asserting: one parent, FINISHED; exactly one run per Tune trial, each
+    FINISHED."""
+    parents, trials = sweep_runs(tracking_uri)
+    parents = [p for p in parents if p.data.tags["psreval.sweep"] == sweep]
+    assert len(parents) == 1, [p.info.run_name for p in parents]
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    trials = [t for t in trials if t.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    per_trial = Counter(t.data.tags["psreval.trial_id"] for t in trials)
+    assert set(per_trial) == trial_ids
+    assert all(n == 1 for n in per_trial.values()), per_trial  # never a duplicate
+    assert [t.info.status for t in trials] == ["FINISHED"] * len(trial_ids)
+    return parent, trials

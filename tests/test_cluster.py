@@ -15,15 +15,24 @@ import signal
 import subprocess
 import sys
 import tempfile
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
-
-from sweep_helpers import ROOT, env, free_port, run_script, sweep_runs, tune_results, wait_for
+from sweep_helpers import (
+    ROOT,
+    env,
+    free_port,
+    kill_group,
+    run_script,
+    start_mlflow_server,
+    sweep_runs,
+    tune_results,
+    wait_for,
+    wait_healthy,
+)
 
 CLUSTER_YAML = ROOT / "cluster.yaml"
 BIN = Path(sys.executable).parent
@@ -198,27 +207,13 @@ def local_cluster(logs: Path):
 @contextlib.contextmanager
 def mlflow_server(folder: Path, extra_env: dict[str, str]):
     port = free_port()
-    server = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{folder}/mlflow.db", "--artifacts-destination", str(folder / "art"),
-         "--workers", "1"],
-        cwd=folder, env=env(**extra_env), stdout=open(folder / "mlflow.log", "w"), stderr=subprocess.STDOUT,
-        start_new_session=True)
+    server = start_mlflow_server(folder, port, **extra_env)
     uri = f"http://127.0.0.1:{port}"
     try:
-        def healthy():
-            if server.poll() is not None:
-                raise AssertionError((folder / "mlflow.log").read_text()[-3000:])
-            try:
-                return urllib.request.urlopen(f"{uri}/health", timeout=2).status == 200
-            except OSError:
-                return False
-        wait_for(healthy, timeout=120, what="the MLflow server")
+        wait_healthy(uri, server, folder / "mlflow.log")
         yield uri
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.pid, signal.SIGKILL)
-        server.wait(timeout=30)
+        kill_group(server)
 
 
 @pytest.mark.timeout(900)
