@@ -111,6 +111,7 @@ def test_table_beyond_max_rows_shows_running_trials_first_and_counts_the_rest():
 
 def test_event_log_prints_changes_of_status_or_phase_and_a_table_at_most_every_n_seconds():
     log = ct.EventLog(every_s=60)
+    assert log.lines([], 0) == []  # no trials yet: nothing, not even the header
     start = [{"trial": "a_1", "status": "PENDING", "phase": "pending"}, {"trial": "a_2", "status": "PENDING",
                                                                           "phase": "pending"}]
     assert log.lines(start, 0) == ["[0:00] 2 trials: 2 pending"]
@@ -134,7 +135,8 @@ def test_event_log_shows_the_phases_a_trial_went_through_between_two_looks():
     log = ct.EventLog()
     log.lines([], 0)
     row = {"trial": "a_1", "status": "RUNNING", "phase": "training", "path": ["training"], "rounds": 3}
-    assert [line.split(",")[0] for line in log.lines([row], 1)] == ["[0:01] a_1 RUNNING training"]
+    assert [line.split(",")[0] for line in log.lines([row], 1)] == ["[0:01] 1 trial: 1 running",
+                                                                    "[0:01] a_1 RUNNING training"]
     row = {**row, "status": "TERMINATED", "phase": "done", "path": ["training", "twin", "attacks"], "round": 3}
     assert [line.split(",")[0] for line in log.lines([row], 2)] == [
         "[0:02] a_1 RUNNING twin", "[0:02] a_1 RUNNING attacks", "[0:02] a_1 TERMINATED done"]

@@ -259,6 +259,8 @@ class EventLog:
     def lines(self, rows: Sequence[Mapping[str, Any]], seconds: float, resources: str = "",
               final: bool = False) -> list[str]:
         out: list[str] = []
+        if not rows:  # Tune has not created the trials yet
+            return out
         labels = dict(zip([str(r.get("trial")) for r in rows], short_labels([str(r.get("label") or "") for r in rows])))
         if self.last_table is None:
             out += header(rows, seconds, resources, self.width)

@@ -379,8 +379,10 @@ class DropExact(logging.Filter):
 
 # Always: messages about what the sweep does on purpose.
 ALWAYS = {
-    # Per-round results carry the final objectives as NaN (TrialInfra.final_objectives), so Optuna
-    # cannot take a trial ASHA stopped early as a score; Ray logs Optuna's refusal of each one.
+    # Per-round results carry the final objectives as NaN (TrialInfra.final_objectives); a plain
+    # OptunaSearch tells those of a trial ASHA stopped to Optuna, which refuses them, and Ray logs it.
+    # search.PsrevalOptunaSearch tells such a trial PRUNED instead; this covers a search resumed with
+    # the plain one (its searcher state is restored from before).
     "ray.tune.search.optuna.optuna_search": (r"The value nan is not acceptable(; The value nan is not acceptable)*",),
 }
 # Without --verbose: Ray's start-up banners.
