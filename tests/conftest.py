@@ -43,6 +43,20 @@ def trained_cnn(small_cfg, digits):
     return model
 
 
+# Whole modules that start Ray, servers, browsers or subprocess sweeps, or train for many rounds:
+# `make test` runs them, `make test-fast` (-m "not slow") leaves them out.
+SLOW_MODULES = {"test_cluster", "test_sweeps", "test_mlflow_ui", "test_safety_sweeps", "test_safety_bad_inputs",
+                "test_safety_tracking_restart", "test_cli_errors", "test_install", "test_recipes", "test_cycle"}
+# Fixtures that run a sweep or a long training: a test using one is slow wherever it lives.
+SLOW_FIXTURES = {"smoke_sweep"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.module.__name__ in SLOW_MODULES or SLOW_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -129,6 +129,9 @@ class FakeSession:
         monkeypatch.setattr(trainable.tune, "report", self._report)
         monkeypatch.setattr(trainable, "run_cycle", self._run_cycle)
         monkeypatch.setattr(trainable, "write_outputs", self._write_outputs)
+        # the fake cycle has no data splits or model to log (tests/test_mlflow_native.py covers those)
+        monkeypatch.setattr(trainable, "log_splits", lambda *a, **k: None)
+        monkeypatch.setattr(trainable, "log_float_model", lambda *a, **k: None)
         self.fail_after_round = fail_after_round
 
     def _report(self, metrics, checkpoint=None):
@@ -148,7 +151,7 @@ class FakeSession:
             history.append(vars(r).copy())
             state = fake_state(rnd)
             state["history"] = list(history)
-            on_round(r, SimpleNamespace(state_dict=lambda s=state: s))
+            on_round(r, SimpleNamespace(state_dict=lambda s=state: s, data=None))
             if self.fail_after_round == rnd:
                 raise RuntimeError("injected failure after a round")
         return SimpleNamespace(metrics={"acc_clean_float": 0.9, "acc_wb_pgd_mean": 0.3, "none": None},

