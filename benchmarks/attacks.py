@@ -67,16 +67,23 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--inputs", default="digits,cifar", help="comma list of digits (1x8x8), cifar (3x32x32)")
     p.add_argument("--archs", default=",".join(ARCHS))
     p.add_argument("--attacks", default=",".join(ATTACKS))
-    p.add_argument("--batch", type=int, default=None,
-                   help="images per generate() batch (default 256; on CPU see CPU_CASES for the costly cells)")
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        help="images per generate() batch (default 256; on CPU see CPU_CASES for the costly cells)",
+    )
     p.add_argument("--k", type=int, default=None, help="PGD/FAB steps (default 10; on CPU see CPU_CASES)")
     p.add_argument("--fab-batch", type=int, default=None, help="FAB batch (default: --batch, or CPU_CASES)")
-    p.add_argument("--repeats", type=int, default=None,
-                   help="timed attack calls per cell, at least (default: CPU 2, GPU 5)")
-    p.add_argument("--max-repeats", type=int, default=9,
-                   help="more repeats while a cell has run under --cell-seconds (default 9)")
-    p.add_argument("--cell-seconds", type=float, default=8.0,
-                   help="time after which a cell stops adding repeats (default 8)")
+    p.add_argument(
+        "--repeats", type=int, default=None, help="timed attack calls per cell, at least (default: CPU 2, GPU 5)"
+    )
+    p.add_argument(
+        "--max-repeats", type=int, default=9, help="more repeats while a cell has run under --cell-seconds (default 9)"
+    )
+    p.add_argument(
+        "--cell-seconds", type=float, default=8.0, help="time after which a cell stops adding repeats (default 8)"
+    )
     p.add_argument("--fb-calls", type=int, default=3, help="fb calls per repeat, median taken (default 3)")
     p.add_argument("--warmup", type=int, default=2, help="untimed fb calls before a cell (default 2)")
     p.add_argument("--eps", type=float, default=8 / 255)
@@ -140,11 +147,18 @@ def main() -> None:
                 batch = min(batch, max_batch)
                 x, y = x_all[:batch], y_all[:batch]
                 xd, yd = x.to(device), y.to(device)
-                spec = AttackSpec(attack, args.eps, args.alpha, k)
 
                 def run_attack(steps: int = k) -> None:
-                    generate(model, x, y, AttackSpec(attack, args.eps, args.alpha, steps), num_classes=NUM_CLASSES,
-                             seed=args.seed, device=device, batch_size=batch)
+                    generate(
+                        model,
+                        x,
+                        y,
+                        AttackSpec(attack, args.eps, args.alpha, steps),
+                        num_classes=NUM_CLASSES,
+                        seed=args.seed,
+                        device=device,
+                        batch_size=batch,
+                    )
 
                 print(f"{inp:6} {arch:8} {attack:4} k={k:<3} batch {batch}: warm-up", flush=True)
                 for _ in range(args.warmup):
@@ -153,7 +167,8 @@ def main() -> None:
                 fb, fwd, att, ratios, cpu_ratios, ratios_fab_ideal = [], [], [], [], [], []
                 cell_start = time.perf_counter()
                 while len(att) < args.repeats or (
-                        len(att) < args.max_repeats and time.perf_counter() - cell_start < args.cell_seconds):
+                    len(att) < args.max_repeats and time.perf_counter() - cell_start < args.cell_seconds
+                ):
                     fb_pairs = [common.timed_cpu(lambda: passes(xd, yd, True), device) for _ in range(args.fb_calls)]
                     t_fb = statistics.median(w for w, _ in fb_pairs)
                     c_fb = statistics.median(c for _, c in fb_pairs)
@@ -164,17 +179,28 @@ def main() -> None:
                     cpu_ratios.append(c_att / (k * c_fb) if c_fb > 0 else float("nan"))
                     if attack == "FAB":
                         with torch.enable_grad():
-                            t_f = statistics.median(common.timed(lambda: passes(xd, yd, False), device)
-                                                    for _ in range(args.fb_calls))
+                            t_f = statistics.median(
+                                common.timed(lambda: passes(xd, yd, False), device) for _ in range(args.fb_calls)
+                            )
                         fwd.append(t_f)
                         ideal = k * (2 * t_f + NUM_CLASSES * max(t_fb - t_f, 0.0))
                         ratios_fab_ideal.append(t_att / ideal)
                 per_image_ms = [1000 * t / batch for t in att]
                 r = common.summary(ratios)
-                rec = {"input": inp, "shape": [channels, size, size], "arch": arch, "attack": attack, "k": k,
-                       "batch": batch, "attack_seconds": common.summary(att), "fb_seconds": common.summary(fb),
-                       "attack_ms_per_image": common.summary(per_image_ms), "ratio_over_k_fb": r,
-                       "ratio_over_k_fb_per_repeat": ratios, "cpu_time_ratio_over_k_fb": common.summary(cpu_ratios)}
+                rec = {
+                    "input": inp,
+                    "shape": [channels, size, size],
+                    "arch": arch,
+                    "attack": attack,
+                    "k": k,
+                    "batch": batch,
+                    "attack_seconds": common.summary(att),
+                    "fb_seconds": common.summary(fb),
+                    "attack_ms_per_image": common.summary(per_image_ms),
+                    "ratio_over_k_fb": r,
+                    "ratio_over_k_fb_per_repeat": ratios,
+                    "cpu_time_ratio_over_k_fb": common.summary(cpu_ratios),
+                }
                 if attack == "FAB":
                     rec["fwd_seconds"] = common.summary(fwd)
                     rec["ratio_over_k_2fwd_Cbwd"] = common.summary(ratios_fab_ideal)
@@ -182,21 +208,62 @@ def main() -> None:
                 note = ""
                 if attack == "FAB":
                     note = f"{common.summary(ratios_fab_ideal)['median']:.2f}"
-                rows.append([inp, arch, attack, k, batch, len(att), statistics.median(per_image_ms),
-                             1000 * statistics.median(fb) / batch, r["median"], f"{r['min']:.2f}-{r['max']:.2f}",
-                             statistics.median(cpu_ratios), note])
+                rows.append(
+                    [
+                        inp,
+                        arch,
+                        attack,
+                        k,
+                        batch,
+                        len(att),
+                        statistics.median(per_image_ms),
+                        1000 * statistics.median(fb) / batch,
+                        r["median"],
+                        f"{r['min']:.2f}-{r['max']:.2f}",
+                        statistics.median(cpu_ratios),
+                        note,
+                    ]
+                )
     wall = time.perf_counter() - t_start
     print()
-    print(common.table(["input", "arch", "attack", "k", "batch", "reps", "attack ms/img", "fb ms/img",
-                        "time/(k*fb)", "min-max", "CPU-time ratio", "FAB vs k*(2fwd+C*bwd)"], rows))
+    print(
+        common.table(
+            [
+                "input",
+                "arch",
+                "attack",
+                "k",
+                "batch",
+                "reps",
+                "attack ms/img",
+                "fb ms/img",
+                "time/(k*fb)",
+                "min-max",
+                "CPU-time ratio",
+                "FAB vs k*(2fwd+C*bwd)",
+            ],
+            rows,
+        )
+    )
     print(f"\nwall time {wall:.0f} s")
     settings = vars(args).copy()
-    settings.update(cpu_cases_batch_k={":".join(key): v for key, v in CPU_CASES.items()} if on_cpu else None,
-                    labels="model's own predictions on the clean random images",
-                    num_classes=NUM_CLASSES, model_mean_std="(0.5,)*C, (0.25,)*C")
-    common.write_json("attacks", {"benchmark": "attacks", "machine": common.machine_info(device),
-                                  "settings": settings, "wall_seconds": round(wall, 1), "results": records},
-                      args.out)
+    settings.update(
+        cpu_cases_batch_k={":".join(key): v for key, v in CPU_CASES.items()} if on_cpu else None,
+        labels="model's own predictions on the clean random images",
+        num_classes=NUM_CLASSES,
+        model_mean_std="(0.5,)*C, (0.25,)*C",
+    )
+    common.write_json(
+        "attacks",
+        {
+            "benchmark": "attacks",
+            "machine": common.machine_info(device),
+            "settings": settings,
+            "wall_seconds": round(wall, 1),
+            "results": records,
+        },
+        args.out,
+    )
 
 
 if __name__ == "__main__":

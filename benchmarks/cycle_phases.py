@@ -45,14 +45,44 @@ CYCLES = {
     # book-keeping optimisation, side by side in one run.
     "digits_opacus": dict(dataset="digits", epsilon=3.4, grad_sampler="opacus"),
     # DP resnet9 at CIFAR size: the DP-SGD training next to its non-private twin.
-    "cifar_dp": dict(dataset="synthetic", image_size=32, arch="resnet9", train_samples=1024, test_samples=256,
-                     rounds=1, epsilon=7.0, eval_samples=32, attack_repeats=1, eval_attacks=["PGD"]),
-    "cifar_dp_opacus": dict(dataset="synthetic", image_size=32, arch="resnet9", train_samples=1024,
-                            test_samples=256, rounds=1, epsilon=7.0, eval_samples=32, attack_repeats=1,
-                            eval_attacks=["PGD"], grad_sampler="opacus"),
-    "cifar": dict(dataset="synthetic", image_size=32, arch="resnet9", train_samples=1024, test_samples=256,
-                  rounds=2, eval_samples=64, attack_repeats=1, eval_attacks=["PGD", "FGSM"],
-                  threat="adv_training", adv_fraction=0.2),
+    "cifar_dp": dict(
+        dataset="synthetic",
+        image_size=32,
+        arch="resnet9",
+        train_samples=1024,
+        test_samples=256,
+        rounds=1,
+        epsilon=7.0,
+        eval_samples=32,
+        attack_repeats=1,
+        eval_attacks=["PGD"],
+    ),
+    "cifar_dp_opacus": dict(
+        dataset="synthetic",
+        image_size=32,
+        arch="resnet9",
+        train_samples=1024,
+        test_samples=256,
+        rounds=1,
+        epsilon=7.0,
+        eval_samples=32,
+        attack_repeats=1,
+        eval_attacks=["PGD"],
+        grad_sampler="opacus",
+    ),
+    "cifar": dict(
+        dataset="synthetic",
+        image_size=32,
+        arch="resnet9",
+        train_samples=1024,
+        test_samples=256,
+        rounds=2,
+        eval_samples=64,
+        attack_repeats=1,
+        eval_attacks=["PGD", "FGSM"],
+        threat="adv_training",
+        adv_fraction=0.2,
+    ),
 }
 TOP = ("data", "train", "train_twin", "quantize", "eval", "attack")
 
@@ -75,7 +105,11 @@ def _overrides(pairs: list[str]) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--cycles", default="digits_opacus,digits,cifar_dp_opacus,cifar_dp,cifar", help="comma list of " + ", ".join(CYCLES))
+    p.add_argument(
+        "--cycles",
+        default="digits_opacus,digits,cifar_dp_opacus,cifar_dp,cifar",
+        help="comma list of " + ", ".join(CYCLES),
+    )
     p.add_argument("--digits", action="append", default=[], metavar="KEY=VALUE", help="override a digits field")
     p.add_argument("--cifar", action="append", default=[], metavar="KEY=VALUE", help="override a cifar field")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -96,15 +130,17 @@ def main() -> None:
         if name not in CYCLES:
             p.error(f"--cycles: {name!r} is not one of {', '.join(CYCLES)}")
         cfg = CycleConfig(**{**CYCLES[name], **_overrides(getattr(args, name.split("_")[0])), "device": args.device})
-        print(f"== {name}: {cfg.dataset} {cfg.arch}, {cfg.rounds} rounds, epsilon {cfg.epsilon}, threat {cfg.threat}",
-              flush=True)
+        print(
+            f"== {name}: {cfg.dataset} {cfg.arch}, {cfg.rounds} rounds, epsilon {cfg.epsilon}, threat {cfg.threat}",
+            flush=True,
+        )
         progress = None if args.quiet else (lambda msg: print("   ", msg, flush=True))
         start = time.perf_counter()
         result = run_cycle(cfg, progress=progress)
         wall = time.perf_counter() - start
         m = result.metrics
         total = m["time_total_s"]
-        phases = {k[len("time_"):-len("_s")]: v for k, v in m.items() if k.startswith("time_") and k.endswith("_s")}
+        phases = {k[len("time_") : -len("_s")]: v for k, v in m.items() if k.startswith("time_") and k.endswith("_s")}
         rows = []
         for ph in TOP:
             if ph in phases:
@@ -117,20 +153,32 @@ def main() -> None:
         table = common.table(["phase", "seconds", "% of total"], rows)
         tables.append((name, table))
         print(table, flush=True)
-        records.append({
-            "cycle": name, "config": cfg.to_dict(), "phases_s": phases,
-            "phases_pct_of_total": {k: round(100 * v / total, 2) for k, v in phases.items()},
-            "other_s": round(other, 4), "wall_s": round(wall, 3),
-            "acc_clean_float": m.get("acc_clean_float"), "epsilon_spent": m.get("epsilon_spent"),
-            "seconds_per_round_train": round(phases.get("train", 0.0) / cfg.rounds, 4),
-        })
+        records.append(
+            {
+                "cycle": name,
+                "config": cfg.to_dict(),
+                "phases_s": phases,
+                "phases_pct_of_total": {k: round(100 * v / total, 2) for k, v in phases.items()},
+                "other_s": round(other, 4),
+                "wall_s": round(wall, 3),
+                "acc_clean_float": m.get("acc_clean_float"),
+                "epsilon_spent": m.get("epsilon_spent"),
+                "seconds_per_round_train": round(phases.get("train", 0.0) / cfg.rounds, 4),
+            }
+        )
     print()
     for name, table in tables:
         print(f"{name}:\n{table}\n")
-    common.write_json("cycle_phases", {"benchmark": "cycle_phases", "machine": common.machine_info(device),
-                                       "settings": {"cycles": args.cycles, "device": args.device,
-                                                    "threads": args.threads},
-                                       "results": records}, args.out)
+    common.write_json(
+        "cycle_phases",
+        {
+            "benchmark": "cycle_phases",
+            "machine": common.machine_info(device),
+            "settings": {"cycles": args.cycles, "device": args.device, "threads": args.threads},
+            "results": records,
+        },
+        args.out,
+    )
 
 
 if __name__ == "__main__":

@@ -56,7 +56,6 @@ import subprocess
 import sys
 import time
 import warnings
-from pathlib import Path
 
 import _common as common
 
@@ -70,20 +69,27 @@ GPU_STEPS = 30
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--archs", default=",".join(ARCHS), help="comma list of %s (default: all)" % ", ".join(ARCHS))
-    p.add_argument("--modes", default=",".join(MODES),
-                   help="comma list of DP modes %s (default: all; the SGD baseline always runs)" % ", ".join(MODES))
+    p.add_argument("--archs", default=",".join(ARCHS), help=f"comma list of {', '.join(ARCHS)} (default: all)")
+    p.add_argument(
+        "--modes",
+        default=",".join(MODES),
+        help=f"comma list of DP modes {', '.join(MODES)} (default: all; the SGD baseline always runs)",
+    )
     p.add_argument("--batch", type=int, default=128, help="expected (mean Poisson) batch size (default 128)")
     p.add_argument("--image-size", type=int, default=32, help="square input size (default 32)")
-    p.add_argument("--steps", type=int, default=None,
-                   help=f"measured steps per mode (default: CPU {CPU_STEPS}, GPU {GPU_STEPS})")
+    p.add_argument(
+        "--steps", type=int, default=None, help=f"measured steps per mode (default: CPU {CPU_STEPS}, GPU {GPU_STEPS})"
+    )
     p.add_argument("--warmup", type=int, default=1, help="untimed steps per mode first (default 1)")
-    p.add_argument("--warmup-batch", type=int, default=None,
-                   help="images per warm-up step (default: CPU 16, GPU --batch); the first call's one-off "
-                        "costs (hook set-up, vmap, allocator) do not depend on it")
+    p.add_argument(
+        "--warmup-batch",
+        type=int,
+        default=None,
+        help="images per warm-up step (default: CPU 16, GPU --batch); the first call's one-off "
+        "costs (hook set-up, vmap, allocator) do not depend on it",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core)")
-    p.add_argument("--pool-batches", type=int, default=8,
-                   help="pool of batch*K images, sample rate q=1/K (default 8)")
+    p.add_argument("--pool-batches", type=int, default=8, help="pool of batch*K images, sample rate q=1/K (default 8)")
     p.add_argument("--noise-multiplier", type=float, default=1.0)
     p.add_argument("--max-grad-norm", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
@@ -139,10 +145,16 @@ class Runner:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 engine = PrivacyEngine(accountant="rdp")
-                kwargs = dict(module=model, optimizer=optimizer, data_loader=pool_loader,
-                              noise_multiplier=args.noise_multiplier, max_grad_norm=args.max_grad_norm,
-                              poisson_sampling=True, grad_sample_mode="hooks" if mode in ("conv-loop", "bk") else mode,
-                              noise_generator=torch.Generator(device=device).manual_seed(seed))
+                kwargs = dict(
+                    module=model,
+                    optimizer=optimizer,
+                    data_loader=pool_loader,
+                    noise_multiplier=args.noise_multiplier,
+                    max_grad_norm=args.max_grad_norm,
+                    poisson_sampling=True,
+                    grad_sample_mode="hooks" if mode in ("conv-loop", "bk") else mode,
+                    noise_generator=torch.Generator(device=device).manual_seed(seed),
+                )
                 if mode == "ghost":
                     kwargs["criterion"] = criterion
                     model, optimizer, criterion, _ = engine.make_private(**kwargs)
@@ -257,8 +269,11 @@ def run_arch(arch: str, args: argparse.Namespace, argv: list[str]) -> dict[str, 
             elif kind == "ERROR":  # the mode raised: final
                 results[msg["mode"]] = {"error": f"{msg['error']} (in {msg['phase']})"}
             elif kind == "DONE":
-                finished[msg["mode"]] = {"steps": steps.get(msg["mode"], []), "poisson": msg["poisson"],
-                                         "cuda_peak_gib": msg["cuda_peak_gib"]}
+                finished[msg["mode"]] = {
+                    "steps": steps.get(msg["mode"], []),
+                    "poisson": msg["poisson"],
+                    "cuda_peak_gib": msg["cuda_peak_gib"],
+                }
         rc = proc.wait()
         if sys.stdout.isatty():
             print(" " * 40, end="\r")
@@ -306,8 +321,11 @@ def main() -> None:
     rows, records = [], []
     for arch in args.archs:
         steps = args.steps or (GPU_STEPS if device == "cuda" else CPU_STEPS[arch])
-        print(f"{arch}: batch ~{args.batch}, {args.image_size}x{args.image_size}, {args.warmup} warm-up + {steps} "
-              f"measured steps per mode, modes sgd,{','.join(args.modes)}", flush=True)
+        print(
+            f"{arch}: batch ~{args.batch}, {args.image_size}x{args.image_size}, {args.warmup} warm-up + {steps} "
+            f"measured steps per mode, modes sgd,{','.join(args.modes)}",
+            flush=True,
+        )
         res = run_arch(arch, args, base_argv)
         base = res.get("sgd", {})
         base_pi = statistics.median(per_image(base["steps"])) if base.get("steps") else None
@@ -328,30 +346,71 @@ def main() -> None:
                 ratio = statistics.median(pi) / base_pi if base_pi else None
                 cpu_pi = per_image(r["steps"], cpu=True)
                 cpu_ratio = statistics.median(cpu_pi) / base_cpu if base_cpu else None
-                rec.update(images_per_s=ips, step_seconds=step_s, cpu_seconds_per_image=common.summary(cpu_pi),
-                           batch_sizes=[b for _, b, _ in r["steps"]], poisson_sampling=r["poisson"],
-                           ratio_dp_over_sgd=ratio, cpu_time_ratio_dp_over_sgd=cpu_ratio,
-                           cuda_peak_gib=r["cuda_peak_gib"])
-                rows.append([arch, mode, ips["median"], f"{ips['min']:.1f}-{ips['max']:.1f}", step_s["median"],
-                             ratio, cpu_ratio, "yes" if r["poisson"] else ("-" if mode == "sgd" else "no"), ""])
+                rec.update(
+                    images_per_s=ips,
+                    step_seconds=step_s,
+                    cpu_seconds_per_image=common.summary(cpu_pi),
+                    batch_sizes=[b for _, b, _ in r["steps"]],
+                    poisson_sampling=r["poisson"],
+                    ratio_dp_over_sgd=ratio,
+                    cpu_time_ratio_dp_over_sgd=cpu_ratio,
+                    cuda_peak_gib=r["cuda_peak_gib"],
+                )
+                rows.append(
+                    [
+                        arch,
+                        mode,
+                        ips["median"],
+                        f"{ips['min']:.1f}-{ips['max']:.1f}",
+                        step_s["median"],
+                        ratio,
+                        cpu_ratio,
+                        "yes" if r["poisson"] else ("-" if mode == "sgd" else "no"),
+                        "",
+                    ]
+                )
             records.append(rec)
     wall = time.perf_counter() - t0
 
     print()
-    print(common.table(["arch", "mode", "img/s (median)", "img/s min-max", "s/step (median)",
-                        "DP/SGD time", "DP/SGD CPU time", "Poisson", "error"], rows))
+    print(
+        common.table(
+            [
+                "arch",
+                "mode",
+                "img/s (median)",
+                "img/s min-max",
+                "s/step (median)",
+                "DP/SGD time",
+                "DP/SGD CPU time",
+                "Poisson",
+                "error",
+            ],
+            rows,
+        )
+    )
     print(f"\nwall time {wall:.0f} s")
     settings = {k: v for k, v in vars(args).items() if k != "worker"}
-    settings["steps_per_arch"] = {a: args.steps or (GPU_STEPS if device == "cuda" else CPU_STEPS[a])
-                                  for a in args.archs}
+    settings["steps_per_arch"] = {
+        a: args.steps or (GPU_STEPS if device == "cuda" else CPU_STEPS[a]) for a in args.archs
+    }
     settings["warmup_batch"] = args.warmup_batch or (args.batch if device == "cuda" else 16)
-    settings["sampling"] = ("Poisson: each of batch*pool_batches fixed random images joins a step with "
-                            "q=1/pool_batches (batch ~ Binomial), drawn once before timing; same batches "
-                            "for every mode; modes stepped round-robin")
-    common.write_json("dp_sgd", {
-        "benchmark": "dp_sgd", "machine": common.machine_info(device), "settings": settings,
-        "wall_seconds": round(wall, 1), "results": records,
-    }, args.out)
+    settings["sampling"] = (
+        "Poisson: each of batch*pool_batches fixed random images joins a step with "
+        "q=1/pool_batches (batch ~ Binomial), drawn once before timing; same batches "
+        "for every mode; modes stepped round-robin"
+    )
+    common.write_json(
+        "dp_sgd",
+        {
+            "benchmark": "dp_sgd",
+            "machine": common.machine_info(device),
+            "settings": settings,
+            "wall_seconds": round(wall, 1),
+            "results": records,
+        },
+        args.out,
+    )
 
 
 if __name__ == "__main__":

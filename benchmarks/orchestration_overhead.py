@@ -27,10 +27,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=3, help="cycles on each side (default: 3)")
     p.add_argument("--rounds", type=int, default=10, help="FL rounds per cycle (default 10, the cycle default)")
-    p.add_argument("--arch", default="resnet9",
-                   help="model (default resnet9: a ~30 s DP digits cycle on 2 cores, ~1.5 s per round; "
-                        "cnn with --rounds 120 gives ~17 s cycles of 0.14 s rounds, the worst case for "
-                        "per-round reporting and checkpointing)")
+    p.add_argument(
+        "--arch",
+        default="resnet9",
+        help="model (default resnet9: a ~30 s DP digits cycle on 2 cores, ~1.5 s per round; "
+        "cnn with --rounds 120 gives ~17 s cycles of 0.14 s rounds, the worst case for "
+        "per-round reporting and checkpointing)",
+    )
     p.add_argument("--out", default=str(RESULTS / "orchestration_overhead.json"))
     args = p.parse_args()
 
@@ -39,8 +42,15 @@ def main() -> None:
     from psreval_tune.cycle import TwinCache, run_cycle
 
     quiet_known_warnings()
-    cfg = CycleConfig(dataset="digits", arch=args.arch, epsilon=3.4, rounds=args.rounds, eval_attacks=("PGD", "FGSM"),
-                      attack_repeats=2, device="cpu")
+    cfg = CycleConfig(
+        dataset="digits",
+        arch=args.arch,
+        epsilon=3.4,
+        rounds=args.rounds,
+        eval_attacks=("PGD", "FGSM"),
+        attack_repeats=2,
+        device="cpu",
+    )
     cpus = os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as tmp:
         # Both sides cache the non-private twin, so both train it once.
@@ -58,16 +68,31 @@ def main() -> None:
         from psreval_tune.sweeps.engine import SweepSpec, parser, run_sweep
 
         space = {**cfg.to_dict(), "replica": tune.grid_search([{"seed": cfg.seed}] * args.n)}
-        sweep_args = parser("bench").parse_args(["--run-dir", str(Path(tmp) / "runs"), "--name", "bench",
-                                                 "--max-concurrent", "1", "--cpus-per-trial", str(cpus)])
+        sweep_args = parser("bench").parse_args(
+            [
+                "--run-dir",
+                str(Path(tmp) / "runs"),
+                "--name",
+                "bench",
+                "--max-concurrent",
+                "1",
+                "--cpus-per-trial",
+                str(cpus),
+            ]
+        )
         start = time.perf_counter()
         results, _, _ = run_sweep(sweep_args, SweepSpec(kind="bench", param_space=space))
         swept = time.perf_counter() - start
         trial_times = [r.metrics["time_total_s"] for r in results]
 
     row = {
-        "n": args.n, "arch": args.arch, "rounds": args.rounds, "cpus": cpus, "machine": platform.machine(),
-        "direct_total_s": round(direct, 2), "sweep_total_s": round(swept, 2),
+        "n": args.n,
+        "arch": args.arch,
+        "rounds": args.rounds,
+        "cpus": cpus,
+        "machine": platform.machine(),
+        "direct_total_s": round(direct, 2),
+        "sweep_total_s": round(swept, 2),
         "direct_per_cycle_s": [round(t, 2) for t in direct_times],
         "sweep_cycle_inside_trial_s": [round(t, 2) for t in trial_times],
         "ratio_sweep_over_direct": round(swept / direct, 4),
@@ -76,7 +101,9 @@ def main() -> None:
     print(f"\n{'':28}{'direct':>10}{'sweep':>10}")
     print(f"{'wall time, N cycles (s)':28}{direct:10.1f}{swept:10.1f}")
     print(f"{'mean cycle (s)':28}{direct / args.n:10.1f}{sum(trial_times) / args.n:10.1f}  (sweep: inside the trial)")
-    print(f"ratio sweep/direct: {row['ratio_sweep_over_direct']:.3f}  ({row['overhead_pct']:+.1f}% overhead, N={args.n})")
+    print(
+        f"ratio sweep/direct: {row['ratio_sweep_over_direct']:.3f}  ({row['overhead_pct']:+.1f}% overhead, N={args.n})"
+    )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(row, indent=2))
     print(f"wrote {args.out}")

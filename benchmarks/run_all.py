@@ -53,8 +53,16 @@ def main() -> None:
     print("\n######## make bench ########")
     print(common.table(["benchmark", "wall s", "exit"], [[n, v["seconds"], v["rc"]] for n, v in timings.items()]))
     print(f"total {total:.0f} s ({total / 60:.1f} min)")
-    common.write_json("run_all", {"benchmark": "run_all", "machine": common.machine_info(common.pick_device(args.device)),
-                                  "settings": vars(args), "scripts": timings, "total_seconds": round(total, 1)})
+    common.write_json(
+        "run_all",
+        {
+            "benchmark": "run_all",
+            "machine": common.machine_info(common.pick_device(args.device)),
+            "settings": vars(args),
+            "scripts": timings,
+            "total_seconds": round(total, 1),
+        },
+    )
     if failed:
         sys.exit(f"failed: {', '.join(failed)}")
 

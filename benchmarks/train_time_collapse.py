@@ -19,7 +19,6 @@ import argparse
 import statistics
 
 import torch
-
 from _common import machine_info, table, write_json
 
 SETTINGS = ("smoke", "smoke-10-rounds", "recipe")
@@ -45,8 +44,16 @@ def run(setting: str, epsilon: float | None, seed: int) -> dict:
         shares.append(float(torch.bincount(y).max()) / len(y))
         return y
 
-    cfg = CycleConfig(arch="cnn", epsilon=epsilon, threat="train_time_attack", adv_fraction=0.2, attack="FGSM",
-                      seed=seed, device="cpu", **training(setting))
+    cfg = CycleConfig(
+        arch="cnn",
+        epsilon=epsilon,
+        threat="train_time_attack",
+        adv_fraction=0.2,
+        attack="FGSM",
+        seed=seed,
+        device="cpu",
+        **training(setting),
+    )
     data = load_data(cfg)
     history: list[float] = []
     federated.predict = spy
@@ -71,13 +78,29 @@ def main() -> None:
     for s in SETTINGS:
         for e in (3.4, None):
             sel = [r for r in runs if r["setting"] == s and r["epsilon"] == e]
-            rows.append([s, "non-private" if e is None else f"DP eps={e}",
-                         statistics.fmean(r["top_label_share"][0] for r in sel),
-                         statistics.fmean(statistics.fmean(r["top_label_share"]) for r in sel),
-                         statistics.fmean(r["acc_val"][-1] for r in sel),
-                         " ".join(f"{r['acc_val'][-1]:.2f}" for r in sel)])
-    print(table(["setting", "model", "top label share r1", "top share, all rounds", "final val acc (mean)",
-                 "final val acc per seed"], rows))
+            rows.append(
+                [
+                    s,
+                    "non-private" if e is None else f"DP eps={e}",
+                    statistics.fmean(r["top_label_share"][0] for r in sel),
+                    statistics.fmean(statistics.fmean(r["top_label_share"]) for r in sel),
+                    statistics.fmean(r["acc_val"][-1] for r in sel),
+                    " ".join(f"{r['acc_val'][-1]:.2f}" for r in sel),
+                ]
+            )
+    print(
+        table(
+            [
+                "setting",
+                "model",
+                "top label share r1",
+                "top share, all rounds",
+                "final val acc (mean)",
+                "final val acc per seed",
+            ],
+            rows,
+        )
+    )
     write_json("train_time_collapse", {"machine": machine_info("cpu"), "runs": runs}, args.out)
 
 

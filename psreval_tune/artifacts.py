@@ -33,8 +33,30 @@ if TYPE_CHECKING:
 
 ARTIFACTS = ("metrics.json", "model_float.pt", "model_int8.pt2", "adv_examples.png")
 # Top-level folders that are never an output folder.
-SYSTEM_DIRS = {"bin", "boot", "dev", "etc", "lib", "lib32", "lib64", "libx32", "opt", "proc", "root", "run",
-               "sbin", "srv", "sys", "usr", "var", "tmp", "home", "mnt", "media", "snap"}
+SYSTEM_DIRS = {
+    "bin",
+    "boot",
+    "dev",
+    "etc",
+    "lib",
+    "lib32",
+    "lib64",
+    "libx32",
+    "opt",
+    "proc",
+    "root",
+    "run",
+    "sbin",
+    "srv",
+    "sys",
+    "usr",
+    "var",
+    "tmp",
+    "home",
+    "mnt",
+    "media",
+    "snap",
+}
 
 
 class OutputError(ConfigError):
@@ -92,21 +114,26 @@ def check_out_dir(out: str | os.PathLike, overwrite: bool, flag: str = "--out") 
         raise OutputError(f"{flag}={str(out)!r} exists and is not a folder")
     reason = _dangerous(p.resolve())
     if reason:
-        raise OutputError(f"{flag}={str(out)!r} is {reason}; refused: results go into a new or empty folder "
-                          f"(e.g. {flag} runs/cycle)")
+        raise OutputError(
+            f"{flag}={str(out)!r} is {reason}; refused: results go into a new or empty folder (e.g. {flag} runs/cycle)"
+        )
     check_writable_dir(p, flag)
     if not p.is_dir():
         return
     entries = sorted(e.name for e in os.scandir(p))
     if entries and not overwrite:
         shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
-        raise OutputError(f"{flag}={str(out)!r} is a non-empty folder ({shown}); allowed: a new or empty folder, "
-                          f"or --overwrite to replace only this program's files ({', '.join(ARTIFACTS)}) in it")
+        raise OutputError(
+            f"{flag}={str(out)!r} is a non-empty folder ({shown}); allowed: a new or empty folder, "
+            f"or --overwrite to replace only this program's files ({', '.join(ARTIFACTS)}) in it"
+        )
     for name in ARTIFACTS:
         target = p / name
         if os.path.lexists(target) and (target.is_symlink() or not target.is_file()):
-            raise OutputError(f"{flag}={str(out)!r}: {name} in it is not a regular file; --overwrite replaces "
-                              "only regular files this program writes")
+            raise OutputError(
+                f"{flag}={str(out)!r}: {name} in it is not a regular file; --overwrite replaces "
+                "only regular files this program writes"
+            )
 
 
 def _make_temp_dir(parent: Path, stem: str) -> Path:
@@ -127,7 +154,7 @@ def _jsonable(value):
     return value
 
 
-def summary(result: "CycleResult") -> dict:
+def summary(result: CycleResult) -> dict:
     return {
         "config": result.config.to_dict(),
         "metrics": {k: _jsonable(v) for k, v in result.metrics.items()},
@@ -135,7 +162,7 @@ def summary(result: "CycleResult") -> dict:
     }
 
 
-def save_image_grid(result: "CycleResult", path: Path) -> None:
+def save_image_grid(result: CycleResult, path: Path) -> None:
     """Top row clean test images, bottom row their adversarial versions."""
     import torch
 
@@ -152,7 +179,7 @@ def save_image_grid(result: "CycleResult", path: Path) -> None:
     utils.save_image(grid, str(path))
 
 
-def _write_files(result: "CycleResult", folder: Path) -> None:
+def _write_files(result: CycleResult, folder: Path) -> None:
     import torch
 
     from .quantize import save_int8
@@ -168,7 +195,7 @@ def _write_files(result: "CycleResult", folder: Path) -> None:
         json.dump(summary(result), fh, indent=2, sort_keys=True)
 
 
-def write_outputs(result: "CycleResult", out_dir: str | os.PathLike, overwrite: bool = True) -> Path:
+def write_outputs(result: CycleResult, out_dir: str | os.PathLike, overwrite: bool = True) -> Path:
     """Write the cycle's four files into ``out_dir`` (see the module docstring for what is refused).
 
     ``overwrite=False`` refuses a non-empty folder; ``True`` (the library's default, which a
@@ -192,8 +219,9 @@ def write_outputs(result: "CycleResult", out_dir: str | os.PathLike, overwrite: 
             os.rename(tmp, out)
         except OSError as exc:
             if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
-                raise OutputError(f"--out={str(out_dir)!r} appeared while the cycle ran and is not empty; "
-                                  "nothing in it was touched") from None
+                raise OutputError(
+                    f"--out={str(out_dir)!r} appeared while the cycle ran and is not empty; nothing in it was touched"
+                ) from None
             raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

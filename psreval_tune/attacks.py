@@ -24,7 +24,7 @@ class AttackSpec:
     steps: int
 
     @classmethod
-    def from_config(cls, cfg: CycleConfig, name: str | None = None) -> "AttackSpec":
+    def from_config(cls, cfg: CycleConfig, name: str | None = None) -> AttackSpec:
         return cls(name or cfg.attack, cfg.attack_eps, cfg.attack_alpha, cfg.attack_steps)
 
 
@@ -40,9 +40,18 @@ def build_attack(spec: AttackSpec, model: nn.Module, num_classes: int, seed: int
     raise ValueError(f"attack={spec.name!r} is not one of PGD, FGSM, FAB")
 
 
-def generate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: AttackSpec, *, num_classes: int,
-             seed: int, device: str, batch_size: int = 256,
-             progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+def generate(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    spec: AttackSpec,
+    *,
+    num_classes: int,
+    seed: int,
+    device: str,
+    batch_size: int = 256,
+    progress: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
     """Adversarial versions of ``x`` (on CPU), generated batch by batch on ``device``.
 
     ``seed`` fixes the attack's randomness (PGD's random start, FAB's
@@ -65,9 +74,9 @@ def generate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: AttackSpe
         with torch.random.fork_rng(devices=fork_devices):
             torch.manual_seed(seed)
             for batch, start in enumerate(range(0, len(x), batch_size)):
-                xb = x[start:start + batch_size].to(device)
-                yb = y[start:start + batch_size].to(device)
-                out[start:start + len(xb)] = attack(xb, yb).detach().cpu()
+                xb = x[start : start + batch_size].to(device)
+                yb = y[start : start + batch_size].to(device)
+                out[start : start + len(xb)] = attack(xb, yb).detach().cpu()
                 if progress is not None:
                     progress(batch + 1, -(-len(x) // batch_size))
     finally:

@@ -113,8 +113,11 @@ def _conv_norms(layer: nn.Conv2d, a: torch.Tensor, g: torch.Tensor, per_sample) 
 def _conv_sums(layer: nn.Conv2d, a: torch.Tensor, g: torch.Tensor, names) -> Grads:
     if "weight" not in names:
         return {}
-    return {"weight": torch.nn.grad.conv2d_weight(a, layer.weight.shape, g, layer.stride, layer.padding,
-                                                  layer.dilation, layer.groups)}
+    return {
+        "weight": torch.nn.grad.conv2d_weight(
+            a, layer.weight.shape, g, layer.stride, layer.padding, layer.dilation, layer.groups
+        )
+    }
 
 
 def _group_norm_norms(layer: nn.GroupNorm, a: torch.Tensor, g: torch.Tensor, per_sample) -> Norms:
@@ -226,11 +229,15 @@ class BookKeepingOptimizer(DPOptimizerFastGradientClipping):
     """
 
     def __init__(self, dp_optimizer: DPOptimizer, module: BookKeepingModule):
-        super().__init__(dp_optimizer.original_optimizer, noise_multiplier=dp_optimizer.noise_multiplier,
-                         max_grad_norm=dp_optimizer.max_grad_norm,
-                         expected_batch_size=dp_optimizer.expected_batch_size,
-                         loss_reduction=dp_optimizer.loss_reduction, generator=dp_optimizer.generator,
-                         secure_mode=dp_optimizer.secure_mode)
+        super().__init__(
+            dp_optimizer.original_optimizer,
+            noise_multiplier=dp_optimizer.noise_multiplier,
+            max_grad_norm=dp_optimizer.max_grad_norm,
+            expected_batch_size=dp_optimizer.expected_batch_size,
+            loss_reduction=dp_optimizer.loss_reduction,
+            generator=dp_optimizer.generator,
+            secure_mode=dp_optimizer.secure_mode,
+        )
         self.step_hook = dp_optimizer.step_hook
         self.module = module
 

@@ -21,9 +21,10 @@ HELP = {
     "dataset": "digits (bundled, default) | cifar10 | pneumonia | medmnist | synthetic",
     "data_root": "folder with the cifar10 or pneumonia data, or the MedMNIST .npz files",
     "image_size": "image side; none = the dataset's default. pneumonia: resize to (64); synthetic (16); medmnist: "
-                  "28 (<subset>.npz, default) | 64 | 128 | 224 (<subset>_<size>.npz) picks the file",
+    "28 (<subset>.npz, default) | 64 | 128 | 224 (<subset>_<size>.npz) picks the file",
     "medmnist_subset": "which MedMNIST set, from its .npz in --data-root: "
-                       + " | ".join(MEDMNIST_SUBSETS) + "; its official val split is the validation split",
+    + " | ".join(MEDMNIST_SUBSETS)
+    + "; its official val split is the validation split",
     "val_fraction": "share of the training split held out for validation (not for medmnist: it has a val split)",
     "download": "let torchvision download CIFAR-10 into --data-root (needs internet)",
     "arch": "cnn | resnet9 | resnet18",
@@ -71,7 +72,8 @@ def _converter(name: str, kind: Any):
                 if text.lower() in _TRUE + _FALSE:
                     return text.lower() in _TRUE
                 raise argparse.ArgumentTypeError(
-                    f"--{name.replace('_', '-')}={text!r} is not allowed; expected true or false")
+                    f"--{name.replace('_', '-')}={text!r} is not allowed; expected true or false"
+                )
             if base is int:
                 return int(text)
             if base is float:
@@ -79,7 +81,8 @@ def _converter(name: str, kind: Any):
             return text
         except ValueError:
             raise argparse.ArgumentTypeError(
-                f"--{name.replace('_', '-')}={text!r} is not {'an integer' if base is int else 'a number'}") from None
+                f"--{name.replace('_', '-')}={text!r} is not {'an integer' if base is int else 'a number'}"
+            ) from None
 
     convert.__name__ = getattr(base, "__name__", "value")
     return convert
@@ -102,15 +105,23 @@ def build_parser() -> argparse.ArgumentParser:
         if hints[f.name] is bool:  # --download / --no-download
             run.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
-            run.add_argument(flag, type=_converter(f.name, hints[f.name]), default=None, help=text,
-                             metavar=f.name.upper())
-    run.add_argument("--out", default="runs/cycle",
-                     help="output folder: new or empty, or see --overwrite (default: runs/cycle)")
-    run.add_argument("--overwrite", action="store_true",
-                     help="let --out be a non-empty folder: replace only the files this program writes "
-                          "(metrics.json, model_float.pt, model_int8.pt2, adv_examples.png); nothing else is touched")
-    run.add_argument("--cache-dir", default="runs/cache",
-                     help="where trained non-private twins are cached; 'none' disables (default: runs/cache)")
+            run.add_argument(
+                flag, type=_converter(f.name, hints[f.name]), default=None, help=text, metavar=f.name.upper()
+            )
+    run.add_argument(
+        "--out", default="runs/cycle", help="output folder: new or empty, or see --overwrite (default: runs/cycle)"
+    )
+    run.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="let --out be a non-empty folder: replace only the files this program writes "
+        "(metrics.json, model_float.pt, model_int8.pt2, adv_examples.png); nothing else is touched",
+    )
+    run.add_argument(
+        "--cache-dir",
+        default="runs/cache",
+        help="where trained non-private twins are cached; 'none' disables (default: runs/cache)",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress lines")
     return parser
 
@@ -126,8 +137,10 @@ def config_from_args(args: argparse.Namespace) -> CycleConfig:
 
 
 # Imported by the cycle (attacks, DP). Found missing before any work, not after training.
-REQUIRED_MODULES = {"torchattacks": "pip install --no-deps torchattacks==3.5.1 (see README, Install choices)",
-                    "opacus": "pip install -r requirements.txt"}
+REQUIRED_MODULES = {
+    "torchattacks": "pip install --no-deps torchattacks==3.5.1 (see README, Install choices)",
+    "opacus": "pip install -r requirements.txt",
+}
 
 
 def check_dependencies() -> None:
@@ -149,8 +162,10 @@ def check_locations(args: argparse.Namespace) -> None:
         check_writable_dir(args.cache_dir, "--cache-dir")
         a, b = cache.resolve(), out.resolve()
         if a == b or b in a.parents:
-            raise OutputError(f"--cache-dir={args.cache_dir!r} is inside --out={args.out!r}; allowed: a folder "
-                              "outside the output folder (or --cache-dir none)")
+            raise OutputError(
+                f"--cache-dir={args.cache_dir!r} is inside --out={args.out!r}; allowed: a folder "
+                "outside the output folder (or --cache-dir none)"
+            )
 
 
 def _fmt(value: Any) -> str:
@@ -163,8 +178,13 @@ def _fmt(value: Any) -> str:
 
 def results_table(metrics: dict[str, Any]) -> str:
     """The headline numbers; everything else is in metrics.json."""
-    keys = [k for k in metrics if k.startswith(("acc_clean", "acc_wb", "size_", "epsilon_spent",
-                                                 "noise_multiplier", "sample_rate", "dp_steps"))]
+    keys = [
+        k
+        for k in metrics
+        if k.startswith(
+            ("acc_clean", "acc_wb", "size_", "epsilon_spent", "noise_multiplier", "sample_rate", "dp_steps")
+        )
+    ]
     keys += [k for k in metrics if k.startswith("acc_transfer") and k.endswith("_mean")]
     keys += [k for k in metrics if k.startswith("time_")]
     width = max(len(k) for k in keys)
@@ -194,8 +214,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except OSError as exc:  # disk full, permissions changed while training: one line, the folder untouched
         where = f" ({exc.filename})" if exc.filename else ""
-        print(f"error: could not write the results{where}: {exc.strerror or exc}; nothing in --out={args.out!r} "
-              "was replaced", file=sys.stderr)
+        print(
+            f"error: could not write the results{where}: {exc.strerror or exc}; nothing in --out={args.out!r} "
+            "was replaced",
+            file=sys.stderr,
+        )
         return 1
     except KeyboardInterrupt:
         print("interrupted; nothing written", file=sys.stderr)

@@ -19,9 +19,19 @@ from . import recipes
 DATASETS = ("digits", "cifar10", "pneumonia", "medmnist", "synthetic")
 # MedMNIST 2D single-label subsets: name -> (classes, image channels), from medmnist.INFO.
 # ChestMNIST is left out: it is multi-label, and a cycle trains one label per image.
-MEDMNIST_SUBSETS = {"pneumoniamnist": (2, 1), "breastmnist": (2, 1), "octmnist": (4, 1), "tissuemnist": (8, 1),
-                    "organamnist": (11, 1), "organcmnist": (11, 1), "organsmnist": (11, 1),
-                    "bloodmnist": (8, 3), "dermamnist": (7, 3), "pathmnist": (9, 3), "retinamnist": (5, 3)}
+MEDMNIST_SUBSETS = {
+    "pneumoniamnist": (2, 1),
+    "breastmnist": (2, 1),
+    "octmnist": (4, 1),
+    "tissuemnist": (8, 1),
+    "organamnist": (11, 1),
+    "organcmnist": (11, 1),
+    "organsmnist": (11, 1),
+    "bloodmnist": (8, 3),
+    "dermamnist": (7, 3),
+    "pathmnist": (9, 3),
+    "retinamnist": (5, 3),
+}
 # The sizes MedMNIST is published at; image_size picks the file: <subset>.npz (28) or <subset>_<size>.npz.
 MEDMNIST_SIZES = (28, 64, 128, 224)
 ARCHS = ("cnn", "resnet9", "resnet18")
@@ -112,7 +122,7 @@ class CycleConfig:
     def private(self) -> bool:
         return self.epsilon is not None
 
-    def replace(self, **changes: Any) -> "CycleConfig":
+    def replace(self, **changes: Any) -> CycleConfig:
         """A copy with ``changes``; recipe fields the caller never set are looked up
         again, so ``cfg.replace(epsilon=None)`` gets the non-private recipe."""
         given = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
@@ -127,7 +137,7 @@ class CycleConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "CycleConfig":
+    def from_dict(cls, d: dict[str, Any]) -> CycleConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -206,8 +216,11 @@ def _validate(cfg: CycleConfig) -> None:
         _positive_int(cfg, name)
     for name in ("image_size", "train_samples", "test_samples", "eval_samples"):
         _positive_int(cfg, name, optional=True)
-    if isinstance(cfg.warmup_rounds, bool) or not isinstance(cfg.warmup_rounds, int) \
-            or not 0 <= cfg.warmup_rounds < cfg.rounds:
+    if (
+        isinstance(cfg.warmup_rounds, bool)
+        or not isinstance(cfg.warmup_rounds, int)
+        or not 0 <= cfg.warmup_rounds < cfg.rounds
+    ):
         _fail("warmup_rounds", cfg.warmup_rounds, f"an integer in [0, rounds={cfg.rounds})")
     if not isinstance(cfg.reset_optimizer, bool):
         _fail("reset_optimizer", cfg.reset_optimizer, "true or false")
@@ -215,8 +228,11 @@ def _validate(cfg: CycleConfig) -> None:
         _fail("image_size", cfg.image_size, "an integer >= 8")
     if cfg.num_clients < 2:
         _fail("num_clients", cfg.num_clients, "an integer >= 2 (federated learning needs two clients)")
-    if isinstance(cfg.adversary_client, bool) or not isinstance(cfg.adversary_client, int) \
-            or not 0 <= cfg.adversary_client < cfg.num_clients:
+    if (
+        isinstance(cfg.adversary_client, bool)
+        or not isinstance(cfg.adversary_client, int)
+        or not 0 <= cfg.adversary_client < cfg.num_clients
+    ):
         _fail("adversary_client", cfg.adversary_client, f"an integer in [0, {cfg.num_clients - 1}]")
     if not _finite_number(cfg.adv_fraction) or not 0 <= cfg.adv_fraction < 1:
         _fail("adv_fraction", cfg.adv_fraction, "a number in [0, 1)")
@@ -251,11 +267,19 @@ def _validate(cfg: CycleConfig) -> None:
         _fail("data_root", cfg.data_root, f"a folder holding the {cfg.dataset} data (--data-root)")
     if cfg.dataset == "medmnist":
         if cfg.image_size is not None and cfg.image_size not in MEDMNIST_SIZES:
-            _fail("image_size", cfg.image_size, "one of " + ", ".join(map(str, MEDMNIST_SIZES))
-                  + " for dataset=medmnist (the sizes MedMNIST is published at)")
+            _fail(
+                "image_size",
+                cfg.image_size,
+                "one of "
+                + ", ".join(map(str, MEDMNIST_SIZES))
+                + " for dataset=medmnist (the sizes MedMNIST is published at)",
+            )
         if cfg.download:
-            _fail("download", cfg.download, "false for dataset=medmnist: download the .npz once yourself "
-                  "into --data-root (see README)")
+            _fail(
+                "download",
+                cfg.download,
+                "false for dataset=medmnist: download the .npz once yourself into --data-root (see README)",
+            )
 
 
 def resolve_device(name: str) -> str:
@@ -267,4 +291,3 @@ def resolve_device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return name
-

@@ -50,8 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"psreval {__version__}")
         return 0
     if args[0] not in COMMANDS:
-        print(f"error: unknown command {args[0]!r}; expected one of: {', '.join(COMMANDS)} (see psreval --help)",
-              file=sys.stderr)
+        print(
+            f"error: unknown command {args[0]!r}; expected one of: {', '.join(COMMANDS)} (see psreval --help)",
+            file=sys.stderr,
+        )
         return 2
     return entry(args[0])(args[1:])
 

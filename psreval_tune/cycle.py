@@ -83,8 +83,16 @@ def _fresh_model(cfg: CycleConfig, data: DataBundle) -> nn.Module:
     return build_model(cfg.arch, data.in_channels, data.num_classes, data.mean, data.std)
 
 
-def _train(cfg: CycleConfig, name: str, data: DataBundle, device: str, timer: PhaseTimer,
-           progress: Progress, on_round: RoundHook | None, resume: dict | None = None) -> TrainedModel:
+def _train(
+    cfg: CycleConfig,
+    name: str,
+    data: DataBundle,
+    device: str,
+    timer: PhaseTimer,
+    progress: Progress,
+    on_round: RoundHook | None,
+    resume: dict | None = None,
+) -> TrainedModel:
     fed = Federation(cfg, _fresh_model(cfg, data), data, device, timer)
     if resume is not None:
         fed.load_state_dict(resume)
@@ -98,12 +106,12 @@ def _train(cfg: CycleConfig, name: str, data: DataBundle, device: str, timer: Ph
 
     model = fed.train(report)
     privacy = fed.privacy()
-    return TrainedModel(name, model, history=[vars(r) for r in fed.history],
-                        privacy=vars(privacy) if privacy else None)
+    return TrainedModel(name, model, history=[vars(r) for r in fed.history], privacy=vars(privacy) if privacy else None)
 
 
-def _twin(cfg: CycleConfig, data: DataBundle, device: str, timer: PhaseTimer, progress: Progress,
-          cache: TwinCache | None) -> TrainedModel:
+def _twin(
+    cfg: CycleConfig, data: DataBundle, device: str, timer: PhaseTimer, progress: Progress, cache: TwinCache | None
+) -> TrainedModel:
     twin_cfg = cfg.replace(epsilon=None)
     hit = cache.load(twin_cfg) if cache is not None else None
     if hit is not None:
@@ -114,8 +122,10 @@ def _twin(cfg: CycleConfig, data: DataBundle, device: str, timer: PhaseTimer, pr
     with timer.phase("train_twin"):
         twin = _train(twin_cfg, "nonprivate", data, device, timer, progress, None)
     if cache is not None:
-        cache.save(twin_cfg, {"state_dict": {k: v.cpu() for k, v in twin.float_model.state_dict().items()},
-                              "history": twin.history})
+        cache.save(
+            twin_cfg,
+            {"state_dict": {k: v.cpu() for k, v in twin.float_model.state_dict().items()}, "history": twin.history},
+        )
     return twin
 
 
@@ -140,8 +150,9 @@ def with_ci(metrics: dict, key: str, p: float, n: int, suffix: str = "") -> None
     metrics[f"{key}_ci_low"], metrics[f"{key}_ci_high"] = wilson(p, n)
 
 
-def clean_metrics(models: dict[str, TrainedModel], own: str, data: DataBundle,
-                  x_eval: torch.Tensor, y_eval: torch.Tensor) -> dict[str, float]:
+def clean_metrics(
+    models: dict[str, TrainedModel], own: str, data: DataBundle, x_eval: torch.Tensor, y_eval: torch.Tensor
+) -> dict[str, float]:
     metrics: dict[str, float] = {"n_test": len(data.test), "n_eval": len(y_eval)}
     for m in models.values():
         suffix = "" if m.name == own else f"_{m.name}"
@@ -163,8 +174,10 @@ def validation_metrics(cfg: CycleConfig, model: nn.Module, data: DataBundle, dev
 
 
 def size_and_privacy_metrics(main: TrainedModel) -> dict[str, float | None]:
-    metrics: dict[str, float | None] = {"size_bytes_float": size_bytes(main.float_model),
-                                        "size_bytes_int8": size_bytes(main.int8_model)}
+    metrics: dict[str, float | None] = {
+        "size_bytes_float": size_bytes(main.float_model),
+        "size_bytes_int8": size_bytes(main.int8_model),
+    }
     metrics["size_reduction_pct"] = 100.0 * (1 - metrics["size_bytes_int8"] / metrics["size_bytes_float"])
     privacy = main.privacy or {}
     for key in ("epsilon_spent", "noise_multiplier", "sample_rate", "dp_steps", "delta"):
@@ -189,8 +202,9 @@ def cell_keys(attack: str, generator: str, target: str, own: str, private: bool)
     return keys
 
 
-def robust_metrics(matrix: dict[tuple[str, str, str], list[float]], own: str, private: bool,
-                   clean: dict[str, float], n: int) -> dict[str, float]:
+def robust_metrics(
+    matrix: dict[tuple[str, str, str], list[float]], own: str, private: bool, clean: dict[str, float], n: int
+) -> dict[str, float]:
     """Mean over runs with a Wilson interval over the n attacked images; std only
     for attacks that were run more than once; accuracy loss on the same images."""
     metrics: dict[str, float] = {}
@@ -206,8 +220,14 @@ def robust_metrics(matrix: dict[tuple[str, str, str], list[float]], own: str, pr
     return metrics
 
 
-def run_cycle(cfg: CycleConfig, *, cache: TwinCache | None = None, progress: Progress | None = None,
-              on_round: RoundHook | None = None, resume: dict | None = None) -> CycleResult:
+def run_cycle(
+    cfg: CycleConfig,
+    *,
+    cache: TwinCache | None = None,
+    progress: Progress | None = None,
+    on_round: RoundHook | None = None,
+    resume: dict | None = None,
+) -> CycleResult:
     """Run one cycle. ``resume`` is a Federation.state_dict() from ``on_round``:
     training continues after that round with the same accountant and RNG state."""
     progress = progress or (lambda msg: None)
@@ -217,8 +237,10 @@ def run_cycle(cfg: CycleConfig, *, cache: TwinCache | None = None, progress: Pro
 
     with timer.phase("data"):
         data = load_data(cfg)
-    progress(f"data: {cfg.dataset} train {len(data.train)} / val {len(data.val)} / test {len(data.test)}, "
-             f"{data.num_classes} classes, images {tuple(data.train.x.shape[1:])}; device {device}")
+    progress(
+        f"data: {cfg.dataset} train {len(data.train)} / val {len(data.val)} / test {len(data.test)}, "
+        f"{data.num_classes} classes, images {tuple(data.train.x.shape[1:])}; device {device}"
+    )
 
     own = "dp" if cfg.private else "nonprivate"
     with timer.phase("train"):
@@ -249,11 +271,28 @@ def run_cycle(cfg: CycleConfig, *, cache: TwinCache | None = None, progress: Pro
     targets.update({f"int8_{name}": m.int8_model for name, m in models.items()})
     common = dict(repeats=cfg.attack_repeats, seed=cfg.seed, num_classes=data.num_classes, progress=progress)
     with timer.phase("attack"):
-        matrix = attack_matrix({name: m.float_model for name, m in models.items()}, targets, x_eval, y_eval,
-                               specs, device=device, keep_examples=keep, **common)
+        matrix = attack_matrix(
+            {name: m.float_model for name, m in models.items()},
+            targets,
+            x_eval,
+            y_eval,
+            specs,
+            device=device,
+            keep_examples=keep,
+            **common,
+        )
         # White-box on the quantized model itself: straight-through gradients (BPDA).
-        matrix.update(attack_matrix({BPDA: bpda_model(main.int8_model)}, {f"int8_{own}": main.int8_model},
-                                    x_eval, y_eval, specs, device="cpu", **common))
+        matrix.update(
+            attack_matrix(
+                {BPDA: bpda_model(main.int8_model)},
+                {f"int8_{own}": main.int8_model},
+                x_eval,
+                y_eval,
+                specs,
+                device="cpu",
+                **common,
+            )
+        )
     metrics.update(robust_metrics(matrix, own, len(models) > 1, metrics, len(y_eval)))
 
     metrics.update(timer.as_metrics())

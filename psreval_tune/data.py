@@ -36,7 +36,7 @@ class Split:
     def __len__(self) -> int:
         return len(self.y)
 
-    def subset(self, idx: torch.Tensor) -> "Split":
+    def subset(self, idx: torch.Tensor) -> Split:
         return Split(self.x[idx], self.y[idx])
 
 
@@ -67,7 +67,9 @@ def load_data(cfg: CycleConfig) -> DataBundle:
         perm = torch.randperm(len(train), generator=gen)
         val, train = train.subset(perm[:n_val]), train.subset(perm[n_val:])
     if len(train) < cfg.num_clients:
-        raise DataError(f"dataset={cfg.dataset} has {len(train)} training examples, fewer than num_clients={cfg.num_clients}")
+        raise DataError(
+            f"dataset={cfg.dataset} has {len(train)} training examples, fewer than num_clients={cfg.num_clients}"
+        )
     dims = (0, 2, 3)
     mean = tuple(float(v) for v in train.x.mean(dim=dims))
     std = tuple(max(float(v), 1e-3) for v in train.x.std(dim=dims))
@@ -133,14 +135,18 @@ def _check_memory(count: int, channels: int, size: int, what: str) -> None:
     need = count * channels * size * size * 4
     limit = memory_limit_bytes() // 2
     if need > limit:
-        raise DataError(f"{what} at image_size={size} needs {need / 1e9:.3g} GB as float32 tensors; allowed: at "
-                        f"most {limit / 1e9:.3g} GB (half the memory): use a smaller --image-size or fewer samples")
+        raise DataError(
+            f"{what} at image_size={size} needs {need / 1e9:.3g} GB as float32 tensors; allowed: at "
+            f"most {limit / 1e9:.3g} GB (half the memory): use a smaller --image-size or fewer samples"
+        )
 
 
 def _check_root(cfg: CycleConfig) -> Path:
     root = Path(str(cfg.data_root)).expanduser()
     if not root.is_dir() and not cfg.download:
-        raise DataError(f"data_root={str(root)!r} does not exist or is not a folder; point --data-root at the {cfg.dataset} data")
+        raise DataError(
+            f"data_root={str(root)!r} does not exist or is not a folder; point --data-root at the {cfg.dataset} data"
+        )
     if root.exists() and not root.is_dir():
         raise DataError(f"data_root={str(root)!r} is not a folder; point --data-root at the {cfg.dataset} data")
     if root.is_dir() and not os.access(root, os.R_OK | os.X_OK):
@@ -152,10 +158,16 @@ class _ArrayUnpickler(pickle.Unpickler):
     """Unpickles plain data and numpy arrays only: a pickle can run arbitrary
     code on load, and CIFAR-10 batches are pickles that users download."""
 
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),  # protocol 5
-               ("numpy", "ndarray"), ("numpy", "dtype"), ("builtins", "bytes"),
-               ("_codecs", "encode")}  # how Python 3 writes bytes at protocol 2
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),  # protocol 5
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("builtins", "bytes"),
+        ("_codecs", "encode"),
+    }  # how Python 3 writes bytes at protocol 2
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self.ALLOWED:
@@ -193,8 +205,10 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     except (TypeError, ValueError, OverflowError):
         raise DataError(f"corrupt CIFAR-10 batch file {path}: labels are not integers") from None
     if targets.shape != (len(data),) or (targets.size and (targets.min() < 0 or targets.max() > 9)):
-        raise DataError(f"corrupt CIFAR-10 batch file {path}: {targets.size} labels for {len(data)} images, "
-                        "expected one label in 0..9 per image")
+        raise DataError(
+            f"corrupt CIFAR-10 batch file {path}: {targets.size} labels for {len(data)} images, "
+            "expected one label in 0..9 per image"
+        )
     return data.reshape(-1, 3, 32, 32), targets
 
 
@@ -206,8 +220,10 @@ def _download_cifar10(root: Path, spec: Any) -> None:
         utils.download_and_extract_archive(spec.url, str(root), filename=spec.filename, md5=spec.tgz_md5)
     except Exception as exc:  # noqa: BLE001 - no network, a proxy error, a bad archive, a full disk: one line
         text = str(exc).strip().splitlines()
-        raise DataError(f"--download could not fetch CIFAR-10 from {spec.url} into {root}: "
-                        f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")) from None
+        raise DataError(
+            f"--download could not fetch CIFAR-10 from {spec.url} into {root}: "
+            f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+        ) from None
 
 
 def _cifar10(cfg: CycleConfig, gen: torch.Generator) -> Loaded:
@@ -232,7 +248,8 @@ def _cifar10(cfg: CycleConfig, gen: torch.Generator) -> Loaded:
     if not all((base / name).is_file() for name in names):
         raise DataError(
             f"data_root={str(root)!r} holds no CIFAR-10 data "
-            f"(expected {base}/data_batch_1..5, test_batch and batches.meta); pass --download to fetch it")
+            f"(expected {base}/data_batch_1..5, test_batch and batches.meta); pass --download to fetch it"
+        )
     meta = _safe_unpickle(base / spec.meta["filename"])  # read (and checked) like the batches
     if not isinstance(meta, dict):
         raise DataError(f"corrupt CIFAR-10 file {base / spec.meta['filename']}: expected a dict")
@@ -263,10 +280,14 @@ def _pneumonia(cfg: CycleConfig, gen: torch.Generator) -> Loaded:
         try:
             listing = tv.datasets.ImageFolder(str(folder))
         except FileNotFoundError:
-            raise DataError(f"{folder} has no class folders with images (.jpeg, .jpg, .png); expected {folder}/<class>/*.jpeg") from None
+            raise DataError(
+                f"{folder} has no class folders with images (.jpeg, .jpg, .png); expected {folder}/<class>/*.jpeg"
+            ) from None
         except OSError as exc:  # PermissionError and friends while listing
-            raise DataError(f"{folder} is not readable ({type(exc).__name__}: {exc.strerror or exc}); "
-                            "the data folders must be readable by this user") from None
+            raise DataError(
+                f"{folder} is not readable ({type(exc).__name__}: {exc.strerror or exc}); "
+                "the data folders must be readable by this user"
+            ) from None
         if classes is None:
             classes = listing.classes
         elif listing.classes != classes:
@@ -281,8 +302,10 @@ def _pneumonia(cfg: CycleConfig, gen: torch.Generator) -> Loaded:
                     warnings.simplefilter("error", Image.DecompressionBombWarning)
                     with Image.open(path) as img:
                         if img.width * img.height > MAX_IMAGE_PIXELS:
-                            raise DataError(f"image {path} is {img.width}x{img.height} pixels; allowed: at most "
-                                            f"{MAX_IMAGE_PIXELS} pixels (a possible decompression bomb)")
+                            raise DataError(
+                                f"image {path} is {img.width}x{img.height} pixels; allowed: at most "
+                                f"{MAX_IMAGE_PIXELS} pixels (a possible decompression bomb)"
+                            )
                         img.draft("L", (size, size))  # JPEG: decode at a reduced scale when possible
                         img = img.convert("L").resize((size, size), Image.BILINEAR)
                         xs[i] = to_tensor(img).float().div_(255.0)
@@ -291,8 +314,9 @@ def _pneumonia(cfg: CycleConfig, gen: torch.Generator) -> Loaded:
             except PermissionError:
                 raise DataError(f"image {path} is not readable (permission denied)") from None
             except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-                raise DataError(f"image {path} is too large to decode safely ({exc}); allowed: at most "
-                                f"{MAX_IMAGE_PIXELS} pixels") from None
+                raise DataError(
+                    f"image {path} is too large to decode safely ({exc}); allowed: at most {MAX_IMAGE_PIXELS} pixels"
+                ) from None
             except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
                 raise DataError(f"corrupt image {path}: {type(exc).__name__}") from None
         splits.append(Split(xs, torch.tensor(listing.targets, dtype=torch.int64)))
@@ -329,13 +353,14 @@ def _npz_headers(path: Path, keys: list[str]) -> dict[str, tuple[tuple[int, ...]
             members = set(zf.namelist())
             for key in keys:
                 if f"{key}.npy" not in members:
-                    raise DataError(f"MedMNIST file {path} has no {key!r} array; expected the arrays "
-                                    f"{', '.join(keys)}")
+                    raise DataError(f"MedMNIST file {path} has no {key!r} array; expected the arrays {', '.join(keys)}")
                 with zf.open(f"{key}.npy") as fh:
                     version = fmt.read_magic(fh)
                     if version not in readers:
-                        raise DataError(f"corrupt MedMNIST file {path}: {key} is a .npy of format version "
-                                        f"{version}, expected 1.0 or 2.0")
+                        raise DataError(
+                            f"corrupt MedMNIST file {path}: {key} is a .npy of format version "
+                            f"{version}, expected 1.0 or 2.0"
+                        )
                     shape, _, dtype = readers[version](fh)
                     headers[key] = (shape, dtype)
     except DataError:
@@ -359,8 +384,10 @@ def _medmnist(cfg: CycleConfig, gen: torch.Generator) -> Loaded:
     root = _check_root(cfg)
     path = root / medmnist_filename(subset, size)
     if not path.is_file():
-        raise DataError(f"data_root={str(root)!r} has no {path.name} (MedMNIST {subset} at image_size={size}); "
-                        f"download it once from {MEDMNIST_URL} into {root}")
+        raise DataError(
+            f"data_root={str(root)!r} has no {path.name} (MedMNIST {subset} at image_size={size}); "
+            f"download it once from {MEDMNIST_URL} into {root}"
+        )
     keys = [f"{part}_{kind}" for part in MEDMNIST_PARTS for kind in ("images", "labels")]
     headers = _npz_headers(path, keys)
     pixels = (size, size) if channels == 1 else (size, size, channels)
@@ -370,11 +397,15 @@ def _medmnist(cfg: CycleConfig, gen: torch.Generator) -> Loaded:
     for part in MEDMNIST_PARTS:
         (shape, dtype), (lshape, ldtype) = headers[f"{part}_images"], headers[f"{part}_labels"]
         if dtype != np.uint8 or tuple(shape[1:]) != pixels or not shape[0]:
-            raise DataError(f"{bad}: {part}_images is {dtype} of shape {shape}; expected uint8 of shape "
-                            f"(N, {', '.join(map(str, pixels))}) with N >= 1")
+            raise DataError(
+                f"{bad}: {part}_images is {dtype} of shape {shape}; expected uint8 of shape "
+                f"(N, {', '.join(map(str, pixels))}) with N >= 1"
+            )
         if ldtype.kind not in "iu" or tuple(lshape) not in ((shape[0], 1), (shape[0],)):
-            raise DataError(f"{bad}: {part}_labels is {ldtype} of shape {lshape}; expected integers of shape "
-                            f"({shape[0]}, 1), one label per image")
+            raise DataError(
+                f"{bad}: {part}_labels is {ldtype} of shape {lshape}; expected integers of shape "
+                f"({shape[0]}, 1), one label per image"
+            )
         total += shape[0]
     _check_memory(total, channels, size, f"{path} ({total} images)")
     try:
@@ -385,8 +416,9 @@ def _medmnist(cfg: CycleConfig, gen: torch.Generator) -> Loaded:
     for part in MEDMNIST_PARTS:
         labels = arrays[f"{part}_labels"]
         if labels.min() < 0 or labels.max() >= classes:
-            raise DataError(f"{bad}: {part}_labels hold values in {labels.min()}..{labels.max()}; "
-                            f"expected 0..{classes - 1}")
+            raise DataError(
+                f"{bad}: {part}_labels hold values in {labels.min()}..{labels.max()}; expected 0..{classes - 1}"
+            )
     splits = []
     for part in MEDMNIST_PARTS:
         x = torch.from_numpy(arrays.pop(f"{part}_images"))
@@ -396,8 +428,13 @@ def _medmnist(cfg: CycleConfig, gen: torch.Generator) -> Loaded:
     return splits[0], splits[1], splits[2], classes
 
 
-_LOADERS = {"digits": _digits, "synthetic": _synthetic, "cifar10": _cifar10, "pneumonia": _pneumonia,
-            "medmnist": _medmnist}
+_LOADERS = {
+    "digits": _digits,
+    "synthetic": _synthetic,
+    "cifar10": _cifar10,
+    "pneumonia": _pneumonia,
+    "medmnist": _medmnist,
+}
 
 
 # --- federation -------------------------------------------------------------
@@ -440,5 +477,6 @@ def partition(cfg: CycleConfig, y: torch.Tensor) -> list[torch.Tensor]:
     if len(out[smallest]) < cfg.batch_size:
         raise DataError(
             f"batch_size={cfg.batch_size} is larger than client {smallest}'s data ({len(out[smallest])} examples); "
-            f"allowed: batch_size <= {len(out[smallest])}")
+            f"allowed: batch_size <= {len(out[smallest])}"
+        )
     return out

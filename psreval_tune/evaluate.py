@@ -32,7 +32,7 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.T
     preds = []
     with torch.inference_mode():
         for start in range(0, len(x), batch_size):
-            preds.append(model(x[start:start + batch_size].to(device)).argmax(1).cpu())
+            preds.append(model(x[start : start + batch_size].to(device)).argmax(1).cpu())
     model.train(was_training)
     return torch.cat(preds) if preds else torch.empty(0, dtype=torch.int64)
 

@@ -54,8 +54,7 @@ class FedAvg:
     def aggregate(self, states: list[StateDict], num_examples: list[int]) -> StateDict:
         weights = torch.tensor(num_examples, dtype=torch.float64)
         weights = weights / weights.sum()
-        return {k: sum(w * s[k].double() for w, s in zip(weights, states)).to(states[0][k].dtype)
-                for k in states[0]}
+        return {k: sum(w * s[k].double() for w, s in zip(weights, states)).to(states[0][k].dtype) for k in states[0]}
 
 
 class FedMedian:
@@ -93,7 +92,10 @@ class Client:
     def state_dict(self) -> dict:
         """Everything that makes the next round identical after a restart."""
         # deepcopy: optimizer.state_dict() hands out the live momentum buffers
-        state = {"optimizer": copy.deepcopy(self.optimizer.state_dict()), "sampler_rng": self.loader.generator.get_state()}
+        state = {
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "sampler_rng": self.loader.generator.get_state(),
+        }
         if self.private is not None:
             # The accountant must never restart: that would under-report privacy loss.
             state["accountant"] = dict(self.private.engine.accountant.state_dict())
@@ -136,7 +138,7 @@ def _innermost(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
     return optimizer
 
 
-def start_round(client: "Client", cfg: CycleConfig, rnd: int) -> None:
+def start_round(client: Client, cfg: CycleConfig, rnd: int) -> None:
     sgd = _innermost(client.optimizer)
     for group in sgd.param_groups:
         group["lr"] = cfg.lr * lr_factor(cfg, rnd)
@@ -144,12 +146,12 @@ def start_round(client: "Client", cfg: CycleConfig, rnd: int) -> None:
         sgd.state.clear()
 
 
-def _make_client(cfg: CycleConfig, cid: int, global_model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                 device: str) -> Client:
+def _make_client(
+    cfg: CycleConfig, cid: int, global_model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: str
+) -> Client:
     dataset = TensorDataset(x.clone().to(device), y.clone().to(device))
     seed = cfg.seed * 1000 + cid
-    loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True,
-                        generator=torch.Generator().manual_seed(seed))
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
     module = copy.deepcopy(global_model)
     optimizer = torch.optim.SGD(module.parameters(), lr=cfg.lr, momentum=cfg.momentum)
     private = None
@@ -176,16 +178,19 @@ def _train_locally(client: Client, epochs: int) -> tuple[float, int]:
 class Federation:
     """The global model, its clients and the round loop."""
 
-    def __init__(self, cfg: CycleConfig, model: nn.Module, data: DataBundle, device: str,
-                 timer: PhaseTimer | None = None):
+    def __init__(
+        self, cfg: CycleConfig, model: nn.Module, data: DataBundle, device: str, timer: PhaseTimer | None = None
+    ):
         self.cfg, self.data, self.device = cfg, data, device
         self.timer = timer or PhaseTimer()
         self.model = model.to(device)
         self.strategy = STRATEGIES[cfg.aggregation]()
         self.adversary = cfg.adversary_client if cfg.threat != "none" else None
         parts = partition(cfg, data.train.y)
-        self.clients = [_make_client(cfg, cid, self.model, data.train.x[idx], data.train.y[idx], device)
-                        for cid, idx in enumerate(parts)]
+        self.clients = [
+            _make_client(cfg, cid, self.model, data.train.x[idx], data.train.y[idx], device)
+            for cid, idx in enumerate(parts)
+        ]
         self.history: list[RoundResult] = []
 
     def privacy(self) -> PrivacyReport | None:
@@ -197,8 +202,15 @@ class Federation:
         """Replace the adversary's training data with fresh adversarial examples."""
         cfg = self.cfg
         with self.timer.phase("adv_gen"):
-            adv = generate(self.model, client.x_clean, client.y_clean, AttackSpec.from_config(cfg),
-                           num_classes=self.data.num_classes, seed=cfg.seed * 1000 + rnd, device=self.device)
+            adv = generate(
+                self.model,
+                client.x_clean,
+                client.y_clean,
+                AttackSpec.from_config(cfg),
+                num_classes=self.data.num_classes,
+                seed=cfg.seed * 1000 + rnd,
+                device=self.device,
+            )
             labels = client.y_clean if cfg.threat == "adv_training" else predict(self.model, adv)
             x, y = client.dataset.tensors
             x.copy_(adv)
@@ -219,9 +231,11 @@ class Federation:
         self.model.load_state_dict(self.strategy.aggregate(states, sizes))
         report = self.privacy()
         result = RoundResult(
-            round=rnd, train_loss=loss_sum / max(seen, 1),
+            round=rnd,
+            train_loss=loss_sum / max(seen, 1),
             acc_val=accuracy(self.model, self.data.val.x, self.data.val.y),
-            epsilon=report.epsilon_spent if report else None)
+            epsilon=report.epsilon_spent if report else None,
+        )
         self.history.append(result)
         return result
 

@@ -62,8 +62,11 @@ class BasicBlock(nn.Module):
             nn.Conv2d(cout, cout, 3, padding=1, bias=False),
             group_norm(cout),
         )
-        self.shortcut = nn.Identity() if stride == 1 and cin == cout else nn.Sequential(
-            nn.Conv2d(cin, cout, 1, stride=stride, bias=False), group_norm(cout))
+        self.shortcut = (
+            nn.Identity()
+            if stride == 1 and cin == cout
+            else nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), group_norm(cout))
+        )
         self.relu = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -80,8 +83,15 @@ class GlobalMaxPool(nn.Module):
 class Classifier(nn.Module):
     """normalize -> features -> pool -> linear."""
 
-    def __init__(self, features: nn.Module, pool: nn.Module, width: int, num_classes: int,
-                 mean: Sequence[float], std: Sequence[float]):
+    def __init__(
+        self,
+        features: nn.Module,
+        pool: nn.Module,
+        width: int,
+        num_classes: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+    ):
         super().__init__()
         self.normalize = Normalize(mean, std)
         self.features = features
@@ -96,8 +106,10 @@ class Classifier(nn.Module):
 
 def cnn(in_channels: int) -> tuple[nn.Module, nn.Module, int]:
     features = nn.Sequential(
-        conv_gn_relu(in_channels, 32), nn.MaxPool2d(2),
-        conv_gn_relu(32, 64), nn.MaxPool2d(2),
+        conv_gn_relu(in_channels, 32),
+        nn.MaxPool2d(2),
+        conv_gn_relu(32, 64),
+        nn.MaxPool2d(2),
     )
     return features, nn.AdaptiveAvgPool2d(1), 64
 
@@ -106,9 +118,14 @@ def resnet9(in_channels: int) -> tuple[nn.Module, nn.Module, int]:
     """The paper's ResNet-9: 64-128-256-256 channels, two residual stages."""
     features = nn.Sequential(
         conv_gn_relu(in_channels, 64),
-        conv_gn_relu(64, 128), nn.MaxPool2d(2), Residual(128),
-        conv_gn_relu(128, 256), nn.MaxPool2d(2),
-        conv_gn_relu(256, 256), nn.MaxPool2d(2), Residual(256),
+        conv_gn_relu(64, 128),
+        nn.MaxPool2d(2),
+        Residual(128),
+        conv_gn_relu(128, 256),
+        nn.MaxPool2d(2),
+        conv_gn_relu(256, 256),
+        nn.MaxPool2d(2),
+        Residual(256),
     )
     return features, GlobalMaxPool(), 256
 
@@ -126,7 +143,8 @@ def resnet18(in_channels: int) -> tuple[nn.Module, nn.Module, int]:
 ARCHITECTURES = {"cnn": cnn, "resnet9": resnet9, "resnet18": resnet18}
 
 
-def build_model(arch: str, in_channels: int, num_classes: int,
-                mean: Sequence[float], std: Sequence[float]) -> Classifier:
+def build_model(
+    arch: str, in_channels: int, num_classes: int, mean: Sequence[float], std: Sequence[float]
+) -> Classifier:
     features, pool, width = ARCHITECTURES[arch](in_channels)
     return Classifier(features, pool, width, num_classes, mean, std)

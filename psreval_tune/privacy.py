@@ -47,8 +47,11 @@ def _noise_multiplier(epsilon: float, delta: float, sample_rate: float, steps: i
     # size, and the same setting in the next trial of a process, reuse it.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return float(get_noise_multiplier(target_epsilon=epsilon, target_delta=delta, sample_rate=sample_rate,
-                                          steps=steps, accountant=accountant))
+        return float(
+            get_noise_multiplier(
+                target_epsilon=epsilon, target_delta=delta, sample_rate=sample_rate, steps=steps, accountant=accountant
+            )
+        )
 
 
 def calibrate_noise(cfg: CycleConfig, sample_rate: float, steps: int) -> float:
@@ -58,13 +61,15 @@ def calibrate_noise(cfg: CycleConfig, sample_rate: float, steps: int) -> float:
     except ValueError:
         raise ConfigError(
             f"epsilon={cfg.epsilon} is not reachable with delta={cfg.delta}, sample rate {sample_rate:.4g} "
-            f"and {steps} steps; allowed: a larger epsilon or delta, or fewer rounds/epochs") from None
+            f"and {steps} steps; allowed: a larger epsilon or delta, or fewer rounds/epochs"
+        ) from None
 
 
 @functools.lru_cache(maxsize=256)
 def _rdp_one_step(noise_multiplier: float, sample_rate: float):
-    return rdp_analysis.compute_rdp(q=sample_rate, noise_multiplier=noise_multiplier, steps=1,
-                                    orders=RDPAccountant.DEFAULT_ALPHAS)
+    return rdp_analysis.compute_rdp(
+        q=sample_rate, noise_multiplier=noise_multiplier, steps=1, orders=RDPAccountant.DEFAULT_ALPHAS
+    )
 
 
 def epsilon_spent(accountant, delta: float) -> float:
@@ -97,8 +102,12 @@ class PrivateClient:
     def report(self, cfg: CycleConfig) -> PrivacyReport:
         return PrivacyReport(
             epsilon_spent=epsilon_spent(self.engine.accountant, cfg.delta) if self.steps else 0.0,
-            noise_multiplier=self.noise_multiplier, sample_rate=self.sample_rate,
-            dp_steps=self.steps, delta=cfg.delta, accountant=cfg.accountant)
+            noise_multiplier=self.noise_multiplier,
+            sample_rate=self.sample_rate,
+            dp_steps=self.steps,
+            delta=cfg.delta,
+            accountant=cfg.accountant,
+        )
 
     @property
     def steps(self) -> int:
@@ -111,8 +120,9 @@ class PrivateClient:
 LOOP_MIN_MACS = 2_000_000
 
 
-def conv2d_grad_sample(layer: nn.Conv2d, activations: list[torch.Tensor],
-                       backprops: torch.Tensor) -> dict[nn.Parameter, torch.Tensor]:
+def conv2d_grad_sample(
+    layer: nn.Conv2d, activations: list[torch.Tensor], backprops: torch.Tensor
+) -> dict[nn.Parameter, torch.Tensor]:
     """Per-sample Conv2d gradients as one weight-gradient convolution per sample.
 
     Opacus' sampler unfolds the input (im2col: a B x C*k*k x H*W copy) and
@@ -131,17 +141,28 @@ def conv2d_grad_sample(layer: nn.Conv2d, activations: list[torch.Tensor],
         return compute_conv_grad_sample(layer, activations, backprops)
     out: dict[nn.Parameter, torch.Tensor] = {}
     if layer.weight.requires_grad:
-        out[layer.weight] = torch.stack([
-            torch.nn.grad.conv2d_weight(x[i:i + 1], layer.weight.shape, backprops[i:i + 1],
-                                        layer.stride, layer.padding, layer.dilation, layer.groups)
-            for i in range(x.shape[0])])
+        out[layer.weight] = torch.stack(
+            [
+                torch.nn.grad.conv2d_weight(
+                    x[i : i + 1],
+                    layer.weight.shape,
+                    backprops[i : i + 1],
+                    layer.stride,
+                    layer.padding,
+                    layer.dilation,
+                    layer.groups,
+                )
+                for i in range(x.shape[0])
+            ]
+        )
     if layer.bias is not None and layer.bias.requires_grad:
         out[layer.bias] = backprops.sum(dim=(2, 3))
     return out
 
 
-def fast_clipping(module: nn.Module, dp_module: nn.Module, dp_opt: torch.optim.Optimizer,
-                   device: torch.device) -> tuple[nn.Module, torch.optim.Optimizer]:
+def fast_clipping(
+    module: nn.Module, dp_module: nn.Module, dp_opt: torch.optim.Optimizer, device: torch.device
+) -> tuple[nn.Module, torch.optim.Optimizer]:
     """grad_sampler=auto: the fastest exact per-sample clipping for this model.
 
     Book-keeping (bookkeeping.py) when every layer has a rule; otherwise
@@ -158,8 +179,9 @@ def fast_clipping(module: nn.Module, dp_module: nn.Module, dp_opt: torch.optim.O
     return dp_module, dp_opt
 
 
-def make_private(cfg: CycleConfig, module: nn.Module, optimizer: torch.optim.Optimizer,
-                 loader: DataLoader, seed: int) -> PrivateClient:
+def make_private(
+    cfg: CycleConfig, module: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader, seed: int
+) -> PrivateClient:
     sample_rate = 1.0 / len(loader)  # Opacus' Poisson rate for this loader
     steps = cfg.rounds * cfg.local_epochs * len(loader)
     noise = calibrate_noise(cfg, sample_rate, steps)
@@ -170,9 +192,14 @@ def make_private(cfg: CycleConfig, module: nn.Module, optimizer: torch.optim.Opt
         # point here (same seed -> same numbers), and it is documented.
         warnings.simplefilter("ignore")
         dp_module, dp_opt, dp_loader = engine.make_private(
-            module=module, optimizer=optimizer, data_loader=loader, noise_multiplier=noise,
-            max_grad_norm=cfg.max_grad_norm, poisson_sampling=True,
-            noise_generator=torch.Generator(device=device).manual_seed(seed))
+            module=module,
+            optimizer=optimizer,
+            data_loader=loader,
+            noise_multiplier=noise,
+            max_grad_norm=cfg.max_grad_norm,
+            poisson_sampling=True,
+            noise_generator=torch.Generator(device=device).manual_seed(seed),
+        )
     if cfg.grad_sampler == "auto":
         dp_module, dp_opt = fast_clipping(module, dp_module, dp_opt, device)
     return PrivateClient(engine, dp_module, dp_opt, dp_loader, noise, sample_rate)

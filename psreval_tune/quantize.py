@@ -51,7 +51,7 @@ class Int8Model(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.graph_module(x)
 
-    def train(self, mode: bool = True) -> "Int8Model":
+    def train(self, mode: bool = True) -> Int8Model:
         self.training = bool(mode)
         return self
 
@@ -102,8 +102,9 @@ def _activation_qparams_to_buffers(gm: fx.GraphModule) -> int:
             if tuple(dq.args[1:3]) != (scale, zero_point):
                 raise RuntimeError(f"quantize_static: {dq.name} dequantizes with other parameters than {q.name}")
             with gm.graph.inserting_before(dq):
-                new_dq = gm.graph.call_function(_Q.dequantize_per_tensor.tensor,
-                                                (new_q, scale_node, zp_node, *dq.args[3:]), dict(dq.kwargs))
+                new_dq = gm.graph.call_function(
+                    _Q.dequantize_per_tensor.tensor, (new_q, scale_node, zp_node, *dq.args[3:]), dict(dq.kwargs)
+                )
             dq.replace_all_uses_with(new_dq)
             gm.graph.erase_node(dq)
         gm.graph.erase_node(q)
@@ -152,7 +153,7 @@ def quantize_static(model: nn.Module, calibration: torch.Tensor, batch_size: int
         prepared = prepare_pt2e(exported.module(), quantizer)
     with torch.no_grad():
         for start in range(0, len(calibration), batch_size):
-            prepared(calibration[start:start + batch_size])
+            prepared(calibration[start : start + batch_size])
     converted = convert_pt2e(prepared)
     _drop_unused_tensors(converted)
     _activation_qparams_to_buffers(converted)
@@ -232,8 +233,9 @@ def _fake_quantize_activations(gm: fx.GraphModule) -> int:
             raise RuntimeError(f"bpda_model: {q.name} feeds something other than a dequantize")
         for dq in dequantizes:
             with gm.graph.inserting_before(dq):
-                fq = gm.graph.call_function(torch.fake_quantize_per_tensor_affine,
-                                            (x, scale, zero_point, quant_min, quant_max))
+                fq = gm.graph.call_function(
+                    torch.fake_quantize_per_tensor_affine, (x, scale, zero_point, quant_min, quant_max)
+                )
             dq.replace_all_uses_with(fq)
             gm.graph.erase_node(dq)
             replaced += 1

@@ -14,20 +14,29 @@ This module imports nothing from the package, so config.py can use it.
 from __future__ import annotations
 
 import functools
-import tomllib
 from pathlib import Path
 from typing import Any
 
+import tomllib
+
 # The CycleConfig fields a recipe sets (None in a config = "from the recipe").
-FIELDS = ("rounds", "local_epochs", "batch_size", "lr", "momentum", "lr_schedule", "warmup_rounds",
-          "reset_optimizer", "max_grad_norm")
+FIELDS = (
+    "rounds",
+    "local_epochs",
+    "batch_size",
+    "lr",
+    "momentum",
+    "lr_schedule",
+    "warmup_rounds",
+    "reset_optimizer",
+    "max_grad_norm",
+)
 KINDS = ("nonprivate", "dp")
 ANY = "any"
 RECIPE_FILE = Path(__file__).with_name("recipes.toml")
 # Not a recipe: the smoke sweeps' setting, which checks the plumbing in
 # minutes (3 rounds of a few large steps). Its numbers support no conclusion.
-SMOKE = {"rounds": 3, "local_epochs": 1, "batch_size": 128, "lr": 0.2, "lr_schedule": "constant",
-         "warmup_rounds": 0}
+SMOKE = {"rounds": 3, "local_epochs": 1, "batch_size": 128, "lr": 0.2, "lr_schedule": "constant", "warmup_rounds": 0}
 
 
 @functools.lru_cache(maxsize=4)

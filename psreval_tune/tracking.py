@@ -65,8 +65,9 @@ class TrackingError(ValueError):
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 DB_PORTS = {"postgresql": 5432, "postgres": 5432, "mysql": 3306, "mssql": 1433}
-URI_FORMS = ("http(s)://HOST:PORT, sqlite:///PATH, file:///PATH (or a folder), postgresql://, mysql://, "
-             "mssql://, databricks")
+URI_FORMS = (
+    "http(s)://HOST:PORT, sqlite:///PATH, file:///PATH (or a folder), postgresql://, mysql://, mssql://, databricks"
+)
 PROBE_TIMEOUT_S = 3.0
 
 
@@ -89,11 +90,12 @@ def probe_tcp(host: str, port: int, timeout: float = PROBE_TIMEOUT_S) -> str | N
 
 
 def _sqlite_path(uri: str) -> str:
-    return uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else uri[len("sqlite://"):]
+    return uri[len("sqlite:///") :] if uri.startswith("sqlite:///") else uri[len("sqlite://") :]
 
 
-def check_tracking_uri(uri: str, flag: str = "--tracking-uri", must_exist: bool = False,
-                       timeout: float = PROBE_TIMEOUT_S) -> None:
+def check_tracking_uri(
+    uri: str, flag: str = "--tracking-uri", must_exist: bool = False, timeout: float = PROBE_TIMEOUT_S
+) -> None:
     """Refuse, in seconds, a tracking URI MLflow would retry for minutes or fail on mid-sweep.
 
     http(s): something must accept a connection and answer HTTP without a 5xx;
@@ -129,21 +131,27 @@ def check_tracking_uri(uri: str, flag: str = "--tracking-uri", must_exist: bool 
                 why = f"{uri.rstrip('/')}/health answers HTTP {status}, not an MLflow server"
                 why = why.replace(uri, shown)
         if why:
-            raise TrackingError(f"{flag}={shown}: no MLflow server reachable ({why}); start it (`make ui`, "
-                                "`mlflow server`) or pass another tracking URI")
+            raise TrackingError(
+                f"{flag}={shown}: no MLflow server reachable ({why}); start it (`make ui`, "
+                "`mlflow server`) or pass another tracking URI"
+            )
         return
     if scheme == "sqlite":
         raw = _sqlite_path(uri)
         if raw in ("", ":memory:"):
-            raise TrackingError(f"{flag}={shown} is not allowed: an in-memory store is not shared with the "
-                                "trials; expected sqlite:///PATH")
+            raise TrackingError(
+                f"{flag}={shown} is not allowed: an in-memory store is not shared with the "
+                "trials; expected sqlite:///PATH"
+            )
         path = Path(raw).expanduser()
         if must_exist and not path.exists():
-            raise TrackingError(f"{flag}={shown}: no MLflow store at {path} (run a sweep first, or pass the "
-                                "store's --tracking-uri)")
+            raise TrackingError(
+                f"{flag}={shown}: no MLflow store at {path} (run a sweep first, or pass the store's --tracking-uri)"
+            )
         if not path.parent.is_dir():
-            raise TrackingError(f"{flag}={shown}: folder {path.parent} does not exist; create it or point the "
-                                "URI at an existing folder")
+            raise TrackingError(
+                f"{flag}={shown}: folder {path.parent} does not exist; create it or point the URI at an existing folder"
+            )
         if path.exists():
             if not path.is_file():
                 raise TrackingError(f"{flag}={shown}: {path} is not a file; expected an SQLite database")
@@ -153,8 +161,10 @@ def check_tracking_uri(uri: str, flag: str = "--tracking-uri", must_exist: bool 
             except OSError as exc:
                 raise TrackingError(f"{flag}={shown}: {path} is not readable ({exc.strerror})") from None
             if head and head != SQLITE_MAGIC:
-                raise TrackingError(f"{flag}={shown}: {path} is not an SQLite database (it does not start with "
-                                    "SQLite's header); point the URI at an MLflow store or a new file")
+                raise TrackingError(
+                    f"{flag}={shown}: {path} is not an SQLite database (it does not start with "
+                    "SQLite's header); point the URI at an MLflow store or a new file"
+                )
         if not must_exist and not os.access(path.parent, os.W_OK | os.X_OK):
             raise TrackingError(f"{flag}={shown}: folder {path.parent} is not writable by this user")
         return
@@ -237,8 +247,14 @@ def source_provenance(folder: str | os.PathLike | None = None) -> dict[str, str]
     tags = {TAG_COMMIT: "unknown", TAG_VERSION: package_version()}
 
     def git(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["git", *args], cwd=where, capture_output=True, text=True, timeout=10,
-                              env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})  # status must not lock the index
+        return subprocess.run(
+            ["git", *args],
+            cwd=where,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"},
+        )  # status must not lock the index
 
     try:
         # a tracked folder, not an untracked or ignored copy that merely lies inside a repository
@@ -270,8 +286,10 @@ def system_metrics_missing() -> str | None:
         except ImportError:
             pass
     if importlib.util.find_spec("psutil") is None:
-        return ("--system-metrics needs psutil, which is not installed: pip install psutil "
-                "(GPU metrics also need nvidia-ml-py)")
+        return (
+            "--system-metrics needs psutil, which is not installed: pip install psutil "
+            "(GPU metrics also need nvidia-ml-py)"
+        )
     return None
 
 
@@ -293,8 +311,11 @@ def _metrics(values: Mapping[str, Any], step: int) -> list[Metric]:
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    return [Metric(k, float(v), now, step) for k, v in values.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))]
+    return [
+        Metric(k, float(v), now, step)
+        for k, v in values.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
+    ]
 
 
 class Tracker:
@@ -312,8 +333,9 @@ class Tracker:
             return exp.experiment_id
         location = self.spec.artifact_location or default_artifact_location(self.spec.tracking_uri)
         try:
-            return self.client.create_experiment(self.spec.experiment_name, artifact_location=location,
-                                                 tags=EXPERIMENT_KIND)
+            return self.client.create_experiment(
+                self.spec.experiment_name, artifact_location=location, tags=EXPERIMENT_KIND
+            )
         except Exception:  # another process created it first
             exp = self.client.get_experiment_by_name(self.spec.experiment_name)
             if exp is None:
@@ -322,8 +344,9 @@ class Tracker:
 
     def _find(self, **tags: str) -> str | None:
         query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
-        runs = self.client.search_runs([self.experiment_id], filter_string=query, max_results=2,
-                                       order_by=["attributes.start_time ASC"])
+        runs = self.client.search_runs(
+            [self.experiment_id], filter_string=query, max_results=2, order_by=["attributes.start_time ASC"]
+        )
         return runs[0].info.run_id if runs else None
 
     def _reopen(self, run_id: str) -> str:
@@ -337,8 +360,11 @@ class Tracker:
         found = self._find(**{TAG_SWEEP: self.spec.sweep_name, TAG_KIND: "sweep"})
         if found:
             return self._reopen(found)
-        run = self.client.create_run(self.experiment_id, run_name=self.spec.sweep_name, tags={
-            TAG_SWEEP: self.spec.sweep_name, TAG_KIND: "sweep", **self.provenance()})
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=self.spec.sweep_name,
+            tags={TAG_SWEEP: self.spec.sweep_name, TAG_KIND: "sweep", **self.provenance()},
+        )
         if params:
             self.log_params(run.info.run_id, params)
         return run.info.run_id
@@ -348,9 +374,17 @@ class Tracker:
         found = self._find(**{TAG_PARENT: parent_id, TAG_TRIAL: trial_id})
         if found:
             return self._reopen(found), True
-        run = self.client.create_run(self.experiment_id, run_name=run_name, tags={
-            TAG_PARENT: parent_id, TAG_SWEEP: self.spec.sweep_name, TAG_KIND: "trial",
-            TAG_TRIAL: trial_id, **self.provenance()})
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=run_name,
+            tags={
+                TAG_PARENT: parent_id,
+                TAG_SWEEP: self.spec.sweep_name,
+                TAG_KIND: "trial",
+                TAG_TRIAL: trial_id,
+                **self.provenance(),
+            },
+        )
         return run.info.run_id, False
 
     def provenance(self) -> dict[str, str]:
@@ -372,12 +406,12 @@ class Tracker:
 
         new = [Param(k, v[:6000]) for k, v in flat.items() if k not in logged]
         for start in range(0, len(new), 100):
-            self.client.log_batch(run_id, params=new[start:start + 100])
+            self.client.log_batch(run_id, params=new[start : start + 100])
 
     def log_metrics(self, run_id: str, values: Mapping[str, Any], step: int) -> None:
         metrics = _metrics(values, step)
         for start in range(0, len(metrics), 500):
-            self.client.log_batch(run_id, metrics=metrics[start:start + 500])
+            self.client.log_batch(run_id, metrics=metrics[start : start + 500])
 
     def log_artifacts(self, run_id: str, folder: str | os.PathLike) -> None:
         self.client.log_artifacts(run_id, str(folder))
@@ -404,12 +438,14 @@ class Tracker:
 
     def unfinished_trial_runs(self, parent_id: str) -> list:
         """The sweep's trial runs that are not FINISHED (RUNNING, FAILED, KILLED)."""
-        runs = self.client.search_runs([self.experiment_id], filter_string=f"tags.`{TAG_PARENT}` = '{parent_id}'",
-                                       max_results=10000)
+        runs = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`{TAG_PARENT}` = '{parent_id}'", max_results=10000
+        )
         return [r for r in runs if r.info.status != "FINISHED"]
 
-    def log_datasets(self, run_id: str, splits: Mapping[str, tuple[Any, Any]], name: str,
-                     source: str | None = None) -> None:
+    def log_datasets(
+        self, run_id: str, splits: Mapping[str, tuple[Any, Any]], name: str, source: str | None = None
+    ) -> None:
         """Each split (context "train", "val", "test": (images, labels) tensors) as a dataset input of the run:
         ``name``, a digest of the split's exact contents, its tensor schema, and a profile whose shapes give the
         number of samples (also input tag psreval.n_samples). ``source``: the data folder or file, if any.
@@ -419,17 +455,21 @@ class Tracker:
         from mlflow.entities import Dataset, DatasetInput, InputTag
 
         run = self.client.get_run(run_id)
-        have = {(i.dataset.name, i.dataset.digest, tuple(sorted((t.key, t.value) for t in i.tags)))
-                for i in (run.inputs.dataset_inputs if run.inputs else [])}
+        have = {
+            (i.dataset.name, i.dataset.digest, tuple(sorted((t.key, t.value) for t in i.tags)))
+            for i in (run.inputs.dataset_inputs if run.inputs else [])
+        }
         inputs = []
         for context, (x, y) in splits.items():
             xs, ys = x.detach().cpu().contiguous().numpy(), y.detach().cpu().contiguous().numpy()
-            where = (str(Path(source).expanduser().resolve()) if source else
-                     CodeDatasetSource({"mlflow.source.name": f"psreval_tune.data ({name})"}))
+            where = (
+                str(Path(source).expanduser().resolve())
+                if source
+                else CodeDatasetSource({"mlflow.source.name": f"psreval_tune.data ({name})"})
+            )
             with warnings.catch_warnings():  # a local path: MLflow registers two equal sources for it and says so
                 warnings.filterwarnings("ignore", "The specified dataset source can be interpreted in multiple ways")
-                dataset = mlflow.data.from_numpy(xs, targets=ys, source=where, name=name,
-                                                 digest=split_digest(xs, ys))
+                dataset = mlflow.data.from_numpy(xs, targets=ys, source=where, name=name, digest=split_digest(xs, ys))
             tags = (InputTag("mlflow.data.context", context), InputTag("psreval.n_samples", str(len(ys))))
             if (dataset.name, dataset.digest, tuple(sorted((t.key, t.value) for t in tags))) in have:
                 continue
@@ -451,7 +491,8 @@ class Tracker:
         from mlflow.models import infer_signature
 
         found = self.client.search_logged_models(
-            [self.experiment_id], filter_string=f"name = '{MODEL_NAME}' AND source_run_id = '{run_id}'")
+            [self.experiment_id], filter_string=f"name = '{MODEL_NAME}' AND source_run_id = '{run_id}'"
+        )
         ready = [m for m in found if str(getattr(m.status, "name", m.status)).upper().endswith("READY")]
         if ready:
             return f"models:/{ready[0].model_id}"
@@ -464,17 +505,24 @@ class Tracker:
         with torch.no_grad():
             logits = cpu(x)
         signature = infer_signature(x.numpy(), logits.numpy())  # batch dimension -1: any batch size
-        logged = self.client.create_logged_model(self.experiment_id, name=MODEL_NAME, source_run_id=run_id,
-                                                 tags=dict(tags or {}))
+        logged = self.client.create_logged_model(
+            self.experiment_id, name=MODEL_NAME, source_run_id=run_id, tags=dict(tags or {})
+        )
         try:
             with _fluent_tracking_uri(self.spec.tracking_uri):  # log_model resolves the store globally
                 mlflow.pytorch.log_model(
-                    cpu, name=MODEL_NAME, model_id=logged.model_id, run_id=run_id, signature=signature,
-                    input_example=x.numpy(), serialization_format="pt2",
+                    cpu,
+                    name=MODEL_NAME,
+                    model_id=logged.model_id,
+                    run_id=run_id,
+                    signature=signature,
+                    input_example=x.numpy(),
+                    serialization_format="pt2",
                     # given, so MLflow does not load the model in a subprocess to infer them (seconds); a pt2
                     # program needs torch only (PyPI's version: without a local label such as +cpu)
                     pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-                    validate_serving_input=False)  # our tests load it back; this would load it once more
+                    validate_serving_input=False,
+                )  # our tests load it back; this would load it once more
         except BaseException:
             self.client.finalize_logged_model(logged.model_id, "FAILED")
             raise

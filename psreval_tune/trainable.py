@@ -96,8 +96,11 @@ def check_state(state: Any, rounds: int | None = None) -> dict:
         raise ValueError(f"round {rnd!r} is not a finished round of this trial (1..{rounds or '?'})")
     if not isinstance(history, list) or len(history) != rnd:
         raise ValueError(f"history of {len(history) if isinstance(history, list) else '?'} rounds at round {rnd}")
-    if not isinstance(state["model"], dict) or not state["model"] or not all(
-            isinstance(v, torch.Tensor) for v in state["model"].values()):
+    if (
+        not isinstance(state["model"], dict)
+        or not state["model"]
+        or not all(isinstance(v, torch.Tensor) for v in state["model"].values())
+    ):
         raise ValueError("the model weights are not a dict of tensors")
     if not isinstance(state["clients"], list) or not state["clients"]:
         raise ValueError("no client states")
@@ -135,8 +138,9 @@ def earlier_checkpoints(checkpoint: tune.Checkpoint) -> list[tune.Checkpoint]:
     return [tune.Checkpoint(p, filesystem=fs) for _, p in sorted(found, reverse=True)]
 
 
-def load_checkpoint(checkpoint: tune.Checkpoint | None, rounds: int | None = None,
-                    log: Callable[[str], None] = print) -> dict | None:
+def load_checkpoint(
+    checkpoint: tune.Checkpoint | None, rounds: int | None = None, log: Callable[[str], None] = print
+) -> dict | None:
     """The state of the newest checkpoint of a trial that loads: ``checkpoint`` (Tune's latest), else the
     newest earlier one in the same trial folder. None (start at round 1) if there is none or none loads;
     never raises."""
@@ -151,8 +155,7 @@ def load_checkpoint(checkpoint: tune.Checkpoint | None, rounds: int | None = Non
         try:
             state = read_checkpoint(candidate, rounds)
         except Exception as exc:  # noqa: BLE001 - corrupt, truncated, missing, not ours: try the next one
-            log(f"warning: checkpoint {candidate.path} does not load ({type(exc).__name__}: "
-                f"{one_line(str(exc), 300)})")
+            log(f"warning: checkpoint {candidate.path} does not load ({type(exc).__name__}: {one_line(str(exc), 300)})")
             continue
         if candidate is not checkpoint:
             log(f"resuming from the earlier checkpoint {candidate.path} (after round {state['round']})")
@@ -172,8 +175,9 @@ def dataset_name(cfg: CycleConfig) -> str:
 
 def log_splits(tracker: Tracker, run_id: str, cfg: CycleConfig, data) -> None:
     """The cycle's train / val / test splits as the run's MLflow dataset inputs."""
-    splits = {name: (split.x, split.y) for name, split in (("train", data.train), ("val", data.val),
-                                                         ("test", data.test))}
+    splits = {
+        name: (split.x, split.y) for name, split in (("train", data.train), ("val", data.val), ("test", data.test))
+    }
     tracker.log_datasets(run_id, splits, dataset_name(cfg), cfg.data_root)
 
 
@@ -184,8 +188,9 @@ def log_float_model(tracker: Tracker, run_id: str, result, trial_id: str) -> flo
     own = "dp" if result.config.private else "nonprivate"
     start = time.perf_counter()
     try:
-        tracker.log_model(run_id, result.models[own].float_model, result.examples["clean"][:2],
-                          tags={TAG_TRIAL: trial_id})
+        tracker.log_model(
+            run_id, result.models[own].float_model, result.examples["clean"][:2], tags={TAG_TRIAL: trial_id}
+        )
     except Exception as exc:  # noqa: BLE001 - an extra view of weights that are logged anyway
         reason = f"{type(exc).__name__}: {exc}"
         print(f"warning: the float model was not logged as an MLflow model ({one_line(reason, 300)})", flush=True)
@@ -201,8 +206,10 @@ def _report_recorded(tracker: Tracker, run_id: str, infra: TrialInfra) -> None:
     """A trial Tune runs again whose MLflow run is already FINISHED (it completed, but the driver did
     not record that before it stopped): the run is the record and is never changed; Tune gets its
     final numbers from it instead of a second cycle."""
-    print(f"MLflow run {run_id} of this trial is already FINISHED: reporting its numbers, not running it "
-          "again", flush=True)
+    print(
+        f"MLflow run {run_id} of this trial is already FINISHED: reporting its numbers, not running it again",
+        flush=True,
+    )
     metrics = dict(tracker.client.get_run(run_id).data.metrics)
     pending = {k: math.nan for k in infra.final_objectives}
     tune.report({**pending, **metrics, "cycle_complete": 1})
@@ -226,8 +233,11 @@ def run_trial(params: dict, infra: TrialInfra) -> None:
         if existed:  # a retried or resumed trial: what its earlier attempts logged is not logged again
             logged_rounds = tracker.logged_steps(run_id, "acc_val")
             logged_final = set(tracker.client.get_run(run_id).data.metrics) - set(ROUND_METRICS)
-    monitor = tracker.system_metrics(run_id, resume=existed) if (
-        tracker is not None and infra.tracking.system_metrics) else None
+    monitor = (
+        tracker.system_metrics(run_id, resume=existed)
+        if (tracker is not None and infra.tracking.system_metrics)
+        else None
+    )
     splits_logged: list[bool] = []
     try:
         resume = _load_checkpoint(cfg.rounds)
@@ -248,11 +258,13 @@ def run_trial(params: dict, infra: TrialInfra) -> None:
             on_round(r, fed)
 
         cache = TwinCache(infra.cache_dir) if infra.cache_dir else None
-        result = run_cycle(cfg, cache=cache, on_round=on_round_and_splits, resume=resume,
-                           progress=trial_progress(cfg, ctx))  # printed, and its phase to the sweep's console
+        result = run_cycle(
+            cfg, cache=cache, on_round=on_round_and_splits, resume=resume, progress=trial_progress(cfg, ctx)
+        )  # printed, and its phase to the sweep's console
         out = write_outputs(result, Path(ctx.get_trial_dir()) / "artifacts")
-        final = {k: v for k, v in result.metrics.items() if v is not None and not
-                 (isinstance(v, float) and math.isnan(v))}
+        final = {
+            k: v for k, v in result.metrics.items() if v is not None and not (isinstance(v, float) and math.isnan(v))
+        }
         if tracker is not None:
             tracker.log_metrics(run_id, {k: v for k, v in final.items() if k not in logged_final}, step=cfg.rounds)
             tracker.log_artifacts(run_id, out)
@@ -304,8 +316,11 @@ class TrackingCallback(tune.Callback):
                 self._tracker.client.set_tag(run_id, "psreval.early_stopped", "true")
                 self._tracker.finish(run_id, status)
             else:
-                self._tracker.fail(run_id, f"trial {trial.trial_id} ended with an error and no retries left "
-                                           f"(its process died, or see {getattr(trial, 'error_file', None) or 'Tune'})")
+                self._tracker.fail(
+                    run_id,
+                    f"trial {trial.trial_id} ended with an error and no retries left "
+                    f"(its process died, or see {getattr(trial, 'error_file', None) or 'Tune'})",
+                )
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         self._close(trial, "KILLED")

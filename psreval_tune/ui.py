@@ -26,14 +26,22 @@ DEFAULT_EXPERIMENT = "psreval"
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="psreval ui", description=__doc__.splitlines()[0])
-    p.add_argument("--run-dir", default="runs",
-                   help="folder of the sweeps' local store, runs/mlflow.db (default: runs)")
-    p.add_argument("--tracking-uri", default=None,
-                   help="another store (sqlite:///path/mlflow.db); default: sqlite:///RUN_DIR/mlflow.db")
-    p.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="experiment the printed address opens "
-                                                                    f"(default: {DEFAULT_EXPERIMENT})")
-    p.add_argument("--host", default=DEFAULT_HOST,
-                   help=f"interface to listen on (default: {DEFAULT_HOST}, this machine only)")
+    p.add_argument(
+        "--run-dir", default="runs", help="folder of the sweeps' local store, runs/mlflow.db (default: runs)"
+    )
+    p.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="another store (sqlite:///path/mlflow.db); default: sqlite:///RUN_DIR/mlflow.db",
+    )
+    p.add_argument(
+        "--experiment",
+        default=DEFAULT_EXPERIMENT,
+        help=f"experiment the printed address opens (default: {DEFAULT_EXPERIMENT})",
+    )
+    p.add_argument(
+        "--host", default=DEFAULT_HOST, help=f"interface to listen on (default: {DEFAULT_HOST}, this machine only)"
+    )
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})")
     return p
 
@@ -49,8 +57,10 @@ def store_uri(args: argparse.Namespace) -> str:
         return args.tracking_uri
     db = Path(args.run_dir).expanduser().resolve() / "mlflow.db"
     if not db.is_file():
-        raise ConfigError(f"--run-dir={args.run_dir!r} holds no MLflow store ({db} is missing); run a sweep "
-                          "first (make demo), or name the store with --tracking-uri")
+        raise ConfigError(
+            f"--run-dir={args.run_dir!r} holds no MLflow store ({db} is missing); run a sweep "
+            "first (make demo), or name the store with --tracking-uri"
+        )
     return f"sqlite:///{db}"
 
 
@@ -109,10 +119,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"MLflow UI: {runs_view_url(args.host, args.port, experiment_id(uri, args.experiment))}  (Ctrl-C to stop)",
-          flush=True)
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
-           "--port", str(args.port)]
+    print(
+        f"MLflow UI: {runs_view_url(args.host, args.port, experiment_id(uri, args.experiment))}  (Ctrl-C to stop)",
+        flush=True,
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+    ]
     os.execv(sys.executable, cmd)  # the UI is the process from here on: Ctrl-C stops it directly
     return 0  # not reached
 

@@ -1,4 +1,4 @@
-"""`python sweeps/recipe_check.py` from a checkout: the same as `psreval recipe-check` (see psreval_tune/sweeps/recipe_check.py)."""
+"""`python sweeps/recipe_check.py`: the same as `psreval recipe-check`."""
 
 import sys
 

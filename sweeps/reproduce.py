@@ -1,4 +1,4 @@
-"""`python sweeps/reproduce.py` from a checkout: the same as `psreval reproduce` (see psreval_tune/sweeps/reproduce.py)."""
+"""`python sweeps/reproduce.py`: the same as `psreval reproduce`."""
 
 import sys
 

@@ -7,19 +7,34 @@ import torch
 
 from psreval_tune.config import CycleConfig
 
-
 # Fast, fixed training for tests of everything but the recipes: a few large
 # steps per round that the cnn survives (recipes.toml trains better, slower).
 # Pinned here so a recipe change never moves these tests' numbers.
-FAST_TRAINING = dict(local_epochs=1, batch_size=128, lr=0.2, momentum=0.9, lr_schedule="constant",
-                     warmup_rounds=0, reset_optimizer=False, max_grad_norm=1.0)
+FAST_TRAINING = dict(
+    local_epochs=1,
+    batch_size=128,
+    lr=0.2,
+    momentum=0.9,
+    lr_schedule="constant",
+    warmup_rounds=0,
+    reset_optimizer=False,
+    max_grad_norm=1.0,
+)
 
 
 @pytest.fixture(scope="session")
 def small_cfg() -> CycleConfig:
     """A digits cycle that trains in about a second on 2 CPU cores."""
-    return CycleConfig(dataset="digits", arch="cnn", rounds=3, eval_samples=64, attack_repeats=2,
-                       eval_attacks=("PGD", "FGSM"), device="cpu", **FAST_TRAINING)
+    return CycleConfig(
+        dataset="digits",
+        arch="cnn",
+        rounds=3,
+        eval_samples=64,
+        attack_repeats=2,
+        eval_attacks=("PGD", "FGSM"),
+        device="cpu",
+        **FAST_TRAINING,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -45,8 +60,18 @@ def trained_cnn(small_cfg, digits):
 
 # Whole modules that start Ray, servers, browsers or subprocess sweeps, or train for many rounds:
 # `make test` runs them, `make test-fast` (-m "not slow") leaves them out.
-SLOW_MODULES = {"test_cluster", "test_sweeps", "test_mlflow_ui", "test_safety_sweeps", "test_safety_bad_inputs",
-                "test_safety_tracking_restart", "test_cli_errors", "test_install", "test_recipes", "test_cycle"}
+SLOW_MODULES = {
+    "test_cluster",
+    "test_sweeps",
+    "test_mlflow_ui",
+    "test_safety_sweeps",
+    "test_safety_bad_inputs",
+    "test_safety_tracking_restart",
+    "test_cli_errors",
+    "test_install",
+    "test_recipes",
+    "test_cycle",
+}
 # Fixtures that run a sweep or a long training: a test using one is slow wherever it lives.
 SLOW_FIXTURES = {"smoke_sweep"}
 

@@ -19,22 +19,37 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def env(**extra: str) -> dict[str, str]:
-    out = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PSREVAL_RAY_ADDRESS",
-                                                             "PSREVAL_STORAGE", "PSREVAL_RUN_DIR", "RAY_ADDRESS")}
+    out = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MLFLOW_TRACKING_URI", "PSREVAL_RAY_ADDRESS", "PSREVAL_STORAGE", "PSREVAL_RUN_DIR", "RAY_ADDRESS")
+    }
     out.update(PYTHONUNBUFFERED="1", RAY_DEDUP_LOGS="0", **extra)
     return out
 
 
 def run_script(script: str, *args: str, timeout: float, **extra_env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=ROOT, env=env(**extra_env),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *args],
+        cwd=ROOT,
+        env=env(**extra_env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def start_script(script: str, *args: str, log: Path, **extra_env: str) -> subprocess.Popen:
     """Start in its own process group, so the test can kill the whole local Ray it starts."""
     fh = open(log, "w")
-    return subprocess.Popen([sys.executable, str(ROOT / script), *args], cwd=ROOT, env=env(**extra_env),
-                            stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / script), *args],
+        cwd=ROOT,
+        env=env(**extra_env),
+        stdout=fh,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def kill_group(proc: subprocess.Popen) -> None:
@@ -67,14 +82,31 @@ def start_mlflow_server(folder: Path, port: int, **extra_env: str) -> subprocess
     so a server restarted on the same store keeps one log."""
     with open(folder / "mlflow.log", "a") as log:
         return subprocess.Popen(
-            [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-             "--backend-store-uri", f"sqlite:///{folder}/mlflow.db", "--artifacts-destination", str(folder / "art"),
-             "--workers", "1"],
-            cwd=folder, env=env(**extra_env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                str(Path(sys.executable).parent / "mlflow"),
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--backend-store-uri",
+                f"sqlite:///{folder}/mlflow.db",
+                "--artifacts-destination",
+                str(folder / "art"),
+                "--workers",
+                "1",
+            ],
+            cwd=folder,
+            env=env(**extra_env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def wait_healthy(uri: str, server: subprocess.Popen, log: Path, timeout: float = 120) -> None:
     """Until URI/health answers 200; fails at once, with the end of LOG, if the server exits."""
+
     def healthy() -> bool:
         if server.poll() is not None:
             raise AssertionError(f"mlflow server exited with {server.returncode}:\n{log.read_text()[-3000:]}")
@@ -83,6 +115,7 @@ def wait_healthy(uri: str, server: subprocess.Popen, log: Path, timeout: float =
                 return resp.status == 200
         except OSError:
             return False
+
     wait_for(healthy, timeout, interval=0.5, what=f"{uri}/health")
 
 

@@ -46,8 +46,10 @@ SETTINGS = {
     "tta20": {"threat": "train_time_attack", "adv_fraction": 0.2, "attack": "FGSM"},
 }
 # (clean, white-box PGD robust) of the trial's own DP model, and of its non-private twin
-DP = {3.4: {"none": (80, 20), "adv20": (78, 30), "adv40": (75, 28), "tta20": (70, 15)},
-      7.0: {"none": (85, 25), "adv20": (77, 29), "adv40": (76, 33), "tta20": (74, 18)}}
+DP = {
+    3.4: {"none": (80, 20), "adv20": (78, 30), "adv40": (75, 28), "tta20": (70, 15)},
+    7.0: {"none": (85, 25), "adv20": (77, 29), "adv40": (76, 33), "tta20": (74, 18)},
+}
 NP = {"none": (95, 10), "adv20": (92, 38), "adv40": (90, 45), "tta20": (88, 12)}
 FGSM_EXTRA = 10  # FGSM robust accuracy = PGD robust accuracy + 10 points
 TRAIN_S = {"none": 10.0, "adv20": 15.0, "adv40": 20.0, "tta20": 14.0}  # + (s-1) seconds
@@ -60,23 +62,41 @@ def transfer_truth(eps: float, setting: str, attack: str) -> dict[tuple[str, str
     extra = FGSM_EXTRA if attack == "fgsm" else 0
     dp_r, np_r = DP[eps][setting][1] + extra, NP[setting][1] + extra
     bump = 5 if eps == 7.0 else 0
-    return {("nonprivate", "nonprivate"): np_r, ("nonprivate", "dp"): 60 + bump + extra,
-            ("nonprivate", "int8_nonprivate"): np_r + 3, ("nonprivate", "int8_dp"): 62 + bump + extra,
-            ("dp", "nonprivate"): 70 + extra, ("dp", "dp"): dp_r,
-            ("dp", "int8_nonprivate"): 72 + extra, ("dp", "int8_dp"): dp_r + 4}
+    return {
+        ("nonprivate", "nonprivate"): np_r,
+        ("nonprivate", "dp"): 60 + bump + extra,
+        ("nonprivate", "int8_nonprivate"): np_r + 3,
+        ("nonprivate", "int8_dp"): 62 + bump + extra,
+        ("dp", "nonprivate"): 70 + extra,
+        ("dp", "dp"): dp_r,
+        ("dp", "int8_nonprivate"): 72 + extra,
+        ("dp", "int8_dp"): dp_r + 4,
+    }
 
 
 def trial_metrics(eps: float, setting: str, seed: int) -> dict[str, float]:
     """Final metrics of one private trial, under the README's metric names (fractions for accuracies)."""
     dc, np_c = (DP[eps][setting][0] + 2 * (seed - 1)) / 100, (NP[setting][0] + 2 * (seed - 1)) / 100
     r = (seed - 1) / 100
-    m = {"acc_clean_float": dc, "acc_clean_int8": dc - 0.01 - 0.005 * (seed - 1),
-         "acc_clean_float_nonprivate": np_c, "acc_clean_int8_nonprivate": np_c - 0.01 - 0.005 * (seed - 1),
-         "size_bytes_float": SIZE_FLOAT, "size_bytes_int8": SIZE_INT8,
-         "size_reduction_pct": 100 * (1 - SIZE_INT8 / SIZE_FLOAT), "epsilon_spent": eps - 0.1,
-         "noise_multiplier": 1.1, "sample_rate": 0.1, "dp_steps": 30, "delta": 1e-5, "final_train_loss": 0.5,
-         "time_train_s": TRAIN_S[setting] + (seed - 1), "time_adv_gen_s": ADV_GEN_S[setting],
-         "time_train_twin_s": 5.0, "time_total_s": 40.0}
+    m = {
+        "acc_clean_float": dc,
+        "acc_clean_int8": dc - 0.01 - 0.005 * (seed - 1),
+        "acc_clean_float_nonprivate": np_c,
+        "acc_clean_int8_nonprivate": np_c - 0.01 - 0.005 * (seed - 1),
+        "size_bytes_float": SIZE_FLOAT,
+        "size_bytes_int8": SIZE_INT8,
+        "size_reduction_pct": 100 * (1 - SIZE_INT8 / SIZE_FLOAT),
+        "epsilon_spent": eps - 0.1,
+        "noise_multiplier": 1.1,
+        "sample_rate": 0.1,
+        "dp_steps": 30,
+        "delta": 1e-5,
+        "final_train_loss": 0.5,
+        "time_train_s": TRAIN_S[setting] + (seed - 1),
+        "time_adv_gen_s": ADV_GEN_S[setting],
+        "time_train_twin_s": 5.0,
+        "time_total_s": 40.0,
+    }
     for a in ("pgd", "fgsm"):
         matrix = transfer_truth(eps, setting, a)
         for (g, t), v in matrix.items():
@@ -107,8 +127,9 @@ def _log_trial(tracker: Tracker, parent: str, trial_id: str, cfg: CycleConfig, f
 
 
 def _cfg(**kw) -> CycleConfig:
-    return CycleConfig(dataset="digits", arch="cnn", rounds=3, eval_samples=64, eval_attacks=("PGD", "FGSM"),
-                       attack_repeats=2, **kw)
+    return CycleConfig(
+        dataset="digits", arch="cnn", rounds=3, eval_samples=64, eval_attacks=("PGD", "FGSM"), attack_repeats=2, **kw
+    )
 
 
 @pytest.fixture(scope="module")
@@ -124,8 +145,9 @@ def store(tmp_path_factory) -> str:
     for eps in DP:
         for name, setting in SETTINGS.items():
             for seed in SEEDS:
-                _log_trial(grid, parent, f"g_{k:05d}", _cfg(epsilon=eps, seed=seed, **setting),
-                           trial_metrics(eps, name, seed))
+                _log_trial(
+                    grid, parent, f"g_{k:05d}", _cfg(epsilon=eps, seed=seed, **setting), trial_metrics(eps, name, seed)
+                )
                 k += 1
     _log_trial(grid, parent, "g_stopped", _cfg(epsilon=3.4, seed=5), None)
     grid.finish(parent)
@@ -133,16 +155,24 @@ def store(tmp_path_factory) -> str:
     clean = Tracker(TrackingSpec(uri, EXPERIMENT, "clean-only", artifacts))
     parent = clean.sweep_run({"kind": "paper_grid"})
     for seed in (0, 1):
-        m = {"acc_clean_float": 0.9 + 0.02 * seed, "acc_clean_int8": 0.89 + 0.02 * seed,
-             "size_bytes_float": SIZE_FLOAT, "size_bytes_int8": SIZE_INT8, "size_reduction_pct": 74.0,
-             "acc_wb_pgd_mean": 0.3, "acc_wb_fgsm_mean": 0.4, "time_train_s": 3.0}
+        m = {
+            "acc_clean_float": 0.9 + 0.02 * seed,
+            "acc_clean_int8": 0.89 + 0.02 * seed,
+            "size_bytes_float": SIZE_FLOAT,
+            "size_bytes_int8": SIZE_INT8,
+            "size_reduction_pct": 74.0,
+            "acc_wb_pgd_mean": 0.3,
+            "acc_wb_fgsm_mean": 0.4,
+            "time_train_s": 3.0,
+        }
         _log_trial(clean, parent, f"c_{seed}", _cfg(seed=seed), m)
     clean.finish(parent)
 
     other = Tracker(TrackingSpec(uri, EXPERIMENT, "other", artifacts))
     parent = other.sweep_run({"kind": "search"})
-    _log_trial(other, parent, "o_0", _cfg(epsilon=3.4, seed=0), {**trial_metrics(3.4, "none", 0),
-                                                                   "acc_clean_float": 0.01})
+    _log_trial(
+        other, parent, "o_0", _cfg(epsilon=3.4, seed=0), {**trial_metrics(3.4, "none", 0), "acc_clean_float": 0.01}
+    )
     other.finish(parent)
     return uri
 
@@ -167,7 +197,7 @@ def md_row(text: str, *lead: str) -> list[str]:
     for line in text.splitlines():
         if line.startswith("|"):
             cells = [c.strip() for c in line.strip().strip("|").split("|")]
-            if cells[:len(lead)] == list(lead):
+            if cells[: len(lead)] == list(lead):
                 return cells
     raise AssertionError(f"no row starting {lead} in:\n{text}")
 
@@ -179,8 +209,9 @@ def md_header(text: str, first: str) -> list[str]:
 def one(frame: pd.DataFrame, **match) -> pd.Series:
     mask = pd.Series(True, index=frame.index)
     for col, val in match.items():
-        mask &= frame[col].map(lambda v: v == val or (isinstance(v, float) and isinstance(val, float)
-                                                       and math.isclose(v, val)))
+        mask &= frame[col].map(
+            lambda v, val=val: v == val or (isinstance(v, float) and isinstance(val, float) and math.isclose(v, val))
+        )
     rows = frame[mask]
     assert len(rows) == 1, (match, rows)
     return rows.iloc[0]
@@ -216,17 +247,35 @@ def test_load_tune_folder_as_ray_tune_writes_it(tmp_path):
     cycle_complete, holds the final metrics). A trial without that line is left out."""
     root = tmp_path / "ray_results" / "tsweep"
     finals = {}
-    for i, (eps, setting, seed) in enumerate([(3.4, "none", 0), (3.4, "none", 1), (7.0, "adv20", 0),
-                                             (7.0, "none", 0)]):
+    for i, (eps, setting, seed) in enumerate([(3.4, "none", 0), (3.4, "none", 1), (7.0, "adv20", 0), (7.0, "none", 0)]):
         folder = root / f"run_trial_ab12c_{i:05d}_{i}_epsilon={eps:.4f},seed={seed}_2026-01-01_00-00-0{i}"
         folder.mkdir(parents=True)
-        space = {"dataset": "digits", "arch": "cnn", "rounds": 2, "eval_samples": 64,
-                 "eval_attacks": ["PGD", "FGSM"], "attack_repeats": 1, "epsilon": eps,
-                 "setting": dict(SETTINGS[setting]), "seed": seed}
+        space = {
+            "dataset": "digits",
+            "arch": "cnn",
+            "rounds": 2,
+            "eval_samples": 64,
+            "eval_attacks": ["PGD", "FGSM"],
+            "attack_repeats": 1,
+            "epsilon": eps,
+            "setting": dict(SETTINGS[setting]),
+            "seed": seed,
+        }
         (folder / "params.json").write_text(json.dumps(space, indent=2))
-        lines = [{"round": r, "train_loss": 1.0 / r, "acc_clean": 0.1 * r, "epsilon": eps / 2 * r,
-                  "training_iteration": r, "trial_id": f"ab12c_{i:05d}", "time_total_s": 3.0 * r,
-                  "config": space, "done": False} for r in (1, 2)]
+        lines = [
+            {
+                "round": r,
+                "train_loss": 1.0 / r,
+                "acc_clean": 0.1 * r,
+                "epsilon": eps / 2 * r,
+                "training_iteration": r,
+                "trial_id": f"ab12c_{i:05d}",
+                "time_total_s": 3.0 * r,
+                "config": space,
+                "done": False,
+            }
+            for r in (1, 2)
+        ]
         if i < 3:
             final = {**lines[-1], **trial_metrics(eps, setting, seed), "cycle_complete": 1, "training_iteration": 3}
             finals[(eps, setting, seed)] = final
@@ -272,8 +321,15 @@ def test_overview_accuracy_size_and_reduction(full):
     assert rep.extra["size_reduction_pct"]["mean"].iloc[0] == pytest.approx(74.0)
 
     md = (full[1] / "overview.md").read_text()
-    assert md_row(md, "digits", "cnn", "DP ε=3.4") == ["digits", "cnn", "DP ε=3.4", "80.0 ± 5.0", "79.0 ± 3.7",
-                                                       "-1.00 ± 1.24", "3"]
+    assert md_row(md, "digits", "cnn", "DP ε=3.4") == [
+        "digits",
+        "cnn",
+        "DP ε=3.4",
+        "80.0 ± 5.0",
+        "79.0 ± 3.7",
+        "-1.00 ± 1.24",
+        "3",
+    ]
     assert md_row(md, "digits", "cnn", "non-private")[3:] == ["95.0 ± 5.0", "94.0 ± 3.7", "-1.00 ± 1.24", "3"]
     assert md_row(md, "digits", "cnn", "0.400") == ["digits", "cnn", "0.400", "0.104", "74.0"]
     assert [f.name for f in rep.figures] == ["overview_digits.png"] and not rep.messages
@@ -291,9 +347,19 @@ def test_transfer_matrix_per_epsilon(full):
                 assert row["ci95"] == pytest.approx(ci(1.0)) and row["n"] == 3
     md = (full[1] / "transfer.md").read_text()
     assert md_row(md, "digits", "cnn", "3.4", "PGD", "nonprivate")[5:] == [
-        "10.0 ± 2.5", "60.0 ± 2.5", "13.0 ± 2.5", "62.0 ± 2.5", "3"]
+        "10.0 ± 2.5",
+        "60.0 ± 2.5",
+        "13.0 ± 2.5",
+        "62.0 ± 2.5",
+        "3",
+    ]
     assert md_row(md, "digits", "cnn", "7", "FGSM", "dp")[5:] == [
-        "80.0 ± 2.5", "35.0 ± 2.5", "82.0 ± 2.5", "39.0 ± 2.5", "3"]
+        "80.0 ± 2.5",
+        "35.0 ± 2.5",
+        "82.0 ± 2.5",
+        "39.0 ± 2.5",
+        "3",
+    ]
     # the sweep evaluated PGD and FGSM only: FAB is named as missing
     assert rep.messages == ["transfer figure: no FAB results (not in the trials' eval_attacks)"]
     assert [f.name for f in rep.figures] == ["transfer_digits_cnn.png"]
@@ -303,9 +369,17 @@ def test_adversarial_training_accuracy_loss_and_time(full):
     rep = report_of(full, "adv_training")
     data = rep.data
     # accuracy loss = clean - FGSM robust (the attack it was trained with), in points; fraction 0 = no threat
-    expect = {("DP ε=3.4", 0.0): 80 - 30, ("DP ε=3.4", 0.2): 78 - 40, ("DP ε=3.4", 0.4): 75 - 38,
-              ("DP ε=7", 0.0): 85 - 35, ("DP ε=7", 0.2): 77 - 39, ("DP ε=7", 0.4): 76 - 43,
-              ("non-private", 0.0): 95 - 20, ("non-private", 0.2): 92 - 48, ("non-private", 0.4): 90 - 55}
+    expect = {
+        ("DP ε=3.4", 0.0): 80 - 30,
+        ("DP ε=3.4", 0.2): 78 - 40,
+        ("DP ε=3.4", 0.4): 75 - 38,
+        ("DP ε=7", 0.0): 85 - 35,
+        ("DP ε=7", 0.2): 77 - 39,
+        ("DP ε=7", 0.4): 76 - 43,
+        ("non-private", 0.0): 95 - 20,
+        ("non-private", 0.2): 92 - 48,
+        ("non-private", 0.4): 90 - 55,
+    }
     assert len(data) == len(expect) and set(data["attack"]) == {"FGSM"}
     for (priv, frac), loss in expect.items():
         row = one(data, privacy=priv, adv_fraction=frac)
@@ -323,17 +397,27 @@ def test_adversarial_training_accuracy_loss_and_time(full):
     assert md_row(md, "digits", "cnn", "DP ε=7", "FGSM", "20%")[5:] == ["15.0 ± 2.5", "3.0", "1.50", "3"]
     assert md_row(md, "digits", "cnn", "DP ε=7", "none", "0%")[5:] == ["10.0 ± 2.5", "0.0", "1.00", "3"]
     assert sorted(f.name for f in rep.figures) == ["adv_training_digits_cnn.png", "adv_training_time_digits_cnn.png"]
-    assert rep.messages == ["adversarial training: no trials adversarially trained with PGD",
-                            "adversarial training: no trials adversarially trained with FAB"]
+    assert rep.messages == [
+        "adversarial training: no trials adversarially trained with PGD",
+        "adversarial training: no trials adversarially trained with FAB",
+    ]
 
 
 def test_train_time_attacker_clean_and_robust_vs_share(full):
     rep = report_of(full, "train_time")
     data = rep.data
-    expect = {("clean", "DP ε=3.4", 0.0): 80, ("clean", "DP ε=3.4", 0.2): 70, ("clean", "DP ε=7", 0.2): 74,
-              ("clean", "non-private", 0.0): 95, ("clean", "non-private", 0.2): 88,
-              ("robust", "DP ε=3.4", 0.0): 30, ("robust", "DP ε=3.4", 0.2): 25, ("robust", "DP ε=7", 0.2): 28,
-              ("robust", "non-private", 0.0): 20, ("robust", "non-private", 0.2): 22}
+    expect = {
+        ("clean", "DP ε=3.4", 0.0): 80,
+        ("clean", "DP ε=3.4", 0.2): 70,
+        ("clean", "DP ε=7", 0.2): 74,
+        ("clean", "non-private", 0.0): 95,
+        ("clean", "non-private", 0.2): 88,
+        ("robust", "DP ε=3.4", 0.0): 30,
+        ("robust", "DP ε=3.4", 0.2): 25,
+        ("robust", "DP ε=7", 0.2): 28,
+        ("robust", "non-private", 0.0): 20,
+        ("robust", "non-private", 0.2): 22,
+    }
     assert len(data) == 2 * 3 * 2  # metric x privacy x fraction
     for (metric, priv, frac), value in expect.items():
         row = one(data, metric=metric, privacy=priv, adv_fraction=frac)
@@ -342,7 +426,9 @@ def test_train_time_attacker_clean_and_robust_vs_share(full):
     md = (full[1] / "train_time.md").read_text()
     assert md_row(md, "digits", "cnn", "FGSM", "clean", "DP ε=3.4")[5:] == ["80.0 ± 5.0", "70.0 ± 5.0"]
     assert md_row(md, "digits", "cnn", "FGSM", "robust (same attack, white-box)", "non-private")[5:] == [
-        "20.0 ± 2.5", "22.0 ± 2.5"]
+        "20.0 ± 2.5",
+        "22.0 ± 2.5",
+    ]
     assert [f.name for f in rep.figures] == ["train_time_digits_cnn.png"]
 
 
@@ -351,9 +437,15 @@ def test_pareto_front_membership(full):
     data = rep.data
     assert len(data) == 12  # 4 settings x {3.4, 7, non-private}
     on = {(r.privacy, r.threat, r.adv_fraction) for r in data[data.pareto].itertuples()}
-    assert on == {("DP ε=3.4", "none", 0.0), ("DP ε=3.4", "adv_training", 0.2), ("DP ε=7", "none", 0.0),
-                  ("DP ε=7", "adv_training", 0.4), ("non-private", "none", 0.0),
-                  ("non-private", "adv_training", 0.2), ("non-private", "adv_training", 0.4)}
+    assert on == {
+        ("DP ε=3.4", "none", 0.0),
+        ("DP ε=3.4", "adv_training", 0.2),
+        ("DP ε=7", "none", 0.0),
+        ("DP ε=7", "adv_training", 0.4),
+        ("non-private", "none", 0.0),
+        ("non-private", "adv_training", 0.2),
+        ("non-private", "adv_training", 0.4),
+    }
     # (77, 29) at ε=7 is on ε=7's own front but dominated by (78, 30) at the lower ε=3.4
     row = one(data, privacy="DP ε=7", threat="adv_training", adv_fraction=0.2)
     assert row["front_at_eps"] and not row["pareto"]
@@ -362,10 +454,21 @@ def test_pareto_front_membership(full):
     assert one(data, privacy="non-private", threat="none")["epsilon"] == math.inf
     md = (full[1] / "pareto.md").read_text()
     assert md_row(md, "1") == ["1", "digits", "DP ε=3.4", "no threat", "80.0 ± 5.0", "20.0 ± 2.5", "3"]
-    assert md_row(md, "4") == ["4", "digits", "DP ε=7", "adversarial training, FGSM, 40%", "76.0 ± 5.0",
-                               "33.0 ± 2.5", "3"]
-    assert md_row(md, "digits", "DP ε=3.4")[2:] == ["80.0 ± 5.0", "no threat", "30.0 ± 2.5",
-                                                    "adversarial training, FGSM, 20%"]
+    assert md_row(md, "4") == [
+        "4",
+        "digits",
+        "DP ε=7",
+        "adversarial training, FGSM, 40%",
+        "76.0 ± 5.0",
+        "33.0 ± 2.5",
+        "3",
+    ]
+    assert md_row(md, "digits", "DP ε=3.4")[2:] == [
+        "80.0 ± 5.0",
+        "no threat",
+        "30.0 ± 2.5",
+        "adversarial training, FGSM, 20%",
+    ]
     assert [f.name for f in rep.figures] == ["pareto_digits.png"]
 
 
@@ -401,10 +504,11 @@ def test_missing_axes_give_a_message_not_a_plot(store, tmp_path, capsys):
     out = tmp_path / "clean"
     assert cli(["report", "--tracking-uri", store, "--sweep", "clean-only", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    for message in ("transfer figure: needs private trials (epsilon set; each trains its non-private twin); "
-                    "this sweep has none",
-                    "adversarial training: needs adv_fraction > 0 and threat adv_training; this sweep has none",
-                    "train-time attacker: needs adv_fraction > 0 and threat train_time_attack; this sweep has none"):
+    for message in (
+        "transfer figure: needs private trials (epsilon set; each trains its non-private twin); this sweep has none",
+        "adversarial training: needs adv_fraction > 0 and threat adv_training; this sweep has none",
+        "train-time attacker: needs adv_fraction > 0 and threat train_time_attack; this sweep has none",
+    ):
         assert f"  missing: {message}" in printed
         assert html.escape(message) in (out / "report.html").read_text()
     assert not list(out.glob("transfer_*")) and not list(out.glob("adv_training_*"))
@@ -419,8 +523,10 @@ def test_missing_attack_or_baseline_is_named(trials, tmp_path):
     """Private trials all under a threat (no threat-none baseline), one training attack only."""
     rep = build_report(trials[trials["threat"] != "none"], tmp_path)
     by_key = {r.key: r for r in rep.reports}
-    assert "transfer figure: no private trials with threat none (inference-time attacks on models trained " \
-           "without a training-time threat); this sweep has none" in by_key["transfer"].messages
+    assert (
+        "transfer figure: no private trials with threat none (inference-time attacks on models trained "
+        "without a training-time threat); this sweep has none" in by_key["transfer"].messages
+    )
     assert not by_key["transfer"].figures
     assert any("no trials with threat none" in m for m in by_key["overview"].messages)
     assert "no trials with threat none: no adversarial fraction 0 baseline" in " ".join(by_key["adv_training"].notes)
@@ -462,18 +568,26 @@ def test_sweep_end_logs_the_report_to_the_parent_run(store, tmp_path, capsys):
 # --- the command line -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("argv, expected", [
-    (["report", "--experiment", "nope"], "error: unknown experiment 'nope' at "),
-    (["report", "--sweep", "nope"], "error: no sweep 'nope' in this experiment (sweeps there: "),
-    (["report", "--results", "/no/such/folder"], "error: --results /no/such/folder: no such folder"),
-    (["overview", "--results", "s3://bucket/x"], "error: --results s3://bucket/x: only a local Tune folder"),
-    (["report", "--results", ".", "--experiment", "x"], "error: --results reads a Tune folder; it does not combine"),
-    (["report", "--tracking-uri", "sqlite:////no/such/mlflow.db"],
-     "error: --tracking-uri=sqlite:////no/such/mlflow.db: no MLflow store at /no/such/mlflow.db"),
-    (["report", "--attack", "CW"], "error: argument --attack: invalid choice: 'CW'"),
-    (["frobnicate"], "error: argument COMMAND: invalid choice: 'frobnicate'"),
-    ([], "error: name a command: report, overview"),
-])
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["report", "--experiment", "nope"], "error: unknown experiment 'nope' at "),
+        (["report", "--sweep", "nope"], "error: no sweep 'nope' in this experiment (sweeps there: "),
+        (["report", "--results", "/no/such/folder"], "error: --results /no/such/folder: no such folder"),
+        (["overview", "--results", "s3://bucket/x"], "error: --results s3://bucket/x: only a local Tune folder"),
+        (
+            ["report", "--results", ".", "--experiment", "x"],
+            "error: --results reads a Tune folder; it does not combine",
+        ),
+        (
+            ["report", "--tracking-uri", "sqlite:////no/such/mlflow.db"],
+            "error: --tracking-uri=sqlite:////no/such/mlflow.db: no MLflow store at /no/such/mlflow.db",
+        ),
+        (["report", "--attack", "CW"], "error: argument --attack: invalid choice: 'CW'"),
+        (["frobnicate"], "error: argument COMMAND: invalid choice: 'frobnicate'"),
+        ([], "error: name a command: report, overview"),
+    ],
+)
 def test_cli_bad_input_is_one_line_and_exit_2(store, tmp_path, capsys, argv, expected):
     if "--tracking-uri" not in argv and "--results" not in argv and argv and argv[0] == "report":
         argv = [*argv, "--tracking-uri", store]
@@ -488,10 +602,17 @@ def test_cli_bad_input_is_one_line_and_exit_2(store, tmp_path, capsys, argv, exp
 
 def test_cli_empty_tune_folder_and_entry_point(tmp_path):
     (tmp_path / "empty").mkdir()
-    proc = subprocess.run([sys.executable, "-m", "analysis", "report", "--results", str(tmp_path / "empty")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "analysis", "report", "--results", str(tmp_path / "empty")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
-    assert proc.stderr == f"error: --results {tmp_path / 'empty'}: no Tune trial folders in it (expected */result.json)\n"
+    assert (
+        proc.stderr == f"error: --results {tmp_path / 'empty'}: no Tune trial folders in it (expected */result.json)\n"
+    )
 
 
 def run_cli(argv: list[str]) -> int:

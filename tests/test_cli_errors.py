@@ -23,8 +23,19 @@ REPO = Path(__file__).resolve().parents[1]
 # finish) within seconds. --quiet: progress lines go to stderr by design
 # (README), and a few values can only be rejected after the "data: ..."
 # line; test_progress_then_one_error_line covers that case without it.
-FAST = ["--rounds", "2", "--eval-samples", "16", "--attack-repeats", "1", "--eval-attacks", "FGSM",
-        "--device", "cpu", "--quiet"]
+FAST = [
+    "--rounds",
+    "2",
+    "--eval-samples",
+    "16",
+    "--attack-repeats",
+    "1",
+    "--eval-attacks",
+    "FGSM",
+    "--device",
+    "cpu",
+    "--quiet",
+]
 
 
 # --- data folders the cases point at ------------------------------------------------
@@ -46,8 +57,13 @@ def _cifar10(root: Path) -> Path:
     rng = np.random.default_rng(0)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         with open(base / name, "wb") as fh:
-            pickle.dump({"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8),
-                         "labels": [int(v) for v in rng.integers(0, 10, 4)]}, fh)
+            pickle.dump(
+                {
+                    "data": rng.integers(0, 256, (4, 3072), dtype=np.uint8),
+                    "labels": [int(v) for v in rng.integers(0, 10, 4)],
+                },
+                fh,
+            )
     with open(base / "batches.meta", "wb") as fh:
         pickle.dump({"label_names": [str(i) for i in range(10)]}, fh)
     return root
@@ -104,8 +120,7 @@ CASES: list = [
     pytest.param(["--dataset", "imagenet"], ["dataset", "imagenet", "digits"], None, id="unknown-dataset"),
     pytest.param(["--arch", "vgg16"], ["arch", "vgg16", "resnet9"], None, id="unknown-arch"),
     pytest.param(["--attack", "CW"], ["attack", "CW", "PGD"], None, id="unknown-attack"),
-    pytest.param(["--eval-attacks", "FGSM,DeepFool"], ["eval_attacks", "DeepFool"], None,
-                 id="unknown-eval-attack"),
+    pytest.param(["--eval-attacks", "FGSM,DeepFool"], ["eval_attacks", "DeepFool"], None, id="unknown-eval-attack"),
     pytest.param(["--threat", "poison"], ["threat", "poison", "train_time_attack"], None, id="unknown-threat"),
     pytest.param(["--partition", "shards"], ["partition", "shards", "dirichlet"], None, id="unknown-partition"),
     # numbers out of range
@@ -115,10 +130,13 @@ CASES: list = [
     pytest.param(["--delta", "0"], ["delta", "0", "(0, 1)"], None, id="delta-zero"),
     pytest.param(["--delta", "1.5"], ["delta", "1.5", "(0, 1)"], None, id="delta-above-one"),
     pytest.param(["--adv-fraction", "1.0"], ["adv_fraction", "1.0", "[0, 1)"], None, id="adv-fraction-one"),
-    pytest.param(["--adv-fraction", "-0.1"], ["adv_fraction", "-0.1", "[0, 1)"], None,
-                 id="adv-fraction-negative"),
-    pytest.param(["--threat", "adv_training"], ["adv_fraction", "0", "threat=adv_training"], None,
-                 id="threat-without-adv-fraction"),
+    pytest.param(["--adv-fraction", "-0.1"], ["adv_fraction", "-0.1", "[0, 1)"], None, id="adv-fraction-negative"),
+    pytest.param(
+        ["--threat", "adv_training"],
+        ["adv_fraction", "0", "threat=adv_training"],
+        None,
+        id="threat-without-adv-fraction",
+    ),
     pytest.param(["--num-clients", "1"], ["num_clients", "1", ">= 2"], None, id="one-client"),
     pytest.param(["--attack-eps", "2"], ["attack_eps", "2", "(0, 1]"], None, id="attack-eps-above-one"),
     # flags argparse rejects
@@ -127,33 +145,65 @@ CASES: list = [
     pytest.param(["--frobnicate", "3"], ["--frobnicate"], None, id="unknown-flag"),
     # data on disk
     pytest.param(["--dataset", "cifar10"], ["data_root", "--data-root"], None, id="cifar10-without-data-root"),
-    pytest.param(["--dataset", "cifar10", "--data-root", "{root}"], ["{root}", "does not exist"], missing_root,
-                 id="missing-data-folder"),
-    pytest.param(["--dataset", "cifar10", "--data-root", "{root}"], ["{root}", "no CIFAR-10 data"], empty_root,
-                 id="empty-cifar-folder"),
-    pytest.param(["--dataset", "cifar10", "--data-root", "{root}"], ["{root}", "no CIFAR-10 data"],
-                 cifar_without_batches, id="cifar-missing-test-batch"),
-    pytest.param(["--dataset", "cifar10", "--data-root", "{root}"], ["{root}", "corrupt CIFAR-10"], corrupt_cifar,
-                 id="corrupt-cifar-batch"),
-    pytest.param(["--dataset", "pneumonia", "--data-root", "{root}"], ["{root}", "no train/ folder"], empty_root,
-                 id="empty-pneumonia-folder"),
-    pytest.param(["--dataset", "pneumonia", "--data-root", "{root}"], ["{root}/train", "no class folders"],
-                 no_class_folders, id="pneumonia-without-classes"),
-    pytest.param(["--dataset", "pneumonia", "--data-root", "{root}"], ["{root}/train", "1 class folder"],
-                 one_class_folder, id="pneumonia-one-class"),
-    pytest.param(["--dataset", "pneumonia", "--data-root", "{root}"], ["{root}/train/VIRUS/broken.jpeg", "corrupt"],
-                 corrupt_image, id="corrupt-image"),
+    pytest.param(
+        ["--dataset", "cifar10", "--data-root", "{root}"],
+        ["{root}", "does not exist"],
+        missing_root,
+        id="missing-data-folder",
+    ),
+    pytest.param(
+        ["--dataset", "cifar10", "--data-root", "{root}"],
+        ["{root}", "no CIFAR-10 data"],
+        empty_root,
+        id="empty-cifar-folder",
+    ),
+    pytest.param(
+        ["--dataset", "cifar10", "--data-root", "{root}"],
+        ["{root}", "no CIFAR-10 data"],
+        cifar_without_batches,
+        id="cifar-missing-test-batch",
+    ),
+    pytest.param(
+        ["--dataset", "cifar10", "--data-root", "{root}"],
+        ["{root}", "corrupt CIFAR-10"],
+        corrupt_cifar,
+        id="corrupt-cifar-batch",
+    ),
+    pytest.param(
+        ["--dataset", "pneumonia", "--data-root", "{root}"],
+        ["{root}", "no train/ folder"],
+        empty_root,
+        id="empty-pneumonia-folder",
+    ),
+    pytest.param(
+        ["--dataset", "pneumonia", "--data-root", "{root}"],
+        ["{root}/train", "no class folders"],
+        no_class_folders,
+        id="pneumonia-without-classes",
+    ),
+    pytest.param(
+        ["--dataset", "pneumonia", "--data-root", "{root}"],
+        ["{root}/train", "1 class folder"],
+        one_class_folder,
+        id="pneumonia-one-class",
+    ),
+    pytest.param(
+        ["--dataset", "pneumonia", "--data-root", "{root}"],
+        ["{root}/train/VIRUS/broken.jpeg", "corrupt"],
+        corrupt_image,
+        id="corrupt-image",
+    ),
     # values only the data or the accountant can reject
-    pytest.param(["--batch-size", "5000"], ["batch_size", "5000", "batch_size <="], None,
-                 id="batch-larger-than-client"),
+    pytest.param(
+        ["--batch-size", "5000"], ["batch_size", "5000", "batch_size <="], None, id="batch-larger-than-client"
+    ),
     pytest.param(["--epsilon", "1e-6"], ["epsilon", "1e-06", "not reachable"], None, id="unreachable-epsilon"),
 ]
 
 
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("flags, expected, build", CASES)
-def test_bad_input_is_one_error_line(tmp_path: Path, flags: list[str], expected: list[str],
-                                     build: Builder | None):
+def test_bad_input_is_one_error_line(tmp_path: Path, flags: list[str], expected: list[str], build: Builder | None):
     data = tmp_path / "data"
     data.mkdir()
     root = build(data) if build is not None else ""
@@ -165,14 +215,18 @@ def test_bad_input_is_one_error_line(tmp_path: Path, flags: list[str], expected:
 
     proc = subprocess.run(
         [sys.executable, "-m", "psreval_tune", "run", *FAST, *flags, "--out", str(out), "--cache-dir", str(cache)],
-        cwd=REPO, capture_output=True, text=True, timeout=120)
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
     assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
     assert "Traceback" not in proc.stdout + proc.stderr
     lines = proc.stderr.splitlines()
     assert len(lines) == 1, proc.stderr[-2000:]
     line = lines[0]
-    assert line.startswith("error: ") and line[len("error: "):].strip()
+    assert line.startswith("error: ") and line[len("error: ") :].strip()
     for text in expected:
         assert text in line, f"{text!r} not in {line!r}"
     # nothing written: no output, no half-written temporary sibling, no twin cache
@@ -185,8 +239,13 @@ def test_out_is_a_file(tmp_path: Path):
     """--out naming an existing file is refused and the file is left alone."""
     out = tmp_path / "out"
     out.write_text("keep me")
-    proc = subprocess.run([sys.executable, "-m", "psreval_tune", "run", *FAST, "--out", str(out)],
-                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "psreval_tune", "run", *FAST, "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert proc.stderr.splitlines() == [f"error: --out={str(out)!r} exists and is not a folder"]
     assert out.read_text() == "keep me"
@@ -199,8 +258,24 @@ def test_progress_then_one_error_line(tmp_path: Path):
     out = tmp_path / "out"
     flags = [f for f in FAST if f != "--quiet"]
     proc = subprocess.run(
-        [sys.executable, "-m", "psreval_tune", "run", *flags, "--batch-size", "5000", "--out", str(out),
-         "--cache-dir", "none"], cwd=REPO, capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "psreval_tune",
+            "run",
+            *flags,
+            "--batch-size",
+            "5000",
+            "--out",
+            str(out),
+            "--cache-dir",
+            "none",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stdout + proc.stderr
     lines = proc.stderr.splitlines()
@@ -227,8 +302,27 @@ def test_cifar_payload_never_runs_through_the_cli(tmp_path: Path, download: list
         pickle.dump({"data": Exploit(), "labels": [0]}, fh)
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, "-m", "psreval_tune", "run", *FAST, "--dataset", "cifar10", "--data-root", str(root),
-         *download, "--out", str(out), "--cache-dir", "none"], cwd=REPO, capture_output=True, text=True, timeout=100)
+        [
+            sys.executable,
+            "-m",
+            "psreval_tune",
+            "run",
+            *FAST,
+            "--dataset",
+            "cifar10",
+            "--data-root",
+            str(root),
+            *download,
+            "--out",
+            str(out),
+            "--cache-dir",
+            "none",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.splitlines() == [proc.stderr.strip()] and "system is not allowed" in proc.stderr
     assert not marker.exists() and not out.exists()

@@ -38,11 +38,18 @@ CLUSTER_YAML = ROOT / "cluster.yaml"
 BIN = Path(sys.executable).parent
 SMOKE_TRIALS = 6  # paper_grid --smoke
 MARK = "PSREVAL_TEST_CLUSTER"  # every process the cluster test starts inherits MARK=<its own random value>
-COMMAND_KEYS = ("initialization_commands", "setup_commands", "head_setup_commands", "worker_setup_commands",
-                "head_start_ray_commands", "worker_start_ray_commands")
+COMMAND_KEYS = (
+    "initialization_commands",
+    "setup_commands",
+    "head_setup_commands",
+    "worker_setup_commands",
+    "head_start_ray_commands",
+    "worker_start_ray_commands",
+)
 
 
 # --- cluster.yaml ---------------------------------------------------------------
+
 
 def _validated(config: dict) -> dict:
     """What `ray up` does to a config before it needs the cloud: merge Ray's
@@ -76,6 +83,7 @@ def test_cluster_yaml_passes_rays_validation():
     pinned_ray = re.search(r"^ray\[tune\]==(\S+)", (ROOT / "requirements.txt").read_text(), re.M).group(1)
     assert f'"ray[default]=={pinned_ray}"' in commands  # the cluster extras of the same Ray
     import ray
+
     assert pinned_ray == ray.__version__  # `ray up` must run the Ray the nodes get
     # Token authentication: on for every node, the token made on the head and copied to the workers.
     assert "export RAY_AUTH_MODE=token" in "\n".join(prepared["setup_commands"])
@@ -93,10 +101,13 @@ def test_cluster_yaml_passes_rays_validation():
     assert re.search(r"export PSREVAL_S3=s3://", commands)
 
 
-@pytest.mark.parametrize("pattern, typo", [
-    (r"^max_workers:", "max_wokers:"),  # top level
-    (r"^(\s+)min_workers:", r"\1min_wokers:"),  # inside a node type
-])
+@pytest.mark.parametrize(
+    "pattern, typo",
+    [
+        (r"^max_workers:", "max_wokers:"),  # top level
+        (r"^(\s+)min_workers:", r"\1min_wokers:"),  # inside a node type
+    ],
+)
 def test_cluster_yaml_with_a_typo_fails_validation(tmp_path, pattern, typo):
     import jsonschema
 
@@ -109,6 +120,7 @@ def test_cluster_yaml_with_a_typo_fails_validation(tmp_path, pattern, typo):
 
 
 # --- a multi-node cluster on this machine ---------------------------------------
+
 
 def _marked(marker: str) -> list[int]:
     """Processes started by this test's cluster, however they were re-parented
@@ -152,13 +164,15 @@ class LocalCluster:
 
     def nodes_of(self, pid: int) -> list[str]:
         """The nodes whose raylet started worker process `pid` (its log file is in that node's temp dir)."""
-        return [name for name, temp in self.temp_dirs.items()
-                if list(temp.glob(f"session_latest/logs/worker-*-{pid}.out"))]
+        return [
+            name for name, temp in self.temp_dirs.items() if list(temp.glob(f"session_latest/logs/worker-*-{pid}.out"))
+        ]
 
 
 def _start(cmd: list[str], log: Path, node_env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(cmd, cwd=log.parent, env=node_env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    return subprocess.Popen(
+        cmd, cwd=log.parent, env=node_env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def _wait_logged(proc: subprocess.Popen, log: Path, text: str, what: str, timeout: float = 180) -> None:
@@ -166,6 +180,7 @@ def _wait_logged(proc: subprocess.Popen, log: Path, text: str, what: str, timeou
         if proc.poll() is not None:
             raise AssertionError(f"{what} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
         return text in log.read_text()
+
     wait_for(ready, timeout=timeout, interval=0.5, what=what)
 
 
@@ -182,20 +197,58 @@ def local_cluster(logs: Path):
     node_env = env(**join_env)
     node_env.pop("RAY_AUTH_TOKEN_PATH", None)
     port = free_port()
-    common = ["--block", "--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--num-gpus", "1",
-              "--object-store-memory", str(150 * 2**20), "--disable-usage-stats"]
+    common = [
+        "--block",
+        "--node-ip-address",
+        "127.0.0.1",
+        "--num-cpus",
+        "1",
+        "--num-gpus",
+        "1",
+        "--object-store-memory",
+        str(150 * 2**20),
+        "--disable-usage-stats",
+    ]
     temp_dirs = {"head": temp / "head", "worker": temp / "worker"}
     procs: list[subprocess.Popen] = []
     try:
-        head = _start([str(BIN / "ray"), "start", "--head", "--port", str(port), *common,
-                       "--temp-dir", str(temp_dirs["head"]), "--include-dashboard", "false",
-                       "--dashboard-port", str(free_port()), "--dashboard-agent-listen-port", str(free_port())],
-                      logs / "ray-head.log", node_env)
+        head = _start(
+            [
+                str(BIN / "ray"),
+                "start",
+                "--head",
+                "--port",
+                str(port),
+                *common,
+                "--temp-dir",
+                str(temp_dirs["head"]),
+                "--include-dashboard",
+                "false",
+                "--dashboard-port",
+                str(free_port()),
+                "--dashboard-agent-listen-port",
+                str(free_port()),
+            ],
+            logs / "ray-head.log",
+            node_env,
+        )
         procs.append(head)
         _wait_logged(head, logs / "ray-head.log", "Ray runtime started", "the head node")
-        worker = _start([str(BIN / "ray"), "start", "--address", f"127.0.0.1:{port}", *common,
-                         "--temp-dir", str(temp_dirs["worker"]), "--dashboard-agent-listen-port", str(free_port())],
-                        logs / "ray-worker.log", node_env)
+        worker = _start(
+            [
+                str(BIN / "ray"),
+                "start",
+                "--address",
+                f"127.0.0.1:{port}",
+                *common,
+                "--temp-dir",
+                str(temp_dirs["worker"]),
+                "--dashboard-agent-listen-port",
+                str(free_port()),
+            ],
+            logs / "ray-worker.log",
+            node_env,
+        )
         procs.append(worker)
         _wait_logged(worker, logs / "ray-worker.log", "Ray runtime started", "the worker node")  # registered
         yield LocalCluster(f"127.0.0.1:{port}", join_env, temp_dirs)
@@ -221,19 +274,43 @@ def test_paper_grid_runs_on_a_multi_node_cluster_with_token_auth(tmp_path):
     with local_cluster(tmp_path) as cluster, mlflow_server(tmp_path, cluster.env) as uri:
         marker = cluster.env[MARK]
         # The cluster refuses a driver without its token: one line, exit 2, nothing written.
-        refused = run_script("sweeps/paper_grid.py", "--smoke", "--address", "auto", "--run-dir",
-                             str(tmp_path / "refused"), timeout=180,
-                             **{**cluster.env, "RAY_ADDRESS": cluster.address, "RAY_AUTH_TOKEN": "not-the-token"})
+        refused = run_script(
+            "sweeps/paper_grid.py",
+            "--smoke",
+            "--address",
+            "auto",
+            "--run-dir",
+            str(tmp_path / "refused"),
+            timeout=180,
+            **{**cluster.env, "RAY_ADDRESS": cluster.address, "RAY_AUTH_TOKEN": "not-the-token"},
+        )
         assert refused.returncode == 2, refused.stdout[-2000:] + refused.stderr[-2000:]
-        assert refused.stderr.strip().splitlines()[-1].startswith(
-            "error: --address=auto: Ray token authentication failed"), refused.stderr[-2000:]
+        assert (
+            refused.stderr.strip().splitlines()[-1].startswith("error: --address=auto: Ray token authentication failed")
+        ), refused.stderr[-2000:]
         assert "Traceback" not in refused.stderr and not (tmp_path / "refused").exists()
 
         shared = tmp_path / "shared"  # every node sees this folder: Tune's storage_path, as s3:// on a real cluster
-        proc = run_script("sweeps/paper_grid.py", "--address", "auto", "--smoke", "--gpus-per-trial", "0.5",
-                          "--cpus-per-trial", "1", "--tracking-uri", uri, "--storage", str(shared),
-                          "--run-dir", str(tmp_path / "runs"), "--name", "cluster", timeout=600,
-                          **{**cluster.env, "RAY_ADDRESS": cluster.address})
+        proc = run_script(
+            "sweeps/paper_grid.py",
+            "--address",
+            "auto",
+            "--smoke",
+            "--gpus-per-trial",
+            "0.5",
+            "--cpus-per-trial",
+            "1",
+            "--tracking-uri",
+            uri,
+            "--storage",
+            str(shared),
+            "--run-dir",
+            str(tmp_path / "runs"),
+            "--name",
+            "cluster",
+            timeout=600,
+            **{**cluster.env, "RAY_ADDRESS": cluster.address},
+        )
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
         results = tune_results(shared / "cluster")

@@ -13,11 +13,16 @@ import pytest
 from psreval_tune.sweeps import console_table as ct
 from psreval_tune.sweeps import progress  # imports Ray Tune: here, not in the first test that uses it
 
-ROUNDS = ["[dp] round 1/3  loss 2.1766  val acc 0.3264  eps 1.123",
-          "[dp] round 2/3  loss 2.0012  val acc 0.4010  eps 2.250",
-          "[dp] round 3/3  loss 1.9000  val acc 0.4500  eps 3.396"]
-TWIN = ["[nonprivate] round 1/3  loss 2.1  val acc 0.3", "[nonprivate] round 2/3  loss 2.0  val acc 0.4",
-        "[nonprivate] round 3/3  loss 1.9  val acc 0.5"]
+ROUNDS = [
+    "[dp] round 1/3  loss 2.1766  val acc 0.3264  eps 1.123",
+    "[dp] round 2/3  loss 2.0012  val acc 0.4010  eps 2.250",
+    "[dp] round 3/3  loss 1.9000  val acc 0.4500  eps 3.396",
+]
+TWIN = [
+    "[nonprivate] round 1/3  loss 2.1  val acc 0.3",
+    "[nonprivate] round 2/3  loss 2.0  val acc 0.4",
+    "[nonprivate] round 3/3  loss 1.9  val acc 0.5",
+]
 ATTACKS = ["attack PGD run 1/2 done", "attack PGD run 2/2 done", "attack FGSM run 1/1 done"]
 
 
@@ -31,8 +36,7 @@ def phases(phase: ct.TrialPhase, messages: list[str]) -> list[str]:
 
 def test_trial_phase_follows_a_private_cycle_with_its_twin():
     phase = ct.TrialPhase(rounds=3, twin=True)
-    assert phase.state == {"phase": "training", "round": 0, "rounds": 3, "acc": None, "eps": None,
-                           "path": ["training"]}
+    assert phase.state == {"phase": "training", "round": 0, "rounds": 3, "acc": None, "eps": None, "path": ["training"]}
     assert not phase.apply("data: digits train 1437 / val 180 / test 359, 10 classes; device cpu")
     assert phases(phase, ROUNDS) == ["training", "training", "twin"]
     assert phase.state["round"] == 3 and phase.state["acc"] == 0.45 and phase.state["eps"] == 3.396
@@ -57,17 +61,47 @@ def test_trial_phase_without_twin_cached_twin_and_resume():
 
 def rows() -> list[dict]:
     board = ct.Board()
-    board.tune([
-        {"trial": "ac840_00000", "status": "RUNNING", "label": "digits-cnn-eps3.4-none-PGD-s0", "round": 1,
-         "rounds": 3, "acc": 0.3, "eps": 1.1},
-        {"trial": "ac840_00001", "status": "PENDING", "label": "digits-cnn-eps7-adv_training0.2-FGSM-s0",
-         "rounds": 3},
-        {"trial": "ac840_00002", "status": "TERMINATED", "label": "digits-cnn-eps7-train_time_attack0.2-FGSM-s0",
-         "rounds": 3, "round": 3, "acc": 0.44, "eps": 6.99, "complete": True},
-        {"trial": "ac840_00003", "status": "TERMINATED", "label": "digits-cnn-eps3.4-train_time_attack0.2-FGSM-s0",
-         "rounds": 3, "round": 1, "acc": 0.1, "eps": 1.2, "complete": False},
-        {"trial": "ac840_00004", "status": "ERROR", "label": "digits-cnn-eps1234.5-none-PGD-s0", "rounds": 3},
-    ], "Logical resource usage: 1/2 CPUs, 0/0 GPUs")
+    board.tune(
+        [
+            {
+                "trial": "ac840_00000",
+                "status": "RUNNING",
+                "label": "digits-cnn-eps3.4-none-PGD-s0",
+                "round": 1,
+                "rounds": 3,
+                "acc": 0.3,
+                "eps": 1.1,
+            },
+            {
+                "trial": "ac840_00001",
+                "status": "PENDING",
+                "label": "digits-cnn-eps7-adv_training0.2-FGSM-s0",
+                "rounds": 3,
+            },
+            {
+                "trial": "ac840_00002",
+                "status": "TERMINATED",
+                "label": "digits-cnn-eps7-train_time_attack0.2-FGSM-s0",
+                "rounds": 3,
+                "round": 3,
+                "acc": 0.44,
+                "eps": 6.99,
+                "complete": True,
+            },
+            {
+                "trial": "ac840_00003",
+                "status": "TERMINATED",
+                "label": "digits-cnn-eps3.4-train_time_attack0.2-FGSM-s0",
+                "rounds": 3,
+                "round": 1,
+                "acc": 0.1,
+                "eps": 1.2,
+                "complete": False,
+            },
+            {"trial": "ac840_00004", "status": "ERROR", "label": "digits-cnn-eps1234.5-none-PGD-s0", "rounds": 3},
+        ],
+        "Logical resource usage: 1/2 CPUs, 0/0 GPUs",
+    )
     board.trial("ac840_00000", {"phase": "attacks PGD 10/10", "round": 3, "rounds": 3, "acc": 0.5, "eps": 3.4})
     return board.snapshot()["rows"]
 
@@ -75,14 +109,33 @@ def rows() -> list[dict]:
 def test_board_merges_tunes_view_with_the_trials_own():
     by_id = {r["trial"]: r for r in rows()}
     running = by_id["ac840_00000"]
-    assert (running["status"], running["phase"], running["round"], running["acc"]) == ("RUNNING", "attacks PGD 10/10",
-                                                                                        3, 0.5)
-    assert [by_id[t]["phase"] for t in ("ac840_00001", "ac840_00002", "ac840_00003", "ac840_00004")] == \
-        ["pending", "done", "stopped early", "error"]
+    assert (running["status"], running["phase"], running["round"], running["acc"]) == (
+        "RUNNING",
+        "attacks PGD 10/10",
+        3,
+        0.5,
+    )
+    assert [by_id[t]["phase"] for t in ("ac840_00001", "ac840_00002", "ac840_00003", "ac840_00004")] == [
+        "pending",
+        "done",
+        "stopped early",
+        "error",
+    ]
     board = ct.Board()  # a trial's message before the driver's first push: shown as running
     board.trial("x_00000", {"phase": "training", "round": 1, "rounds": 3, "acc": 0.2, "eps": None})
-    assert board.snapshot()["rows"] == [{"trial": "x_00000", "status": "RUNNING", "label": "", "rounds": 3,
-                                         "path": [], "round": 1, "acc": 0.2, "eps": None, "phase": "training"}]
+    assert board.snapshot()["rows"] == [
+        {
+            "trial": "x_00000",
+            "status": "RUNNING",
+            "label": "",
+            "rounds": 3,
+            "path": [],
+            "round": 1,
+            "acc": 0.2,
+            "eps": None,
+            "phase": "training",
+        }
+    ]
 
 
 def test_table_is_one_line_per_trial_at_most_100_columns():
@@ -97,7 +150,8 @@ def test_table_is_one_line_per_trial_at_most_100_columns():
     assert all(len(line) <= 50 for line in narrow)
     assert ct.header(rows(), 3725, "Logical resource usage: 1/2 CPUs, 0/0 GPUs") == [  # too wide for one line
         "[1:02:05] 5 trials: 1 running, 1 pending, 1 done, 1 stopped early, 1 error",
-        "          Logical resource usage: 1/2 CPUs, 0/0 GPUs"]
+        "          Logical resource usage: 1/2 CPUs, 0/0 GPUs",
+    ]
     assert ct.header(rows()[:1], 59, "R") == ["[0:59] 1 trial: 1 running | R"]
 
 
@@ -112,8 +166,10 @@ def test_table_beyond_max_rows_shows_running_trials_first_and_counts_the_rest():
 def test_event_log_prints_changes_of_status_or_phase_and_a_table_at_most_every_n_seconds():
     log = ct.EventLog(every_s=60)
     assert log.lines([], 0) == []  # no trials yet: nothing, not even the header
-    start = [{"trial": "a_1", "status": "PENDING", "phase": "pending"}, {"trial": "a_2", "status": "PENDING",
-                                                                          "phase": "pending"}]
+    start = [
+        {"trial": "a_1", "status": "PENDING", "phase": "pending"},
+        {"trial": "a_2", "status": "PENDING", "phase": "pending"},
+    ]
     assert log.lines(start, 0) == ["[0:00] 2 trials: 2 pending"]
     running = [{"trial": "a_1", "status": "RUNNING", "phase": "training", "round": 0, "rounds": 3}, start[1]]
     assert log.lines(running, 5) == ["[0:05] a_1 RUNNING training, round 0/3, val acc -, eps -"]
@@ -135,11 +191,16 @@ def test_event_log_shows_the_phases_a_trial_went_through_between_two_looks():
     log = ct.EventLog()
     log.lines([], 0)
     row = {"trial": "a_1", "status": "RUNNING", "phase": "training", "path": ["training"], "rounds": 3}
-    assert [line.split(",")[0] for line in log.lines([row], 1)] == ["[0:01] 1 trial: 1 running",
-                                                                    "[0:01] a_1 RUNNING training"]
+    assert [line.split(",")[0] for line in log.lines([row], 1)] == [
+        "[0:01] 1 trial: 1 running",
+        "[0:01] a_1 RUNNING training",
+    ]
     row = {**row, "status": "TERMINATED", "phase": "done", "path": ["training", "twin", "attacks"], "round": 3}
     assert [line.split(",")[0] for line in log.lines([row], 2)] == [
-        "[0:02] a_1 RUNNING twin", "[0:02] a_1 RUNNING attacks", "[0:02] a_1 TERMINATED done"]
+        "[0:02] a_1 RUNNING twin",
+        "[0:02] a_1 RUNNING attacks",
+        "[0:02] a_1 TERMINATED done",
+    ]
     assert log.lines([row], 3) == []
 
 
@@ -157,8 +218,9 @@ class FakeRef:
 class FakeBoard:
     def __init__(self, snapshots):
         self.snapshots = snapshots
-        self.snapshot = SimpleNamespace(remote=lambda: FakeRef(self.snapshots.pop(0) if len(self.snapshots) > 1
-                                                               else self.snapshots[0]))
+        self.snapshot = SimpleNamespace(
+            remote=lambda: FakeRef(self.snapshots.pop(0) if len(self.snapshots) > 1 else self.snapshots[0])
+        )
 
 
 def test_live_table_on_a_terminal_is_redrawn_in_place(monkeypatch):
@@ -170,7 +232,7 @@ def test_live_table_on_a_terminal_is_redrawn_in_place(monkeypatch):
     first = out.getvalue()
     assert first.startswith("\x1b[2K[0:00] 2 trials") and first.count("\n") == 4 and "\x1b[4F" not in first
     live.refresh()
-    second = out.getvalue()[len(first):]
+    second = out.getvalue()[len(first) :]
     assert second.startswith("\x1b[4F") and second.count("\n") == 5  # up over the 4 lines, then 5 new ones
     progress._Guard(io.StringIO(), live).write("a warning\n")  # anything else printed takes the table down
     assert out.getvalue().endswith("\x1b[5F\x1b[J") and live.drawn == 0
@@ -202,24 +264,30 @@ def test_quiet_logs_drop_exactly_the_known_messages():
     saved = {logger: list(logger.filters) for logger in (optuna, banner)}
     try:
         progress.quiet_logs(verbose=True)
-        banner.warning("Token authentication is enabled for this Ray cluster. Set RAY_AUTH_MODE=disabled to opt "
-                       "out. For more information, see https://docs.ray.io/en/latest/ray-security/token-auth.html")
+        banner.warning(
+            "Token authentication is enabled for this Ray cluster. Set RAY_AUTH_MODE=disabled to opt "
+            "out. For more information, see https://docs.ray.io/en/latest/ray-security/token-auth.html"
+        )
         progress.quiet_logs(verbose=False)
         progress.quiet_logs(verbose=False)  # once per process
         assert len([f for f in optuna.filters if isinstance(f, progress.DropExact)]) == 1
         optuna.warning(ValueError("The value nan is not acceptable"))
         optuna.warning("The value nan is not acceptable; The value nan is not acceptable")
         optuna.warning("The value inf is not acceptable")
-        banner.warning("Token authentication is enabled for this Ray cluster. Set RAY_AUTH_MODE=disabled to opt "
-                       "out. For more information, see https://docs.ray.io/en/latest/ray-security/token-auth.html")
+        banner.warning(
+            "Token authentication is enabled for this Ray cluster. Set RAY_AUTH_MODE=disabled to opt "
+            "out. For more information, see https://docs.ray.io/en/latest/ray-security/token-auth.html"
+        )
         banner.warning("Token authentication is disabled for this Ray cluster. Anyone with network access ...")
     finally:
         for logger, filters in saved.items():
             logger.removeHandler(handler)
             logger.filters[:] = filters
-    assert [m.split(".")[0] for m in seen] == ["Token authentication is enabled for this Ray cluster",
-                                              "The value inf is not acceptable",
-                                              "Token authentication is disabled for this Ray cluster"]
+    assert [m.split(".")[0] for m in seen] == [
+        "Token authentication is enabled for this Ray cluster",
+        "The value inf is not acceptable",
+        "Token authentication is disabled for this Ray cluster",
+    ]
 
 
 def test_trial_progress_outside_a_sweep_only_prints(capsys):
@@ -254,15 +322,22 @@ def test_resumed_sweep_gets_this_runs_console_settings(tmp_path):
     class Kept(tune.Callback):
         pass
 
-    tune.Tuner(trainable, param_space={"x": 1},
-               run_config=tune.RunConfig(name="r", storage_path=str(tmp_path), verbose=1, callbacks=[Kept()]))
+    tune.Tuner(
+        trainable,
+        param_space={"x": 1},
+        run_config=tune.RunConfig(name="r", storage_path=str(tmp_path), verbose=1, callbacks=[Kept()]),
+    )
     tuner = tune.Tuner.restore(str(tmp_path / "r"), trainable=trainable)
     assert tuner._local_tuner.get_run_config().verbose == 1  # what tuner.pkl brought back
     assert _restored_console(tuner, 0, [CSVLoggerCallback(), JsonLoggerCallback(), BoardCallback("r")])
     run_config = tuner._local_tuner.get_run_config()
     assert run_config.verbose == 0
-    assert [type(c).__name__ for c in run_config.callbacks] == ["Kept", "CSVLoggerCallback", "JsonLoggerCallback",
-                                                                "BoardCallback"]
+    assert [type(c).__name__ for c in run_config.callbacks] == [
+        "Kept",
+        "CSVLoggerCallback",
+        "JsonLoggerCallback",
+        "BoardCallback",
+    ]
 
 
 def test_verbose_flag_may_change_on_resume():
@@ -274,8 +349,17 @@ def test_verbose_flag_may_change_on_resume():
 
 # --- what a 6-trial smoke grid prints (the session's smoke sweep: conftest.smoke_sweep) --------------
 
-NOISE = ("╭", "│", "Trial status:", "Experiment state snapshotting", "TensorBoard", "Token authentication",
-         "The value nan is not acceptable", "PerformanceWarning", "View detailed results")
+NOISE = (
+    "╭",
+    "│",
+    "Trial status:",
+    "Experiment state snapshotting",
+    "TensorBoard",
+    "Token authentication",
+    "The value nan is not acceptable",
+    "PerformanceWarning",
+    "View detailed results",
+)
 
 
 @pytest.mark.timeout(700)

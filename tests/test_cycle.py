@@ -16,19 +16,33 @@ import os
 
 import pytest
 import torch
+from conftest import FAST_TRAINING
 
 from psreval_tune.artifacts import ARTIFACTS, write_outputs
-from conftest import FAST_TRAINING
 from psreval_tune.config import ATTACKS, CycleConfig
 from psreval_tune.cycle import TwinCache, _fresh_model, eval_images, run_cycle
 from psreval_tune.data import load_data
 from psreval_tune.evaluate import accuracy, wilson
 from psreval_tune.quantize import load_int8
 
-BASE_KEYS = ("acc_clean_float", "acc_clean_int8", "size_bytes_float", "size_bytes_int8", "size_reduction_pct",
-             "epsilon_spent", "noise_multiplier", "sample_rate", "dp_steps", "delta", "final_train_loss",
-             "n_test", "n_eval", "acc_val_float", "acc_val_wb_pgd",
-             *(f"acc_clean_{k}_ci_{b}" for k in ("float", "int8") for b in ("low", "high")))
+BASE_KEYS = (
+    "acc_clean_float",
+    "acc_clean_int8",
+    "size_bytes_float",
+    "size_bytes_int8",
+    "size_reduction_pct",
+    "epsilon_spent",
+    "noise_multiplier",
+    "sample_rate",
+    "dp_steps",
+    "delta",
+    "final_train_loss",
+    "n_test",
+    "n_eval",
+    "acc_val_float",
+    "acc_val_wb_pgd",
+    *(f"acc_clean_{k}_ci_{b}" for k in ("float", "int8") for b in ("low", "high")),
+)
 PRIVACY_KEYS = ("epsilon_spent", "noise_multiplier", "sample_rate", "dp_steps", "delta")
 PHASES = ("data", "train", "quantize", "eval", "attack")
 GENERATORS = ("nonprivate", "dp")
@@ -59,8 +73,17 @@ def _clean_eval_keys(models) -> list[str]:
 
 @pytest.fixture(scope="module")
 def np_cfg() -> CycleConfig:
-    return CycleConfig(dataset="digits", arch="cnn", rounds=10, eval_samples=32, attack_repeats=2,
-                       eval_attacks=("PGD", "FGSM"), device="cpu", seed=0, **FAST_TRAINING)
+    return CycleConfig(
+        dataset="digits",
+        arch="cnn",
+        rounds=10,
+        eval_samples=32,
+        attack_repeats=2,
+        eval_attacks=("PGD", "FGSM"),
+        device="cpu",
+        seed=0,
+        **FAST_TRAINING,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -100,8 +123,13 @@ def dp_run_cached(dp_cfg, cache_dir, dp_run):
 def test_nonprivate_metrics(np_run, np_cfg):
     result, rounds, messages = np_run
     m = result.metrics
-    expected = (set(BASE_KEYS) | set(_wb_keys(np_cfg.eval_attacks)) | set(_clean_eval_keys(["nonprivate"]))
-                | {f"time_{p}_s" for p in PHASES} | {"time_total_s"})
+    expected = (
+        set(BASE_KEYS)
+        | set(_wb_keys(np_cfg.eval_attacks))
+        | set(_clean_eval_keys(["nonprivate"]))
+        | {f"time_{p}_s" for p in PHASES}
+        | {"time_total_s"}
+    )
     assert set(m) == expected  # no transfer matrix and no twin without DP
     for key in PRIVACY_KEYS:
         assert m[key] is None, key
@@ -180,12 +208,23 @@ def test_same_seed_same_metrics_other_seed_other_metrics(np_run, np_cfg):
 def test_dp_metrics_and_transfer_matrix(dp_run, dp_cfg):
     result, rounds = dp_run
     m = result.metrics
-    transfer = [k for a in ATTACKS for g in GENERATORS for t in TARGETS
-                for k in _stats(f"acc_transfer_{a.lower()}_{g}_to_{t}", a)]
+    transfer = [
+        k
+        for a in ATTACKS
+        for g in GENERATORS
+        for t in TARGETS
+        for k in _stats(f"acc_transfer_{a.lower()}_{g}_to_{t}", a)
+    ]
     twin_clean = [f"acc_clean_{k}_nonprivate{c}" for k in ("float", "int8") for c in ("", "_ci_low", "_ci_high")]
-    expected = (set(BASE_KEYS) | set(_wb_keys(ATTACKS)) | set(transfer) | set(twin_clean)
-                | set(_clean_eval_keys(["dp", "nonprivate"]))
-                | {f"time_{p}_s" for p in PHASES} | {"time_train_twin_s", "time_total_s"})
+    expected = (
+        set(BASE_KEYS)
+        | set(_wb_keys(ATTACKS))
+        | set(transfer)
+        | set(twin_clean)
+        | set(_clean_eval_keys(["dp", "nonprivate"]))
+        | {f"time_{p}_s" for p in PHASES}
+        | {"time_train_twin_s", "time_total_s"}
+    )
     assert set(m) == expected
     assert len(transfer) == 3 * 2 * 4 * 3 + 2 * 4  # mean + interval per cell, std for PGD only
     for key in transfer:
@@ -260,8 +299,9 @@ def test_write_outputs(which, dp_run, np_run, tmp_path):
     summary = json.loads((out / "metrics.json").read_text())
     assert set(summary) == {"config", "metrics", "history"}
     assert CycleConfig.from_dict(summary["config"]) == cfg
-    assert summary["metrics"] == {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-                                  for k, v in result.metrics.items()}
+    assert summary["metrics"] == {
+        k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in result.metrics.items()
+    }
     assert summary["history"] == result.history and len(summary["history"]) == cfg.rounds
 
     # both weight files load without pickle and reproduce the reported accuracies
@@ -300,8 +340,9 @@ def test_accuracy_loss_is_measured_on_the_attacked_images(np_run, np_cfg):
     assert m["acc_clean_eval_int8_nonprivate"] == accuracy(model.int8_model, x_eval, y_eval)
     for a in ("pgd", "fgsm"):
         assert m[f"acc_loss_wb_{a}"] == pytest.approx(clean_here - m[f"acc_wb_{a}_mean"])
-        assert m[f"acc_loss_wb_{a}_int8"] == pytest.approx(m["acc_clean_eval_int8_nonprivate"]
-                                                          - m[f"acc_wb_{a}_int8_mean"])
+        assert m[f"acc_loss_wb_{a}_int8"] == pytest.approx(
+            m["acc_clean_eval_int8_nonprivate"] - m[f"acc_wb_{a}_int8_mean"]
+        )
     # the default attacks the whole test split
     assert eval_images(np_cfg.replace(eval_samples=None), data)[1].shape == data.test.y.shape
 

@@ -52,8 +52,24 @@ def write_cifar10(root: Path, seed: int = 0) -> dict[str, tuple[np.ndarray, list
         with open(base / name, "wb") as fh:
             pickle.dump({"batch_label": name, "data": data, "labels": labels, "filenames": []}, fh)
     with open(base / "batches.meta", "wb") as fh:
-        pickle.dump({"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
-                                     "horse", "ship", "truck"], "num_vis": 3072}, fh)
+        pickle.dump(
+            {
+                "label_names": [
+                    "airplane",
+                    "automobile",
+                    "bird",
+                    "cat",
+                    "deer",
+                    "dog",
+                    "frog",
+                    "horse",
+                    "ship",
+                    "truck",
+                ],
+                "num_vis": 3072,
+            },
+            fh,
+        )
     return batches
 
 
@@ -115,14 +131,17 @@ def test_cifar10_pixels_and_labels_round_trip(cifar_root):
         assert torch.all(hits[0][channel] == torch.tensor(value, dtype=torch.float32) / 255)
 
 
-@pytest.mark.parametrize("content", [
-    pytest.param(b"this is not a pickle", id="garbage"),
-    pytest.param(b"", id="empty-file"),
-    pytest.param(b"\x95\xb9\xe6\xc0\x06tb\xa0\xe2", id="bogus-frame-header"),
-    pytest.param(pickle.dumps([1, 2, 3]), id="not-a-dict"),
-    pytest.param(pickle.dumps({"labels": [0]}), id="no-data-key"),
-    pytest.param(pickle.dumps({"data": np.zeros((2, 100), np.uint8), "labels": [0, 1]}), id="wrong-shape"),
-])
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param(b"this is not a pickle", id="garbage"),
+        pytest.param(b"", id="empty-file"),
+        pytest.param(b"\x95\xb9\xe6\xc0\x06tb\xa0\xe2", id="bogus-frame-header"),
+        pytest.param(pickle.dumps([1, 2, 3]), id="not-a-dict"),
+        pytest.param(pickle.dumps({"labels": [0]}), id="no-data-key"),
+        pytest.param(pickle.dumps({"data": np.zeros((2, 100), np.uint8), "labels": [0, 1]}), id="wrong-shape"),
+    ],
+)
 def test_cifar10_corrupt_batch_is_a_data_error(cifar_root, content):
     root, _ = cifar_root
     (root / "cifar-10-batches-py" / "data_batch_2").write_bytes(content)
@@ -223,8 +242,11 @@ def test_digits_splits():
     assert bundle.train.x.max() == 1  # scaled by 16, not by 255
     assert set(bundle.train.y.tolist()) == set(range(10))
     # no example is in two splits
-    rows = {tuple(x.flatten().tolist()) + (int(y),) for s in (bundle.train, bundle.val, bundle.test)
-            for x, y in zip(s.x, s.y)}
+    rows = {
+        tuple(x.flatten().tolist()) + (int(y),)
+        for s in (bundle.train, bundle.val, bundle.test)
+        for x, y in zip(s.x, s.y)
+    }
     assert len(rows) >= 1797 - 5  # digits holds a handful of exact duplicates
 
 
@@ -255,8 +277,10 @@ def test_synthetic_is_learnable():
 
 
 def _same(a, b) -> bool:
-    return all(torch.equal(getattr(a, s).x, getattr(b, s).x) and torch.equal(getattr(a, s).y, getattr(b, s).y)
-               for s in ("train", "val", "test"))
+    return all(
+        torch.equal(getattr(a, s).x, getattr(b, s).x) and torch.equal(getattr(a, s).y, getattr(b, s).y)
+        for s in ("train", "val", "test")
+    )
 
 
 @pytest.mark.parametrize("dataset", ["digits", "synthetic"])
@@ -317,8 +341,15 @@ def test_dirichlet_partition_is_skewed_and_covers_once(labels):
 @pytest.mark.parametrize("scheme", ["iid", "dirichlet"])
 @pytest.mark.parametrize("adversary", [0, 2])
 def test_adversary_holds_adv_fraction(labels, scheme, adversary):
-    cfg = CycleConfig(num_clients=3, threat="train_time_attack", adv_fraction=0.3, adversary_client=adversary,
-                      partition=scheme, dirichlet_alpha=1.0, batch_size=1)
+    cfg = CycleConfig(
+        num_clients=3,
+        threat="train_time_attack",
+        adv_fraction=0.3,
+        adversary_client=adversary,
+        partition=scheme,
+        dirichlet_alpha=1.0,
+        batch_size=1,
+    )
     parts = partition(cfg, labels)
     assert len(parts[adversary]) == round(0.3 * len(labels))
     assert _covers_once(parts, len(labels))
@@ -414,11 +445,16 @@ def test_cifar_download_skipped_when_files_present(cifar_root, monkeypatch):
     assert len(bundle.test) == CIFAR_TEST_SIZE
 
 
-@pytest.mark.parametrize("content, text", [
-    pytest.param({"data": np.zeros((2, 3072), np.uint8), "labels": [0, 12]}, "label in 0..9", id="label-out-of-range"),
-    pytest.param({"data": np.zeros((2, 3072), np.uint8), "labels": [0]}, "1 labels for 2 images", id="label-count"),
-    pytest.param({"data": np.zeros((2, 3072), np.float32), "labels": [0, 1]}, "uint8", id="float-pixels"),
-])
+@pytest.mark.parametrize(
+    "content, text",
+    [
+        pytest.param(
+            {"data": np.zeros((2, 3072), np.uint8), "labels": [0, 12]}, "label in 0..9", id="label-out-of-range"
+        ),
+        pytest.param({"data": np.zeros((2, 3072), np.uint8), "labels": [0]}, "1 labels for 2 images", id="label-count"),
+        pytest.param({"data": np.zeros((2, 3072), np.float32), "labels": [0, 1]}, "uint8", id="float-pixels"),
+    ],
+)
 def test_cifar10_inconsistent_batch_is_a_data_error(cifar_root, content, text):
     root, _ = cifar_root
     with open(root / "cifar-10-batches-py" / "data_batch_2", "wb") as fh:

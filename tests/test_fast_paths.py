@@ -16,9 +16,9 @@ from opacus import GradSampleModule
 from opacus.grad_sample.conv import compute_conv_grad_sample
 from torch import nn
 
+from psreval_tune import privacy
 from psreval_tune.config import CycleConfig
 from psreval_tune.models import build_model
-from psreval_tune import privacy
 from psreval_tune.privacy import conv2d_grad_sample, epsilon_spent
 
 pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing")
@@ -28,6 +28,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing")
 def always_loop(monkeypatch):
     """Small test layers would take Opacus' own sampler; force the per-sample loop."""
     monkeypatch.setattr(privacy, "LOOP_MIN_MACS", 0)
+
 
 CONV_CASES = [  # (cin, cout, kernel, stride, padding, dilation, groups, bias, size)
     (3, 8, 3, 1, 1, 1, 1, True, 12),
@@ -122,10 +123,14 @@ def test_bookkeeping_step_equals_opacus_step(arch, clip):
         torch.testing.assert_close(summed_bk[name], summed_op[name], rtol=1e-4, atol=1e-6, msg=name)
     for name in after_op:
         torch.testing.assert_close(after_bk[name], after_op[name], rtol=1e-4, atol=1e-6, msg=name)
-    assert priv_bk.engine.accountant.history == priv_op.engine.accountant.history == [
-        (priv_op.noise_multiplier, priv_op.sample_rate, 1)]
-    assert priv_bk.report(CycleConfig(epsilon=3.0)).epsilon_spent == priv_op.report(
-        CycleConfig(epsilon=3.0)).epsilon_spent
+    assert (
+        priv_bk.engine.accountant.history
+        == priv_op.engine.accountant.history
+        == [(priv_op.noise_multiplier, priv_op.sample_rate, 1)]
+    )
+    assert (
+        priv_bk.report(CycleConfig(epsilon=3.0)).epsilon_spent == priv_op.report(CycleConfig(epsilon=3.0)).epsilon_spent
+    )
 
 
 @pytest.fixture(scope="module")
@@ -150,18 +155,25 @@ def test_dp_cycle_metrics_match_within_float_tolerance(dp_cycles):
     tolerance; int8 ones 2 points, because a weight 1e-7 away from a rounding boundary
     of the int8 grid lands in the neighbouring bin (measured: 1 test image of 359)."""
     fast, ref = dp_cycles["auto"], dp_cycles["opacus"]
-    for key, tol in (("acc_clean_float", 0.01), ("acc_wb_pgd_mean", 0.01), ("acc_clean_int8", 0.02),
-                     ("acc_wb_pgd_int8_mean", 0.02)):
+    for key, tol in (
+        ("acc_clean_float", 0.01),
+        ("acc_wb_pgd_mean", 0.01),
+        ("acc_clean_int8", 0.02),
+        ("acc_wb_pgd_int8_mean", 0.02),
+    ):
         assert abs(fast.metrics[key] - ref.metrics[key]) <= tol, (key, fast.metrics[key], ref.metrics[key])
     losses = [[h["train_loss"] for h in r.history] for r in (fast, ref)]
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
 
 
-@pytest.mark.parametrize("history", [
-    [(1.1, 0.125, 40)],
-    [(0.7, 0.01, 1000), (2.5, 0.2, 3)],
-    [(1.3, 0.5, 1), (1.3, 0.25, 7), (0.9, 0.5, 2)],
-])
+@pytest.mark.parametrize(
+    "history",
+    [
+        [(1.1, 0.125, 40)],
+        [(0.7, 0.01, 1000), (2.5, 0.2, 3)],
+        [(1.3, 0.5, 1), (1.3, 0.25, 7), (0.9, 0.5, 2)],
+    ],
+)
 def test_cached_rdp_epsilon_is_bit_identical(history):
     from opacus.accountants import PRVAccountant, RDPAccountant
 

@@ -42,8 +42,23 @@ def venv(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("install")
     env = _env(Path(sys.executable).parent)
     start = time.monotonic()
-    _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp / "wheels"),
-          str(ROOT)], tmp, env, 300)
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp / "wheels"),
+            str(ROOT),
+        ],
+        tmp,
+        env,
+        300,
+    )
     wheel = next((tmp / "wheels").glob("psreval_tune-*.whl"))
     _run([sys.executable, "-m", "venv", str(tmp / "venv")], tmp, env, 120)
     _run([str(tmp / "venv" / "bin" / "pip"), "install", "-q", f"{wheel}[all]"], tmp, env, 1200)
@@ -54,13 +69,20 @@ def venv(tmp_path_factory) -> Path:
 def test_missing_torchattacks_is_one_line_before_any_training(venv, tmp_path):
     env = _env(venv)
     start = time.monotonic()
-    proc = subprocess.run([str(venv / "bin" / "psreval"), "run", "--rounds", "1", "--out", "r"], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [str(venv / "bin" / "psreval"), "run", "--rounds", "1", "--out", "r"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     seconds = time.monotonic() - start
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines() == [
         f"error: the torchattacks package is not installed; install it with: pip install --no-deps {TORCHATTACKS} "
-        "(see README, Install choices)"]
+        "(see README, Install choices)"
+    ]
     assert seconds < 10, f"took {seconds:.1f} s"
     assert not (tmp_path / "r").exists() and not list(tmp_path.iterdir())
 
@@ -71,12 +93,24 @@ def test_installed_tool_runs_a_cycle_a_grid_and_a_report_from_anywhere(venv, tmp
     _run([str(venv / "bin" / "pip"), "install", "-q", "--no-deps", TORCHATTACKS], tmp_path, env, 300)
     work = tmp_path / "elsewhere"  # nothing of the checkout here or on sys.path
     work.mkdir()
-    probe = _run([str(venv / "bin" / "python"), "-c", "import psreval_tune, psreval_tune.analysis, "
-                  "psreval_tune.sweeps.engine; print(psreval_tune.__file__)"], work, env, 120)
+    probe = _run(
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "import psreval_tune, psreval_tune.analysis, psreval_tune.sweeps.engine; print(psreval_tune.__file__)",
+        ],
+        work,
+        env,
+        120,
+    )
     assert str(venv) in probe.stdout and str(ROOT) not in probe.stdout
 
-    _run([psreval, "run", "--rounds", "1", "--eval-samples", "32", "--eval-attacks", "FGSM", "--out", "cycle"],
-         work, env, 600)
+    _run(
+        [psreval, "run", "--rounds", "1", "--eval-samples", "32", "--eval-attacks", "FGSM", "--out", "cycle"],
+        work,
+        env,
+        600,
+    )
     assert (work / "cycle" / "metrics.json").is_file()
 
     _run([psreval, "grid", "--smoke", "--name", "smoke"], work, env, 900)

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import FAST_TRAINING
+
 from psreval_tune.config import ConfigError, CycleConfig
 from psreval_tune.data import DataError, load_data, medmnist_filename
 
@@ -118,24 +118,49 @@ def _with(**changes) -> dict[str, np.ndarray]:
     return {**arrays(), **changes}
 
 
-@pytest.mark.parametrize("content, text", [
-    pytest.param(_without("val_labels"), "has no 'val_labels' array; expected the arrays train_images, ",
-                 id="missing-key"),
-    pytest.param(_with(train_images=np.zeros((24, 28, 28), np.float32)),
-                 "train_images is float32 of shape (24, 28, 28); expected uint8 of shape (N, 28, 28)", id="float-pixels"),
-    pytest.param(_with(test_images=np.zeros((8, 28, 28, 3), np.uint8)),
-                 "test_images is uint8 of shape (8, 28, 28, 3); expected uint8 of shape (N, 28, 28)", id="rgb-for-gray"),
-    pytest.param(_with(val_images=np.zeros((0, 28, 28), np.uint8), val_labels=np.zeros((0, 1), np.uint8)),
-                 "expected uint8 of shape (N, 28, 28) with N >= 1", id="empty-split"),
-    pytest.param(_with(train_labels=np.zeros((24, 1), np.float64)),
-                 "train_labels is float64 of shape (24, 1); expected integers of shape (24, 1)", id="float-labels"),
-    pytest.param(_with(train_labels=np.zeros((23, 1), np.uint8)),
-                 "train_labels is uint8 of shape (23, 1); expected integers of shape (24, 1)", id="label-count"),
-    pytest.param(_with(test_labels=np.full((8, 1), 2, np.uint8)), "test_labels hold values in 2..2; expected 0..1",
-                 id="label-out-of-range"),
-    pytest.param(_with(val_labels=np.full((6, 1), -1, np.int64)), "val_labels hold values in -1..-1; expected 0..1",
-                 id="negative-label"),
-])
+@pytest.mark.parametrize(
+    "content, text",
+    [
+        pytest.param(
+            _without("val_labels"), "has no 'val_labels' array; expected the arrays train_images, ", id="missing-key"
+        ),
+        pytest.param(
+            _with(train_images=np.zeros((24, 28, 28), np.float32)),
+            "train_images is float32 of shape (24, 28, 28); expected uint8 of shape (N, 28, 28)",
+            id="float-pixels",
+        ),
+        pytest.param(
+            _with(test_images=np.zeros((8, 28, 28, 3), np.uint8)),
+            "test_images is uint8 of shape (8, 28, 28, 3); expected uint8 of shape (N, 28, 28)",
+            id="rgb-for-gray",
+        ),
+        pytest.param(
+            _with(val_images=np.zeros((0, 28, 28), np.uint8), val_labels=np.zeros((0, 1), np.uint8)),
+            "expected uint8 of shape (N, 28, 28) with N >= 1",
+            id="empty-split",
+        ),
+        pytest.param(
+            _with(train_labels=np.zeros((24, 1), np.float64)),
+            "train_labels is float64 of shape (24, 1); expected integers of shape (24, 1)",
+            id="float-labels",
+        ),
+        pytest.param(
+            _with(train_labels=np.zeros((23, 1), np.uint8)),
+            "train_labels is uint8 of shape (23, 1); expected integers of shape (24, 1)",
+            id="label-count",
+        ),
+        pytest.param(
+            _with(test_labels=np.full((8, 1), 2, np.uint8)),
+            "test_labels hold values in 2..2; expected 0..1",
+            id="label-out-of-range",
+        ),
+        pytest.param(
+            _with(val_labels=np.full((6, 1), -1, np.int64)),
+            "val_labels hold values in -1..-1; expected 0..1",
+            id="negative-label",
+        ),
+    ],
+)
 def test_bad_content_is_one_line_naming_path_and_expectation(tmp_path, content, text):
     path = write(tmp_path, **content)
     with pytest.raises(DataError) as err:
@@ -202,13 +227,21 @@ def test_declared_huge_array_is_refused_before_reading(tmp_path, monkeypatch):
         load_data(cfg(tmp_path))
 
 
-@pytest.mark.parametrize("kw, text", [
-    pytest.param({"image_size": 32}, "image_size=32 is not allowed; expected one of 28, 64, 128, 224", id="size"),
-    pytest.param({"download": True}, "download=True is not allowed; expected false for dataset=medmnist", id="download"),
-    pytest.param({"medmnist_subset": "chestmnist"}, "medmnist_subset='chestmnist' is not allowed; expected one of "
-                 "pneumoniamnist, ", id="subset"),
-    pytest.param({"data_root": None}, "data_root=None is not allowed", id="no-root"),
-])
+@pytest.mark.parametrize(
+    "kw, text",
+    [
+        pytest.param({"image_size": 32}, "image_size=32 is not allowed; expected one of 28, 64, 128, 224", id="size"),
+        pytest.param(
+            {"download": True}, "download=True is not allowed; expected false for dataset=medmnist", id="download"
+        ),
+        pytest.param(
+            {"medmnist_subset": "chestmnist"},
+            "medmnist_subset='chestmnist' is not allowed; expected one of pneumoniamnist, ",
+            id="subset",
+        ),
+        pytest.param({"data_root": None}, "data_root=None is not allowed", id="no-root"),
+    ],
+)
 def test_config_errors(tmp_path, kw, text):
     with pytest.raises(ConfigError, match="^" + re.escape(text)):
         CycleConfig(**{"dataset": "medmnist", "data_root": str(tmp_path), **kw})
@@ -225,8 +258,16 @@ def test_short_cycle_on_tiny_medmnist(tmp_path):
     from psreval_tune.cycle import run_cycle
 
     write(tmp_path, "dermamnist", **arrays(channels=3, classes=7))
-    config = cfg(tmp_path, medmnist_subset="dermamnist", rounds=2, eval_samples=8, eval_attacks=("FGSM",),
-                 attack_repeats=1, device="cpu", **{**FAST_TRAINING, "batch_size": 8})
+    config = cfg(
+        tmp_path,
+        medmnist_subset="dermamnist",
+        rounds=2,
+        eval_samples=8,
+        eval_attacks=("FGSM",),
+        attack_repeats=1,
+        device="cpu",
+        **{**FAST_TRAINING, "batch_size": 8},
+    )
     result = run_cycle(config)
     m = result.metrics
     assert m["n_test"] == SIZES["test"] and m["n_eval"] == 8
@@ -238,9 +279,27 @@ def test_cli_refuses_a_pickle_carrying_npz_in_one_line(tmp_path):
     marker = tmp_path / "pwned"
     write(tmp_path / "data", **_with(val_images=_object_array(marker)))
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "psreval_tune", "run", "--dataset", "medmnist", "--data-root",
-                           str(tmp_path / "data"), "--out", str(out), "--cache-dir", "none", "--quiet"],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "psreval_tune",
+            "run",
+            "--dataset",
+            "medmnist",
+            "--data-root",
+            str(tmp_path / "data"),
+            "--out",
+            str(out),
+            "--cache-dir",
+            "none",
+            "--quiet",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: MedMNIST file ") and "val_images is object" in lines[0]

@@ -34,7 +34,7 @@ def _git(*args: str, cwd: Path) -> str:
 def _accuracy(model, x: torch.Tensor, y: torch.Tensor) -> float:
     """As evaluate.accuracy computes a metric (batches of 512), for a loaded pt2 program (no .eval())."""
     with torch.inference_mode():
-        preds = torch.cat([model(x[i:i + 512]).argmax(1) for i in range(0, len(x), 512)])
+        preds = torch.cat([model(x[i : i + 512]).argmax(1) for i in range(0, len(x), 512)])
     return float((preds == y).float().mean())
 
 
@@ -54,8 +54,11 @@ def test_source_provenance_is_the_package_checkout_not_the_cwd(tmp_path, monkeyp
     _git("add", "pkg", cwd=repo)
     _git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "pkg", cwd=repo)
     head = _git("rev-parse", "HEAD", cwd=repo)
-    assert source_provenance(repo / "pkg") == {TAG_COMMIT: head, TAG_DIRTY: "false",
-                                               TAG_VERSION: tracking.package_version()}
+    assert source_provenance(repo / "pkg") == {
+        TAG_COMMIT: head,
+        TAG_DIRTY: "false",
+        TAG_VERSION: tracking.package_version(),
+    }
     (repo / "pkg" / "__init__.py").write_text("x = 1\n")
     assert source_provenance(repo / "pkg")[TAG_DIRTY] == "true"
 
@@ -93,11 +96,15 @@ def test_sqlite_store_keeps_artifacts_beside_the_database(tmp_path, monkeypatch,
 
 
 def test_runs_view_url():
-    assert (ui.runs_view_url("0.0.0.0", 5000, "3")
-            == "http://127.0.0.1:5000/#/experiments/3/runs?workflowType=machine_learning")
+    assert (
+        ui.runs_view_url("0.0.0.0", 5000, "3")
+        == "http://127.0.0.1:5000/#/experiments/3/runs?workflowType=machine_learning"
+    )
     assert ui.runs_view_url("::1", 80, None) == "http://[::1]:80/#/experiments?workflowType=machine_learning"
-    assert ui.results_hint("http://u:pw@mlflow:5000/", "2") == \
-        "http://u:***@mlflow:5000/#/experiments/2/runs?workflowType=machine_learning"
+    assert (
+        ui.results_hint("http://u:pw@mlflow:5000/", "2")
+        == "http://u:***@mlflow:5000/#/experiments/2/runs?workflowType=machine_learning"
+    )
     assert ui.results_hint("sqlite:////s/mlflow.db", "1").endswith("`psreval ui --tracking-uri sqlite:////s/mlflow.db`")
 
 
@@ -170,11 +177,34 @@ def test_sweep_records_code_model_datasets_system_metrics_beside_its_store(tmp_p
     cwd.mkdir(), store.mkdir()
     uri = f"sqlite:///{store}/mlflow.db"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "sweeps" / "search.py"), "--smoke", "--space", "recipe", "--archs", "cnn",
-         "--epsilons", "7.0", "--num-samples", "1", "--rounds", "2", "--name", "native",
-         "--run-dir", str(tmp_path / "run"), "--tracking-uri", uri, "--system-metrics"],
-        cwd=cwd, env=env(MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL="1", MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"),
-        capture_output=True, text=True, timeout=580)
+        [
+            sys.executable,
+            str(ROOT / "sweeps" / "search.py"),
+            "--smoke",
+            "--space",
+            "recipe",
+            "--archs",
+            "cnn",
+            "--epsilons",
+            "7.0",
+            "--num-samples",
+            "1",
+            "--rounds",
+            "2",
+            "--name",
+            "native",
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--tracking-uri",
+            uri,
+            "--system-metrics",
+        ],
+        cwd=cwd,
+        env=env(MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL="1", MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"),
+        capture_output=True,
+        text=True,
+        timeout=580,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "mlruns" not in os.listdir(cwd), os.listdir(cwd)
 
@@ -200,8 +230,9 @@ def test_sweep_records_code_model_datasets_system_metrics_beside_its_store(tmp_p
     from psreval_tune.config import CycleConfig
     from psreval_tune.data import load_data
 
-    local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="metrics.json",
-                                                dst_path=str(tmp_path), tracking_uri=uri)
+    local = mlflow.artifacts.download_artifacts(
+        run_id=run.info.run_id, artifact_path="metrics.json", dst_path=str(tmp_path), tracking_uri=uri
+    )
     summary = json.loads(Path(local).read_text())
     cfg = CycleConfig.from_dict(summary["config"])
     test = load_data(cfg).test
@@ -213,8 +244,9 @@ def test_sweep_records_code_model_datasets_system_metrics_beside_its_store(tmp_p
     assert list(store.glob("mlartifacts/models/*/artifacts/data/model.pt2"))
     print(f"time_log_model_s={metrics['time_log_model_s']} of time_total_s={metrics['time_total_s']}")
 
-    contexts = {next(t.value for t in i.tags if t.key == "mlflow.data.context"): i.dataset
-                for i in run.inputs.dataset_inputs}
+    contexts = {
+        next(t.value for t in i.tags if t.key == "mlflow.data.context"): i.dataset for i in run.inputs.dataset_inputs
+    }
     assert sorted(contexts) == ["test", "train", "val"]
     assert json.loads(contexts["test"].profile)["features_shape"][0] == metrics["n_test"] == len(test)
     assert all(d.name == "digits" for d in contexts.values())

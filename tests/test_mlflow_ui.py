@@ -45,11 +45,17 @@ def _apt(args: list[str], deadline: float) -> subprocess.CompletedProcess:
     if left <= 0:
         pytest.fail(f"installing chromium took longer than {APT_TIMEOUT}s")
     try:
-        return subprocess.run(["apt-get", *args], capture_output=True, text=True, timeout=left,
-                              env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        return subprocess.run(
+            ["apt-get", *args],
+            capture_output=True,
+            text=True,
+            timeout=left,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
     except subprocess.TimeoutExpired:
-        pytest.fail(f"`apt-get {' '.join(args)}` did not finish within the {APT_TIMEOUT}s allowed for "
-                    "installing chromium")
+        pytest.fail(
+            f"`apt-get {' '.join(args)}` did not finish within the {APT_TIMEOUT}s allowed for installing chromium"
+        )
 
 
 @pytest.fixture(scope="session")  # session scope: set up before the (session) smoke sweep, so it fails fast
@@ -68,8 +74,10 @@ def chromium() -> Path:
     for args in (["update"], ["install", "-y", "--no-install-recommends", "chromium"]):
         proc = _apt(args, deadline)
         if proc.returncode != 0:
-            pytest.fail(f"`apt-get {' '.join(args)}` failed (exit {proc.returncode}); {how}\n"
-                        f"{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+            pytest.fail(
+                f"`apt-get {' '.join(args)}` failed (exit {proc.returncode}); {how}\n"
+                f"{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+            )
     if not CHROMIUM.exists():
         pytest.fail(f"apt-get installed chromium but {CHROMIUM} is still missing")
     return CHROMIUM
@@ -95,9 +103,25 @@ def mlflow_ui(smoke_sweep, tmp_path):
     with open(log, "w") as fh:
         # One worker instead of the default four: this is a 2-core machine. Run from the
         # run dir, so nothing the server might create lands in the repository.
-        server = subprocess.Popen([str(ROOT / ".venv" / "bin" / "mlflow"), "ui", "--backend-store-uri", store,
-                                   "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                                  cwd=run_dir, env=env(), stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+        server = subprocess.Popen(
+            [
+                str(ROOT / ".venv" / "bin" / "mlflow"),
+                "ui",
+                "--backend-store-uri",
+                store,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ],
+            cwd=run_dir,
+            env=env(),
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: _healthy(url, server, log), timeout=180, what=f"{url}/health")
@@ -118,7 +142,7 @@ class _RunLinks(HTMLParser):
     def handle_starttag(self, tag, attrs):
         if tag == "a":
             href = dict(attrs).get("href") or ""
-            run_id = href[len(self.prefix):] if href.startswith(self.prefix) else None
+            run_id = href[len(self.prefix) :] if href.startswith(self.prefix) else None
             if run_id and "/" not in run_id:
                 self.links.setdefault(run_id, "")
                 self._open.append(run_id)
@@ -144,15 +168,29 @@ def _render(chromium: Path, url: str, profile: Path, budget_ms: int, screenshot:
     """The page's DOM after `budget_ms` of virtual time (and a PNG of it, if asked)."""
     shutil.rmtree(profile, ignore_errors=True)
     profile.mkdir(parents=True)
-    cmd = [str(chromium), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           "--disable-dev-shm-usage", "--hide-scrollbars", f"--user-data-dir={profile}",
-           f"--window-size={WINDOW[0]},{WINDOW[1]}", f"--virtual-time-budget={budget_ms}", "--dump-dom"]
+    cmd = [
+        str(chromium),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--hide-scrollbars",
+        f"--user-data-dir={profile}",
+        f"--window-size={WINDOW[0]},{WINDOW[1]}",
+        f"--virtual-time-budget={budget_ms}",
+        "--dump-dom",
+    ]
     if screenshot is not None:
         screenshot.unlink(missing_ok=True)
         cmd.append(f"--screenshot={screenshot}")
-    proc = subprocess.Popen([*cmd, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [*cmd, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
         out, err = proc.communicate(timeout=120)
     except subprocess.TimeoutExpired:
@@ -214,17 +252,21 @@ def test_mlflow_ui_lists_the_sweep_runs(chromium, mlflow_ui, tmp_path):
     assert default_url == f"{url}/#/experiments/{exp_id}/runs?workflowType=machine_learning"
     dom, links = _render_until(chromium, default_url, tmp_path / "profile-default", {parent.info.run_id}, exp_id)
     assert links.get(parent.info.run_id) == "smoke", (
-        f"{default_url} does not list the sweep run 'smoke'; run links: {links}\n{dom[-3000:]}")
+        f"{default_url} does not list the sweep run 'smoke'; run links: {links}\n{dom[-3000:]}"
+    )
     assert f"<strong>{len(expected)}</strong> matching runs" in dom, f"{default_url} does not count 7 runs"
 
     # 2. The same tab sorted by run name, which MLflow does not nest: every run is a row.
     flat_url = f"{default_url}&orderByKey={quote('tags.`mlflow.runName`')}&orderByAsc=true"
-    dom, links = _render_until(chromium, flat_url, tmp_path / "profile-flat", set(expected), exp_id,
-                               screenshot=SCREENSHOT)
+    dom, links = _render_until(
+        chromium, flat_url, tmp_path / "profile-flat", set(expected), exp_id, screenshot=SCREENSHOT
+    )
     (ARTIFACTS / "mlflow_ui.html").write_text(dom)
     missing = {name for run_id, name in expected.items() if links.get(run_id) != name}
-    assert not missing, (f"{flat_url} does not list {sorted(missing)}; run links in the page: {links}; "
-                         f"DOM in {ARTIFACTS / 'mlflow_ui.html'}")
+    assert not missing, (
+        f"{flat_url} does not list {sorted(missing)}; run links in the page: {links}; "
+        f"DOM in {ARTIFACTS / 'mlflow_ui.html'}"
+    )
     assert set(links) == set(expected), f"the page lists runs that are not the sweep's: {links}"
     assert 'aria-label="Sort: Run Name"' in dom, "the page ignored orderByKey"
     assert f"<strong>{len(expected)}</strong> matching runs" in dom
@@ -233,4 +275,3 @@ def test_mlflow_ui_lists_the_sweep_runs(chromium, mlflow_ui, tmp_path):
     server_errors = [line for line in log.read_text().splitlines() if '" 5' in line and "HTTP/1.1" in line]
     assert not server_errors, server_errors
     print(f"UI checks took {time.monotonic() - started:.1f}s; screenshot: {SCREENSHOT}")
-

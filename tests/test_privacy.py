@@ -130,7 +130,9 @@ def test_accountant_accumulates_across_rounds(small_cfg, digits):
     assert eps[-1] == report.epsilon_spent
     per_round_steps = cfg.local_epochs * _batches(647, cfg.batch_size)
     for r, e in enumerate(eps, start=1):
-        expected = _recompute(RDPAccountant, report.noise_multiplier, report.sample_rate, r * per_round_steps, cfg.delta)
+        expected = _recompute(
+            RDPAccountant, report.noise_multiplier, report.sample_rate, r * per_round_steps, cfg.delta
+        )
         assert e == pytest.approx(expected, rel=1e-9)
     assert eps[0] < 0.9 * eps[-1]  # one round of three is far from the whole budget
     assert 3.4 - CALIBRATION_SLACK <= eps[-1] <= 3.4

@@ -22,8 +22,7 @@ from torch import nn
 
 from psreval_tune.evaluate import accuracy, predict
 from psreval_tune.models import build_model
-from psreval_tune.quantize import (BPDAModel, Int8Model, bpda_model, load_int8, quantize_static, save_int8,
-                                   size_bytes)
+from psreval_tune.quantize import BPDAModel, Int8Model, bpda_model, load_int8, quantize_static, save_int8, size_bytes
 
 _Q = torch.ops.quantized_decomposed
 
@@ -35,7 +34,7 @@ def _train_plain(model: nn.Module, data, epochs: int = 2, lr: float = 0.05, batc
     for _ in range(epochs):
         perm = torch.randperm(len(data.train), generator=gen)
         for start in range(0, len(perm), batch_size):
-            idx = perm[start:start + batch_size]
+            idx = perm[start : start + batch_size]
             opt.zero_grad(set_to_none=True)
             F.cross_entropy(model(data.train.x[idx]), data.train.y[idx]).backward()
             opt.step()

@@ -38,12 +38,18 @@ def test_a_named_recipe_applies_to_another_setting():
     assert cfg.recipe == name and cfg.lr == recipes.fields_of(name)["lr"]
 
 
-@pytest.mark.parametrize("bad, match", [
-    ({"recipe": "digits/vgg/dp"}, "recipe='digits/vgg/dp' is not allowed; expected auto or one of"),
-    ({"lr_schedule": "linear"}, "lr_schedule='linear' is not allowed; expected one of constant, cosine, step"),
-    ({"warmup_rounds": 10, "rounds": 10}, r"warmup_rounds=10 is not allowed; expected an integer in \[0, rounds=10\)"),
-    ({"reset_optimizer": "yes"}, "reset_optimizer='yes' is not allowed; expected true or false"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"recipe": "digits/vgg/dp"}, "recipe='digits/vgg/dp' is not allowed; expected auto or one of"),
+        ({"lr_schedule": "linear"}, "lr_schedule='linear' is not allowed; expected one of constant, cosine, step"),
+        (
+            {"warmup_rounds": 10, "rounds": 10},
+            r"warmup_rounds=10 is not allowed; expected an integer in \[0, rounds=10\)",
+        ),
+        ({"reset_optimizer": "yes"}, "reset_optimizer='yes' is not allowed; expected true or false"),
+    ],
+)
 def test_bad_recipe_fields_are_one_line_errors(bad, match):
     with pytest.raises(ConfigError, match=match):
         CycleConfig(**bad)
@@ -68,9 +74,15 @@ def _setting(name: str) -> tuple[str, str]:
 # A small but real configuration of each arch: the recipe as shipped, with
 # fewer rounds. Chance is 10%; the old defaults left resnet9/resnet18 there.
 @pytest.mark.timeout(400)
-@pytest.mark.parametrize("arch, epsilon, rounds, floor", [
-    ("cnn", None, 3, 0.85), ("resnet9", None, 2, 0.8), ("resnet18", None, 2, 0.7), ("cnn", 7.0, None, 0.6),
-])
+@pytest.mark.parametrize(
+    "arch, epsilon, rounds, floor",
+    [
+        ("cnn", None, 3, 0.85),
+        ("resnet9", None, 2, 0.8),
+        ("resnet18", None, 2, 0.7),
+        ("cnn", 7.0, None, 0.6),
+    ],
+)
 def test_the_recipe_trains_far_above_chance(arch, epsilon, rounds, floor):
     from psreval_tune.cycle import _fresh_model
     from psreval_tune.data import load_data

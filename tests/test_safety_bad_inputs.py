@@ -131,16 +131,31 @@ CASES: list[Case] = [
     # data
     run("cifar-no-root", ["--dataset", "cifar10"], ["data_root", "--data-root"]),
     run("cifar-missing-root", ["--dataset", "cifar10", "--data-root", "{fx}/nope"], ["{fx}/nope", "does not exist"]),
-    run("cifar-root-is-file", ["--dataset", "cifar10", "--data-root", "{fx}/file"], ["{fx}/file", "not a folder"],
-        "a_file"),
+    run(
+        "cifar-root-is-file",
+        ["--dataset", "cifar10", "--data-root", "{fx}/file"],
+        ["{fx}/file", "not a folder"],
+        "a_file",
+    ),
     run("cifar-empty", ["--dataset", "cifar10", "--data-root", "{fx}"], ["{fx}", "no CIFAR-10 data"]),
-    run("cifar-payload", ["--dataset", "cifar10", "--data-root", "{fx}/cifar"],
-        ["cifar-10-batches-py/test_batch", "system is not allowed"], "cifar_payload"),
-    run("cifar-bad-labels", ["--dataset", "cifar10", "--data-root", "{fx}/cifar"],
-        ["data_batch_2", "label in 0..9"], "cifar_bad_labels"),
+    run(
+        "cifar-payload",
+        ["--dataset", "cifar10", "--data-root", "{fx}/cifar"],
+        ["cifar-10-batches-py/test_batch", "system is not allowed"],
+        "cifar_payload",
+    ),
+    run(
+        "cifar-bad-labels",
+        ["--dataset", "cifar10", "--data-root", "{fx}/cifar"],
+        ["data_batch_2", "label in 0..9"],
+        "cifar_bad_labels",
+    ),
     run("pneumonia-empty", ["--dataset", "pneumonia", "--data-root", "{fx}"], ["{fx}", "no train/ folder"]),
-    run("synthetic-huge", ["--dataset", "synthetic", "--image-size", "200000"],
-        ["image_size=200000", "allowed: at most", "GB"]),
+    run(
+        "synthetic-huge",
+        ["--dataset", "synthetic", "--image-size", "200000"],
+        ["image_size=200000", "allowed: at most", "GB"],
+    ),
     # --- sweeps/paper_grid.py ------------------------------------------------------------
     grid("abbreviated-smoke", ["--smok"], ["--smok", "--help"]),
     grid("seeds-duplicate", ["--seeds", "0,0"], ["--seeds", "'0,0'", "distinct"]),
@@ -157,29 +172,50 @@ CASES: list[Case] = [
     grid("max-concurrent", ["--max-concurrent", "0"], ["--max-concurrent=0", ">= 1"]),
     grid("max-failures", ["--max-failures", "-1"], ["--max-failures=-1", ">= 0"]),
     grid("attack-repeats", ["--attack-repeats", "0"], ["--attack-repeats=0", ">= 1"]),
-    grid("mlflow-down", ["--tracking-uri", f"http://127.0.0.1:{DEAD}"],
-         [f"http://127.0.0.1:{DEAD}", "no MLflow server reachable"]),
-    grid("mlflow-hung", ["--tracking-uri", f"http://127.0.0.1:{HUNG}"],
-         [f"http://127.0.0.1:{HUNG}", "no MLflow server reachable", "no HTTP answer"]),
+    grid(
+        "mlflow-down",
+        ["--tracking-uri", f"http://127.0.0.1:{DEAD}"],
+        [f"http://127.0.0.1:{DEAD}", "no MLflow server reachable"],
+    ),
+    grid(
+        "mlflow-hung",
+        ["--tracking-uri", f"http://127.0.0.1:{HUNG}"],
+        [f"http://127.0.0.1:{HUNG}", "no MLflow server reachable", "no HTTP answer"],
+    ),
     grid("mlflow-scheme", ["--tracking-uri", "ftp://host/x"], ["ftp://host/x", "unknown scheme", "sqlite:///"]),
-    grid("mlflow-textfile", ["--tracking-uri", "sqlite:///{fx}/file"], ["{fx}/file", "not an SQLite database"],
-         "a_file"),
+    grid(
+        "mlflow-textfile", ["--tracking-uri", "sqlite:///{fx}/file"], ["{fx}/file", "not an SQLite database"], "a_file"
+    ),
     grid("mlflow-no-folder", ["--tracking-uri", "sqlite:///{fx}/nope/mlflow.db"], ["{fx}/nope", "does not exist"]),
     grid("mlflow-memory", ["--tracking-uri", "sqlite:///:memory:"], [":memory:", "sqlite:///PATH"]),
-    grid("mlflow-password-redacted", ["--tracking-uri", f"http://me:s3cret@127.0.0.1:{DEAD}"],
-         ["me:***@", "no MLflow server reachable"]),
+    grid(
+        "mlflow-password-redacted",
+        ["--tracking-uri", f"http://me:s3cret@127.0.0.1:{DEAD}"],
+        ["me:***@", "no MLflow server reachable"],
+    ),
     grid("run-dir-file", ["--run-dir", "{fx}/file"], ["--run-dir='{fx}/file'", "not a folder"], "a_file"),
     grid("run-dir-under-file", ["--run-dir", "{fx}/file/runs"], ["{fx}/file/runs", "is not a folder"], "a_file"),
     grid("storage-scheme", ["--storage", "ftp://bucket/x"], ["--storage=ftp://bucket/x", "s3://"]),
     grid("storage-under-file", ["--storage", "{fx}/file/r"], ["--storage='{fx}/file/r'", "not a folder"], "a_file"),
     grid("address-dead", ["--address", f"127.0.0.1:{DEAD}"], [f"--address=127.0.0.1:{DEAD}", "--address none"]),
-    grid("address-ray-client-dead", ["--address", f"ray://127.0.0.1:{DEAD}"], [f"ray://127.0.0.1:{DEAD}",
-                                                                                   "no Ray cluster there"]),
+    grid(
+        "address-ray-client-dead",
+        ["--address", f"ray://127.0.0.1:{DEAD}"],
+        [f"ray://127.0.0.1:{DEAD}", "no Ray cluster there"],
+    ),
     grid("gpus-too-many", ["--gpus-per-trial", "64"], ["--gpus-per-trial=64", "GPUs", "--wait-for-resources"]),
-    grid("resume-other-flags", ["--resume", "--name", "rs", "--run-dir", "{fx}/runs"],
-         ["--resume: --seeds=0 differs from the sweep's --seeds=5", "flags it was started with"], "recorded_sweep"),
-    grid("name-exists", ["--name", "rs", "--run-dir", "{fx}/runs"], ["--name=rs", "exists", "--resume"],
-         "recorded_sweep+started"),
+    grid(
+        "resume-other-flags",
+        ["--resume", "--name", "rs", "--run-dir", "{fx}/runs"],
+        ["--resume: --seeds=0 differs from the sweep's --seeds=5", "flags it was started with"],
+        "recorded_sweep",
+    ),
+    grid(
+        "name-exists",
+        ["--name", "rs", "--run-dir", "{fx}/runs"],
+        ["--name=rs", "exists", "--resume"],
+        "recorded_sweep+started",
+    ),
     grid("address-malformed", ["--address", "host:port"], ["--address=host:port", "HOST:PORT"]),
     grid("node-ip", ["--node-ip-address", "localhostt"], ["--node-ip-address='localhostt'", "IP address"]),
     grid("experiment-empty", ["--experiment-name", ""], ["--experiment-name=''", "non-empty"]),
@@ -202,33 +238,55 @@ CASES: list[Case] = [
     search("rounds-zero", ["--rounds", "0"], ["--rounds=0", ">= 1"]),
     search("abbreviated", ["--num-samp", "3"], ["--num-samp", "--help"]),
     search("search-seeds-dup", ["--seeds", "1,1"], ["--seeds", "distinct"]),
-    search("search-mlflow-down", ["--tracking-uri", f"http://127.0.0.1:{DEAD}"],
-           [f"http://127.0.0.1:{DEAD}", "no MLflow server reachable"]),
+    search(
+        "search-mlflow-down",
+        ["--tracking-uri", f"http://127.0.0.1:{DEAD}"],
+        [f"http://127.0.0.1:{DEAD}", "no MLflow server reachable"],
+    ),
     search("search-cpus", ["--cpus-per-trial", "64"], ["--cpus-per-trial=64", "--wait-for-resources"]),
     # --- python -m analysis --------------------------------------------------------------
-    ana("mlflow-down", ["report", "--tracking-uri", f"http://127.0.0.1:{DEAD}"],
-        [f"http://127.0.0.1:{DEAD}", "no MLflow server reachable"]),
+    ana(
+        "mlflow-down",
+        ["report", "--tracking-uri", f"http://127.0.0.1:{DEAD}"],
+        [f"http://127.0.0.1:{DEAD}", "no MLflow server reachable"],
+    ),
     ana("mlflow-scheme", ["report", "--tracking-uri", "ftp://x"], ["ftp://x", "unknown scheme", "sqlite:///"]),
-    ana("mlflow-textfile", ["report", "--tracking-uri", "sqlite:///{fx}/file"], ["{fx}/file", "not an SQLite"],
-        "a_file"),
+    ana(
+        "mlflow-textfile", ["report", "--tracking-uri", "sqlite:///{fx}/file"], ["{fx}/file", "not an SQLite"], "a_file"
+    ),
     ana("mlflow-folder-as-db", ["pareto", "--tracking-uri", "sqlite:///{fx}"], ["{fx}", "is not a file"]),
     ana("default-store-missing", ["report"], ["runs/mlflow.db", "no MLflow store"]),
-    ana("mlflow-hung", ["report", "--tracking-uri", f"http://127.0.0.1:{HUNG}"],
-        [f"http://127.0.0.1:{HUNG}", "no MLflow server reachable"]),
+    ana(
+        "mlflow-hung",
+        ["report", "--tracking-uri", f"http://127.0.0.1:{HUNG}"],
+        [f"http://127.0.0.1:{HUNG}", "no MLflow server reachable"],
+    ),
     ana("file-store-missing", ["overview", "--tracking-uri", "file://{fx}/nope"], ["{fx}/nope", "not a folder"]),
     ana("results-missing", ["report", "--results", "{fx}/nope"], ["{fx}/nope", "no such folder"]),
     ana("results-empty", ["report", "--results", "{fx}"], ["{fx}", "no Tune trial folders"]),
     ana("results-with-sweep", ["report", "--results", "{fx}", "--sweep", "x"], ["--results", "--sweep"]),
-    ana("results-malformed", ["transfer", "--results", "{fx}/tune"], ["{fx}/tune", "none of its 1 trials finished"],
-        "tune_garbage"),
+    ana(
+        "results-malformed",
+        ["transfer", "--results", "{fx}/tune"],
+        ["{fx}/tune", "none of its 1 trials finished"],
+        "tune_garbage",
+    ),
     ana("abbreviated", ["report", "--sw", "x"], ["--sw", "--help"]),
     ana("attack-choice", ["report", "--attack", "CW"], ["--attack", "'CW'", "PGD"]),
     ana("unknown-command", ["frobnicate"], ["'frobnicate'", "report"]),
     ana("no-command", [], ["name a command", "report"]),
-    ana("out-cwd", ["report", "--results", "{fx}/tune", "--out", "."], ["--out='.'", "working directory"],
-        "tune_garbage"),
-    ana("out-foreign-folder", ["report", "--results", "{fx}/tune", "--out", "{fx}/full"],
-        ["{fx}/full", "holds no earlier report"], "tune_garbage+full_folder"),
+    ana(
+        "out-cwd",
+        ["report", "--results", "{fx}/tune", "--out", "."],
+        ["--out='.'", "working directory"],
+        "tune_garbage",
+    ),
+    ana(
+        "out-foreign-folder",
+        ["report", "--results", "{fx}/tune", "--out", "{fx}/full"],
+        ["{fx}/full", "holds no earlier report"],
+        "tune_garbage+full_folder",
+    ),
 ]
 
 
@@ -257,8 +315,12 @@ def build_fixture(kind: str | None, fx: Path) -> None:
             if part == "cifar_payload":
                 marker = fx / "pwned"
                 # os.system("touch MARKER") when unpickled, written by hand (no class needed)
-                payload = (b"\x80\x02cposix\nsystem\nq\x00X" + len(f"touch {marker}").to_bytes(4, "little")
-                           + f"touch {marker}".encode() + b"q\x01\x85q\x02Rq\x03.")
+                payload = (
+                    b"\x80\x02cposix\nsystem\nq\x00X"
+                    + len(f"touch {marker}").to_bytes(4, "little")
+                    + f"touch {marker}".encode()
+                    + b"q\x01\x85q\x02Rq\x03."
+                )
                 (base / "test_batch").write_bytes(payload)
             else:
                 with open(base / "data_batch_2", "wb") as fh:
@@ -388,8 +450,9 @@ def serve(cases: list[dict], out_dir: Path, parallel: int) -> dict:
 
 def _warm_imports() -> None:
     """Everything the entry points import, loaded once before forking (nothing started)."""
-    import psreval_tune.analysis.cli  # noqa: F401
     import mlflow  # noqa: F401
+
+    import psreval_tune.analysis.cli  # noqa: F401
     import psreval_tune.cli  # noqa: F401
     import psreval_tune.cycle  # noqa: F401
     import psreval_tune.sweeps.engine  # noqa: F401
@@ -414,8 +477,15 @@ def main_server() -> None:
 
 
 def _clean_env(home: Path) -> dict[str, str]:
-    drop = ("MLFLOW_TRACKING_URI", "PSREVAL_RAY_ADDRESS", "PSREVAL_STORAGE", "PSREVAL_RUN_DIR", "PSREVAL_DATA_ROOT",
-            "RAY_ADDRESS", "PSREVAL_NODE_IP")
+    drop = (
+        "MLFLOW_TRACKING_URI",
+        "PSREVAL_RAY_ADDRESS",
+        "PSREVAL_STORAGE",
+        "PSREVAL_RUN_DIR",
+        "PSREVAL_DATA_ROOT",
+        "RAY_ADDRESS",
+        "PSREVAL_NODE_IP",
+    )
     env = {k: v for k, v in os.environ.items() if k not in drop}
     env.update(HOME=str(home), PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT))
     return env
@@ -431,9 +501,19 @@ def _prepare(tmp: Path) -> tuple[list[dict], dict]:
         fx.mkdir(parents=True)
         cwd.mkdir()
         build_fixture(case.setup, fx)
-        sub = (lambda text: text.replace("{fx}", str(fx)))
-        prepared.append({"id": f"{case.entry}:{case.id}", "entry": case.entry, "argv": [sub(a) for a in case.argv],
-                         "cwd": str(cwd), "env": case.env})
+
+        def sub(text: str, fx: Path = fx) -> str:
+            return text.replace("{fx}", str(fx))
+
+        prepared.append(
+            {
+                "id": f"{case.entry}:{case.id}",
+                "entry": case.entry,
+                "argv": [sub(a) for a in case.argv],
+                "cwd": str(cwd),
+                "env": case.env,
+            }
+        )
         expected[f"{case.entry}:{case.id}"] = ([sub(e) for e in case.expect], fx, cwd, _tree(fx))
     return prepared, expected
 
@@ -448,17 +528,27 @@ def outcomes(tmp_path_factory):
     out.mkdir()
     cases, expected = _prepare(tmp / "cases")
     env = _clean_env(home)
-    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--serve"], cwd=ROOT, env=env,
-                          input=json.dumps({"cases": cases, "out": str(out), "parallel": 2, "env": {}}),
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--serve"],
+        cwd=ROOT,
+        env=env,
+        input=json.dumps({"cases": cases, "out": str(out), "parallel": 2, "env": {}}),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-5000:]
     results = json.loads(proc.stdout.strip().splitlines()[-1])
     slowest = sorted(results.items(), key=lambda kv: -kv[1]["seconds"])[:8]
     print("\nslowest cases (seconds after imports): " + ", ".join(f"{k} {v['seconds']:.1f}" for k, v in slowest))
-    print("MLflow down: " + ", ".join(f"{k} {v['seconds']:.2f} s" for k, v in results.items() if "mlflow-down" in k
-                                      or "mlflow-hung" in k))
-    return {cid: (results[cid], (out / f"{cid}.stdout").read_text(), (out / f"{cid}.stderr").read_text(),
-                  expected[cid]) for cid in results}
+    print(
+        "MLflow down: "
+        + ", ".join(f"{k} {v['seconds']:.2f} s" for k, v in results.items() if "mlflow-down" in k or "mlflow-hung" in k)
+    )
+    return {
+        cid: (results[cid], (out / f"{cid}.stdout").read_text(), (out / f"{cid}.stderr").read_text(), expected[cid])
+        for cid in results
+    }
 
 
 def test_table_has_at_least_80_distinct_cases():
@@ -473,10 +563,16 @@ KNOWN_GAPS: dict[str, str] = {}  # case -> why it is not run yet (none left)
 
 
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.xfail(reason=KNOWN_GAPS[f"{c.entry}:{c.id}"],
-                                                                          run=False))
-                                  if f"{c.entry}:{c.id}" in KNOWN_GAPS else c for c in CASES],
-                         ids=[f"{c.entry}:{c.id}" for c in CASES])
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(c, marks=pytest.mark.xfail(reason=KNOWN_GAPS[f"{c.entry}:{c.id}"], run=False))
+        if f"{c.entry}:{c.id}" in KNOWN_GAPS
+        else c
+        for c in CASES
+    ],
+    ids=[f"{c.entry}:{c.id}" for c in CASES],
+)
 def test_bad_input(outcomes, case):
     result, stdout, stderr, (expect, fx, cwd, fx_before) = outcomes[f"{case.entry}:{case.id}"]
     shown = f"rc={result['rc']} after {result['seconds']:.1f}s\nstderr: {stderr[-2500:]}\nstdout: {stdout[-800:]}"
@@ -509,12 +605,19 @@ def test_real_subprocesses_agree(outcomes, tmp_path):
         procs = {}
         for cid in batch:
             c = by_id[cid]
-            cmd = ([sys.executable, "-m", "psreval_tune", *c["argv"]] if c["entry"] == "run" else
-                   [sys.executable, "-m", "analysis", *c["argv"]] if c["entry"] == "analysis" else
-                   [sys.executable, str(ROOT / "sweeps" / f"{c['entry']}.py"), *c["argv"]])
+            cmd = (
+                [sys.executable, "-m", "psreval_tune", *c["argv"]]
+                if c["entry"] == "run"
+                else [sys.executable, "-m", "analysis", *c["argv"]]
+                if c["entry"] == "analysis"
+                else [sys.executable, str(ROOT / "sweeps" / f"{c['entry']}.py"), *c["argv"]]
+            )
             err = open(tmp_path / f"{cid}.stderr", "w+")
-            procs[cid] = (subprocess.Popen(cmd, cwd=c["cwd"], env=env, stdout=subprocess.DEVNULL, stderr=err),
-                          err, time.monotonic())
+            procs[cid] = (
+                subprocess.Popen(cmd, cwd=c["cwd"], env=env, stdout=subprocess.DEVNULL, stderr=err),
+                err,
+                time.monotonic(),
+            )
         for cid, (proc, err, start) in procs.items():
             _, status, usage = os.wait4(proc.pid, 0)
             proc.returncode = os.waitstatus_to_exitcode(status)

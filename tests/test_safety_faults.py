@@ -30,15 +30,27 @@ from psreval_tune.tracking import TAG_FAILURE, Tracker, TrackingSpec  # noqa: E4
 
 PARAMS = {"dataset": "digits", "arch": "cnn", "rounds": 3, "seed": 0}
 THIS = "tests/test_safety_faults.py"  # run as a script: a one-trial sweep (rounds from $PSREVAL_TEST_ROUNDS)
-ONE_TRIAL = {"dataset": "digits", "arch": "cnn", "eval_attacks": ["FGSM"], "eval_samples": 16, "attack_repeats": 1,
-             "train_samples": 400, "seed": 0}
+ONE_TRIAL = {
+    "dataset": "digits",
+    "arch": "cnn",
+    "eval_attacks": ["FGSM"],
+    "eval_samples": 16,
+    "attack_repeats": 1,
+    "train_samples": 400,
+    "seed": 0,
+}
 
 
 def fake_state(rnd: int) -> dict:
-    return {"round": rnd, "history": [{"round": r, "train_loss": 1.0 / r, "acc_val": 0.5 + r / 10, "epsilon": None}
-                                      for r in range(1, rnd + 1)],
-            "model": {"w": torch.full((2,), float(rnd))}, "clients": [{"optimizer": {}}],
-            "torch_rng": torch.get_rng_state()}
+    return {
+        "round": rnd,
+        "history": [
+            {"round": r, "train_loss": 1.0 / r, "acc_val": 0.5 + r / 10, "epsilon": None} for r in range(1, rnd + 1)
+        ],
+        "model": {"w": torch.full((2,), float(rnd))},
+        "clients": [{"optimizer": {}}],
+        "torch_rng": torch.get_rng_state(),
+    }
 
 
 def write_checkpoints(trial_dir: Path, rounds: int) -> list[Path]:
@@ -62,8 +74,9 @@ def load_latest(monkeypatch, latest: Path | None) -> dict | None:
 # --- 1. checkpoint fallback ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty", "file_missing", "folder_missing",
-                                    "wrong_content", "not_a_dict"])
+@pytest.mark.parametrize(
+    "damage", ["garbage", "truncated", "empty", "file_missing", "folder_missing", "wrong_content", "not_a_dict"]
+)
 def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, monkeypatch, damage):
     folders = write_checkpoints(tmp_path / "trial", 3)
     latest = folders[-1] / trainable.CHECKPOINT_FILE
@@ -154,8 +167,7 @@ class FakeSession:
             on_round(r, SimpleNamespace(state_dict=lambda s=state: s, data=None))
             if self.fail_after_round == rnd:
                 raise RuntimeError("injected failure after a round")
-        return SimpleNamespace(metrics={"acc_clean_float": 0.9, "acc_wb_pgd_mean": 0.3, "none": None},
-                               history=history)
+        return SimpleNamespace(metrics={"acc_clean_float": 0.9, "acc_wb_pgd_mean": 0.3, "none": None}, history=history)
 
     def _write_outputs(self, result, folder):
         folder.mkdir(parents=True, exist_ok=True)
@@ -169,13 +181,17 @@ def store(tmp_path):
     spec = TrackingSpec(uri, "psreval", "faults", (tmp_path / "mlartifacts").as_uri())
     tracker = Tracker(spec)
     parent = tracker.sweep_run()
-    return SimpleNamespace(uri=uri, tracker=tracker, parent=parent,
-                           infra=trainable.TrialInfra(tracking=spec, parent_run_id=parent))
+    return SimpleNamespace(
+        uri=uri, tracker=tracker, parent=parent, infra=trainable.TrialInfra(tracking=spec, parent_run_id=parent)
+    )
 
 
 def trial_runs(store) -> list:
-    return [r for r in MlflowClient(store.uri).search_runs([store.tracker.experiment_id])
-            if r.data.tags.get("psreval.kind") == "trial"]
+    return [
+        r
+        for r in MlflowClient(store.uri).search_runs([store.tracker.experiment_id])
+        if r.data.tags.get("psreval.kind") == "trial"
+    ]
 
 
 def steps(store, run_id: str, key: str) -> list[int]:
@@ -288,9 +304,17 @@ def _fake_fit_returning_errors(self):
     tracker = Tracker(infra.tracking)
     run_id, _ = tracker.trial_run(infra.parent_run_id, "err1", "err")
     tracker.fail(run_id, "OSError: [Errno 28] No space left on device")
-    return FakeGrid([SimpleNamespace(error=RuntimeError("ray::ImplicitFunc.train()\nOSError: [Errno 28] No space "
-                                                          "left on device: '/runs/ray_results/x'"),
-                                     config={}, metrics={})])
+    return FakeGrid(
+        [
+            SimpleNamespace(
+                error=RuntimeError(
+                    "ray::ImplicitFunc.train()\nOSError: [Errno 28] No space left on device: '/runs/ray_results/x'"
+                ),
+                config={},
+                metrics={},
+            )
+        ]
+    )
 
 
 @pytest.fixture
@@ -303,6 +327,7 @@ def offline_sweep(monkeypatch):
     def with_parameters(fn, **kwargs):
         FakeTuner.infra = kwargs["infra"]
         return fn
+
     monkeypatch.setattr(sweep, "connect", lambda *a, **k: None)
     monkeypatch.setattr(sweep, "check_cluster_resources", lambda *a, **k: None)
     monkeypatch.setattr(ray.tune, "Tuner", FakeTuner)
@@ -314,6 +339,7 @@ def offline_sweep(monkeypatch):
         args = sweep.parser("t").parse_args(argv)
         sweep.run_sweep(args, sweep.SweepSpec(kind="t", param_space={}))
         return 0
+
     return main
 
 
@@ -327,12 +353,19 @@ def _closed_as_failed(uri: str, reason: str) -> None:
     assert status["done1"].info.status == "FINISHED" and TAG_FAILURE not in status["done1"].data.tags
 
 
-@pytest.mark.parametrize("raised, reason", [
-    (OSError(errno.ENOSPC, "No space left on device", "/runs/ray_results/s/trial/checkpoint_000001"),
-     "disk full: OSError: [Errno 28] No space left on device"),
-    (RuntimeError("Tune's experiment state could not be saved\nsecond line"),
-     "Ray Tune stopped with RuntimeError: Tune's experiment state could not be saved"),
-])
+@pytest.mark.parametrize(
+    "raised, reason",
+    [
+        (
+            OSError(errno.ENOSPC, "No space left on device", "/runs/ray_results/s/trial/checkpoint_000001"),
+            "disk full: OSError: [Errno 28] No space left on device",
+        ),
+        (
+            RuntimeError("Tune's experiment state could not be saved\nsecond line"),
+            "Ray Tune stopped with RuntimeError: Tune's experiment state could not be saved",
+        ),
+    ],
+)
 def test_sweep_stopped_by_a_fault_closes_every_run_with_one_line(tmp_path, offline_sweep, capsys, raised, reason):
     FakeTuner.fail_with = raised
     code = offline_sweep(["--run-dir", str(tmp_path), "--name", "s"])
@@ -351,7 +384,9 @@ def test_trials_failed_by_a_full_disk_end_the_sweep_with_one_line(tmp_path, offl
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == 2 and len(errors) == 1 and "Traceback" not in err, err
-    assert errors[0].startswith("error: sweep s stopped, disk full: 1 trial(s) failed with OSError: [Errno 28] No space")
+    assert errors[0].startswith(
+        "error: sweep s stopped, disk full: 1 trial(s) failed with OSError: [Errno 28] No space"
+    )
     parents, trials = sweep_runs(f"sqlite:///{tmp_path}/mlflow.db")
     assert [p.info.status for p in parents] == ["FAILED"] and "disk full" in parents[0].data.tags[TAG_FAILURE]
     assert [t.info.status for t in trials] == ["FAILED"]
@@ -366,15 +401,26 @@ def test_sweep_trial_with_corrupt_latest_checkpoint_resumes_from_the_previous_on
     it: the trial resumes from the checkpoint before, finishes, and its run is FINISHED with each round once."""
     rounds = 12
     log = tmp_path / "sweep.log"
-    proc = start_script(THIS, "--run-dir", str(tmp_path / "runs"), "--name", "ckpt", "--max-failures", "2",
-                        log=log, PSREVAL_TEST_ROUNDS=str(rounds))
+    proc = start_script(
+        THIS,
+        "--run-dir",
+        str(tmp_path / "runs"),
+        "--name",
+        "ckpt",
+        "--max-failures",
+        "2",
+        log=log,
+        PSREVAL_TEST_ROUNDS=str(rounds),
+    )
     exp = tmp_path / "runs" / "ray_results" / "ckpt"
     try:
+
         def past_round_3():
             for tid, lines in tune_results(exp).items():
                 if 3 <= lines[-1]["training_iteration"] < rounds - 2 and not lines[-1].get("cycle_complete"):
                     return tid, lines[-1]["pid"]
             return None
+
         tid, pid = wait_for(past_round_3, timeout=300, interval=0.2, what="the trial past round 3")
         os.kill(pid, signal.SIGKILL)
         time.sleep(0.5)  # results the driver still had in flight land in result.json
@@ -392,8 +438,9 @@ def test_sweep_trial_with_corrupt_latest_checkpoint_resumes_from_the_previous_on
     assert after[0]["round"] == corrupted_round, [(line["pid"], line["round"]) for line in lines]
     parents, trials = sweep_runs(f"sqlite:///{tmp_path}/runs/mlflow.db")
     assert [p.info.status for p in parents] == ["FINISHED"] and [t.info.status for t in trials] == ["FINISHED"]
-    assert steps(SimpleNamespace(uri=f"sqlite:///{tmp_path}/runs/mlflow.db"), trials[0].info.run_id,
-                 "acc_val") == list(range(1, rounds + 1))
+    assert steps(SimpleNamespace(uri=f"sqlite:///{tmp_path}/runs/mlflow.db"), trials[0].info.run_id, "acc_val") == list(
+        range(1, rounds + 1)
+    )
 
 
 @pytest.mark.timeout(420)
@@ -402,8 +449,9 @@ def test_disk_full_on_the_run_folder_ends_runs_failed_with_one_line(tmp_path):
     written): exit 2, one error line naming the full disk, no run left RUNNING, each FAILED with the reason."""
     small = tmp_path / "small"
     small.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=30m", "tmpfs", str(small)],
-                             capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=30m", "tmpfs", str(small)], capture_output=True, text=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs (needs root or CAP_SYS_ADMIN): {mounted.stderr.strip()}")
     try:
@@ -414,8 +462,19 @@ def test_disk_full_on_the_run_folder_ends_runs_failed_with_one_line(tmp_path):
                 fh.write(b"\0" * min(left, 1 << 20))
                 left -= 1 << 20
         uri = f"sqlite:///{tmp_path}/mlflow.db"
-        proc = run_script(THIS, "--run-dir", str(small), "--name", "full", "--tracking-uri", uri,
-                          "--max-failures", "0", timeout=380, PSREVAL_TEST_ROUNDS="3")
+        proc = run_script(
+            THIS,
+            "--run-dir",
+            str(small),
+            "--name",
+            "full",
+            "--tracking-uri",
+            uri,
+            "--max-failures",
+            "0",
+            timeout=380,
+            PSREVAL_TEST_ROUNDS="3",
+        )
     finally:
         if subprocess.run(["umount", str(small)], capture_output=True).returncode != 0:
             subprocess.run(["umount", "-l", str(small)], capture_output=True)

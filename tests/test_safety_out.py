@@ -20,15 +20,34 @@ from psreval_tune import artifacts
 from psreval_tune.artifacts import ARTIFACTS, OutputError, check_out_dir, check_writable_dir, write_outputs
 
 REPO = Path(__file__).resolve().parents[1]
-FAST = ["--rounds", "2", "--eval-samples", "16", "--attack-repeats", "1", "--eval-attacks", "FGSM",
-        "--device", "cpu", "--train-samples", "300", "--test-samples", "64"]
+FAST = [
+    "--rounds",
+    "2",
+    "--eval-samples",
+    "16",
+    "--attack-repeats",
+    "1",
+    "--eval-attacks",
+    "FGSM",
+    "--device",
+    "cpu",
+    "--train-samples",
+    "300",
+    "--test-samples",
+    "64",
+]
 
 
 def _run(*flags: str, cwd: Path = REPO, env: dict | None = None, timeout: float = 120):
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "psreval_tune", "run", *flags], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
+    proc = subprocess.run(
+        [sys.executable, "-m", "psreval_tune", "run", *flags],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+    )
     return proc, time.monotonic() - start
 
 
@@ -62,13 +81,16 @@ def test_non_empty_out_is_refused_before_training(tmp_path):
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("target, why", [
-    (".", "the working directory"),
-    ("..", "a parent of the working directory"),
-    ("~", "your home folder"),
-    ("/", "the filesystem root"),
-    ("/usr", "a system folder"),
-])
+@pytest.mark.parametrize(
+    "target, why",
+    [
+        (".", "the working directory"),
+        ("..", "a parent of the working directory"),
+        ("~", "your home folder"),
+        ("/", "the filesystem root"),
+        ("/usr", "a system folder"),
+    ],
+)
 def test_dangerous_out_is_refused_even_with_overwrite(tmp_path, target, why):
     home = tmp_path / "home"
     work = home / "src" / "project"
@@ -124,6 +146,7 @@ def _fake_writer(payload: str):
     def write(result, folder: Path) -> None:
         for name in ARTIFACTS:
             (folder / name).write_text(payload)
+
     return write
 
 
@@ -184,11 +207,14 @@ def test_missing_optional_dependency_is_found_before_work(tmp_path, monkeypatch,
     from psreval_tune.sweeps.engine import parser
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torchattacks" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "torchattacks" else real(name, *a)
+    )
     assert cli.main(["run", "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]) == 2
     assert capsys.readouterr().err.splitlines() == [
         "error: the torchattacks package is not installed; install it with: pip install --no-deps "
-        "torchattacks==3.5.1 (see README, Install choices)"]
+        "torchattacks==3.5.1 (see README, Install choices)"
+    ]
     with pytest.raises(SystemExit) as info:
         parser("x").parse_args(["--smoke", "--run-dir", str(tmp_path / "runs")])
     assert info.value.code == 2 and "torchattacks" in capsys.readouterr().err

@@ -41,8 +41,16 @@ def test_parallel_first_use_of_a_new_store(tmp_path):
     sync = tmp_path / "sync"
     sync.mkdir()
     uri = f"sqlite:///{db}"
-    procs = [subprocess.Popen([sys.executable, "-c", INIT, uri, f"sweep{i}", str(sync)], cwd=REPO,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(N)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", INIT, uri, f"sweep{i}", str(sync)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(N)
+    ]
     try:
         deadline = time.monotonic() + 180
         while len(list(sync.glob("*.ready"))) < N and time.monotonic() < deadline:
@@ -56,7 +64,7 @@ def test_parallel_first_use_of_a_new_store(tmp_path):
         for p in procs:
             if p.poll() is None:
                 p.kill()
-    for p, (out, err) in zip(procs, outs):
+    for p, (_, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
     assert len({out.split()[0] for out, _ in outs}) == 1  # one experiment, found again by the others
 

@@ -21,8 +21,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sweep_helpers import kill_group, start_script, sweep_runs  # noqa: E402
 
 THIS = "tests/test_safety_sweeps.py"
-ONE_TRIAL = {"dataset": "digits", "arch": "cnn", "rounds": 2, "eval_attacks": ["FGSM"], "eval_samples": 16,
-             "attack_repeats": 1, "train_samples": 400}
+ONE_TRIAL = {
+    "dataset": "digits",
+    "arch": "cnn",
+    "rounds": 2,
+    "eval_attacks": ["FGSM"],
+    "eval_samples": 16,
+    "attack_repeats": 1,
+    "train_samples": 400,
+}
 
 
 # --- listening sockets, from /proc (Linux) ----------------------------------------------
@@ -33,7 +40,7 @@ def _addr(hexaddr: str) -> tuple[str, int]:
     raw = bytes.fromhex(ip)
     if len(raw) == 4:
         return socket.inet_ntop(socket.AF_INET, raw[::-1]), int(port, 16)
-    return socket.inet_ntop(socket.AF_INET6, b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))), int(port, 16)
+    return socket.inet_ntop(socket.AF_INET6, b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))), int(port, 16)
 
 
 def listening() -> dict[int, tuple[str, str, int]]:

@@ -48,16 +48,40 @@ def test_tracking_server_killed_and_restarted_mid_sweep(tmp_path):
     sweep = None
     try:
         wait_healthy(uri, server, log)
-        sweep = start_script("sweeps/search.py", "--smoke", "--space", "recipe", "--archs", "cnn", "--epsilons",
-                             "none", "--num-samples", str(TRIALS), "--rounds", str(ROUNDS), "--asha-grace",
-                             str(ROUNDS + 1), "--max-concurrent", "2", "--max-failures", "0", "--run-dir",
-                             str(tmp_path / "runs"), "--name", "restart", "--tracking-uri", uri,
-                             log=tmp_path / "sweep.log")
+        sweep = start_script(
+            "sweeps/search.py",
+            "--smoke",
+            "--space",
+            "recipe",
+            "--archs",
+            "cnn",
+            "--epsilons",
+            "none",
+            "--num-samples",
+            str(TRIALS),
+            "--rounds",
+            str(ROUNDS),
+            "--asha-grace",
+            str(ROUNDS + 1),
+            "--max-concurrent",
+            "2",
+            "--max-failures",
+            "0",
+            "--run-dir",
+            str(tmp_path / "runs"),
+            "--name",
+            "restart",
+            "--tracking-uri",
+            uri,
+            log=tmp_path / "sweep.log",
+        )
 
         def training():  # a trial run that has logged a round and has rounds left to log
             _, trials = sweep_runs(uri)
-            return next((t for t in trials if t.info.status == "RUNNING"
-                         and 1 <= t.data.metrics.get("round", 0) < ROUNDS), None)
+            return next(
+                (t for t in trials if t.info.status == "RUNNING" and 1 <= t.data.metrics.get("round", 0) < ROUNDS), None
+            )
+
         victim = wait_for(training, timeout=240, interval=0.5, what="a trial run past round 1")
         kill_group(server)
         killed_at, killed_ms = time.monotonic(), time.time() * 1000

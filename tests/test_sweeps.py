@@ -5,14 +5,22 @@ from __future__ import annotations
 
 import re
 import signal
-import sys
 import time
 
 import pytest
 from mlflow import MlflowClient
-
-from sweep_helpers import (free_port, kill_group, one_finished_run_per_trial, run_script, start_mlflow_server,
-                           start_script, sweep_runs, tune_results, wait_for, wait_healthy)
+from sweep_helpers import (
+    free_port,
+    kill_group,
+    one_finished_run_per_trial,
+    run_script,
+    start_mlflow_server,
+    start_script,
+    sweep_runs,
+    tune_results,
+    wait_for,
+    wait_healthy,
+)
 
 SMOKE_TRIALS = 6  # paper_grid --smoke: epsilon {3.4, 7} x {none, adv_training 0.2, train_time_attack 0.2}
 ARTIFACTS = {"metrics.json", "model_float.pt", "model_int8.pt2", "adv_examples.png"}
@@ -45,8 +53,14 @@ def test_paper_grid_smoke_logs_every_trial_once(smoke_sweep):
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {"summary.csv", "report", "sweep.yaml"}
     # the sweep's report (analysis/), written beside the store and logged to the parent run
     logged = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
-    assert {"report/report.html", "report/overview.md", "report/trials.csv", "report/overview_digits.png",
-            "report/transfer_digits_cnn.png", "report/pareto_digits.png"} <= logged, logged
+    assert {
+        "report/report.html",
+        "report/overview.md",
+        "report/trials.csv",
+        "report/overview_digits.png",
+        "report/transfer_digits_cnn.png",
+        "report/pareto_digits.png",
+    } <= logged, logged
     html = run_dir.resolve() / "reports" / "smoke" / "report.html"
     assert f"report: {html}" in proc.stdout and "no report for sweep" not in proc.stderr
     assert html.read_text().count("<img") == len([p for p in logged if p.endswith(".png")])
@@ -57,10 +71,29 @@ def test_paper_grid_smoke_logs_every_trial_once(smoke_sweep):
 def test_search_asha_stops_a_trial_and_shows_pareto(tmp_path):
     # Half the learning rates cannot train; ASHA (on per-round training loss,
     # which has no ties between diverged trials) must stop some after round 1.
-    proc = run_script("sweeps/search.py", "--smoke", "--num-samples", "6", "--max-concurrent", "2",
-                      "--lr", "0.2,0.0001", "--asha-grace", "1", "--asha-metric", "train_loss",
-                      "--epsilons", "3.4,7.0", "--archs", "cnn", "--run-dir", str(tmp_path), "--name", "s",
-                      timeout=580)
+    proc = run_script(
+        "sweeps/search.py",
+        "--smoke",
+        "--num-samples",
+        "6",
+        "--max-concurrent",
+        "2",
+        "--lr",
+        "0.2,0.0001",
+        "--asha-grace",
+        "1",
+        "--asha-metric",
+        "train_loss",
+        "--epsilons",
+        "3.4,7.0",
+        "--archs",
+        "cnn",
+        "--run-dir",
+        str(tmp_path),
+        "--name",
+        "s",
+        timeout=580,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = tune_results(tmp_path / "ray_results" / "s")
     assert len(results) == 6
@@ -73,8 +106,11 @@ def test_search_asha_stops_a_trial_and_shows_pareto(tmp_path):
         running = lines[:-1] if lines[-1].get("cycle_complete") else lines
         seen = {k for line in running for k in line if k.startswith("acc_")}
         assert seen <= {"acc_val", "acc_val_float", "acc_val_wb_pgd"}, seen
-    match = re.search(r"Pareto set over acc_val_float, acc_val_wb_pgd \(validation split; (\d+) of 6 trials; "
-                      r"(\d+) stopped early", proc.stdout)
+    match = re.search(
+        r"Pareto set over acc_val_float, acc_val_wb_pgd \(validation split; (\d+) of 6 trials; "
+        r"(\d+) stopped early",
+        proc.stdout,
+    )
     assert match and int(match.group(1)) >= 1 and int(match.group(2)) == len(stopped)
     parents, trials = sweep_runs(f"sqlite:///{tmp_path}/mlflow.db")
     status = {t.data.tags["psreval.trial_id"]: t.info.status for t in trials}
@@ -97,6 +133,7 @@ def test_driver_killed_then_resume_finishes_every_trial_once(tmp_path):
         def mid_sweep():  # Tune's files, not MLflow: the driver may still be creating the store
             done = [t for t, lines in tune_results(exp_dir).items() if lines[-1].get("cycle_complete")]
             return 1 <= len(done) < SMOKE_TRIALS
+
         wait_for(mid_sweep, timeout=400, interval=2, what="a finished trial in the sweep")
         time.sleep(3)
         first.send_signal(signal.SIGKILL)  # the driver only ...
@@ -122,17 +159,21 @@ def test_driver_killed_then_resume_finishes_every_trial_once(tmp_path):
 @pytest.mark.timeout(600)
 def test_killed_dp_worker_resumes_with_same_epsilon_and_metrics(tmp_path):
     log = tmp_path / "twins.log"
-    driver = start_script("tests/drivers/twin_trials.py", "--run-dir", str(tmp_path), "--name", "twins",
-                          "--max-concurrent", "2", log=log)
+    driver = start_script(
+        "tests/drivers/twin_trials.py", "--run-dir", str(tmp_path), "--name", "twins", "--max-concurrent", "2", log=log
+    )
     exp_dir = tmp_path / "ray_results" / "twins"
     try:
+
         def trial_at_round_3():
             for tid, lines in tune_results(exp_dir).items():
                 if lines[-1]["training_iteration"] >= 3 and not lines[-1].get("cycle_complete"):
                     return tid, lines[-1]["pid"]
             return None
+
         victim, pid = wait_for(trial_at_round_3, timeout=300, interval=0.5, what="a trial past round 3")
         import os
+
         os.kill(pid, signal.SIGKILL)  # the trial's worker process, mid-training
         driver.wait(timeout=500)
     finally:
@@ -146,8 +187,11 @@ def test_killed_dp_worker_resumes_with_same_epsilon_and_metrics(tmp_path):
     assert killed["iterations_since_restore"] < killed["training_iteration"]
     rounds = [line["round"] for line in results[victim]]
     assert rounds.count(1) == 1, f"round 1 ran twice: {rounds}"
-    same = {k for k in other if k.startswith(("acc_", "epsilon", "size_", "noise", "sample_rate", "dp_steps",
-                                              "delta", "final_train_loss"))}
+    same = {
+        k
+        for k in other
+        if k.startswith(("acc_", "epsilon", "size_", "noise", "sample_rate", "dp_steps", "delta", "final_train_loss"))
+    }
     assert "epsilon_spent" in same and "acc_wb_fgsm_mean" in same
     assert {k: killed[k] for k in same} == {k: other[k] for k in same}
     assert killed["epsilon_spent"] <= 3.4
@@ -161,8 +205,16 @@ def test_sweep_logs_to_mlflow_server_over_http(tmp_path):
     uri = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(uri, server, tmp_path / "mlflow.log", timeout=90)
-        proc = run_script("tests/drivers/twin_trials.py", "--run-dir", str(tmp_path / "runs"), "--name", "http",
-                          "--tracking-uri", uri, timeout=500)
+        proc = run_script(
+            "tests/drivers/twin_trials.py",
+            "--run-dir",
+            str(tmp_path / "runs"),
+            "--name",
+            "http",
+            "--tracking-uri",
+            uri,
+            timeout=500,
+        )
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         results = tune_results(tmp_path / "runs" / "ray_results" / "http")
         _, trials = one_finished_run_per_trial(uri, set(results), "http")
@@ -176,18 +228,24 @@ def test_sweep_logs_to_mlflow_server_over_http(tmp_path):
 
 
 def test_address_auto_without_cluster_is_one_line_error(tmp_path):
-    proc = run_script("sweeps/paper_grid.py", "--smoke", "--address", "auto", "--run-dir", str(tmp_path),
-                      timeout=120, RAY_ADDRESS="")
+    proc = run_script(
+        "sweeps/paper_grid.py", "--smoke", "--address", "auto", "--run-dir", str(tmp_path), timeout=120, RAY_ADDRESS=""
+    )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: --address=auto: no Ray cluster found"), proc.stderr
     assert "ray up cluster.yaml" in lines[0] and "Traceback" not in proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("flags, value", [
-    (["--gpus-per-trial", "-1"], "-1"), (["--seeds", "a,b"], "a,b"), (["--max-concurrent", "0"], "0"),
-    (["--resume", "--name", "nope"], "nope"),
-])
+@pytest.mark.parametrize(
+    "flags, value",
+    [
+        (["--gpus-per-trial", "-1"], "-1"),
+        (["--seeds", "a,b"], "a,b"),
+        (["--max-concurrent", "0"], "0"),
+        (["--resume", "--name", "nope"], "nope"),
+    ],
+)
 def test_bad_sweep_flags(tmp_path, flags, value):
     proc = run_script("sweeps/paper_grid.py", "--smoke", "--run-dir", str(tmp_path), *flags, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
@@ -196,12 +254,18 @@ def test_bad_sweep_flags(tmp_path, flags, value):
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("flags, message", [
-    (["--objectives", "acc_clean_float"], "--objectives=acc_clean_float is not allowed; model selection reads "
-                                          "validation metrics only: acc_val_float, acc_val_wb_pgd"),
-    (["--objectives", "acc_val_float,acc_wb_pgd_mean"], "--objectives=acc_wb_pgd_mean is not allowed"),
-    (["--asha-metric", "acc_clean"], "argument --asha-metric: invalid choice: 'acc_clean'"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (
+            ["--objectives", "acc_clean_float"],
+            "--objectives=acc_clean_float is not allowed; model selection reads "
+            "validation metrics only: acc_val_float, acc_val_wb_pgd",
+        ),
+        (["--objectives", "acc_val_float,acc_wb_pgd_mean"], "--objectives=acc_wb_pgd_mean is not allowed"),
+        (["--asha-metric", "acc_clean"], "argument --asha-metric: invalid choice: 'acc_clean'"),
+    ],
+)
 def test_search_refuses_to_select_on_the_test_split(tmp_path, flags, message):
     proc = run_script("sweeps/search.py", "--smoke", "--run-dir", str(tmp_path), *flags, timeout=100)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
@@ -214,8 +278,21 @@ def test_search_space_and_schedulers_read_validation_metrics_only(tmp_path):
     from psreval_tune.trainable import ROUND_METRICS, SELECTION_METRICS
 
     for space in ("paper", "recipe"):
-        _, _, resolved = search.load(["--smoke", "--space", space, "--archs", "cnn", "--epsilons", "3.4",
-                                      "--objectives", ",".join(SELECTION_METRICS), "--run-dir", str(tmp_path)])
+        _, _, resolved = search.load(
+            [
+                "--smoke",
+                "--space",
+                space,
+                "--archs",
+                "cnn",
+                "--epsilons",
+                "3.4",
+                "--objectives",
+                ",".join(SELECTION_METRICS),
+                "--run-dir",
+                str(tmp_path),
+            ]
+        )
         searcher, scheduler = search.build(resolved)
         assert set(searcher._metric) <= set(SELECTION_METRICS)
         assert scheduler._metric in ROUND_METRICS and scheduler._metric in ("acc_val", "train_loss")
@@ -225,8 +302,21 @@ def test_search_space_and_schedulers_read_validation_metrics_only(tmp_path):
 def test_reproduce_smoke_writes_the_claims_document(tmp_path):
     doc = tmp_path / "docs" / "reproduction.md"
     doc.parent.mkdir()
-    proc = run_script("sweeps/reproduce.py", "--smoke", "--arch", "cnn", "--seeds", "0,1", "--run-dir",
-                      str(tmp_path / "runs"), "--name", "repro", "--doc", str(doc), timeout=580)
+    proc = run_script(
+        "sweeps/reproduce.py",
+        "--smoke",
+        "--arch",
+        "cnn",
+        "--seeds",
+        "0,1",
+        "--run-dir",
+        str(tmp_path / "runs"),
+        "--name",
+        "repro",
+        "--doc",
+        str(doc),
+        timeout=580,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert len(tune_results(tmp_path / "runs" / "ray_results" / "repro")) == 4 * 2  # 4 settings x 2 seeds
     text = doc.read_text()

@@ -23,6 +23,22 @@ from .reports import REPORTS, Report, adv_training, overview, pareto, train_time
 from .reproduction import write_reproduction
 from .scale import scale_warnings
 
-__all__ = ["AnalysisError", "FullReport", "REPORTS", "Report", "adv_training", "build_report", "claims_table",
-           "load_mlflow", "load_trials", "load_tune", "overview", "pareto", "report_sweep", "scale_warnings",
-           "train_time", "transfer", "write_reproduction"]
+__all__ = [
+    "AnalysisError",
+    "FullReport",
+    "REPORTS",
+    "Report",
+    "adv_training",
+    "build_report",
+    "claims_table",
+    "load_mlflow",
+    "load_trials",
+    "load_tune",
+    "overview",
+    "pareto",
+    "report_sweep",
+    "scale_warnings",
+    "train_time",
+    "transfer",
+    "write_reproduction",
+]

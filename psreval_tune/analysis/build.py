@@ -16,8 +16,12 @@ from .load import AnalysisError, load_mlflow, metric_columns
 from .reports import ATTACKS, REPORTS, Report, present_attacks
 from .scale import scale_markdown, scale_warnings
 
-PAPER_AXES = {"arch": ("resnet9", "resnet18"), "epsilon": (1.7, 3.4, 7.0),
-              "threat": ("none", "adv_training", "train_time_attack"), "adv_fraction": (0.1, 0.2, 0.3, 0.4)}
+PAPER_AXES = {
+    "arch": ("resnet9", "resnet18"),
+    "epsilon": (1.7, 3.4, 7.0),
+    "threat": ("none", "adv_training", "train_time_attack"),
+    "adv_fraction": (0.1, 0.2, 0.3, 0.4),
+}
 
 
 @dataclass
@@ -52,18 +56,27 @@ def values_text(series: pd.Series, fmt=str) -> str:
 
 def describe(trials: pd.DataFrame, source: str) -> list[tuple[str, str]]:
     left = trials.attrs.get("left_out", 0)
-    privacy = ["non-private"] * bool((~trials["private"]).any()) + [f"{e:g}" for e in sorted(
-        trials["epsilon"].dropna().unique())]
+    privacy = ["non-private"] * bool((~trials["private"]).any()) + [
+        f"{e:g}" for e in sorted(trials["epsilon"].dropna().unique())
+    ]
     seeds = sorted(trials["seed"].unique())
-    out = [("source", source), ("sweep", values_text(trials["sweep"])),
-           ("trials", f"{len(trials)} with final metrics" + (f" ({left} left out: stopped early, failed or "
-                                                              "unfinished)" if left else "")),
-           ("dataset", values_text(trials["dataset"])), ("arch", values_text(trials["arch"])),
-           ("epsilon (DP model)", ", ".join(privacy)), ("threat", values_text(trials["threat"])),
-           ("adv_fraction", values_text(trials["adv_fraction"], lambda v: f"{v:g}")),
-           ("training attack", values_text(trials.loc[trials["threat"] != "none", "attack"])),
-           ("inference attacks", ", ".join(present_attacks(trials, "acc_wb_{a}_mean")) or "–"),
-           ("seeds", f"{len(seeds)} ({', '.join(map(str, seeds))})")]
+    out = [
+        ("source", source),
+        ("sweep", values_text(trials["sweep"])),
+        (
+            "trials",
+            f"{len(trials)} with final metrics"
+            + (f" ({left} left out: stopped early, failed or unfinished)" if left else ""),
+        ),
+        ("dataset", values_text(trials["dataset"])),
+        ("arch", values_text(trials["arch"])),
+        ("epsilon (DP model)", ", ".join(privacy)),
+        ("threat", values_text(trials["threat"])),
+        ("adv_fraction", values_text(trials["adv_fraction"], lambda v: f"{v:g}")),
+        ("training attack", values_text(trials.loc[trials["threat"] != "none", "attack"])),
+        ("inference attacks", ", ".join(present_attacks(trials, "acc_wb_{a}_mean")) or "–"),
+        ("seeds", f"{len(seeds)} ({', '.join(map(str, seeds))})"),
+    ]
     return out
 
 
@@ -76,8 +89,10 @@ def coverage(trials: pd.DataFrame) -> list[str]:
             have = set(trials.loc[trials["threat"] != "none", col].tolist())
         missing = [v for v in expected if not any(_same(v, h) for h in have)]
         if missing:
-            out.append(f"{col} {', '.join(f'{v:g}' if isinstance(v, float) else str(v) for v in missing)} "
-                       "(the paper's grid has them)")
+            out.append(
+                f"{col} {', '.join(f'{v:g}' if isinstance(v, float) else str(v) for v in missing)} "
+                "(the paper's grid has them)"
+            )
     attacks = present_attacks(trials, "acc_wb_{a}_mean")
     missing = [a for a in ATTACKS if a not in attacks]
     if missing:
@@ -108,9 +123,14 @@ def _clear(out: Path, keys: Sequence[str]) -> None:
             path.unlink()
 
 
-def build_report(trials: pd.DataFrame, out_dir: str | Path, source: str = "",
-                 only: Sequence[str] | None = None, title: str | None = None,
-                 options: Mapping[str, Mapping[str, Any]] | None = None) -> FullReport:
+def build_report(
+    trials: pd.DataFrame,
+    out_dir: str | Path,
+    source: str = "",
+    only: Sequence[str] | None = None,
+    title: str | None = None,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+) -> FullReport:
     """Run the reports (all, or ``only``) on ``trials``; write everything into ``out_dir``.
     ``options``: keyword arguments per report, e.g. ``{"pareto": {"attack": "FGSM"}}``."""
     unknown = [k for k in [*(only or []), *(options or {})] if k not in REPORTS]
@@ -133,8 +153,14 @@ def build_report(trials: pd.DataFrame, out_dir: str | Path, source: str = "",
             failed.append(key)
     # the claims table gives the differences the image intervals are compared with (none if it failed)
     claims = pd.DataFrame() if "claims" in failed else next((r.data for r in reports if r.key == "claims"), None)
-    full = FullReport(reports, describe(trials, source), coverage(trials), scale_warnings(trials, claims),
-                      messages=[m for r in reports for m in r.messages], failed=failed)
+    full = FullReport(
+        reports,
+        describe(trials, source),
+        coverage(trials),
+        scale_warnings(trials, claims),
+        messages=[m for r in reports for m in r.messages],
+        failed=failed,
+    )
     sweeps = values_text(trials["sweep"])
     heading = title or f"PSREval report — {sweeps}"
     md = [f"# {heading}", "", *scale_markdown(full.warnings)]
@@ -148,8 +174,14 @@ def build_report(trials: pd.DataFrame, out_dir: str | Path, source: str = "",
     return full
 
 
-def report_sweep(tracking_uri: str, experiment_name: str, sweep_name: str, out_dir: str | Path,
-                 parent_run_id: str | None = None, artifact_path: str = "report") -> FullReport:
+def report_sweep(
+    tracking_uri: str,
+    experiment_name: str,
+    sweep_name: str,
+    out_dir: str | Path,
+    parent_run_id: str | None = None,
+    artifact_path: str = "report",
+) -> FullReport:
     """The report of one sweep from MLflow, written to ``out_dir`` and logged to the sweep's parent
     run (``parent_run_id``, else found by its tags) under ``artifact_path``. The sweep scripts call
     this when their trials are done."""
@@ -158,8 +190,12 @@ def report_sweep(tracking_uri: str, experiment_name: str, sweep_name: str, out_d
     from .load import _experiment, _quiet_mlflow, find_sweep_run
 
     trials = load_mlflow(experiment_name, tracking_uri, parent_run_id or sweep_name)
-    full = build_report(trials, out_dir, source=f"MLflow {tracking_uri}, experiment {experiment_name!r}",
-                        title=f"PSREval report — sweep {sweep_name}")
+    full = build_report(
+        trials,
+        out_dir,
+        source=f"MLflow {tracking_uri}, experiment {experiment_name!r}",
+        title=f"PSREval report — sweep {sweep_name}",
+    )
     _quiet_mlflow()
     client = MlflowClient(tracking_uri=tracking_uri)
     if parent_run_id is None:

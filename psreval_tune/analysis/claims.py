@@ -34,12 +34,30 @@ from .stats import mean_ci
 
 ATTACKS = ("pgd", "fgsm", "fab")
 HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive at this scale"
-RULE = ("Verdicts: a claimed effect above a threshold (0 unless stated) holds if the 95% CI over seeds lies above "
-        "it, does not hold if it lies below it, else is inconclusive at this scale; a claim 'within ±b' holds if "
-        "the whole CI lies in [-b, b], does not hold if it lies wholly outside, else is inconclusive. Fewer than "
-        "2 seeds give no CI (inconclusive), except for model size, which does not depend on the seed.")
-COLUMNS = ["claim", "text", "dataset", "arch", "measure", "effect", "ci_low", "ci_high", "unit", "seeds", "images",
-           "verdict", "kind", "bound", "std", "note"]
+RULE = (
+    "Verdicts: a claimed effect above a threshold (0 unless stated) holds if the 95% CI over seeds lies above "
+    "it, does not hold if it lies below it, else is inconclusive at this scale; a claim 'within ±b' holds if "
+    "the whole CI lies in [-b, b], does not hold if it lies wholly outside, else is inconclusive. Fewer than "
+    "2 seeds give no CI (inconclusive), except for model size, which does not depend on the seed."
+)
+COLUMNS = [
+    "claim",
+    "text",
+    "dataset",
+    "arch",
+    "measure",
+    "effect",
+    "ci_low",
+    "ci_high",
+    "unit",
+    "seeds",
+    "images",
+    "verdict",
+    "kind",
+    "bound",
+    "std",
+    "note",
+]
 
 
 @dataclass(frozen=True)
@@ -98,11 +116,12 @@ def size_reduction(trials: pd.DataFrame) -> pd.DataFrame:
 
 def ptq_accuracy(model: str) -> Callable[[pd.DataFrame], pd.DataFrame]:
     """int8 minus float clean accuracy of the DP models or of the non-private ones (twins included)."""
+
     def values(trials: pd.DataFrame) -> pd.DataFrame:
         models = model_rows(_no_threat(trials))
         models = models[models["model"] == model]
-        return _rows(models, 100 * (models["acc_int8"] - models["acc_float"]), CLEAN_IMAGES,
-                     epsilon=models["epsilon"])
+        return _rows(models, 100 * (models["acc_int8"] - models["acc_float"]), CLEAN_IMAGES, epsilon=models["epsilon"])
+
     return values
 
 
@@ -123,22 +142,28 @@ def dp_vs_nonprivate_target(trials: pd.DataFrame) -> pd.DataFrame:
 
 
 def quantized_target(trials: pd.DataFrame) -> pd.DataFrame:
-    return _transfer(trials, [("dp_to_int8_nonprivate", "dp_to_nonprivate"),
-                              ("nonprivate_to_int8_dp", "nonprivate_to_dp")])
+    return _transfer(
+        trials, [("dp_to_int8_nonprivate", "dp_to_nonprivate"), ("nonprivate_to_int8_dp", "nonprivate_to_dp")]
+    )
 
 
 def dp_generator(trials: pd.DataFrame) -> pd.DataFrame:
     return _transfer(trials, [("nonprivate_to_dp", "dp_to_dp")])
 
 
-def _pairs(trials: pd.DataFrame, treated: pd.Series, base: pd.Series,
-           vary: tuple[str, ...] = ("threat", "adv_fraction", "attack")) -> pd.DataFrame:
+def _pairs(
+    trials: pd.DataFrame,
+    treated: pd.Series,
+    base: pd.Series,
+    vary: tuple[str, ...] = ("threat", "adv_fraction", "attack"),
+) -> pd.DataFrame:
     """Each ``treated`` trial beside the ``base`` trial of the same seed and setting (every setting column
     but ``vary`` equal); the base trial's columns end in ``_base``."""
     key = [c for c in setting_columns(trials) if c not in vary]
     left, right = trials[treated.to_numpy()].copy(), trials[base.to_numpy()].copy()  # copies: no fragmented views
     if left.empty or right.empty:
         return pd.DataFrame()
+
     def joined(f: pd.DataFrame) -> pd.Series:  # None/NaN keys match ("nan"); pandas 3's str dtype keeps NaN
         return f[key].apply(lambda column: column.map(str)).agg("|".join, axis=1)
 
@@ -156,13 +181,15 @@ def _drop(pairs: pd.DataFrame, metric: str) -> pd.Series:
     return 100 * (col(pairs, f"{metric}_base") - col(pairs, metric))
 
 
-def _pair_rows(pairs: pd.DataFrame, value: Callable[[pd.DataFrame], pd.Series], n_img: str | None,
-               private_only: bool = False) -> pd.DataFrame:
+def _pair_rows(
+    pairs: pd.DataFrame, value: Callable[[pd.DataFrame], pd.Series], n_img: str | None, private_only: bool = False
+) -> pd.DataFrame:
     if pairs.empty:
         return _concat([])
     pairs = pairs[pairs["private"]] if private_only else pairs
-    return _rows(pairs, value(pairs), n_img, attack=pairs["attack"], epsilon=pairs["epsilon"],
-                 adv_fraction=pairs["adv_fraction"])
+    return _rows(
+        pairs, value(pairs), n_img, attack=pairs["attack"], epsilon=pairs["epsilon"], adv_fraction=pairs["adv_fraction"]
+    )
 
 
 def _privacy_gap(pairs: pd.DataFrame) -> pd.Series:
@@ -197,51 +224,135 @@ def train_time_damage(trials: pd.DataFrame) -> pd.DataFrame:
 # --- the claims -------------------------------------------------------------------------------------------
 
 _NO_THREAT = "private trials (epsilon set) with threat none"
-_ADV = ("private trials with threat adv_training, attack PGD, adv_fraction > 0, beside threat none of the same "
-        "seeds, arch and epsilon; eval_attacks with PGD")
+_ADV = (
+    "private trials with threat adv_training, attack PGD, adv_fraction > 0, beside threat none of the same "
+    "seeds, arch and epsilon; eval_attacks with PGD"
+)
 CLAIMS = (
-    Claim("a", "int8 PTQ shrinks the model by more than 70% (paper: ResNet-9 −74.4%, ResNet-18 −76.6%)",
-          "size_reduction_pct of the trial's model", "%", "above", 70.0, "any finished trial", size_reduction,
-          exact=True),
-    Claim("b-dp", "PTQ keeps clean accuracy within ±1 point (DP models)",
-          "int8 − float clean test accuracy of the DP model", "points", "within", 1.0, _NO_THREAT, ptq_accuracy("dp")),
-    Claim("b-np", "PTQ keeps clean accuracy within ±1 point (non-private models)",
-          "int8 − float clean test accuracy of the non-private model (a private trial's twin, or a non-private "
-          "trial's model)", "points", "within", 1.0, "trials with threat none", ptq_accuracy("nonprivate")),
-    Claim("c", "DP models are not more robust than non-private ones under transfer attacks (within ±2 points)",
-          "robust accuracy of the DP target under examples crafted on the non-private model − of the non-private "
-          "target under examples crafted on the DP model (acc_transfer_<a>_nonprivate_to_dp − "
-          "acc_transfer_<a>_dp_to_nonprivate)", "points", "within", 2.0, _NO_THREAT, dp_vs_nonprivate_target,
-          note="each float target is attacked from the other model of its trial (partial white-box), so the "
-               "generators differ as well as the targets"),
-    Claim("d", "int8 quantization improves robustness under transfer attacks",
-          "robust accuracy of the int8 target − of its float model, same examples crafted on the other model "
-          "(dp_to_int8_nonprivate − dp_to_nonprivate; nonprivate_to_int8_dp − nonprivate_to_dp)", "points", "above",
-          0.0, _NO_THREAT, quantized_target, note="paper: up to +5 points for smaller models, +20 for larger ones"),
-    Claim("e", "DP models are strong transfer generators against DP targets",
-          "robust accuracy of the DP target under examples from the non-private model − from a DP model "
-          "(nonprivate_to_dp − dp_to_dp)", "points", "above", 0.0, _NO_THREAT, dp_generator,
-          note="limit of this measurement: the only DP generator in a trial is the target itself, so its examples "
-               "are white-box, not crafted on a separately trained DP model"),
-    Claim("f-robust", "Adversarial training (PGD) improves robustness",
-          "white-box PGD accuracy of the trial's model: adversarially trained − trained without a threat",
-          "points", "above", 0.0, _ADV, adv_robust_gain),
-    Claim("f-cost", "... at a utility cost",
-          "clean test accuracy of the trial's model: trained without a threat − adversarially trained (PGD)",
-          "points", "above", 0.0, _ADV, adv_clean_cost),
-    Claim("f-dp", "... and the cost is smaller with DP",
-          "clean-accuracy cost of adversarial training (PGD) for the non-private twin − for the DP model",
-          "points", "above", 0.0, _ADV, adv_cost_gap),
-    Claim("g", "PGD adversarial training takes several (> 2) times FGSM's training time",
-          "time_train_s adversarially trained with PGD ÷ with FGSM (same seed, fraction, arch, epsilon)", "×",
-          "above", 2.0, "trials with threat adv_training, attack PGD and attack FGSM at the same adv_fraction, "
-          "seeds, arch and epsilon", pgd_fgsm_time, note="paper: up to 8× at 40% adversarial data; wall time, "
-          "so trials sharing cores blur it"),
-    Claim("h", "DP reduces the damage of a train-time attacker, even at 40%",
-          "clean-accuracy drop from threat none to a train-time attacker holding 40% of the data: non-private "
-          "twin's drop − DP model's drop", "points", "above", 0.0,
-          "private trials with threat train_time_attack at adv_fraction 0.4, beside threat none of the same seeds, "
-          "arch and epsilon", train_time_damage),
+    Claim(
+        "a",
+        "int8 PTQ shrinks the model by more than 70% (paper: ResNet-9 −74.4%, ResNet-18 −76.6%)",
+        "size_reduction_pct of the trial's model",
+        "%",
+        "above",
+        70.0,
+        "any finished trial",
+        size_reduction,
+        exact=True,
+    ),
+    Claim(
+        "b-dp",
+        "PTQ keeps clean accuracy within ±1 point (DP models)",
+        "int8 − float clean test accuracy of the DP model",
+        "points",
+        "within",
+        1.0,
+        _NO_THREAT,
+        ptq_accuracy("dp"),
+    ),
+    Claim(
+        "b-np",
+        "PTQ keeps clean accuracy within ±1 point (non-private models)",
+        "int8 − float clean test accuracy of the non-private model (a private trial's twin, or a non-private "
+        "trial's model)",
+        "points",
+        "within",
+        1.0,
+        "trials with threat none",
+        ptq_accuracy("nonprivate"),
+    ),
+    Claim(
+        "c",
+        "DP models are not more robust than non-private ones under transfer attacks (within ±2 points)",
+        "robust accuracy of the DP target under examples crafted on the non-private model − of the non-private "
+        "target under examples crafted on the DP model (acc_transfer_<a>_nonprivate_to_dp − "
+        "acc_transfer_<a>_dp_to_nonprivate)",
+        "points",
+        "within",
+        2.0,
+        _NO_THREAT,
+        dp_vs_nonprivate_target,
+        note="each float target is attacked from the other model of its trial (partial white-box), so the "
+        "generators differ as well as the targets",
+    ),
+    Claim(
+        "d",
+        "int8 quantization improves robustness under transfer attacks",
+        "robust accuracy of the int8 target − of its float model, same examples crafted on the other model "
+        "(dp_to_int8_nonprivate − dp_to_nonprivate; nonprivate_to_int8_dp − nonprivate_to_dp)",
+        "points",
+        "above",
+        0.0,
+        _NO_THREAT,
+        quantized_target,
+        note="paper: up to +5 points for smaller models, +20 for larger ones",
+    ),
+    Claim(
+        "e",
+        "DP models are strong transfer generators against DP targets",
+        "robust accuracy of the DP target under examples from the non-private model − from a DP model "
+        "(nonprivate_to_dp − dp_to_dp)",
+        "points",
+        "above",
+        0.0,
+        _NO_THREAT,
+        dp_generator,
+        note="limit of this measurement: the only DP generator in a trial is the target itself, so its examples "
+        "are white-box, not crafted on a separately trained DP model",
+    ),
+    Claim(
+        "f-robust",
+        "Adversarial training (PGD) improves robustness",
+        "white-box PGD accuracy of the trial's model: adversarially trained − trained without a threat",
+        "points",
+        "above",
+        0.0,
+        _ADV,
+        adv_robust_gain,
+    ),
+    Claim(
+        "f-cost",
+        "... at a utility cost",
+        "clean test accuracy of the trial's model: trained without a threat − adversarially trained (PGD)",
+        "points",
+        "above",
+        0.0,
+        _ADV,
+        adv_clean_cost,
+    ),
+    Claim(
+        "f-dp",
+        "... and the cost is smaller with DP",
+        "clean-accuracy cost of adversarial training (PGD) for the non-private twin − for the DP model",
+        "points",
+        "above",
+        0.0,
+        _ADV,
+        adv_cost_gap,
+    ),
+    Claim(
+        "g",
+        "PGD adversarial training takes several (> 2) times FGSM's training time",
+        "time_train_s adversarially trained with PGD ÷ with FGSM (same seed, fraction, arch, epsilon)",
+        "×",
+        "above",
+        2.0,
+        "trials with threat adv_training, attack PGD and attack FGSM at the same adv_fraction, seeds, arch and epsilon",
+        pgd_fgsm_time,
+        note="paper: up to 8× at 40% adversarial data; wall time, so trials sharing cores blur it",
+    ),
+    Claim(
+        "h",
+        "DP reduces the damage of a train-time attacker, even at 40%",
+        "clean-accuracy drop from threat none to a train-time attacker holding 40% of the data: non-private "
+        "twin's drop − DP model's drop",
+        "points",
+        "above",
+        0.0,
+        "private trials with threat train_time_attack at adv_fraction 0.4, beside threat none of the same seeds, "
+        "arch and epsilon",
+        train_time_damage,
+    ),
 )
 
 
@@ -253,8 +364,11 @@ def measures(bold: bool = False) -> list[str]:
 
 def _pooled(rows: pd.DataFrame) -> str:
     """'pooled over attacks PGD, FGSM; ε 3.4, 7' / 'at 40%': what one row's per-seed values average over."""
-    labels = {"attack": ("attack", str), "epsilon": ("ε", lambda e: "non-private" if pd.isna(e) else f"{e:g}"),
-              "adv_fraction": ("adversarial fraction", lambda f: f"{f:.0%}")}
+    labels = {
+        "attack": ("attack", str),
+        "epsilon": ("ε", lambda e: "non-private" if pd.isna(e) else f"{e:g}"),
+        "adv_fraction": ("adversarial fraction", lambda f: f"{f:.0%}"),
+    }
     many, one = [], []
     for name, (label, fmt) in labels.items():
         if name in rows.columns and not (name == "epsilon" and rows[name].isna().all()):  # twins only
@@ -265,11 +379,25 @@ def _pooled(rows: pd.DataFrame) -> str:
 
 def _summary(claim: Claim, rows: pd.DataFrame) -> list[dict]:
     """One table row per (dataset, arch) of a claim's long rows; one 'not measured' row if there are none."""
-    base = {"claim": claim.key, "text": claim.text, "measure": claim.measure, "unit": claim.unit,
-            "kind": claim.kind, "bound": claim.bound}
+    base = {
+        "claim": claim.key,
+        "text": claim.text,
+        "measure": claim.measure,
+        "unit": claim.unit,
+        "kind": claim.kind,
+        "bound": claim.bound,
+    }
     if rows.empty:
-        return [{**base, "dataset": "–", "arch": "–", "seeds": 0, "verdict": f"not measured (needs {claim.needs})",
-                 "note": claim.note}]
+        return [
+            {
+                **base,
+                "dataset": "–",
+                "arch": "–",
+                "seeds": 0,
+                "verdict": f"not measured (needs {claim.needs})",
+                "note": claim.note,
+            }
+        ]
     out = []
     for (ds, arch), g in rows.groupby(["dataset", "arch"], sort=False):
         per_seed = g.groupby("seed")["value"].mean()
@@ -278,9 +406,21 @@ def _summary(claim: Claim, rows: pd.DataFrame) -> list[dict]:
             half = 0.0
         low, high = mean - half, mean + half
         note = "; ".join(x for x in (_pooled(g), claim.note) if x)
-        out.append({**base, "dataset": ds, "arch": arch, "effect": mean, "ci_low": low, "ci_high": high,
-                    "seeds": n, "images": g["n_img"].min() if g["n_img"].notna().any() else math.nan,
-                    "verdict": verdict(low, high, claim.kind, claim.bound), "std": std, "note": note})
+        out.append(
+            {
+                **base,
+                "dataset": ds,
+                "arch": arch,
+                "effect": mean,
+                "ci_low": low,
+                "ci_high": high,
+                "seeds": n,
+                "images": g["n_img"].min() if g["n_img"].notna().any() else math.nan,
+                "verdict": verdict(low, high, claim.kind, claim.bound),
+                "std": std,
+                "note": note,
+            }
+        )
     return out
 
 
@@ -297,8 +437,11 @@ def claims_table(trials: pd.DataFrame) -> pd.DataFrame:
 
 UNIT_TEXT = {"points": " points", "%": "%", "×": "×"}
 VERDICT_COLORS = {HOLDS: "#55A868", FAILS: "#C44E52", INCONCLUSIVE: "#8C8C8C"}
-PANELS = {"%": "model size reduction (%)", "points": "accuracy difference (percentage points)",
-          "×": "training-time ratio (×)"}  # in the claims' order: a, b-h, g
+PANELS = {
+    "%": "model size reduction (%)",
+    "points": "accuracy difference (percentage points)",
+    "×": "training-time ratio (×)",
+}  # in the claims' order: a, b-h, g
 
 
 def _num(value: float, unit: str) -> str:
@@ -322,21 +465,33 @@ def criterion(row: pd.Series) -> str:
 
 def format_claims(table: pd.DataFrame) -> pd.DataFrame:
     """The claims table for reading (strings); what each row measures is in ``table['measure']``."""
-    return pd.DataFrame({
-        "claim": table["claim"], "paper's claim": table["text"],
-        "data": [f"{d}, {a}" if d != "–" else "–" for d, a in zip(table["dataset"], table["arch"])],
-        "effect [95% CI]": [fmt_effect(r) for _, r in table.iterrows()],
-        "holds if": [criterion(r) for _, r in table.iterrows()], "seeds": table["seeds"].astype(int),
-        "images/trial": [f"{int(v):,}" if np.isfinite(v) else "–" for v in table["images"].astype(float)],
-        "verdict": table["verdict"]})
+    return pd.DataFrame(
+        {
+            "claim": table["claim"],
+            "paper's claim": table["text"],
+            "data": [f"{d}, {a}" if d != "–" else "–" for d, a in zip(table["dataset"], table["arch"])],
+            "effect [95% CI]": [fmt_effect(r) for _, r in table.iterrows()],
+            "holds if": [criterion(r) for _, r in table.iterrows()],
+            "seeds": table["seeds"].astype(int),
+            "images/trial": [f"{int(v):,}" if np.isfinite(v) else "–" for v in table["images"].astype(float)],
+            "verdict": table["verdict"],
+        }
+    )
 
 
 def _panel(ax, rows: pd.DataFrame, unit: str) -> None:
     """One horizontal error bar per claim row; the claim's bound as a line or a band."""
     for y, (_, r) in enumerate(rows.iterrows()):
         if not np.isfinite(r.get("effect", math.nan)):
-            ax.annotate("not measured", (0, y), xytext=(4, 0), textcoords="offset points", va="center",
-                        fontsize=8, color="#8C8C8C")
+            ax.annotate(
+                "not measured",
+                (0, y),
+                xytext=(4, 0),
+                textcoords="offset points",
+                va="center",
+                fontsize=8,
+                color="#8C8C8C",
+            )
             continue
         err = [[r["effect"] - r["ci_low"]], [r["ci_high"] - r["effect"]]] if np.isfinite(r["ci_low"]) else None
         color = VERDICT_COLORS.get(r["verdict"], "#8C8C8C")
@@ -346,8 +501,7 @@ def _panel(ax, rows: pd.DataFrame, unit: str) -> None:
         elif r["bound"]:
             ax.plot([r["bound"]] * 2, [y - 0.4, y + 0.4], color="#333333", linestyle="--", linewidth=1)
     ax.axvline(0, color="#999999", linewidth=0.8)
-    ax.set_yticks(range(len(rows)), [f"{r.claim} · {r.arch}" if r.arch != "–" else r.claim
-                                     for r in rows.itertuples()])
+    ax.set_yticks(range(len(rows)), [f"{r.claim} · {r.arch}" if r.arch != "–" else r.claim for r in rows.itertuples()])
     ax.set_ylim(len(rows) - 0.5, -0.5)
     ax.set_xlabel(PANELS[unit])
     ax.grid(True, axis="x", alpha=0.3)
@@ -362,8 +516,14 @@ def plot_claims(table: pd.DataFrame, out_dir, stem: str = "claims") -> list:
 
     units = [u for u in PANELS if (table["unit"] == u).any()]
     heights = [max((table["unit"] == u).sum(), 1) for u in units]
-    fig, axes = plots.plt.subplots(len(units), 1, figsize=(8, 0.42 * sum(heights) + 1.2 * len(units) + 0.8),
-                                   squeeze=False, layout="constrained", gridspec_kw={"height_ratios": heights})
+    fig, axes = plots.plt.subplots(
+        len(units),
+        1,
+        figsize=(8, 0.42 * sum(heights) + 1.2 * len(units) + 0.8),
+        squeeze=False,
+        layout="constrained",
+        gridspec_kw={"height_ratios": heights},
+    )
     for ax, unit in zip(axes[:, 0], units):
         _panel(ax, table[table["unit"] == unit].reset_index(drop=True), unit)
     handles = [Line2D([], [], marker="o", linestyle="none", color=c, label=v) for v, c in VERDICT_COLORS.items()]

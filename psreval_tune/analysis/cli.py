@@ -1,4 +1,4 @@
-"""``psreval report`` (``python -m psreval_tune.analysis``): the report of a sweep, or one of its parts, from MLflow or a Tune folder."""
+"""``psreval report`` / ``psreval analysis``: a sweep's report, or one of its parts, from MLflow or a Tune folder."""
 
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ COMMANDS = {
     "report": (None, "every report below and one HTML page (report.html) with all figures and tables"),
     "overview": ("overview", "clean accuracy float vs int8, model size and its reduction (paper 4.2)"),
     "transfer": ("transfer", "transfer attacks: robust accuracy per generator x target, per epsilon (Fig. 2, 3)"),
-    "adv-training": ("adv_training", "adversarial training: accuracy loss vs adversarial fraction, training "
-                                     "time per attack (Fig. 4, 4.4)"),
-    "train-time": ("train_time", "train-time attacker: accuracy vs the adversary's share, DP vs non-private "
-                                 "(Fig. 5)"),
+    "adv-training": (
+        "adv_training",
+        "adversarial training: accuracy loss vs adversarial fraction, training time per attack (Fig. 4, 4.4)",
+    ),
+    "train-time": ("train_time", "train-time attacker: accuracy vs the adversary's share, DP vs non-private (Fig. 5)"),
     "pareto": ("pareto", "privacy-utility-robustness Pareto front across epsilon"),
 }
 
@@ -44,17 +45,26 @@ def check_out(out: Path, flag: str = "--out") -> None:
     cwd, home = Path.cwd().resolve(), Path.home().expanduser().resolve()
     if p.exists() and not p.is_dir():
         raise AnalysisError(f"{flag}={str(out)!r} exists and is not a folder")
-    for bad, what in ((Path(resolved.anchor), "the filesystem root"), (home, "your home folder"),
-                      (cwd, "the working directory")):
+    for bad, what in (
+        (Path(resolved.anchor), "the filesystem root"),
+        (home, "your home folder"),
+        (cwd, "the working directory"),
+    ):
         if resolved == bad:
-            raise AnalysisError(f"{flag}={str(out)!r} is {what}; allowed: a new folder, an empty one or an "
-                                "earlier report's (default: runs/reports/SWEEP)")
+            raise AnalysisError(
+                f"{flag}={str(out)!r} is {what}; allowed: a new folder, an empty one or an "
+                "earlier report's (default: runs/reports/SWEEP)"
+            )
     if resolved in cwd.parents or resolved in home.parents:
-        raise AnalysisError(f"{flag}={str(out)!r} is a parent of the working or home folder; allowed: a new "
-                            "folder, an empty one or an earlier report's")
+        raise AnalysisError(
+            f"{flag}={str(out)!r} is a parent of the working or home folder; allowed: a new "
+            "folder, an empty one or an earlier report's"
+        )
     if p.is_dir() and any(p.iterdir()) and not any((p / m).is_file() for m in REPORT_MARKERS):
-        raise AnalysisError(f"{flag}={str(out)!r} is a non-empty folder that holds no earlier report; allowed: "
-                            "a new folder, an empty one or an earlier report's")
+        raise AnalysisError(
+            f"{flag}={str(out)!r} is a non-empty folder that holds no earlier report; allowed: "
+            "a new folder, an empty one or an earlier report's"
+        )
     probe = p
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
@@ -77,31 +87,40 @@ def check_store(uri: str, flag: str = "--tracking-uri") -> None:
 
 def _source_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("where the results are (MLflow, or a Tune folder with --results)")
-    g.add_argument("--experiment", default=None,
-                   help=f"MLflow experiment name or id (default: {DEFAULT_EXPERIMENT})")
-    g.add_argument("--tracking-uri", default=None,
-                   help=f"MLflow tracking URI (default: {DEFAULT_TRACKING_URI}, the sweeps' local store "
-                        "in RUN_DIR=runs; e.g. sqlite:///RUN_DIR/mlflow.db or http://127.0.0.1:5000)")
-    g.add_argument("--sweep", default=None,
-                   help="the sweep: its parent run's name or id (default: every sweep of the experiment)")
-    g.add_argument("--results", default=None,
-                   help="a Tune experiment folder instead of MLflow, e.g. runs/ray_results/SWEEP")
+    g.add_argument("--experiment", default=None, help=f"MLflow experiment name or id (default: {DEFAULT_EXPERIMENT})")
+    g.add_argument(
+        "--tracking-uri",
+        default=None,
+        help=f"MLflow tracking URI (default: {DEFAULT_TRACKING_URI}, the sweeps' local store "
+        "in RUN_DIR=runs; e.g. sqlite:///RUN_DIR/mlflow.db or http://127.0.0.1:5000)",
+    )
+    g.add_argument(
+        "--sweep", default=None, help="the sweep: its parent run's name or id (default: every sweep of the experiment)"
+    )
+    g.add_argument(
+        "--results", default=None, help="a Tune experiment folder instead of MLflow, e.g. runs/ray_results/SWEEP"
+    )
     p.add_argument("--out", default=None, help="output folder (default: runs/reports/SWEEP)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="psreval analysis",
-                description="Tables and figures of the PSREval paper from a sweep: PNG + SVG figures, markdown "
-                            "tables, trials.csv and report.html. Reads MLflow (default store: "
-                            f"{DEFAULT_TRACKING_URI}) or a Tune results folder (--results).")
+    p = _Parser(
+        prog="psreval analysis",
+        description="Tables and figures of the PSREval paper from a sweep: PNG + SVG figures, markdown "
+        "tables, trials.csv and report.html. Reads MLflow (default store: "
+        f"{DEFAULT_TRACKING_URI}) or a Tune results folder (--results).",
+    )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (_, help_text) in COMMANDS.items():
         sp = sub.add_parser(name, help=help_text, description=help_text)
         _source_flags(sp)
         if name in ("report", "pareto"):
-            sp.add_argument("--attack", default="PGD", choices=["PGD", "FGSM", "FAB"],
-                            help="attack whose white-box accuracy is the robustness axis of the Pareto front "
-                                 "(default: PGD)")
+            sp.add_argument(
+                "--attack",
+                default="PGD",
+                choices=["PGD", "FGSM", "FAB"],
+                help="attack whose white-box accuracy is the robustness axis of the Pareto front (default: PGD)",
+            )
     return p
 
 
@@ -129,8 +148,9 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.results is not None:
         if args.experiment or args.sweep or args.tracking_uri:
-            raise AnalysisError("--results reads a Tune folder; it does not combine with --experiment, "
-                                "--sweep or --tracking-uri")
+            raise AnalysisError(
+                "--results reads a Tune folder; it does not combine with --experiment, --sweep or --tracking-uri"
+            )
         if args.out:
             check_out(Path(args.out))
         trials = load_tune(args.results)

@@ -41,8 +41,11 @@ def dedupe_trials(trials: pd.DataFrame) -> pd.DataFrame:
     key = setting_columns(trials)
     if trials.duplicated(subset=key).sum() == 0:
         return trials
-    numeric = [c for c in trials.columns if c not in key and pd.api.types.is_numeric_dtype(trials[c])
-               and not pd.api.types.is_bool_dtype(trials[c])]
+    numeric = [
+        c
+        for c in trials.columns
+        if c not in key and pd.api.types.is_numeric_dtype(trials[c]) and not pd.api.types.is_bool_dtype(trials[c])
+    ]
     agg = {c: "mean" for c in numeric}
     agg.update({c: "first" for c in trials.columns if c not in key and c not in numeric})
     return trials.groupby(key, dropna=False, sort=False).agg(agg).reset_index()[list(trials.columns)]
@@ -51,14 +54,19 @@ def dedupe_trials(trials: pd.DataFrame) -> pd.DataFrame:
 def model_sources(attacks: Sequence[str] = ()) -> dict[str, tuple[str, str, str]]:
     """Model-row value -> the metric it comes from for (a private trial's own DP model, a non-private
     trial's own model, a private trial's non-private twin)."""
-    src = {"acc_float": ("acc_clean_float", "acc_clean_float", "acc_clean_float_nonprivate"),
-           "acc_int8": ("acc_clean_int8", "acc_clean_int8", "acc_clean_int8_nonprivate"),
-           "clean_eval": (clean_eval("dp"), clean_eval("nonprivate"), clean_eval("nonprivate")),
-           "clean_eval_int8": (clean_eval("int8_dp"), clean_eval("int8_nonprivate"), clean_eval("int8_nonprivate"))}
+    src = {
+        "acc_float": ("acc_clean_float", "acc_clean_float", "acc_clean_float_nonprivate"),
+        "acc_int8": ("acc_clean_int8", "acc_clean_int8", "acc_clean_int8_nonprivate"),
+        "clean_eval": (clean_eval("dp"), clean_eval("nonprivate"), clean_eval("nonprivate")),
+        "clean_eval_int8": (clean_eval("int8_dp"), clean_eval("int8_nonprivate"), clean_eval("int8_nonprivate")),
+    }
     for a in attacks:
         src[f"robust_{a}"] = (f"acc_wb_{a}_mean", f"acc_wb_{a}_mean", f"acc_transfer_{a}_nonprivate_to_nonprivate_mean")
-        src[f"robust_{a}_int8"] = (f"acc_wb_{a}_int8_mean", f"acc_wb_{a}_int8_mean",
-                                   f"acc_transfer_{a}_nonprivate_to_int8_nonprivate_mean")
+        src[f"robust_{a}_int8"] = (
+            f"acc_wb_{a}_int8_mean",
+            f"acc_wb_{a}_int8_mean",
+            f"acc_transfer_{a}_nonprivate_to_int8_nonprivate_mean",
+        )
     return src
 
 
@@ -104,8 +112,12 @@ def model_rows(trials: pd.DataFrame, attacks: Sequence[str] = ()) -> pd.DataFram
 
 def interval(frame: pd.DataFrame, value: str, lo: str, hi: str, n_img: pd.Series, scale: float = 100.0) -> dict:
     """Columns for ``frame.assign(**...)``: value, img_lo, img_hi (Wilson, over images), n_img."""
-    return {"value": scale * col(frame, value), "img_lo": scale * col(frame, lo), "img_hi": scale * col(frame, hi),
-            "n_img": n_img}
+    return {
+        "value": scale * col(frame, value),
+        "img_lo": scale * col(frame, lo),
+        "img_hi": scale * col(frame, hi),
+        "n_img": n_img,
+    }
 
 
 def metric_values(trials: pd.DataFrame, metric: str, scale: float = 100.0) -> dict:

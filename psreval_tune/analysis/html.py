@@ -34,29 +34,47 @@ def _esc(text: str) -> str:
 def _img(path: Path) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
     svg = path.with_suffix(".svg").name
-    return (f'<figure><img alt="{_esc(path.stem)}" src="data:image/png;base64,{data}">'
-            f'<figcaption>{_esc(path.stem)} — <a href="{_esc(path.name)}">PNG</a> · '
-            f'<a href="{_esc(svg)}">SVG</a></figcaption></figure>')
+    return (
+        f'<figure><img alt="{_esc(path.stem)}" src="data:image/png;base64,{data}">'
+        f'<figcaption>{_esc(path.stem)} — <a href="{_esc(path.name)}">PNG</a> · '
+        f'<a href="{_esc(svg)}">SVG</a></figcaption></figure>'
+    )
 
 
-def render_html(title: str, full: "FullReport", out_dir: Path) -> str:
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{_esc(title)}</title>"
-             f"<style>{CSS}</style></head><body>", f"<h1>{_esc(title)}</h1>"]
+def render_html(title: str, full: FullReport, out_dir: Path) -> str:
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{_esc(title)}</title>"
+        f"<style>{CSS}</style></head><body>",
+        f"<h1>{_esc(title)}</h1>",
+    ]
     if full.warnings:
         from .scale import SCALE_HEADLINE
 
-        parts.append(f"<div class='scale'><b>{_esc(SCALE_HEADLINE)}:</b><ul>" +
-                     "".join(f"<li>{_esc(w)}</li>" for w in full.warnings) + "</ul></div>")
-    parts.append("<table class='tbl summary'>" + "".join(
-        f"<tr><td><b>{_esc(k)}</b></td><td>{_esc(v)}</td></tr>" for k, v in full.summary) + "</table>")
+        parts.append(
+            f"<div class='scale'><b>{_esc(SCALE_HEADLINE)}:</b><ul>"
+            + "".join(f"<li>{_esc(w)}</li>" for w in full.warnings)
+            + "</ul></div>"
+        )
+    parts.append(
+        "<table class='tbl summary'>"
+        + "".join(f"<tr><td><b>{_esc(k)}</b></td><td>{_esc(v)}</td></tr>" for k, v in full.summary)
+        + "</table>"
+    )
     if full.coverage:
-        parts.append("<p class='notes'><b>Not covered by this sweep:</b> " + "; ".join(map(_esc, full.coverage))
-                     + "</p>")
+        parts.append(
+            "<p class='notes'><b>Not covered by this sweep:</b> " + "; ".join(map(_esc, full.coverage)) + "</p>"
+        )
     if full.messages:
-        parts.append("<div class='missing'><b>Missing cells</b><ul>" +
-                     "".join(f"<li>{_esc(m)}</li>" for m in full.messages) + "</ul></div>")
-    parts.append("<nav>" + "".join(f"<a href='#{r.key}'>{_esc(r.title.split(':')[0])}</a>" for r in full.reports)
-                 + "<a href='trials.csv'>trials.csv</a><a href='report.md'>report.md</a></nav>")
+        parts.append(
+            "<div class='missing'><b>Missing cells</b><ul>"
+            + "".join(f"<li>{_esc(m)}</li>" for m in full.messages)
+            + "</ul></div>"
+        )
+    parts.append(
+        "<nav>"
+        + "".join(f"<a href='#{r.key}'>{_esc(r.title.split(':')[0])}</a>" for r in full.reports)
+        + "<a href='trials.csv'>trials.csv</a><a href='report.md'>report.md</a></nav>"
+    )
     for rep in full.reports:
         parts.append(f"<section id='{rep.key}'><h2>{_esc(rep.title)}</h2><p class='paper'>{_esc(rep.paper)}</p>")
         parts += [f"<div class='missing'>{_esc(m)}</div>" for m in rep.messages]

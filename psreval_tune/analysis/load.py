@@ -36,14 +36,39 @@ DEFAULT_EXPERIMENT = "psreval"
 META_COLUMNS = ["sweep", "trial_id", "run_id", "run_name", "source"]
 DERIVED_COLUMNS = ["private", "privacy"]
 # Tune's own bookkeeping: not final metrics (nor are per-round values, metrics.PER_ROUND).
-TUNE_KEYS = {"timestamp", "checkpoint_dir_name", "done", "training_iteration", "trial_id", "date",
-             "time_this_iter_s", "pid", "hostname", "node_ip", "config", "time_since_restore",
-             "iterations_since_restore", "experiment_tag", "should_checkpoint", "cycle_complete",
-             "episodes_total", "timesteps_total", "timesteps_since_restore", "episode_reward_mean"}
+TUNE_KEYS = {
+    "timestamp",
+    "checkpoint_dir_name",
+    "done",
+    "training_iteration",
+    "trial_id",
+    "date",
+    "time_this_iter_s",
+    "pid",
+    "hostname",
+    "node_ip",
+    "config",
+    "time_since_restore",
+    "iterations_since_restore",
+    "experiment_tag",
+    "should_checkpoint",
+    "cycle_complete",
+    "episodes_total",
+    "timesteps_total",
+    "timesteps_since_restore",
+    "episode_reward_mean",
+}
 # CycleConfig defaults (psreval_tune/config.py) of the fields every report groups by,
 # for a Tune folder whose param space left them out (e.g. a fixed arch).
-GROUPING_DEFAULTS: dict[str, Any] = {"dataset": "digits", "arch": "cnn", "threat": "none", "adv_fraction": 0.0,
-                                     "attack": "PGD", "epsilon": None, "seed": 0}
+GROUPING_DEFAULTS: dict[str, Any] = {
+    "dataset": "digits",
+    "arch": "cnn",
+    "threat": "none",
+    "adv_fraction": 0.0,
+    "attack": "PGD",
+    "epsilon": None,
+    "seed": 0,
+}
 # Config fields that never change the trained model (left out of "same setting" keys).
 EVAL_ONLY = {"eval_attacks", "eval_samples", "attack_repeats", "device", "data_root", "download"}
 
@@ -125,8 +150,15 @@ def tidy(rows: Iterable[dict[str, Any]], left_out: int = 0) -> pd.DataFrame:
     meta = [c for c in META_COLUMNS if c in frame.columns]
     config = sorted(c for c in config_columns(frame) if c not in meta)
     order = meta + config + DERIVED_COLUMNS + sorted(metric_columns(frame))
-    frame = frame[order].sort_values(["sweep", "dataset", "arch", "threat", "adv_fraction", "attack", "epsilon",
-                                      "seed"], na_position="first", kind="stable").reset_index(drop=True)
+    frame = (
+        frame[order]
+        .sort_values(
+            ["sweep", "dataset", "arch", "threat", "adv_fraction", "attack", "epsilon", "seed"],
+            na_position="first",
+            kind="stable",
+        )
+        .reset_index(drop=True)
+    )
     frame.attrs["left_out"] = left_out
     return frame
 
@@ -156,10 +188,12 @@ def _client(tracking_uri: str | None):
     _quiet_mlflow()
     uri = tracking_uri or DEFAULT_TRACKING_URI
     if uri.startswith("sqlite:///"):
-        path = Path(uri[len("sqlite:///"):])
+        path = Path(uri[len("sqlite:///") :])
         if not path.is_file():  # MLflow would silently create an empty store there
-            raise AnalysisError(f"no MLflow store at {path} (tracking URI {uri}); pass --tracking-uri, "
-                                "e.g. sqlite:///RUN_DIR/mlflow.db of the sweep")
+            raise AnalysisError(
+                f"no MLflow store at {path} (tracking URI {uri}); pass --tracking-uri, "
+                "e.g. sqlite:///RUN_DIR/mlflow.db of the sweep"
+            )
     elif "://" not in uri and not Path(uri).exists():
         raise AnalysisError(f"no MLflow store at {uri}; pass --tracking-uri")
     return MlflowClient(tracking_uri=uri), uri
@@ -174,16 +208,22 @@ def _experiment(client, experiment: str, uri: str):
             exp = None
     if exp is None:
         names = sorted(e.name for e in client.search_experiments())
-        raise AnalysisError(f"unknown experiment {experiment!r} at {uri} (experiments there: "
-                            f"{', '.join(names) or 'none'})")
+        raise AnalysisError(
+            f"unknown experiment {experiment!r} at {uri} (experiments there: {', '.join(names) or 'none'})"
+        )
     return exp
 
 
 def _all_runs(client, experiment_id: str, filter_string: str) -> list:
     runs, token = [], None
     while True:
-        page = client.search_runs([experiment_id], filter_string=filter_string, max_results=1000,
-                                  order_by=["attributes.start_time ASC"], page_token=token)
+        page = client.search_runs(
+            [experiment_id],
+            filter_string=filter_string,
+            max_results=1000,
+            order_by=["attributes.start_time ASC"],
+            page_token=token,
+        )
         runs.extend(page)
         token = page.token
         if not token:
@@ -200,18 +240,23 @@ def find_sweep_run(client, experiment_id: str, sweep: str):
         except Exception:
             pass
     quoted = sweep.replace("'", "\\'")
-    for query in (f"tags.`psreval.kind` = 'sweep' and tags.`psreval.sweep` = '{quoted}'",
-                  f"tags.`psreval.kind` = 'sweep' and attributes.run_name = '{quoted}'"):
+    for query in (
+        f"tags.`psreval.kind` = 'sweep' and tags.`psreval.sweep` = '{quoted}'",
+        f"tags.`psreval.kind` = 'sweep' and attributes.run_name = '{quoted}'",
+    ):
         runs = _all_runs(client, experiment_id, query)
         if runs:
             return runs[-1]  # the latest, should a name be reused
-    names = [r.data.tags.get("psreval.sweep", r.info.run_name)
-             for r in _all_runs(client, experiment_id, "tags.`psreval.kind` = 'sweep'")]
+    names = [
+        r.data.tags.get("psreval.sweep", r.info.run_name)
+        for r in _all_runs(client, experiment_id, "tags.`psreval.kind` = 'sweep'")
+    ]
     raise AnalysisError(f"no sweep {sweep!r} in this experiment (sweeps there: {', '.join(names) or 'none'})")
 
 
-def load_mlflow(experiment: str = DEFAULT_EXPERIMENT, tracking_uri: str | None = None,
-                sweep: str | None = None) -> pd.DataFrame:
+def load_mlflow(
+    experiment: str = DEFAULT_EXPERIMENT, tracking_uri: str | None = None, sweep: str | None = None
+) -> pd.DataFrame:
     """Trials of one sweep (parent run name or id), or of every sweep in the experiment."""
     client, uri = _client(tracking_uri)
     exp = _experiment(client, experiment, uri)
@@ -231,13 +276,19 @@ def load_mlflow(experiment: str = DEFAULT_EXPERIMENT, tracking_uri: str | None =
             left_out += 1
             continue
         tags = run.data.tags
-        meta = {"sweep": tags.get("psreval.sweep"), "trial_id": tags.get("psreval.trial_id"),
-                "run_id": run.info.run_id, "run_name": run.info.run_name, "source": "mlflow"}
+        meta = {
+            "sweep": tags.get("psreval.sweep"),
+            "trial_id": tags.get("psreval.trial_id"),
+            "run_id": run.info.run_id,
+            "run_name": run.info.run_name,
+            "source": "mlflow",
+        }
         config = {k: _parse(v) for k, v in run.data.params.items()}
         rows.append(_row(meta, config, metrics))
     if not rows:
-        raise AnalysisError(f"{where}: none of its {len(runs)} trial runs has final metrics "
-                            "(stopped early, failed or still running)")
+        raise AnalysisError(
+            f"{where}: none of its {len(runs)} trial runs has final metrics (stopped early, failed or still running)"
+        )
     return tidy(rows, left_out)
 
 
@@ -265,13 +316,18 @@ def load_tune(path: str | Path) -> pd.DataFrame:
     """
     text = str(path)
     if "://" in text:
-        raise AnalysisError(f"--results {text}: only a local Tune folder can be read; copy it here first "
-                            "(e.g. aws s3 sync), or read the sweep from MLflow with --experiment")
+        raise AnalysisError(
+            f"--results {text}: only a local Tune folder can be read; copy it here first "
+            "(e.g. aws s3 sync), or read the sweep from MLflow with --experiment"
+        )
     root = Path(text).expanduser()
     if not root.is_dir():
         raise AnalysisError(f"--results {text}: no such folder")
-    trial_dirs = [root] if (root / "result.json").is_file() else \
-        sorted(d for d in root.iterdir() if d.is_dir() and (d / "result.json").is_file())
+    trial_dirs = (
+        [root]
+        if (root / "result.json").is_file()
+        else sorted(d for d in root.iterdir() if d.is_dir() and (d / "result.json").is_file())
+    )
     if not trial_dirs:
         raise AnalysisError(f"--results {text}: no Tune trial folders in it (expected */result.json)")
     sweep = root.parent.name if trial_dirs == [root] else root.name
@@ -295,17 +351,27 @@ def load_tune(path: str | Path) -> pd.DataFrame:
         except json.JSONDecodeError:
             space = final.get("config", {})
         config.update(flatten_config(space or {}))
-        meta = {"sweep": sweep, "trial_id": final.get("trial_id", folder.name), "run_id": None,
-                "run_name": folder.name, "source": "tune"}
+        meta = {
+            "sweep": sweep,
+            "trial_id": final.get("trial_id", folder.name),
+            "run_id": None,
+            "run_name": folder.name,
+            "source": "tune",
+        }
         rows.append(_row(meta, config, final))
     if not rows:
-        raise AnalysisError(f"--results {text}: none of its {len(trial_dirs)} trials finished "
-                            "(no result line with cycle_complete)")
+        raise AnalysisError(
+            f"--results {text}: none of its {len(trial_dirs)} trials finished (no result line with cycle_complete)"
+        )
     return tidy(rows, left_out)
 
 
-def load_trials(experiment: str | None = None, tracking_uri: str | None = None, sweep: str | None = None,
-                results: str | Path | None = None) -> pd.DataFrame:
+def load_trials(
+    experiment: str | None = None,
+    tracking_uri: str | None = None,
+    sweep: str | None = None,
+    results: str | Path | None = None,
+) -> pd.DataFrame:
     """From a Tune folder (``results``) or from MLflow (``experiment``, ``sweep``)."""
     if results is not None:
         return load_tune(results)

@@ -13,14 +13,18 @@ import math
 import re
 
 # Final metrics that do not start with acc_/size_/time_
-EXACT = frozenset({"n_test", "n_eval", "n_val", "epsilon_spent", "noise_multiplier", "sample_rate", "dp_steps",
-                   "final_train_loss"})
-PATTERNS = tuple(re.compile(p) for p in (
-    r"acc_.+",  # accuracies (fractions), their _std, _ci_low, _ci_high; acc_loss_*; acc_val_*
-    r"size_.+",  # size_bytes_float, size_bytes_int8, size_reduction_pct
-    r"time_.+_s",  # wall seconds per phase
-    r"attack_runs_[a-z]+",  # runs a robust accuracy's mean is over (1 for deterministic attacks)
-))
+EXACT = frozenset(
+    {"n_test", "n_eval", "n_val", "epsilon_spent", "noise_multiplier", "sample_rate", "dp_steps", "final_train_loss"}
+)
+PATTERNS = tuple(
+    re.compile(p)
+    for p in (
+        r"acc_.+",  # accuracies (fractions), their _std, _ci_low, _ci_high; acc_loss_*; acc_val_*
+        r"size_.+",  # size_bytes_float, size_bytes_int8, size_reduction_pct
+        r"time_.+_s",  # wall seconds per phase
+        r"attack_runs_[a-z]+",  # runs a robust accuracy's mean is over (1 for deterministic attacks)
+    )
+)
 # Per-round values (their last value is not a final metric); acc_clean is the old per-round name
 PER_ROUND = frozenset({"round", "train_loss", "acc_val", "acc_clean", "epsilon", "lr"})
 
@@ -35,7 +39,7 @@ def is_metric(name: str) -> bool:
 
 
 def _stem(name: str) -> str:
-    return name[:-len("_mean")] if name.endswith("_mean") else name
+    return name[: -len("_mean")] if name.endswith("_mean") else name
 
 
 def ci_low(name: str) -> str:

@@ -15,11 +15,23 @@ import pandas as pd  # noqa: E402
 
 from .stats import n_note  # noqa: E402
 
-plt.rcParams.update({
-    "figure.dpi": 100, "savefig.dpi": 150, "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9,
-    "legend.fontsize": 8, "legend.title_fontsize": 8, "axes.spines.top": False, "axes.spines.right": False,
-    "svg.fonttype": "none", "axes.grid": True, "axes.grid.axis": "y", "grid.alpha": 0.3,
-})
+plt.rcParams.update(
+    {
+        "figure.dpi": 100,
+        "savefig.dpi": 150,
+        "font.size": 9,
+        "axes.titlesize": 10,
+        "axes.labelsize": 9,
+        "legend.fontsize": 8,
+        "legend.title_fontsize": 8,
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+        "svg.fonttype": "none",
+        "axes.grid": True,
+        "axes.grid.axis": "y",
+        "grid.alpha": 0.3,
+    }
+)
 
 BLUE, ORANGE, GREEN, RED, PURPLE, GREY = "#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#8C8C8C"
 ATTACK_COLORS = {"PGD": BLUE, "FGSM": ORANGE, "FAB": GREEN}
@@ -29,8 +41,11 @@ DP_SHADES = ["#7f2704", "#d94801", "#fd8d3c", "#fdd0a2"]  # most private (smalle
 def privacy_colors(labels: Sequence[str]) -> dict[str, str]:
     """non-private blue; DP budgets in oranges, darker = more private (labels come sorted by epsilon)."""
     dp = [lbl for lbl in labels if lbl != "non-private"]
-    shades = DP_SHADES if len(dp) <= len(DP_SHADES) else \
-        [matplotlib.colors.to_hex(c) for c in plt.get_cmap("Oranges_r")(np.linspace(0.05, 0.7, len(dp)))]
+    shades = (
+        DP_SHADES
+        if len(dp) <= len(DP_SHADES)
+        else [matplotlib.colors.to_hex(c) for c in plt.get_cmap("Oranges_r")(np.linspace(0.05, 0.7, len(dp)))]
+    )
     out = {"non-private": BLUE}
     # few budgets: use the middle shades, which read best on white
     start = 1 if len(dp) <= 2 else 0
@@ -46,10 +61,20 @@ def _cell(data: pd.DataFrame, **match) -> pd.Series | None:
     return None if rows.empty else rows.iloc[0]
 
 
-def grouped_bars(ax, data: pd.DataFrame, group: str, groups: Sequence, hue: str, hues: Sequence,
-                 colors: dict, hatches: dict | None = None, group_labels: Sequence[str] | None = None,
-                 hue_labels: dict | None = None, fmt: Callable[[float], str] = "{:.1f}".format,
-                 label_values: bool = True) -> tuple[list, float]:
+def grouped_bars(
+    ax,
+    data: pd.DataFrame,
+    group: str,
+    groups: Sequence,
+    hue: str,
+    hues: Sequence,
+    colors: dict,
+    hatches: dict | None = None,
+    group_labels: Sequence[str] | None = None,
+    hue_labels: dict | None = None,
+    fmt: Callable[[float], str] = "{:.1f}".format,
+    label_values: bool = True,
+) -> tuple[list, float]:
     """Bars of ``data`` (columns group, hue, mean, ci95, n): one cluster per group, one bar per hue;
     95% CI error bars where n >= 2; the mean written above each bar.
     Returns (legend handles, top of the highest bar or error bar)."""
@@ -63,17 +88,31 @@ def grouped_bars(ax, data: pd.DataFrame, group: str, groups: Sequence, hue: str,
             if row is None or not np.isfinite(row["mean"]):
                 continue
             x = i - 0.4 + width * (j + 0.5)
-            bar = ax.bar(x, row["mean"], width * 0.92, color=colors.get(h, GREY), hatch=hatches.get(h),
-                         edgecolor="white" if not hatches.get(h) else "#333333", linewidth=0.5,
-                         label=(hue_labels or {}).get(h, str(h)))
+            bar = ax.bar(
+                x,
+                row["mean"],
+                width * 0.92,
+                color=colors.get(h, GREY),
+                hatch=hatches.get(h),
+                edgecolor="white" if not hatches.get(h) else "#333333",
+                linewidth=0.5,
+                label=(hue_labels or {}).get(h, str(h)),
+            )
             handles.setdefault(h, bar)
             ci = row["ci95"] if row["n"] >= 2 and np.isfinite(row["ci95"]) else 0.0
             if ci:
                 ax.errorbar(x, row["mean"], yerr=ci, fmt="none", ecolor="#222222", elinewidth=0.9, capsize=2.5)
             if label_values:
-                ax.annotate(fmt(row["mean"]), (x, row["mean"] + ci), xytext=(0, 2), textcoords="offset points",
-                            ha="center", va="bottom", fontsize=6.5,
-                            rotation=90 if len(hues) * len(groups) > 10 else 0)
+                ax.annotate(
+                    fmt(row["mean"]),
+                    (x, row["mean"] + ci),
+                    xytext=(0, 2),
+                    textcoords="offset points",
+                    ha="center",
+                    va="bottom",
+                    fontsize=6.5,
+                    rotation=90 if len(hues) * len(groups) > 10 else 0,
+                )
             top = max(top, row["mean"] + ci)
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels(group_labels if group_labels is not None else [str(g) for g in groups])
@@ -81,8 +120,15 @@ def grouped_bars(ax, data: pd.DataFrame, group: str, groups: Sequence, hue: str,
     return [handles[h] for h in hues if h in handles], top
 
 
-def lines_ci(ax, data: pd.DataFrame, x: str, hue: str, hues: Sequence, colors: dict,
-             markers: Sequence[str] = ("o", "s", "^", "D", "v", "P")) -> list:
+def lines_ci(
+    ax,
+    data: pd.DataFrame,
+    x: str,
+    hue: str,
+    hues: Sequence,
+    colors: dict,
+    markers: Sequence[str] = ("o", "s", "^", "D", "v", "P"),
+) -> list:
     """One line per hue over ``x`` with 95% CI error bars where n >= 2. Returns legend handles."""
     handles = []
     xs = data[x].astype(float)
@@ -95,26 +141,49 @@ def lines_ci(ax, data: pd.DataFrame, x: str, hue: str, hues: Sequence, colors: d
         # dodge the lines sideways a little, so error bars at the same x do not hide each other
         shift = (present.index(h) - (len(present) - 1) / 2) * 0.012 * span
         ci = np.where((sub["n"] >= 2) & np.isfinite(sub["ci95"]), sub["ci95"], 0.0)
-        line = ax.errorbar(sub[x] + shift, sub["mean"], yerr=ci, color=colors.get(h, GREY), marker=markers[k % len(markers)],
-                           markersize=5, capsize=3, linewidth=1.5, elinewidth=0.9, label=str(h))
+        line = ax.errorbar(
+            sub[x] + shift,
+            sub["mean"],
+            yerr=ci,
+            color=colors.get(h, GREY),
+            marker=markers[k % len(markers)],
+            markersize=5,
+            capsize=3,
+            linewidth=1.5,
+            elinewidth=0.9,
+            label=str(h),
+        )
         handles.append(line)
     return handles
 
 
-def legend_below(fig, handles: list, labels: Sequence[str] | None = None, ns: Sequence[int] = (),
-                 ncol: int | None = None, title: str | None = None) -> None:
+def legend_below(
+    fig,
+    handles: list,
+    labels: Sequence[str] | None = None,
+    ns: Sequence[int] = (),
+    ncol: int | None = None,
+    title: str | None = None,
+) -> None:
     """One legend for the figure, under the panels; its title says what the error bars are
     (after ``title``, what the entries are)."""
     labels = labels if labels is not None else [h.get_label() for h in handles]
     heading = " — ".join(t for t in (title, n_note(ns)) if t)
-    fig.legend(handles, labels, loc="outside lower center", ncol=ncol or min(len(handles), 4),
-               title=heading or None, frameon=False)
+    fig.legend(
+        handles,
+        labels,
+        loc="outside lower center",
+        ncol=ncol or min(len(handles), 4),
+        title=heading or None,
+        frameon=False,
+    )
 
 
 def figure(nrows: int, ncols: int, panel: tuple[float, float] = (4.2, 3.2), **kw):
     width = min(max(panel[0] * ncols, 6.5), 18)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(width, panel[1] * nrows + 1.3), squeeze=False,
-                             layout="constrained", **kw)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(width, panel[1] * nrows + 1.3), squeeze=False, layout="constrained", **kw
+    )
     return fig, axes
 
 

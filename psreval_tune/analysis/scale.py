@@ -26,8 +26,10 @@ def _seeds(trials: pd.DataFrame) -> str | None:
     few = counts[counts < MIN_SEEDS]
     if few.empty:
         return None
-    return (f"too few seeds: {len(few)} of {len(counts)} settings have fewer than {MIN_SEEDS} seeds (fewest: "
-            f"{int(counts.min())}), so most numbers have no confidence interval over seeds or a very wide one")
+    return (
+        f"too few seeds: {len(few)} of {len(counts)} settings have fewer than {MIN_SEEDS} seeds (fewest: "
+        f"{int(counts.min())}), so most numbers have no confidence interval over seeds or a very wide one"
+    )
 
 
 def attacked_images(trials: pd.DataFrame) -> float:
@@ -58,17 +60,24 @@ def _images(trials: pd.DataFrame, claims: pd.DataFrame | None) -> str | None:
     if not np.isfinite(images) or images >= MIN_IMAGES:
         return None
     width = image_half_width(trials, images)
-    shown = claims[(claims["unit"] == "points") & np.isfinite(claims["effect"].astype(float))] \
-        if claims is not None and "effect" in claims else pd.DataFrame()
-    text = (f"few images: {int(images):,} attacked images per trial (fewer than {MIN_IMAGES:,}); a robust "
-            f"accuracy's 95% interval over images is about ±{width:.1f} points")
+    shown = (
+        claims[(claims["unit"] == "points") & np.isfinite(claims["effect"].astype(float))]
+        if claims is not None and "effect" in claims
+        else pd.DataFrame()
+    )
+    text = (
+        f"few images: {int(images):,} attacked images per trial (fewer than {MIN_IMAGES:,}); a robust "
+        f"accuracy's 95% interval over images is about ±{width:.1f} points"
+    )
     if shown.empty:
         return text + ", wider than the 1–2 point differences the paper's claims rest on"
     smaller = int((shown["effect"].abs() < width).sum())
     if not smaller:
         return None
-    return (text + f", wider than {smaller} of the {len(shown)} accuracy differences in the claims table "
-            f"(|effect| < {width:.1f} points)")
+    return (
+        text + f", wider than {smaller} of the {len(shown)} accuracy differences in the claims table "
+        f"(|effect| < {width:.1f} points)"
+    )
 
 
 def _passes(trials: pd.DataFrame) -> str | None:
@@ -80,8 +89,10 @@ def _passes(trials: pd.DataFrame) -> str | None:
     if not passes.notna().any() or passes.min() >= MIN_PASSES:
         return None
     i = passes.idxmin()
-    return (f"short training: {int(rounds[i])} rounds × {int(epochs[i])} local epoch(s) = {int(passes[i])} passes "
-            f"over each client's data (fewer than {MIN_PASSES}); models this short-trained may not have converged")
+    return (
+        f"short training: {int(rounds[i])} rounds × {int(epochs[i])} local epoch(s) = {int(passes[i])} passes "
+        f"over each client's data (fewer than {MIN_PASSES}); models this short-trained may not have converged"
+    )
 
 
 def scale_warnings(trials: pd.DataFrame, claims: pd.DataFrame | None = None) -> list[str]:

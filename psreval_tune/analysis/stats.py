@@ -51,8 +51,9 @@ def summarize(frame: pd.DataFrame, by: Sequence[str], value: str = "value") -> p
         key = key if isinstance(key, tuple) else (key,)
         mean, ci, n, std = mean_ci(group[value].tolist())
         if n:
-            rows.append({**dict(zip(by, key)), "mean": mean, "ci95": ci, "n": n, "std": std,
-                         **_images(group, value, n)})
+            rows.append(
+                {**dict(zip(by, key)), "mean": mean, "ci95": ci, "n": n, "std": std, **_images(group, value, n)}
+            )
     return pd.DataFrame(rows, columns=[*by, "mean", "ci95", "n", "std", *IMAGE_COLUMNS])
 
 
@@ -78,8 +79,15 @@ def fmt_ci(mean: float, ci: float, digits: int = 1) -> str:
     return f"{mean:.{digits}f} ± {ci:.{digits}f}"
 
 
-def fmt_cell(mean: float, ci: float, n: int, img_lo: float = math.nan, img_hi: float = math.nan,
-             n_img: float = math.nan, digits: int = 1) -> str:
+def fmt_cell(
+    mean: float,
+    ci: float,
+    n: int,
+    img_lo: float = math.nan,
+    img_hi: float = math.nan,
+    n_img: float = math.nan,
+    digits: int = 1,
+) -> str:
     """Over seeds as ``fmt_ci`` ('48.2 ± 3.1'); with a single seed, the Wilson interval over images and
     the image count where known ('48.2 [44.1, 52.3] (1,000 img)')."""
     if n != 1 or not (np.isfinite(mean) and np.isfinite(img_lo) and np.isfinite(img_hi)):

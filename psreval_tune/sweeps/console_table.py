@@ -21,8 +21,10 @@ WIDTH = 100  # no console line of the sweep's own is wider
 
 # --- the trial side: progress messages of run_cycle -> phase -----------------------------------
 
-ROUND = re.compile(r"\[(?P<who>[\w-]+)\] round (?P<k>\d+)/(?P<n>\d+)\s+loss \S+\s+val acc (?P<acc>\S+)"
-                   r"(?:\s+eps (?P<eps>\S+))?")
+ROUND = re.compile(
+    r"\[(?P<who>[\w-]+)\] round (?P<k>\d+)/(?P<n>\d+)\s+loss \S+\s+val acc (?P<acc>\S+)"
+    r"(?:\s+eps (?P<eps>\S+))?"
+)
 RESUMED = re.compile(r"\[(?P<who>[\w-]+)\] resumed from a checkpoint after round (?P<k>\d+)")
 TWIN_CACHED = re.compile(r"\[nonprivate\] twin \S+ loaded from cache")
 ATTACK = re.compile(r"attack (?P<name>\S+) run (?P<r>\d+)/(?P<n>\d+) done")
@@ -44,8 +46,14 @@ class TrialPhase:
 
     def __init__(self, rounds: int, twin: bool, main: str = "dp"):
         self.twin, self.main = twin, main
-        self.state: dict[str, Any] = {"phase": "training", "round": 0, "rounds": rounds, "acc": None, "eps": None,
-                                      "path": ["training"]}
+        self.state: dict[str, Any] = {
+            "phase": "training",
+            "round": 0,
+            "rounds": rounds,
+            "acc": None,
+            "eps": None,
+            "path": ["training"],
+        }
 
     def _after_training(self) -> str:
         return "twin" if self.twin else "attacks"
@@ -83,8 +91,13 @@ def merge(tune_row: Mapping[str, Any] | None, phase: Mapping[str, Any] | None, t
     """One display row from Tune's view of a trial and its own phase (either may be missing)."""
     t, p = dict(tune_row or {}), dict(phase or {})
     status = t.get("status") or ("RUNNING" if p else "PENDING")
-    row = {"trial": t.get("trial") or trial, "status": status, "label": t.get("label") or "",
-           "rounds": p.get("rounds") or t.get("rounds"), "path": list(p.get("path") or [])}
+    row = {
+        "trial": t.get("trial") or trial,
+        "status": status,
+        "label": t.get("label") or "",
+        "rounds": p.get("rounds") or t.get("rounds"),
+        "path": list(p.get("path") or []),
+    }
     live = status == "RUNNING" and p  # the trial's own messages are newer than its last result
     for key, tune_key in (("round", "round"), ("acc", "acc"), ("eps", "eps")):
         mine, tunes = p.get(key), t.get(tune_key)
@@ -127,14 +140,23 @@ class Board:
 
     def snapshot(self) -> dict[str, Any]:
         ids = [*self.tune_rows, *[t for t in self.phases if t not in self.tune_rows]]
-        return {"version": self.version, "resources": self.resources,
-                "rows": [merge(self.tune_rows.get(t), self.phases.get(t), t) for t in ids]}
+        return {
+            "version": self.version,
+            "resources": self.resources,
+            "rows": [merge(self.tune_rows.get(t), self.phases.get(t), t) for t in ids],
+        }
 
 
 # --- rendering ---------------------------------------------------------------------------------
 
-COLUMNS = (("trial", 5, "<"), ("status", 10, "<"), ("round", 5, ">"), ("val acc", 7, ">"), ("eps", 5, ">"),
-           ("phase", 17, "<"))  # (header, minimum width, alignment); then the label, in what is left
+COLUMNS = (
+    ("trial", 5, "<"),
+    ("status", 10, "<"),
+    ("round", 5, ">"),
+    ("val acc", 7, ">"),
+    ("eps", 5, ">"),
+    ("phase", 17, "<"),
+)  # (header, minimum width, alignment); then the label, in what is left
 GAP = "  "
 
 
@@ -147,10 +169,14 @@ def elapsed(seconds: float) -> str:
 def cells(row: Mapping[str, Any]) -> list[str]:
     rnd, rounds = row.get("round"), row.get("rounds")
     acc, eps = _number_or_none(row.get("acc")), _number_or_none(row.get("eps"))
-    return [str(row.get("trial", "")), str(row.get("status", "")),
-            f"{rnd or 0}/{rounds}" if rounds else (str(rnd) if rnd else "-"),
-            "-" if acc is None else f"{acc:.3f}", "-" if eps is None else f"{eps:.2f}",
-            str(row.get("phase") or "-")]
+    return [
+        str(row.get("trial", "")),
+        str(row.get("status", "")),
+        f"{rnd or 0}/{rounds}" if rounds else (str(rnd) if rnd else "-"),
+        "-" if acc is None else f"{acc:.3f}",
+        "-" if eps is None else f"{eps:.2f}",
+        str(row.get("phase") or "-"),
+    ]
 
 
 def _number_or_none(value: Any) -> float | None:
@@ -172,7 +198,7 @@ def short_labels(labels: Sequence[str]) -> list[str]:
 
 
 def clip(text: str, width: int) -> str:
-    return text if len(text) <= width else text[:max(0, width - 1)] + "…"
+    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
 
 
 def counts(rows: Iterable[Mapping[str, Any]]) -> str:
@@ -191,15 +217,22 @@ def header(rows: Sequence[Mapping[str, Any]], seconds: float, resources: str = "
     if not resources:
         return [clip(text, width)]
     one = f"{text} | {resources}"
-    return [one] if len(one) <= width else [clip(text, width), clip(" " * (len(elapsed(seconds)) + 3) + resources,
-                                                                   width)]
+    return (
+        [one] if len(one) <= width else [clip(text, width), clip(" " * (len(elapsed(seconds)) + 3) + resources, width)]
+    )
 
 
 PRIORITY = {"RUNNING": 0, "ERROR": 1, "PAUSED": 2, "PENDING": 3, "TERMINATED": 4}
 
 
-def table(rows: Sequence[Mapping[str, Any]], *, width: int = WIDTH, max_rows: int | None = None,
-          title: str | None = None, labels: Sequence[str] | None = None) -> list[str]:
+def table(
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    width: int = WIDTH,
+    max_rows: int | None = None,
+    title: str | None = None,
+    labels: Sequence[str] | None = None,
+) -> list[str]:
     """The status table: [title,] column headers, one line per trial (in the order given), every line at
     most ``width`` characters. Beyond ``max_rows`` trials the running ones are shown first, then errors,
     pending and finished ones, and one last line counts the trials left out. ``labels``: the rows'
@@ -208,16 +241,19 @@ def table(rows: Sequence[Mapping[str, Any]], *, width: int = WIDTH, max_rows: in
     shown = list(range(len(rows)))
     if max_rows is not None and len(rows) > max(1, max_rows):
         ranked = sorted(shown, key=lambda i: PRIORITY.get(str(rows[i].get("status")), 5))
-        shown = sorted(ranked[:max(1, max_rows - 1)])
+        shown = sorted(ranked[: max(1, max_rows - 1)])
     labels = list(labels) if labels is not None else short_labels([str(r.get("label") or "") for r in rows])
     body = [cells(rows[i]) for i in shown]
-    widths = [max(minimum, len(head), *(len(c[j]) for c in body)) if body else max(minimum, len(head))
-              for j, (head, minimum, _) in enumerate(COLUMNS)]
+    widths = [
+        max(minimum, len(head), *(len(c[j]) for c in body)) if body else max(minimum, len(head))
+        for j, (head, minimum, _) in enumerate(COLUMNS)
+    ]
     used = sum(widths) + len(GAP) * len(widths)
 
     def line(values: Sequence[str], label: str) -> str:
-        text = GAP.join(v.ljust(w) if align == "<" else v.rjust(w)
-                        for v, w, (_, _, align) in zip(values, widths, COLUMNS))
+        text = GAP.join(
+            v.ljust(w) if align == "<" else v.rjust(w) for v, w, (_, _, align) in zip(values, widths, COLUMNS)
+        )
         if label and width - used > 3:
             text += GAP + clip(label, width - used)
         return clip(text.rstrip(), width)
@@ -256,8 +292,9 @@ class EventLog:
         self.walked: dict[str, int] = {}  # trial -> how much of its path has had its line
         self.last_table: float | None = None
 
-    def lines(self, rows: Sequence[Mapping[str, Any]], seconds: float, resources: str = "",
-              final: bool = False) -> list[str]:
+    def lines(
+        self, rows: Sequence[Mapping[str, Any]], seconds: float, resources: str = "", final: bool = False
+    ) -> list[str]:
         out: list[str] = []
         if not rows:  # Tune has not created the trials yet
             return out
@@ -273,8 +310,11 @@ class EventLog:
             for phase in path[walked:]:
                 key = ("RUNNING", phase)
                 if key not in (before, now):  # went through it unseen
-                    out.append(event_line({**row, "status": "RUNNING", "phase": phase}, seconds,
-                                          labels.get(trial, ""), self.width))
+                    out.append(
+                        event_line(
+                            {**row, "status": "RUNNING", "phase": phase}, seconds, labels.get(trial, ""), self.width
+                        )
+                    )
                     before = key
             self.walked[trial] = len(path)
             self.seen[trial] = now
@@ -285,12 +325,20 @@ class EventLog:
             running = [r for r in rows if r.get("status") == "RUNNING"]
             out += header(rows, seconds, resources, self.width)
             if running:
-                out += ["  " + line for line in table(running, width=self.width - 2, max_rows=self.max_rows,
-                                                      labels=[labels[str(r.get("trial"))] for r in running])]
+                out += [
+                    "  " + line
+                    for line in table(
+                        running,
+                        width=self.width - 2,
+                        max_rows=self.max_rows,
+                        labels=[labels[str(r.get("trial"))] for r in running],
+                    )
+                ]
         return out
 
 
 # --- a terminal: the table redrawn in place ------------------------------------------------------
+
 
 def redraw(frame: Sequence[str], drawn: int) -> str:
     """The text that replaces the ``drawn`` lines last written (the cursor just below them) by ``frame``:

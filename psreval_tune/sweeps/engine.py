@@ -24,8 +24,15 @@ from typing import Any, Callable, Sequence
 from ..config import ConfigError
 
 SUMMARY_COLUMNS = ["epsilon", "threat", "adv_fraction", "attack", "attack_alpha", "arch", "lr", "seed"]
-SUMMARY_METRICS = ["acc_clean_float", "acc_clean_int8", "acc_wb_pgd_mean", "acc_wb_fgsm_mean",
-                   "epsilon_spent", "size_reduction_pct", "time_total_s"]
+SUMMARY_METRICS = [
+    "acc_clean_float",
+    "acc_clean_int8",
+    "acc_wb_pgd_mean",
+    "acc_wb_fgsm_mean",
+    "epsilon_spent",
+    "size_reduction_pct",
+    "time_total_s",
+]
 
 
 class SweepError(ConfigError):
@@ -53,6 +60,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _csv(kind: Callable[[str], Any]) -> Callable[[str], list]:
     """A comma-separated list: non-empty, no value twice."""
+
     def parse(text: str) -> list:
         try:
             values = [kind(part.strip()) for part in text.split(",") if part.strip()]
@@ -66,6 +74,7 @@ def _csv(kind: Callable[[str], Any]) -> Callable[[str], list]:
                 raise argparse.ArgumentTypeError(f"{text!r} lists {value} twice; expected distinct values")
             seen.append(value)
         return values
+
     return parse
 
 
@@ -73,51 +82,100 @@ def parser(description: str) -> argparse.ArgumentParser:
     """The infrastructure flags both sweep scripts take; each adds its own."""
     p = _Parser(description=description)
     env = os.environ.get
-    p.add_argument("--address", default=env("PSREVAL_RAY_ADDRESS", "none"),
-                   help="Ray cluster: 'auto' (the cluster this machine belongs to), a ray:// or host:port address, "
-                        "or 'none' to start a local Ray (default: none, or $PSREVAL_RAY_ADDRESS)")
+    p.add_argument(
+        "--address",
+        default=env("PSREVAL_RAY_ADDRESS", "none"),
+        help="Ray cluster: 'auto' (the cluster this machine belongs to), a ray:// or host:port address, "
+        "or 'none' to start a local Ray (default: none, or $PSREVAL_RAY_ADDRESS)",
+    )
     p.add_argument("--dataset", default="digits", help="digits | cifar10 | pneumonia | synthetic (default: digits)")
     p.add_argument("--data-root", default=env("PSREVAL_DATA_ROOT"), help="data folder (cifar10, pneumonia)")
     p.add_argument("--download", action="store_true", help="let torchvision download CIFAR-10")
     p.add_argument("--smoke", action="store_true", help="a tiny sweep on digits that finishes in minutes on 2 cores")
-    p.add_argument("--max-concurrent", type=int, default=None, help="trials running at once (default: as resources allow)")
+    p.add_argument(
+        "--max-concurrent", type=int, default=None, help="trials running at once (default: as resources allow)"
+    )
     p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial (default: 1)")
-    p.add_argument("--gpus-per-trial", type=float, default=0.0,
-                   help="GPUs per trial, fractional to pack trials (e.g. 0.25); default 0 = CPU")
-    p.add_argument("--run-dir", default=env("PSREVAL_RUN_DIR", "runs"),
-                   help="local folder for the default MLflow store, Tune results and the twin cache (default: runs)")
-    p.add_argument("--storage", default=env("PSREVAL_STORAGE"),
-                   help="Tune storage: a local path or a URI such as s3://bucket/prefix (default: RUN_DIR/ray_results)")
+    p.add_argument(
+        "--gpus-per-trial",
+        type=float,
+        default=0.0,
+        help="GPUs per trial, fractional to pack trials (e.g. 0.25); default 0 = CPU",
+    )
+    p.add_argument(
+        "--run-dir",
+        default=env("PSREVAL_RUN_DIR", "runs"),
+        help="local folder for the default MLflow store, Tune results and the twin cache (default: runs)",
+    )
+    p.add_argument(
+        "--storage",
+        default=env("PSREVAL_STORAGE"),
+        help="Tune storage: a local path or a URI such as s3://bucket/prefix (default: RUN_DIR/ray_results)",
+    )
     p.add_argument("--experiment-name", default="psreval", help="MLflow experiment (default: psreval)")
-    p.add_argument("--name", default=None,
-                   help="sweep name: Tune experiment folder and MLflow parent run (default: SCRIPT-TIMESTAMP)")
-    p.add_argument("--tracking-uri", default=env("MLFLOW_TRACKING_URI"),
-                   help="MLflow tracking URI, e.g. http://127.0.0.1:5000 (default: sqlite store in RUN_DIR)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted sweep (--name, or the latest one of this script); finished trials are not re-run")
+    p.add_argument(
+        "--name",
+        default=None,
+        help="sweep name: Tune experiment folder and MLflow parent run (default: SCRIPT-TIMESTAMP)",
+    )
+    p.add_argument(
+        "--tracking-uri",
+        default=env("MLFLOW_TRACKING_URI"),
+        help="MLflow tracking URI, e.g. http://127.0.0.1:5000 (default: sqlite store in RUN_DIR)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted sweep (--name, or the latest one of this script); finished trials are not re-run",
+    )
     p.add_argument("--attack-repeats", type=int, default=None, help="attack repeats per trial (paper: 10)")
     p.add_argument("--seeds", type=_csv(int), default=[0], help="comma-separated seeds (default: 0)")
-    p.add_argument("--max-failures", type=int, default=3, help="retries of a failed trial from its checkpoint (default: 3)")
-    p.add_argument("--node-ip-address", default=env("PSREVAL_NODE_IP", LOCALHOST),
-                   help="with --address none: the address the local Ray listens on (default: 127.0.0.1, this "
-                        "machine only; another of this machine's IPs opens it to the network)")
-    p.add_argument("--wait-for-resources", action="store_true",
-                   help="start even if no node has --cpus-per-trial/--gpus-per-trial free now (an autoscaling "
-                        "cluster that will add nodes); without it such a sweep is refused")
-    p.add_argument("--verbose", action="store_true",
-                   help="Ray's full output: Tune's status and result tables, the trials' own log lines and Ray's "
-                        "start-up messages (default: one compact table of the trials, and the summary at the end)")
-    p.add_argument("--system-metrics", action="store_true",
-                   help="log MLflow's system metrics (CPU, memory, disk, network; GPU with nvidia-ml-py) on every "
-                        "trial run, every $MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL s (default 10); needs psutil")
+    p.add_argument(
+        "--max-failures", type=int, default=3, help="retries of a failed trial from its checkpoint (default: 3)"
+    )
+    p.add_argument(
+        "--node-ip-address",
+        default=env("PSREVAL_NODE_IP", LOCALHOST),
+        help="with --address none: the address the local Ray listens on (default: 127.0.0.1, this "
+        "machine only; another of this machine's IPs opens it to the network)",
+    )
+    p.add_argument(
+        "--wait-for-resources",
+        action="store_true",
+        help="start even if no node has --cpus-per-trial/--gpus-per-trial free now (an autoscaling "
+        "cluster that will add nodes); without it such a sweep is refused",
+    )
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="Ray's full output: Tune's status and result tables, the trials' own log lines and Ray's "
+        "start-up messages (default: one compact table of the trials, and the summary at the end)",
+    )
+    p.add_argument(
+        "--system-metrics",
+        action="store_true",
+        help="log MLflow's system metrics (CPU, memory, disk, network; GPU with nvidia-ml-py) on every "
+        "trial run, every $MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL s (default 10); needs psutil",
+    )
     return p
 
 
 LOCALHOST = "127.0.0.1"
 # Flags that may change between a sweep and its --resume (how it runs, not what it computes).
-RESUME_MAY_CHANGE = {"resume", "name", "address", "max_concurrent", "max_failures", "node_ip_address",
-                     "wait_for_resources", "cpus_per_trial", "gpus_per_trial", "system_metrics", "verbose",
-                     "sweep_file"}  # the file's path may change; its content (args.sweep) may not
+RESUME_MAY_CHANGE = {
+    "resume",
+    "name",
+    "address",
+    "max_concurrent",
+    "max_failures",
+    "node_ip_address",
+    "wait_for_resources",
+    "cpus_per_trial",
+    "gpus_per_trial",
+    "system_metrics",
+    "verbose",
+    "sweep_file",
+}  # the file's path may change; its content (args.sweep) may not
 SWEEP_FLAGS_FILE = ".psreval-sweep.json"  # in the Tune experiment folder: the flags the sweep started with
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "abfs", "abfss", "az", "file", "mock")
@@ -151,13 +209,23 @@ def _check_args(args: argparse.Namespace) -> None:
         if value is None:
             continue
         if not math.isfinite(value) or value < 0 or (flag == "cpus_per_trial" and value == 0):
-            raise SweepError(f"--{flag.replace('_', '-')}={value} is not allowed; expected a number "
-                             f"{'> 0' if flag == 'cpus_per_trial' else '>= 0'}")
+            raise SweepError(
+                f"--{flag.replace('_', '-')}={value} is not allowed; expected a number "
+                f"{'> 0' if flag == 'cpus_per_trial' else '>= 0'}"
+            )
         if value > 1 and value != int(value):
-            raise SweepError(f"--{flag.replace('_', '-')}={value} is not allowed; expected a whole number, "
-                             "or a fraction below 1 to pack trials")
-    for flag, low in (("max_concurrent", 1), ("attack_repeats", 1), ("max_failures", 0), ("num_samples", 1),
-                      ("rounds", 1), ("asha_grace", 1)):
+            raise SweepError(
+                f"--{flag.replace('_', '-')}={value} is not allowed; expected a whole number, "
+                "or a fraction below 1 to pack trials"
+            )
+    for flag, low in (
+        ("max_concurrent", 1),
+        ("attack_repeats", 1),
+        ("max_failures", 0),
+        ("num_samples", 1),
+        ("rounds", 1),
+        ("asha_grace", 1),
+    ):
         value = getattr(args, flag, None)
         if value is not None and value < low:
             raise SweepError(f"--{flag.replace('_', '-')}={value} is not allowed; expected an integer >= {low}")
@@ -166,12 +234,16 @@ def _check_args(args: argparse.Namespace) -> None:
         if not seeds or any(s < 0 for s in seeds):
             raise SweepError(f"--seeds={','.join(map(str, seeds))} is not allowed; expected integers >= 0")
         if len(set(seeds)) != len(seeds):
-            raise SweepError(f"--seeds={','.join(map(str, seeds))} is not allowed; a seed is listed twice "
-                             "(expected distinct integers >= 0)")
+            raise SweepError(
+                f"--seeds={','.join(map(str, seeds))} is not allowed; a seed is listed twice "
+                "(expected distinct integers >= 0)"
+            )
     name = getattr(args, "name", None)
     if name is not None and (not NAME_RE.fullmatch(name) or ".." in name):
-        raise SweepError(f"--name={name!r} is not allowed; expected letters, digits, '.', '_' and '-' "
-                         "(no '/', no '..', at most 128 characters, not starting with '.' or '-')")
+        raise SweepError(
+            f"--name={name!r} is not allowed; expected letters, digits, '.', '_' and '-' "
+            "(no '/', no '..', at most 128 characters, not starting with '.' or '-')"
+        )
     experiment = getattr(args, "experiment_name", None)
     if experiment is not None and not experiment.strip():
         raise SweepError("--experiment-name='' is not allowed; expected a non-empty MLflow experiment name")
@@ -186,16 +258,20 @@ def _check_args(args: argparse.Namespace) -> None:
         try:
             ipaddress.ip_address(node_ip)
         except ValueError:
-            raise SweepError(f"--node-ip-address={node_ip!r} is not allowed; expected an IP address of this "
-                             "machine (default 127.0.0.1)") from None
+            raise SweepError(
+                f"--node-ip-address={node_ip!r} is not allowed; expected an IP address of this "
+                "machine (default 127.0.0.1)"
+            ) from None
 
 
 def _check_storage(args: argparse.Namespace, storage: str) -> None:
     if "://" in storage:
         scheme = storage.split("://", 1)[0].lower()
         if scheme not in STORAGE_SCHEMES:
-            raise SweepError(f"--storage={storage} is not allowed: unknown scheme {scheme!r}; expected a local "
-                             f"folder or a URI with one of {', '.join(s + '://' for s in STORAGE_SCHEMES)}")
+            raise SweepError(
+                f"--storage={storage} is not allowed: unknown scheme {scheme!r}; expected a local "
+                f"folder or a URI with one of {', '.join(s + '://' for s in STORAGE_SCHEMES)}"
+            )
         return
     _check_dir(storage, "--storage")
 
@@ -228,16 +304,22 @@ def _check_resume_flags(args: argparse.Namespace, exp_path: str) -> None:
     now = _stored_flags(args)
     for key in sorted((set(before) | set(now)) - {SWEEP_KEY}):
         if before.get(key) != now.get(key):
+
             def show(v: Any) -> str:
                 return ",".join(map(str, v)) if isinstance(v, list) else str(v)
-            raise SweepError(f"--resume: --{key.replace('_', '-')}={show(now.get(key))} differs from the sweep's "
-                             f"--{key.replace('_', '-')}={show(before.get(key))}; resume with the flags it was "
-                             "started with, or start a new sweep (another --name)")
+
+            raise SweepError(
+                f"--resume: --{key.replace('_', '-')}={show(now.get(key))} differs from the sweep's "
+                f"--{key.replace('_', '-')}={show(before.get(key))}; resume with the flags it was "
+                "started with, or start a new sweep (another --name)"
+            )
     if SWEEP_KEY in before and before[SWEEP_KEY] != now.get(SWEEP_KEY):  # the sweep file counts as a flag
         where, was, is_now = _first_difference(before[SWEEP_KEY], now.get(SWEEP_KEY))
-        raise SweepError(f"--resume: the sweep file's {where or 'content'}={json.dumps(is_now)} differs from the "
-                         f"sweep's {where or 'content'}={json.dumps(was)}; resume with the sweep file and flags it "
-                         "was started with (its sweep.yaml in MLflow), or start a new sweep (another --name)")
+        raise SweepError(
+            f"--resume: the sweep file's {where or 'content'}={json.dumps(is_now)} differs from the "
+            f"sweep's {where or 'content'}={json.dumps(was)}; resume with the sweep file and flags it "
+            "was started with (its sweep.yaml in MLflow), or start a new sweep (another --name)"
+        )
 
 
 SWEEP_KEY = "sweep"  # args.sweep: what a sweep file resolved to (grid, search), recorded and compared like a flag
@@ -299,8 +381,10 @@ def check_address(address: str | None) -> None:
         raise SweepError(f"--address={address} is not allowed; expected none, auto, HOST:PORT or ray://HOST:PORT")
     why = probe_tcp(*parsed)
     if why:
-        raise SweepError(f"--address={address}: no Ray cluster there ({why}); start one with `ray start --head` "
-                         "or `ray up cluster.yaml`, or use --address none for a local Ray")
+        raise SweepError(
+            f"--address={address}: no Ray cluster there ({why}); start one with `ray start --head` "
+            "or `ray up cluster.yaml`, or use --address none for a local Ray"
+        )
 
 
 def _local_cpus() -> float:
@@ -333,8 +417,10 @@ def _resources_error(args: argparse.Namespace, cpus: float, gpus: float, where: 
         short.append(f"--gpus-per-trial={args.gpus_per_trial:g} but {where} has {gpus:g} GPUs")
     if not short:
         return None
-    return (f"{'; '.join(short)}: no trial could ever start; allowed: at most what {where} has, or "
-            "--wait-for-resources on an autoscaling cluster that will add nodes")
+    return (
+        f"{'; '.join(short)}: no trial could ever start; allowed: at most what {where} has, or "
+        "--wait-for-resources on an autoscaling cluster that will add nodes"
+    )
 
 
 def check_cluster_resources(args: argparse.Namespace, started_here: bool) -> None:
@@ -344,8 +430,12 @@ def check_cluster_resources(args: argparse.Namespace, started_here: bool) -> Non
     import ray
 
     total = ray.cluster_resources()
-    why = _resources_error(args, float(total.get("CPU", 0)), float(total.get("GPU", 0)),
-                           "this machine's Ray" if started_here else "the Ray cluster")
+    why = _resources_error(
+        args,
+        float(total.get("CPU", 0)),
+        float(total.get("GPU", 0)),
+        "this machine's Ray" if started_here else "the Ray cluster",
+    )
     if why:
         if started_here:
             ray.shutdown()
@@ -386,8 +476,7 @@ def check_infrastructure(args: argparse.Namespace) -> None:
         raise SweepError(str(exc)) from None
     check_address(args.address)
     if args.address in (None, "", "none", "local") and not args.wait_for_resources:
-        why = _resources_error(args, _local_cpus(), _local_gpus() if args.gpus_per_trial > 0 else 0.0,
-                               "this machine")
+        why = _resources_error(args, _local_cpus(), _local_gpus() if args.gpus_per_trial > 0 else 0.0, "this machine")
         if why:
             raise SweepError(why)
 
@@ -429,10 +518,12 @@ def connect(address: str | None, node_ip_address: str = LOCALHOST, log_to_driver
             raise SweepError(
                 f"--address={address}: Ray token authentication failed (no token, or not the cluster's); "
                 "set RAY_AUTH_MODE=token and the cluster's token in RAY_AUTH_TOKEN, a file named by "
-                "RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token (`ray get-auth-token` on the head node prints it)") from None
+                "RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token (`ray get-auth-token` on the head node prints it)"
+            ) from None
         raise SweepError(
             f"--address={address}: no Ray cluster found; start one with `ray up cluster.yaml` "
-            "(cloud) or `ray start --head` (this machine), or use --address none for a local Ray") from None
+            "(cloud) or `ray start --head` (this machine), or use --address none for a local Ray"
+        ) from None
 
 
 def _local_ray(node_ip_address: str, log_to_driver: bool = False) -> None:
@@ -456,8 +547,9 @@ def _local_ray(node_ip_address: str, log_to_driver: bool = False) -> None:
             ray_constants.ENABLE_RAY_CLUSTER = False
         except ImportError:  # a Ray without it: _node_ip_address alone
             pass
-    ray.init(include_dashboard=False, log_to_driver=log_to_driver, configure_logging=False,
-             _node_ip_address=node_ip_address)
+    ray.init(
+        include_dashboard=False, log_to_driver=log_to_driver, configure_logging=False, _node_ip_address=node_ip_address
+    )
 
 
 def _auth_failure(exc: BaseException | None) -> bool:
@@ -473,7 +565,7 @@ def _auth_failure(exc: BaseException | None) -> bool:
     return False
 
 
-def _summary(results, extra_metrics: Sequence[str] = ()) -> "Any":
+def _summary(results, extra_metrics: Sequence[str] = ()) -> Any:
     import pandas as pd
 
     rows = []
@@ -524,8 +616,8 @@ def run_sweep(args: argparse.Namespace, spec: SweepSpec):
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     from ..tracking import Tracker, TrackingSpec, local_store, source_provenance
-    from ..ui import results_hint
     from ..trainable import TrackingCallback, TrialInfra, run_trial
+    from ..ui import results_hint
     from . import progress
 
     if args.resume and not Tuner.can_restore(exp_path):
@@ -547,20 +639,29 @@ def run_sweep(args: argparse.Namespace, spec: SweepSpec):
     tracker = Tracker(tracking)
     parent = tracker.sweep_run({"kind": spec.kind, "storage": exp_path, **spec.sweep_params})
     where = results_hint(tracking.tracking_uri, tracker.experiment_id, None if args.tracking_uri else args.run_dir)
-    results_line = (f"\nresults: {where}  (MLflow UI, experiment {args.experiment_name!r}, run {name!r}); "
-                    f"Tune folder {exp_path}")
+    results_line = (
+        f"\nresults: {where}  (MLflow UI, experiment {args.experiment_name!r}, run {name!r}); Tune folder {exp_path}"
+    )
     status, fitting = "FAILED", False
     try:
         if not args.resume:
             _record_flags(args, exp_path)
         for file_name, text in spec.files.items():  # e.g. sweep.yaml: the resolved sweep file
             tracker.client.log_text(parent, text, file_name)
-        print(f"sweep {name}: Tune results in {exp_path}; MLflow experiment {args.experiment_name!r} at "
-              f"{tracking.tracking_uri}", flush=True)
-        infra = TrialInfra(tracking=tracking, parent_run_id=parent, cache_dir=str(run_dir / "cache"),
-                           final_objectives=tuple(spec.summary_metrics))
-        trainable = tune.with_resources(tune.with_parameters(run_trial, infra=infra),
-                                        {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial})
+        print(
+            f"sweep {name}: Tune results in {exp_path}; MLflow experiment {args.experiment_name!r} at "
+            f"{tracking.tracking_uri}",
+            flush=True,
+        )
+        infra = TrialInfra(
+            tracking=tracking,
+            parent_run_id=parent,
+            cache_dir=str(run_dir / "cache"),
+            final_objectives=tuple(spec.summary_metrics),
+        )
+        trainable = tune.with_resources(
+            tune.with_parameters(run_trial, infra=infra), {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial}
+        )
         # Tune's result.json and progress.csv, not its TensorBoard files (and hint): MLflow is the record.
         # The live table's callback finds the sweep's board by name (also when restored from tuner.pkl).
         console_callbacks = [CSVLoggerCallback(), JsonLoggerCallback(), progress.BoardCallback(name)]
@@ -577,19 +678,29 @@ def run_sweep(args: argparse.Namespace, spec: SweepSpec):
                 # each trial does not pay a process start and the torch/Opacus imports
                 # (~5 s here between 25 s trials). Trials share nothing else: every
                 # cycle seeds itself and the only process-wide state is pure caches.
-                tune_config=tune.TuneConfig(num_samples=spec.num_samples, search_alg=spec.search_alg,
-                                            scheduler=spec.scheduler, max_concurrent_trials=args.max_concurrent,
-                                            reuse_actors=True),
+                tune_config=tune.TuneConfig(
+                    num_samples=spec.num_samples,
+                    search_alg=spec.search_alg,
+                    scheduler=spec.scheduler,
+                    max_concurrent_trials=args.max_concurrent,
+                    reuse_actors=True,
+                ),
                 run_config=tune.RunConfig(
-                    name=name, storage_path=storage, verbose=int(verbose),
+                    name=name,
+                    storage_path=storage,
+                    verbose=int(verbose),
                     callbacks=[TrackingCallback(tracking, parent), *console_callbacks],
                     failure_config=tune.FailureConfig(max_failures=args.max_failures),
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                ),
+            )
         # Without --verbose: Tune's legacy output engine at verbosity 0 prints nothing (the new one still
         # prints its configuration box, paths and hints); the live table shows the trials instead.
         quiet = {"RAY_AIR_NEW_OUTPUT": "0"} if not verbose else {}
-        with progress.console(name, verbose), _environ(
-                **quiet, **({"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"} if loggers_set else {})):
+        with (
+            progress.console(name, verbose),
+            _environ(**quiet, **({"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"} if loggers_set else {})),
+        ):
             results = tuner.fit()
         fitting = False
         full = [r for r in results if r.error is not None and _disk_full(r.error)]
@@ -750,8 +861,9 @@ def close_runs(tracker, parent_run_id: str, reason: str) -> str:
     except Exception as exc:  # noqa: BLE001
         failed.append(f"the sweep run {parent_run_id} ({_first_line(exc)})")
     if failed:
-        return (f"{closed} running trial run(s) marked FAILED; could not update {len(failed)}: "
-                f"{'; '.join(failed)[:1000]}")
+        return (
+            f"{closed} running trial run(s) marked FAILED; could not update {len(failed)}: {'; '.join(failed)[:1000]}"
+        )
     return f"{closed} running trial run(s) and the sweep's run marked FAILED (reason in tag psreval.failure)"
 
 
@@ -763,8 +875,10 @@ def report(*args: Any, **kwargs: Any):
     return report_sweep(*args, **kwargs)
 
 
-FRAGMENTED = (r"DataFrame is highly fragmented\.  This is usually the result of calling `frame\.insert` many times, "
-              r"which has poor performance\.")
+FRAGMENTED = (
+    r"DataFrame is highly fragmented\.  This is usually the result of calling `frame\.insert` many times, "
+    r"which has poor performance\."
+)
 
 
 def write_report(report: Callable[..., Any], tracking, parent_run_id: str, out_dir: Path) -> Path | None:
@@ -778,18 +892,24 @@ def write_report(report: Callable[..., Any], tracking, parent_run_id: str, out_d
             full = report(tracking.tracking_uri, tracking.experiment_name, tracking.sweep_name, out_dir, parent_run_id)
     except Exception as exc:  # noqa: BLE001 - the sweep's results must not depend on its report
         text = str(exc).strip().splitlines()
-        print(f"\nwarning: no report for sweep {tracking.sweep_name!r} ({type(exc).__name__}: "
-              f"{text[0] if text else 'no message'}); retry with: psreval report "
-              f"--tracking-uri {tracking.tracking_uri} --experiment {tracking.experiment_name} "
-              f"--sweep {tracking.sweep_name} --out {out_dir}", file=sys.stderr, flush=True)
+        print(
+            f"\nwarning: no report for sweep {tracking.sweep_name!r} ({type(exc).__name__}: "
+            f"{text[0] if text else 'no message'}); retry with: psreval report "
+            f"--tracking-uri {tracking.tracking_uri} --experiment {tracking.experiment_name} "
+            f"--sweep {tracking.sweep_name} --out {out_dir}",
+            file=sys.stderr,
+            flush=True,
+        )
         return None
     html = getattr(full, "html", None)
-    print(f"\nreport: {html} (tables and figures of the sweep; also in its MLflow run, artifacts report/)",
-          flush=True)
+    print(f"\nreport: {html} (tables and figures of the sweep; also in its MLflow run, artifacts report/)", flush=True)
     failed = getattr(full, "failed", [])
     if failed:
-        print(f"warning: report parts failed: {', '.join(failed)} (tracebacks in {out_dir}/<part>.error.txt)",
-              file=sys.stderr, flush=True)
+        print(
+            f"warning: report parts failed: {', '.join(failed)} (tracebacks in {out_dir}/<part>.error.txt)",
+            file=sys.stderr,
+            flush=True,
+        )
     return html
 
 
@@ -811,4 +931,5 @@ def main_guard(fn: Callable[[Sequence[str] | None], int]) -> Callable[[Sequence[
         except ConfigError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+
     return wrapped

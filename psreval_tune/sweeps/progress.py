@@ -53,14 +53,16 @@ def _find_board(sweep: str):
 
 # --- the trial side --------------------------------------------------------------------------------
 
+
 def trial_progress(cfg, ctx) -> Callable[[str], None]:
     """run_trial's progress callback: prints each message (the trial's log: Ray's worker log files,
     on the console with --verbose) and sends the trial's phase to the sweep's board, if there is one.
     Never raises, never blocks on the board."""
     from .console_table import TrialPhase
 
-    phase = TrialPhase(cfg.rounds, twin=bool(cfg.private and cfg.train_twin),
-                       main="dp" if cfg.private else "nonprivate")
+    phase = TrialPhase(
+        cfg.rounds, twin=bool(cfg.private and cfg.train_twin), main="dp" if cfg.private else "nonprivate"
+    )
     try:
         trial_id, board = ctx.get_trial_id(), _find_board(ctx.get_experiment_name())
     except Exception:  # noqa: BLE001 - not in a Tune session (tests call run_trial directly)
@@ -84,6 +86,7 @@ def trial_progress(cfg, ctx) -> Callable[[str], None]:
 
 # --- the driver side -------------------------------------------------------------------------------
 
+
 def trial_setting(config: dict) -> str:
     """trainable.trial_label of a trial's config ('' if it is not a cycle config)."""
     try:
@@ -105,8 +108,10 @@ def resources_line(trials: list, totals: dict[str, float]) -> str:
                 continue
             for key in used:
                 used[key] += float(required.get(key, 0))
-    return (f"Logical resource usage: {used['CPU']:g}/{totals.get('CPU', 0):g} CPUs, "
-            f"{used['GPU']:g}/{totals.get('GPU', 0):g} GPUs")
+    return (
+        f"Logical resource usage: {used['CPU']:g}/{totals.get('CPU', 0):g} CPUs, "
+        f"{used['GPU']:g}/{totals.get('GPU', 0):g} GPUs"
+    )
 
 
 class BoardCallback(Callback):
@@ -151,10 +156,16 @@ class BoardCallback(Callback):
             self._labels[trial.trial_id] = trial_setting(trial.config)
         result = trial.last_result or {}
         rounds = (trial.config or {}).get("rounds")
-        return {"trial": trial.trial_id, "status": trial.status, "label": self._labels[trial.trial_id],
-                "round": result.get("round"), "rounds": rounds if isinstance(rounds, int) else None,
-                "acc": result.get("acc_val"), "eps": result.get("epsilon"),
-                "complete": bool(result.get("cycle_complete"))}
+        return {
+            "trial": trial.trial_id,
+            "status": trial.status,
+            "label": self._labels[trial.trial_id],
+            "round": result.get("round"),
+            "rounds": rounds if isinstance(rounds, int) else None,
+            "acc": result.get("acc_val"),
+            "eps": result.get("epsilon"),
+            "complete": bool(result.get("cycle_complete")),
+        }
 
     def push(self, trials: list, wait: bool = False) -> None:
         board = self._handle()
@@ -213,8 +224,11 @@ def console(sweep: str, verbose: bool):
     board, why = start_board(sweep)
     if board is None:
         if why:
-            print(f"warning: no live table of the trials ({why}); --verbose shows Ray's own output",
-                  file=sys.stderr, flush=True)
+            print(
+                f"warning: no live table of the trials ({why}); --verbose shows Ray's own output",
+                file=sys.stderr,
+                flush=True,
+            )
         yield
         return
     try:
@@ -253,8 +267,14 @@ class Live:
     On a terminal (``tty``): the table, redrawn in place at most every ``refresh_s`` seconds, never
     wider than the terminal nor taller than it. Otherwise: console_table.EventLog's lines."""
 
-    def __init__(self, board, out: TextIO | None = None, tty: bool | None = None, refresh_s: float | None = None,
-                 every_s: float = TABLE_EVERY_S):
+    def __init__(
+        self,
+        board,
+        out: TextIO | None = None,
+        tty: bool | None = None,
+        refresh_s: float | None = None,
+        every_s: float = TABLE_EVERY_S,
+    ):
         self.board, self.out = board, out or sys.stdout
         self.tty = _is_terminal(self.out) if tty is None else tty
         self.refresh_s = refresh_s or (0.5 if self.tty else 1.0)
@@ -362,6 +382,7 @@ def _is_terminal(stream: Any) -> bool:
 
 # --- log messages a sweep silences, by their exact text ----------------------------------------------
 
+
 class DropExact(logging.Filter):
     """Drops the records of one logger whose whole message matches one of ``patterns``."""
 
@@ -389,10 +410,12 @@ ALWAYS = {
 BANNERS = {
     "ray._private.authentication.authentication_token_setup": (
         r"Token authentication is enabled for this Ray cluster\. Set RAY_AUTH_MODE=disabled to opt out\. "
-        r"For more information, see \S+",),
+        r"For more information, see \S+",
+    ),
     "ray._private.worker": (
         r"Connecting to existing Ray cluster at address: \S+\.\.\.",
-        r"(Started a local Ray instance|Connected to Ray cluster)\.( View the dashboard at .*)?",),
+        r"(Started a local Ray instance|Connected to Ray cluster)\.( View the dashboard at .*)?",
+    ),
 }
 
 
@@ -401,6 +424,7 @@ def quiet_logs(verbose: bool) -> None:
     for table_ in (ALWAYS,) if verbose else (ALWAYS, BANNERS):
         for name, patterns in table_.items():
             logger = logging.getLogger(name)
-            if not any(isinstance(f, DropExact) and [p.pattern for p in f.patterns] == list(patterns)
-                       for f in logger.filters):
+            if not any(
+                isinstance(f, DropExact) and [p.pattern for p in f.patterns] == list(patterns) for f in logger.filters
+            ):
                 logger.addFilter(DropExact(*patterns))

@@ -21,15 +21,21 @@ from ray import tune
 
 from ..config import ARCHS
 from ..evaluate import wilson
-from .engine import SweepSpec, _csv, main_guard, parser, run_sweep
 from ..trainable import cycle_config
+from .engine import SweepSpec, _csv, main_guard, parser, run_sweep
 
 EPSILONS = (None, 7.0, 3.4, 1.7)
 
 
 def grid(args) -> dict:
-    fixed = {"dataset": args.dataset, "data_root": args.data_root, "download": args.download,
-             "eval_attacks": ["FGSM"], "train_twin": False, "attack_repeats": 1}
+    fixed = {
+        "dataset": args.dataset,
+        "data_root": args.data_root,
+        "download": args.download,
+        "eval_attacks": ["FGSM"],
+        "train_twin": False,
+        "attack_repeats": 1,
+    }
     axes = {"arch": list(args.archs), "epsilon": list(EPSILONS), "seed": list(args.seeds)}
     for combo in itertools.product(*axes.values()):
         cycle_config({**fixed, **dict(zip(axes, combo))})
@@ -42,16 +48,24 @@ def frame(results):
     rows = []
     for res in results:
         cfg, metrics = cycle_config(res.config), res.metrics or {}
-        rows.append({"arch": cfg.arch, "epsilon": cfg.epsilon, "recipe": cfg.recipe,
-                     **{k: metrics.get(k) for k in ("acc_clean_float", "n_test", "time_total_s")}})
+        rows.append(
+            {
+                "arch": cfg.arch,
+                "epsilon": cfg.epsilon,
+                "recipe": cfg.recipe,
+                **{k: metrics.get(k) for k in ("acc_clean_float", "n_test", "time_total_s")},
+            }
+        )
     return pd.DataFrame(rows).astype({"epsilon": float, "acc_clean_float": float})
 
 
 def table(summary) -> str:
     """Markdown: one row per arch, one column per privacy setting: mean test accuracy
     [95% Wilson interval over the pooled test images], the recipe, seconds per trial."""
-    lines = ["| arch | recipe (non-private / DP) | " + " | ".join(_label(e) for e in EPSILONS) + " |",
-             "|---|---|" + "---|" * len(EPSILONS)]
+    lines = [
+        "| arch | recipe (non-private / DP) | " + " | ".join(_label(e) for e in EPSILONS) + " |",
+        "|---|---|" + "---|" * len(EPSILONS),
+    ]
     for arch, rows in summary.groupby("arch", sort=False):
         cells = []
         for eps in EPSILONS:
@@ -63,8 +77,10 @@ def table(summary) -> str:
             n = int(done["n_test"].sum())
             p = float((done["acc_clean_float"] * done["n_test"]).sum() / n)
             low, high = wilson(p, n)
-            cells.append(f"{100 * p:.1f} [{100 * low:.1f}, {100 * high:.1f}] ({len(done)} seed, "
-                         f"{done['time_total_s'].mean():.0f} s)")
+            cells.append(
+                f"{100 * p:.1f} [{100 * low:.1f}, {100 * high:.1f}] ({len(done)} seed, "
+                f"{done['time_total_s'].mean():.0f} s)"
+            )
         private = rows["epsilon"].notna()
         recipes = " / ".join(sorted(set(rows.loc[~private, "recipe"])) + sorted(set(rows.loc[private, "recipe"])))
         lines.append(f"| {arch} | {recipes} | " + " | ".join(cells) + " |")
@@ -81,8 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--archs", type=_csv(str), default=list(ARCHS), help="architectures (default: all)")
     p.add_argument("--doc", default=None, help="also write the table to this markdown file")
     args = p.parse_args(argv)
-    results, _, _ = run_sweep(args, SweepSpec(kind="recipe_check", param_space=grid(args),
-                                              sweep_params={"archs": ",".join(args.archs)}))
+    results, _, _ = run_sweep(
+        args, SweepSpec(kind="recipe_check", param_space=grid(args), sweep_params={"archs": ",".join(args.archs)})
+    )
     text = table(frame(results))
     print("\nclean test accuracy with the shipped recipes (%):\n" + text)
     if args.doc:

@@ -29,11 +29,9 @@ from typing import Any, Sequence
 
 from ray import tune
 
-from .engine import SweepSpec, main_guard, parser, run_sweep
-from ..trainable import cycle_config
-
 from ..tracking import git_commit
-from .engine import report
+from ..trainable import cycle_config
+from .engine import SweepSpec, main_guard, parser, report, run_sweep
 from .paper_grid import DELTA, EVAL_SAMPLES
 
 SETTINGS = (
@@ -47,10 +45,18 @@ SMOKE = {"rounds": 2, "eval_samples": 64, "eval_attacks": ["PGD", "FGSM"], "atta
 
 def grid(args) -> dict[str, Any]:
     dataset = "digits" if args.smoke else args.dataset
-    fixed = {"dataset": dataset, "data_root": args.data_root, "download": args.download, "arch": args.arch,
-             "epsilon": args.epsilon, "delta": DELTA.get(dataset, 1e-5), "eval_samples": EVAL_SAMPLES.get(dataset),
-             "attack_repeats": args.attack_repeats or 3, "eval_attacks": ["PGD", "FGSM", "FAB"],
-             **(SMOKE if args.smoke else {})}
+    fixed = {
+        "dataset": dataset,
+        "data_root": args.data_root,
+        "download": args.download,
+        "arch": args.arch,
+        "epsilon": args.epsilon,
+        "delta": DELTA.get(dataset, 1e-5),
+        "eval_samples": EVAL_SAMPLES.get(dataset),
+        "attack_repeats": args.attack_repeats or 3,
+        "eval_attacks": ["PGD", "FGSM", "FAB"],
+        **(SMOKE if args.smoke else {}),
+    }
     axes = {"setting": list(SETTINGS), "seed": list(args.seeds)}
     for combo in itertools.product(*axes.values()):  # a bad value fails the command, not 12 trials
         cycle_config({**fixed, **dict(zip(axes, combo))})
@@ -76,8 +82,13 @@ def write_doc(args, tracking, seconds: float) -> Path:
     trials = load_trials(tracking.experiment_name, tracking.tracking_uri, tracking.sweep_name)
     doc = Path(args.doc).resolve()
     command = regenerate_command(args)
-    meta = {"wall_time_s": seconds, "machine": args.machine, "sweep": tracking.sweep_name,
-            "date": time.strftime("%Y-%m-%d"), "git_commit": git_commit()[:7]}
+    meta = {
+        "wall_time_s": seconds,
+        "machine": args.machine,
+        "sweep": tracking.sweep_name,
+        "date": time.strftime("%Y-%m-%d"),
+        "git_commit": git_commit()[:7],
+    }
     write_reproduction(trials, doc, doc.with_suffix(""), command=command, meta=meta)
     return doc
 
@@ -87,15 +98,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--arch", default="resnet9", help="architecture (default: resnet9, the paper's)")
     p.add_argument("--epsilon", type=float, default=3.4, help="DP budget of every trial (default: 3.4)")
-    p.add_argument("--doc", default="docs/reproduction.md",
-                   help="where to write the reproduction document (default: docs/reproduction.md)")
+    p.add_argument(
+        "--doc",
+        default="docs/reproduction.md",
+        help="where to write the reproduction document (default: docs/reproduction.md)",
+    )
     p.add_argument("--machine", default="2-core CPU machine, no GPU", help="what ran it, for the document")
     p.set_defaults(seeds=[0, 1, 2], max_concurrent=2)
     args = p.parse_args(argv)
     space = grid(args)
     start = time.perf_counter()
-    _, _, tracking = run_sweep(args, SweepSpec(kind="reproduce", param_space=space, report=report,
-                                               sweep_params={"smoke": args.smoke, "arch": args.arch}))
+    _, _, tracking = run_sweep(
+        args,
+        SweepSpec(
+            kind="reproduce", param_space=space, report=report, sweep_params={"smoke": args.smoke, "arch": args.arch}
+        ),
+    )
     doc = write_doc(args, tracking, time.perf_counter() - start)
     print(f"\nreproduction: {doc}")
     return 0

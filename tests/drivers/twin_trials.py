@@ -11,11 +11,21 @@ from ray import tune
 from psreval_tune import recipes
 from psreval_tune.sweeps.engine import SweepSpec, main_guard, parser, run_sweep
 
-SPACE = {"dataset": "digits", "arch": "cnn", "epsilon": 3.4, "rounds": 6, "threat": "train_time_attack",
-         "adv_fraction": 0.2, "attack": "FGSM", "eval_attacks": ["FGSM"], "eval_samples": 64,
-         "attack_repeats": 1, **recipes.SMOKE, "rounds": 6,
-         # a dict value is merged into the config: two trials, identical settings
-         "replica": tune.grid_search([{"seed": 0}, {"seed": 0}])}
+SPACE = {
+    "dataset": "digits",
+    "arch": "cnn",
+    "epsilon": 3.4,
+    "threat": "train_time_attack",
+    "adv_fraction": 0.2,
+    "attack": "FGSM",
+    "eval_attacks": ["FGSM"],
+    "eval_samples": 64,
+    "attack_repeats": 1,
+    **recipes.SMOKE,
+    "rounds": 6,
+    # a dict value is merged into the config: two trials, identical settings
+    "replica": tune.grid_search([{"seed": 0}, {"seed": 0}]),
+}
 
 
 @main_guard
