@@ -61,6 +61,7 @@ def trained_cnn(small_cfg, digits):
 # Whole modules that start Ray, servers, browsers or subprocess sweeps, or train for many rounds:
 # `make test` runs them, `make test-fast` (-m "not slow") leaves them out.
 SLOW_MODULES = {
+    "test_analysis",
     "test_cluster",
     "test_sweeps",
     "test_mlflow_ui",
@@ -73,12 +74,35 @@ SLOW_MODULES = {
     "test_cycle",
 }
 # Fixtures that run a sweep or a long training: a test using one is slow wherever it lives.
-SLOW_FIXTURES = {"smoke_sweep"}
+SLOW_FIXTURES = {"smoke_sweep", "dp_runs", "dp_cycles"}
+# Single tests of otherwise fast modules that take seconds each (measured on 2 cores): the fast
+# tier keeps a cheaper test of the same code beside each.
+SLOW_TESTS = {
+    "test_safety_store::test_parallel_first_use_of_a_new_store",
+    "test_safety_faults::test_sweep_trial_with_corrupt_latest_checkpoint_resumes_from_the_previous_one",
+    "test_safety_faults::test_disk_full_on_the_run_folder_ends_runs_failed_with_one_line",
+    "test_fast_paths::test_cached_rdp_epsilon_is_bit_identical",
+    "test_privacy::test_adversarial_training_under_dp_leaves_opacus_untouched",
+    "test_medmnist::test_cli_refuses_a_pickle_carrying_npz_in_one_line",
+    "test_medmnist::test_short_cycle_on_tiny_medmnist",
+    "test_models::test_forward_and_static_quantization",
+    "test_claims::test_write_reproduction",
+    "test_claims::test_scale_warning_names_what_applies_with_its_numbers",
+    "test_safety_faults::test_trials_failed_by_a_full_disk_end_the_sweep_with_one_line",
+    "test_safety_faults::test_sweep_stopped_by_a_fault_closes_every_run_with_one_line",
+    "test_sweep_files::test_searcher_pickles_by_reference",
+    "test_mlflow_native::test_sqlite_store_keeps_artifacts_beside_the_database",
+}
 
 
 def pytest_collection_modifyitems(items):
     for item in items:
-        if item.module.__name__ in SLOW_MODULES or SLOW_FIXTURES & set(item.fixturenames):
+        module = item.module.__name__
+        if (
+            module in SLOW_MODULES
+            or SLOW_FIXTURES & set(item.fixturenames)
+            or f"{module}::{item.originalname}" in SLOW_TESTS
+        ):
             item.add_marker(pytest.mark.slow)
 
 
