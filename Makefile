@@ -47,7 +47,7 @@ lint: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/psreval search --smoke --num-samples 6 --max-concurrent 2 --run-dir $(RUN_DIR)
 	@echo
-	@echo "Open the trials: make ui, then http://127.0.0.1:$(UI_PORT) (experiment 'psreval')."
+	@echo "Open the trials: make ui (it prints the address of the runs table, http://127.0.0.1:$(UI_PORT)/...)."
 	@echo "One cycle without Ray: $(VENV)/bin/psreval run --dataset digits --epsilon 3.4 --out runs/cycle"
 
 # The MLflow UI over the default local store, on loopback only.
