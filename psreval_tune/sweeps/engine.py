@@ -51,7 +51,7 @@ class _Parser(argparse.ArgumentParser):
         parsed = super().parse_args(args, namespace)
         try:
             _check_args(parsed)  # every number and name flag, before the script builds anything
-            if hasattr(parsed, "run_dir") and hasattr(parsed, "address"):
+            if hasattr(parsed, "run_dir") and hasattr(parsed, "address") and not getattr(parsed, "dry_run", False):
                 check_infrastructure(parsed)  # folders, tracking store, Ray address, CPUs: seconds at most
         except SweepError as exc:
             self.exit(2, f"error: {exc}\n")
@@ -160,6 +160,23 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def add_cost_flags(p: argparse.ArgumentParser) -> None:
+    """--dry-run and --price-per-hour (psreval grid and search; sweeps/cost.py computes the estimate)."""
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="start nothing: print the trial count, the distinct non-private twins and the estimated seconds "
+        "per phase, CPU- or GPU-hours and wall time (calibrated from the finished trials in --tracking-uri or "
+        "RUN_DIR/mlflow.db when there are some, else from built-in 2-core CPU measurements)",
+    )
+    p.add_argument(
+        "--price-per-hour",
+        type=float,
+        default=None,
+        help="with --dry-run: the price of one CPU-hour (one GPU-hour with --gpus-per-trial) for the cost line",
+    )
+
+
 LOCALHOST = "127.0.0.1"
 # Flags that may change between a sweep and its --resume (how it runs, not what it computes).
 RESUME_MAY_CHANGE = {
@@ -175,6 +192,8 @@ RESUME_MAY_CHANGE = {
     "system_metrics",
     "verbose",
     "sweep_file",
+    "dry_run",
+    "price_per_hour",
 }  # the file's path may change; its content (args.sweep) may not
 SWEEP_FLAGS_FILE = ".psreval-sweep.json"  # in the Tune experiment folder: the flags the sweep started with
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -229,6 +248,11 @@ def _check_args(args: argparse.Namespace) -> None:
         value = getattr(args, flag, None)
         if value is not None and value < low:
             raise SweepError(f"--{flag.replace('_', '-')}={value} is not allowed; expected an integer >= {low}")
+    price = getattr(args, "price_per_hour", None)
+    if price is not None and (not math.isfinite(price) or price < 0):
+        raise SweepError(f"--price-per-hour={price} is not allowed; expected a number >= 0")
+    if price is not None and not getattr(args, "dry_run", False):
+        raise SweepError("--price-per-hour is not allowed without --dry-run (it prices the estimate)")
     seeds = getattr(args, "seeds", None)
     if seeds is not None:
         if not seeds or any(s < 0 for s in seeds):

@@ -19,7 +19,7 @@ import sys
 from typing import Any, Sequence
 
 from . import spec
-from .engine import SweepSpec, main_guard, parser, report, run_sweep
+from .engine import SweepSpec, add_cost_flags, main_guard, parser, report, run_sweep
 
 DEFAULT_FILE = "paper_grid"
 SMOKE_FILE = "paper_smoke"
@@ -67,11 +67,26 @@ def grid(args: argparse.Namespace, given: set[str] = frozenset()) -> tuple[dict[
     return param_space(resolved), sweep, resolved
 
 
+def dry_run(args: argparse.Namespace, given: set[str]) -> int:
+    """psreval grid --dry-run: the grid's trials, twins and estimated cost (sweeps/cost.py)."""
+    from . import cost
+
+    sweep = spec.open_file(args, "grid", DEFAULT_FILE, SMOKE_FILE)
+    resolved = resolve_grid(sweep, args, set(given))
+    spec.use_resources(args, resolved)
+    configs = [spec.check_config(sweep, trial) for trial in spec.grid_trials(resolved)]
+    dataset = configs[0].dataset if configs else "digits"
+    return cost.dry_run(args, configs, len(configs), f"grid {sweep.source} on {dataset}")
+
+
 @main_guard
 def main(argv: Sequence[str] | None = None) -> int:
     p = parser(__doc__.splitlines()[0])
     spec.add_file_argument(p, DEFAULT_FILE, SMOKE_FILE)
+    add_cost_flags(p)
     args = p.parse_args(argv)
+    if args.dry_run:  # before Ray Tune is imported: nothing starts, nothing is written
+        return dry_run(args, spec.given_flags(p, argv))
     space, sweep, resolved = grid(args, spec.given_flags(p, argv))
     spec.use_resources(args, resolved)
     args.sweep = spec.identity(resolved)  # --resume refuses a sweep whose file changed

@@ -38,7 +38,7 @@ from typing import Any, Iterator, Sequence
 from .. import recipes
 from ..config import CycleConfig
 from . import spec
-from .engine import SweepError, SweepSpec, _csv, main_guard, parser, report, run_sweep
+from .engine import SweepError, SweepSpec, _csv, add_cost_flags, main_guard, parser, report, run_sweep
 
 DEFAULT_FILE = "paper_search"
 SMOKE_FILE = "demo_search"
@@ -475,14 +475,28 @@ def load(argv: Sequence[str] | None = None):
     p = parser(__doc__.splitlines()[0])
     spec.add_file_argument(p, DEFAULT_FILE, SMOKE_FILE)
     add_flags(p)
+    add_cost_flags(p)
     args = p.parse_args(argv)
     sweep = spec.open_file(args, "search", DEFAULT_FILE, SMOKE_FILE)
     return args, sweep, resolve_search(sweep, args, spec.given_flags(p, argv))
 
 
+def dry_run(args, sweep: spec.SweepFile, resolved: dict[str, Any]) -> int:
+    """psreval search --dry-run: num_samples trials, each costed as the mean of the configs the space can
+    propose (ranges at both ends); an upper bound, as ASHA may stop trials early (sweeps/cost.py)."""
+    from . import cost
+
+    spec.use_resources(args, resolved)
+    proposals = [spec.check_config(sweep, c) for c in configs(resolved)]
+    what = f"search {sweep.source} ({resolved['space']} space, at most; ASHA may stop trials early)"
+    return cost.dry_run(args, proposals, resolved["num_samples"], what)
+
+
 @main_guard
 def main(argv: Sequence[str] | None = None) -> int:
     args, sweep, resolved = load(argv)
+    if args.dry_run:  # before Ray Tune and Optuna are imported: nothing starts, nothing is written
+        return dry_run(args, sweep, resolved)
     searcher, scheduler = build(resolved)
     spec.use_resources(args, resolved)
     args.sweep = spec.identity(resolved)  # --resume refuses a search whose file changed

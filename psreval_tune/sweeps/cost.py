@@ -1,0 +1,357 @@
+"""What a sweep will cost, before it starts: ``psreval grid|search --dry-run``.
+
+Nothing here starts Ray, opens a tracking store for writing or creates a file. The model, per trial:
+
+- DP training  = rounds x train images x (local epochs + adv_fraction x k) x s/pass(arch, image) x DP factor;
+- twin training = the same for the non-private twin (its own recipe), once per distinct twin: a twin is
+  keyed by its config's ``training_key`` (cycle.TwinCache), so the epsilons of one setting share it and
+  a twin already in RUN_DIR/cache costs nothing;
+- attacks/eval = eval images x sum over eval attacks of (k x repeats) x generators x s/pass x ATTACK_PASS,
+  generators = the trained models (DP + twin) + the int8 model's BPDA;
+- overhead     = TRIAL_OVERHEAD_S per trial (data, quantize, MLflow logging) + SWEEP_OVERHEAD_S once.
+
+k is the attack's forward+backward passes per image: PGD its steps, FGSM 1, FAB steps x FAB_COST.
+s/pass(arch, image) = SGD_S_PER_PASS[arch] x max(H x W / 32^2, MIN_AREA). The defaults are 2-core
+CPU measurements (benchmarks/results); ``calibrate`` scales every phase by measured / modelled
+seconds of finished trials in an MLflow store, per arch where the store has that arch.
+Wall time = total / min(--max-concurrent, slots, trials): trials are assumed not to slow each other.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+from ..config import CycleConfig
+
+PHASES = ("dp_train", "twin_train", "attack_eval", "overhead")
+LABELS = {
+    "dp_train": "DP training",
+    "twin_train": "twin training",
+    "attack_eval": "attacks/eval",
+    "overhead": "overhead",
+}
+# benchmarks/results/dp_sgd.json: 1 / (SGD images/s) at 3x32x32, batch ~128, 2-core CPU, torch 2.13.
+SGD_S_PER_PASS = {"cnn": 1 / 2133, "resnet9": 1 / 95.7, "resnet18": 1 / 53.1}
+# dp_sgd.json: DP-SGD (book-keeping, the default) / SGD time per image.
+DP_FACTOR = {"cnn": 1.95, "resnet9": 1.50, "resnet18": 1.53}
+# Small images get no cheaper than this share of a 32x32 one (per-step fixed costs): cycle_phases.json's
+# digits (8x8) twin trains at 4.7e-5 s/pass = 0.1 x the cnn's 32x32 SGD pass.
+MIN_AREA = 0.1
+ATTACK_PASS = 0.7  # attack fwd+bwd / training pass: cycle_phases.json digits, 2.44 s for 74,496 passes
+FAB_COST = 6.6  # attacks.json: FAB time / (steps x fwd+bwd), its C backward passes per step
+# Per trial outside the phases (data, quantize, MLflow params/metrics/model/images): orchestration_overhead.json,
+# (145.5 - 129.0) s sweep minus direct over 5 trials = 3.3 s, rounded up for data and quantize.
+TRIAL_OVERHEAD_S = 4.0
+SWEEP_OVERHEAD_S = 20.0  # once: Ray start-up and the first worker, ~15-20 s (benchmarks/README.md), the report
+# (train pool before the validation split, test images, image side) per dataset; image_size overrides the side.
+DATASETS = {
+    "digits": (1438, 359, 8),
+    "cifar10": (50000, 10000, 32),
+    "pneumonia": (5216, 624, 64),
+    "medmnist": (4708, 624, 28),  # pneumoniamnist's train split (own val split); other subsets differ
+    "synthetic": (2000, 500, 16),
+}
+
+
+def attack_passes(attack: str, steps: int) -> float:
+    """Forward+backward passes per image of one run of an attack."""
+    return {"PGD": steps, "FGSM": 1, "FAB": steps * FAB_COST}[attack]
+
+
+def train_images(cfg: CycleConfig) -> int:
+    """Training images the clients share: the pool less the validation split."""
+    pool, _, _ = DATASETS[cfg.dataset]
+    if cfg.train_samples is not None:  # synthetic draws that many; the others subsample
+        pool = cfg.train_samples if cfg.dataset == "synthetic" else min(cfg.train_samples, pool)
+    return pool if cfg.dataset == "medmnist" else round(pool * (1 - cfg.val_fraction))
+
+
+def eval_images(cfg: CycleConfig) -> int:
+    _, test, _ = DATASETS[cfg.dataset]
+    if cfg.test_samples is not None:  # synthetic draws that many; the others subsample
+        test = cfg.test_samples if cfg.dataset == "synthetic" else min(cfg.test_samples, test)
+    return min(cfg.eval_samples or test, test)
+
+
+def pass_seconds(cfg: CycleConfig) -> float:
+    """Seconds of one SGD forward+backward pass of one image (default table)."""
+    side = cfg.image_size or DATASETS[cfg.dataset][2]
+    return SGD_S_PER_PASS[cfg.arch] * max(side * side / 1024, MIN_AREA)
+
+
+def train_seconds(cfg: CycleConfig) -> float:
+    """Training of cfg's own model (DP when private), adversarial data generation included."""
+    k = attack_passes(cfg.attack, cfg.attack_steps) * ATTACK_PASS if cfg.threat != "none" else 0.0
+    passes = cfg.rounds * train_images(cfg) * (cfg.local_epochs + cfg.adv_fraction * k)
+    return passes * pass_seconds(cfg) * (DP_FACTOR[cfg.arch] if cfg.private else 1.0)
+
+
+def has_twin(cfg: CycleConfig) -> bool:
+    return cfg.private and cfg.train_twin
+
+
+def twin_config(cfg: CycleConfig) -> CycleConfig:
+    return cfg.replace(epsilon=None)  # as cycle._twin builds it
+
+
+def trial_phases(cfg: CycleConfig) -> dict[str, float]:
+    """Default seconds per phase of one trial; twin_train as if the twin were not cached."""
+    runs = sum(attack_passes(a, cfg.attack_steps) * (cfg.attack_repeats if a == "PGD" else 1) for a in cfg.eval_attacks)
+    generators = (2 if has_twin(cfg) else 1) + 1  # + the BPDA generator of the int8 model
+    return {
+        "dp_train": train_seconds(cfg),
+        "twin_train": train_seconds(twin_config(cfg)) if has_twin(cfg) else 0.0,
+        "attack_eval": eval_images(cfg) * runs * generators * pass_seconds(cfg) * ATTACK_PASS,
+        "overhead": TRIAL_OVERHEAD_S,
+    }
+
+
+@dataclass
+class Calibration:
+    """Measured / modelled seconds per phase: by (arch, phase), else by phase, else 1."""
+
+    source: str = "built-in defaults (2-core CPU, benchmarks/results)"
+    by_arch: dict[tuple[str, str], float] = field(default_factory=dict)
+    by_phase: dict[str, float] = field(default_factory=dict)
+    runs: int = 0
+
+    def factor(self, arch: str, phase: str) -> float:
+        return self.by_arch.get((arch, phase), self.by_phase.get(phase, 1.0))
+
+
+@dataclass
+class StoredTrial:
+    """A finished trial run: its config, its time_* metrics, and its wall seconds (MLflow start to end)."""
+
+    config: CycleConfig
+    metrics: dict[str, float]
+    wall_s: float | None = None
+
+
+def measured_phases(trial: StoredTrial) -> dict[str, float | None]:
+    """The trial's seconds per phase (None where not measured: a cached twin, no run end time)."""
+    m = trial.metrics
+    twin = m.get("time_train_twin_s")
+    inside = m.get("time_train_s", 0.0) + (twin or 0.0) + m.get("time_attack_s", 0.0) + m.get("time_eval_s", 0.0)
+    return {
+        "dp_train": m.get("time_train_s"),
+        "twin_train": twin if twin else None,
+        "attack_eval": m.get("time_attack_s", 0.0) + m.get("time_eval_s", 0.0) if "time_attack_s" in m else None,
+        "overhead": trial.wall_s - inside if trial.wall_s is not None else None,
+    }
+
+
+def calibrate(trials: Sequence[StoredTrial], source: str) -> Calibration:
+    """Factors from finished trials: sum of measured / sum of modelled seconds, per (arch, phase) and per phase."""
+    sums: dict[tuple[str, str], list[float]] = {}
+    for trial in trials:
+        model = trial_phases(trial.config)
+        for phase, seconds in measured_phases(trial).items():
+            if seconds is None or model[phase] <= 0:
+                continue
+            for key in ((trial.config.arch, phase), ("*", phase)):
+                pair = sums.setdefault(key, [0.0, 0.0])
+                pair[0] += max(seconds, 0.0)
+                pair[1] += model[phase]
+    factors = {key: measured / modelled for key, (measured, modelled) in sums.items() if modelled > 0}
+    return Calibration(
+        source=f"{source} ({len(trials)} finished trials)",
+        by_arch={k: v for k, v in factors.items() if k[0] != "*"},
+        by_phase={k[1]: v for k, v in factors.items() if k[0] == "*"},
+        runs=len(trials),
+    )
+
+
+@dataclass
+class Estimate:
+    trials: int
+    twins: int  # distinct non-private twins the trials need
+    twins_cached: int  # of those, already in RUN_DIR/cache
+    phase_s: dict[str, float]  # summed over the trials (+ the sweep's overhead)
+    source: str
+
+    @property
+    def total_s(self) -> float:
+        return sum(self.phase_s.values())
+
+
+def estimate(configs: Sequence[CycleConfig], n_trials: int, calib: Calibration, cached: Iterable[str] = ()) -> Estimate:
+    """``n_trials`` trials drawn from ``configs`` (a grid: the same list; a search: its proposals, averaged).
+    Twins: one per distinct training key not in ``cached``, at most one per trial."""
+    if not configs:
+        raise ValueError("no trial configs to estimate")
+    scale = n_trials / len(configs)
+    totals = dict.fromkeys(PHASES, 0.0)
+    twins: dict[str, CycleConfig] = {}
+    for cfg in configs:
+        for phase, seconds in trial_phases(cfg).items():
+            if phase != "twin_train":
+                totals[phase] += seconds * calib.factor(cfg.arch, phase) * scale
+        if has_twin(cfg):
+            twins.setdefault(twin_config(cfg).training_key(), cfg)
+    cached = set(cached)
+    todo = [cfg for key, cfg in twins.items() if key not in cached]
+    if todo:
+        mean = sum(trial_phases(c)["twin_train"] * calib.factor(c.arch, "twin_train") for c in todo) / len(todo)
+        totals["twin_train"] = mean * min(len(todo), n_trials)
+    totals["overhead"] += SWEEP_OVERHEAD_S
+    return Estimate(n_trials, min(len(twins), n_trials), len(twins) - len(todo), totals, calib.source)
+
+
+def concurrency(n_trials: int, max_concurrent: int | None, slots: int | None) -> int:
+    """Trials at once: the least of --max-concurrent, the slots and the trials. Slots None (a cluster not
+    asked): --max-concurrent, or 1 without it."""
+    if slots is None and max_concurrent is None:
+        slots = 1
+    return max(1, min(n for n in (max_concurrent, slots, n_trials) if n is not None))
+
+
+def _num(x: float) -> str:
+    return f"{x:,.2f}" if abs(x) >= 1 else f"{x:.3g}"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:,.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
+
+
+def local_slots(cpus: float, cpus_per_trial: float) -> int:
+    return max(1, math.floor(cpus / cpus_per_trial + 1e-9))
+
+
+# --- reading a store, and the dry run's report ---------------------------------------------
+
+
+def config_from_params(params: dict[str, str]) -> CycleConfig:
+    """A trial run's MLflow params (cfg.to_dict(), as strings) back to its CycleConfig."""
+    import dataclasses
+
+    from ..analysis.load import _parse
+
+    names = {f.name for f in dataclasses.fields(CycleConfig) if f.init}
+    values = {k: _parse(v) for k, v in params.items() if k in names}
+    if isinstance(values.get("eval_attacks"), str):
+        values["eval_attacks"] = values["eval_attacks"].split(",")
+    return CycleConfig.from_dict(values)
+
+
+def stored_trials(tracking_uri: str, experiment: str) -> list[StoredTrial]:
+    """The FINISHED trial runs of an experiment with time metrics; runs whose params do not rebuild are skipped."""
+    from ..analysis.load import _all_runs, _client, _experiment
+
+    client, uri = _client(tracking_uri)
+    exp = _experiment(client, experiment, uri)
+    query = "tags.`psreval.kind` = 'trial' and attributes.status = 'FINISHED'"
+    trials = []
+    for run in _all_runs(client, exp.experiment_id, query):
+        if "time_total_s" not in run.data.metrics:
+            continue
+        try:
+            cfg = config_from_params(run.data.params)
+        except (ValueError, TypeError, KeyError):
+            continue
+        end, start = run.info.end_time, run.info.start_time
+        wall = (end - start) / 1000 if end and start else None
+        trials.append(StoredTrial(cfg, dict(run.data.metrics), wall))
+    return trials
+
+
+def store_uri(args: Any) -> str | None:
+    """--tracking-uri, else RUN_DIR/mlflow.db if it exists (never created here)."""
+    from pathlib import Path
+
+    if getattr(args, "tracking_uri", None):
+        return args.tracking_uri
+    db = Path(args.run_dir).expanduser().resolve() / "mlflow.db"
+    return f"sqlite:///{db}" if db.is_file() else None
+
+
+def calibration(args: Any) -> Calibration:
+    """From the store's finished trials if there is a store with some; else the built-in defaults.
+    A store that cannot be reached or read is refused in seconds, one line (SweepError)."""
+    from ..analysis.load import AnalysisError
+    from ..tracking import TrackingError, check_tracking_uri, one_line, redact
+    from .engine import SweepError
+
+    uri = store_uri(args)
+    if uri is None:
+        return Calibration()
+    shown = redact(uri)
+    try:
+        check_tracking_uri(uri, must_exist=True)  # MLflow would retry an unreachable server for minutes
+        trials = stored_trials(uri, args.experiment_name)
+    except AnalysisError as exc:  # no such experiment, ...: nothing to calibrate from
+        return Calibration(source=f"built-in defaults (store {shown}: {one_line(str(exc), 300)})")
+    except TrackingError as exc:
+        raise SweepError(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - a store MLflow cannot read: one line, not a traceback
+        raise SweepError(f"--dry-run: cannot read the MLflow store {shown} ({one_line(str(exc), 300)})") from None
+    if not trials:
+        return Calibration(source=f"built-in defaults (store {shown} has no finished trials with times)")
+    return calibrate(trials, f"MLflow store {shown}, experiment {args.experiment_name!r}")
+
+
+def cached_twins(run_dir: str) -> set[str]:
+    """Training keys of the twins already in RUN_DIR/cache (cycle.TwinCache's file names)."""
+    from pathlib import Path
+
+    folder = Path(run_dir).expanduser() / "cache"
+    if not folder.is_dir():
+        return set()
+    return {p.name[len("twin-") : -len(".pt")] for p in folder.glob("twin-*.pt")}
+
+
+def slots(args: Any) -> tuple[int | None, str]:
+    """Trials that fit at once, and where that number comes from."""
+    import os
+
+    if args.address not in (None, "", "none", "local"):
+        return None, f"slots of the cluster at --address {args.address}: not asked in a dry run"
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    n = local_slots(cpus, args.cpus_per_trial)
+    note = f"{n} slots on this machine ({cpus} CPUs / {args.cpus_per_trial:g} per trial"
+    return n, note + (", GPUs not counted)" if args.gpus_per_trial > 0 else ")")
+
+
+def hours(est: Estimate, args: Any) -> tuple[float, str]:
+    """Resource-hours the trials hold: GPU-hours with --gpus-per-trial, else CPU-hours."""
+    if args.gpus_per_trial > 0:
+        return est.total_s * args.gpus_per_trial / 3600, "GPU-hours"
+    return est.total_s * args.cpus_per_trial / 3600, "CPU-hours"
+
+
+def report(est: Estimate, args: Any, what: str) -> str:
+    """The dry run's text."""
+    n_slots, slot_note = slots(args)
+    at_once = concurrency(est.trials, args.max_concurrent, n_slots)
+    amount, unit = hours(est, args)
+    lines = [
+        "dry run: nothing started (no Ray, no MLflow run, no files written)",
+        f"{what}: {est.trials} trials, {est.twins} distinct non-private twins "
+        f"({est.twins_cached} already in {args.run_dir}/cache)",
+        f"estimate from: {est.source}",
+    ]
+    for phase in PHASES:
+        share = 100 * est.phase_s[phase] / est.total_s if est.total_s else 0.0
+        lines.append(f"  {LABELS[phase]:<14} {est.phase_s[phase]:>12,.0f} s  {share:5.1f}%")
+    lines.append(f"  {'total':<14} {est.total_s:>12,.0f} s  = {_num(amount)} {unit}")
+    limit = args.max_concurrent if args.max_concurrent is not None else "none"
+    lines.append(
+        f"wall time: ~{_duration(est.total_s / at_once)} with {at_once} trial(s) at once (the least of "
+        f"--max-concurrent={limit}, {slot_note}, {est.trials} trials); assumes concurrent trials do not slow "
+        "each other"
+    )
+    if args.gpus_per_trial > 0 and est.source.startswith("built-in"):
+        lines.append("note: the built-in defaults are CPU measurements; calibrate from a GPU sweep's store")
+    if args.price_per_hour is not None:
+        price = args.price_per_hour
+        lines.append(f"cost: {_num(amount)} {unit} x {price:g} per hour = {_num(amount * price)}")
+    return "\n".join(lines)
+
+
+def dry_run(args: Any, configs: Sequence[CycleConfig], n_trials: int, what: str) -> int:
+    """Print the estimate of a sweep of ``n_trials`` trials drawn from ``configs``; exit status 0."""
+    est = estimate(configs, n_trials, calibration(args), cached_twins(args.run_dir))
+    print(report(est, args, what), flush=True)
+    return 0
