@@ -14,7 +14,8 @@ k is the attack's forward+backward passes per image: PGD its steps, FGSM 1, FAB 
 s/pass(arch, image) = SGD_S_PER_PASS[arch] x max(H x W / 32^2, MIN_AREA). The defaults are 2-core
 CPU measurements (benchmarks/results); ``calibrate`` scales every phase by measured / modelled
 seconds of finished trials in an MLflow store, per arch where the store has that arch.
-Wall time = total / min(--max-concurrent, slots, trials): trials are assumed not to slow each other.
+Wall time = SWEEP_OVERHEAD_S + the trials' seconds / min(--max-concurrent, slots, trials): trials are
+assumed not to slow each other (a store's trial times already include the slow-down of its own sweep).
 """
 
 from __future__ import annotations
@@ -171,10 +172,15 @@ class Estimate:
     twins_cached: int  # of those, already in RUN_DIR/cache
     phase_s: dict[str, float]  # summed over the trials (+ the sweep's overhead)
     source: str
+    sweep_s: float = SWEEP_OVERHEAD_S  # of phase_s["overhead"]: once per sweep, not shared out over slots
 
     @property
     def total_s(self) -> float:
         return sum(self.phase_s.values())
+
+    def wall_s(self, at_once: int) -> float:
+        """The sweep's own overhead, then the trials' seconds shared by ``at_once`` slots."""
+        return self.sweep_s + (self.total_s - self.sweep_s) / at_once
 
 
 def estimate(configs: Sequence[CycleConfig], n_trials: int, calib: Calibration, cached: Iterable[str] = ()) -> Estimate:
@@ -210,6 +216,10 @@ def concurrency(n_trials: int, max_concurrent: int | None, slots: int | None) ->
 
 def _num(x: float) -> str:
     return f"{x:,.2f}" if abs(x) >= 1 else f"{x:.3g}"
+
+
+def _seconds(x: float) -> str:
+    return f"{x:>12,.0f}" if x >= 100 else f"{x:>12.1f}"
 
 
 def _duration(seconds: float) -> str:
@@ -334,11 +344,11 @@ def report(est: Estimate, args: Any, what: str) -> str:
     ]
     for phase in PHASES:
         share = 100 * est.phase_s[phase] / est.total_s if est.total_s else 0.0
-        lines.append(f"  {LABELS[phase]:<14} {est.phase_s[phase]:>12,.0f} s  {share:5.1f}%")
-    lines.append(f"  {'total':<14} {est.total_s:>12,.0f} s  = {_num(amount)} {unit}")
+        lines.append(f"  {LABELS[phase]:<14} {_seconds(est.phase_s[phase])} s  {share:5.1f}%")
+    lines.append(f"  {'total':<14} {_seconds(est.total_s)} s  = {_num(amount)} {unit}")
     limit = args.max_concurrent if args.max_concurrent is not None else "none"
     lines.append(
-        f"wall time: ~{_duration(est.total_s / at_once)} with {at_once} trial(s) at once (the least of "
+        f"wall time: ~{_duration(est.wall_s(at_once))} with {at_once} trial(s) at once (the least of "
         f"--max-concurrent={limit}, {slot_note}, {est.trials} trials); assumes concurrent trials do not slow "
         "each other"
     )
