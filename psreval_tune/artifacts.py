@@ -159,6 +159,7 @@ def summary(result: CycleResult) -> dict:
         "config": result.config.to_dict(),
         "metrics": {k: _jsonable(v) for k, v in result.metrics.items()},
         "history": result.history,
+        "dp": getattr(result, "dp", None),  # which per-sample clipping ran, and why not book-keeping
     }
 
 

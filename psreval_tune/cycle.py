@@ -50,6 +50,18 @@ class CycleResult:
     history: list[dict]  # per FL round of the cycle's own model
     models: dict[str, TrainedModel]
     examples: dict[str, torch.Tensor]  # clean/adversarial/labels of eval_attacks[0]: the image grid
+    # The DP path that trained the cycle's model (None when non-private): {"clipping": "bookkeeping" | "opacus",
+    # "fallback": why not book-keeping (the layer without a rule, or grad_sampler=opacus) or None}. metrics.json
+    # keeps it under "dp"; MLflow as the tags psreval.dp_clipping / psreval.dp_fallback; the number
+    # metrics["dp_bookkeeping"] (1/0) says the same where only numbers go.
+    dp: dict[str, str | None] | None = None
+
+
+def dp_path(privacy: dict | None) -> dict[str, str | None] | None:
+    """CycleResult.dp from a TrainedModel.privacy dict."""
+    if not privacy:
+        return None
+    return {"clipping": privacy.get("clipping"), "fallback": privacy.get("clipping_fallback")}
 
 
 class TwinCache:
@@ -182,6 +194,7 @@ def size_and_privacy_metrics(main: TrainedModel) -> dict[str, float | None]:
     privacy = main.privacy or {}
     for key in ("epsilon_spent", "noise_multiplier", "sample_rate", "dp_steps", "delta"):
         metrics[key] = privacy.get(key)
+    metrics["dp_bookkeeping"] = None if not privacy else float(privacy.get("clipping") == "bookkeeping")
     metrics["final_train_loss"] = main.history[-1]["train_loss"]
     return metrics
 
@@ -246,6 +259,10 @@ def run_cycle(
     with timer.phase("train"):
         main = _train(cfg, own, data, device, timer, progress, on_round, resume)
     models = {own: main}
+    dp = dp_path(main.privacy)
+    if dp is not None:
+        why = f" ({dp['fallback']})" if dp["fallback"] else ""
+        progress(f"[dp] per-sample clipping: {dp['clipping']}{why}")
     if cfg.private and cfg.train_twin:
         models["nonprivate"] = _twin(cfg, data, device, timer, progress, cache)
 
@@ -297,4 +314,4 @@ def run_cycle(
 
     metrics.update(timer.as_metrics())
     metrics["time_total_s"] = round(time.perf_counter() - start, 4)
-    return CycleResult(cfg, metrics, main.history, models, examples)
+    return CycleResult(cfg, metrics, main.history, models, examples, dp)

@@ -33,6 +33,8 @@ class PrivacyReport:
     dp_steps: int
     delta: float
     accountant: str
+    clipping: str = "opacus"  # the per-sample clipping that ran: "bookkeeping" | "opacus" (Opacus' hooks)
+    clipping_fallback: str | None = None  # why not book-keeping, when grad_sampler=auto fell back
 
 
 def check_model(model: nn.Module) -> None:
@@ -98,6 +100,8 @@ class PrivateClient:
     loader: DataLoader  # DPDataLoader (Poisson sampling)
     noise_multiplier: float
     sample_rate: float
+    clipping: str = "opacus"  # see PrivacyReport.clipping
+    clipping_fallback: str | None = None
 
     def report(self, cfg: CycleConfig) -> PrivacyReport:
         return PrivacyReport(
@@ -107,6 +111,8 @@ class PrivateClient:
             dp_steps=self.steps,
             delta=cfg.delta,
             accountant=cfg.accountant,
+            clipping=self.clipping,
+            clipping_fallback=self.clipping_fallback,
         )
 
     @property
@@ -160,6 +166,9 @@ def conv2d_grad_sample(
     return out
 
 
+CLIPPING_BOOKKEEPING, CLIPPING_OPACUS = "bookkeeping", "opacus"  # PrivacyReport.clipping
+
+
 def fast_clipping(
     module: nn.Module, dp_module: nn.Module, dp_opt: torch.optim.Optimizer, device: torch.device
 ) -> tuple[nn.Module, torch.optim.Optimizer]:
@@ -168,6 +177,7 @@ def fast_clipping(
     Book-keeping (bookkeeping.py) when every layer has a rule; otherwise
     Opacus' hooks, with conv2d_grad_sample for Conv2d on CPU. Either way the
     sampler, noise and accountant are the ones make_private set up.
+    Which one ran: isinstance(module, BookKeepingModule), or PrivateClient.clipping.
     """
     # On a GPU one batched matmul beats B small kernels launched from a Python loop.
     per_sample_conv = conv2d_grad_sample if device.type == "cpu" else compute_conv_grad_sample
@@ -200,9 +210,12 @@ def make_private(
             poisson_sampling=True,
             noise_generator=torch.Generator(device=device).manual_seed(seed),
         )
+    fallback = f"grad_sampler={cfg.grad_sampler}"
     if cfg.grad_sampler == "auto":
+        fallback = unsupported(module)  # None: book-keeping trains it
         dp_module, dp_opt = fast_clipping(module, dp_module, dp_opt, device)
-    return PrivateClient(engine, dp_module, dp_opt, dp_loader, noise, sample_rate)
+    clipping = CLIPPING_BOOKKEEPING if isinstance(dp_module, BookKeepingModule) else CLIPPING_OPACUS
+    return PrivateClient(engine, dp_module, dp_opt, dp_loader, noise, sample_rate, clipping, fallback)
 
 
 def worst_case(reports: list[PrivacyReport]) -> PrivacyReport:

@@ -31,6 +31,59 @@ from .sweeps.progress import trial_progress
 from .tracking import TAG_MODEL_ERROR, TAG_TRIAL, Tracker, TrackingSpec, one_line
 
 CHECKPOINT_FILE = "federation.pt"
+# Which per-sample clipping trained a private trial's model (CycleResult.dp): "bookkeeping" | "opacus",
+# and on Opacus why not book-keeping (the layer without a rule, or grad_sampler=opacus).
+TAG_DP_CLIPPING = "psreval.dp_clipping"
+TAG_DP_FALLBACK = "psreval.dp_fallback"
+_INTEROP_THREADS_SET: list[int] = []  # torch accepts set_num_interop_threads once per process
+
+
+def assigned_resources() -> dict[str, float]:
+    """What Ray reserved for this trial ({"CPU": 2.0, "GPU": 0.25}); {} outside a Ray worker."""
+    try:
+        import ray
+
+        if not ray.is_initialized():
+            return {}
+        return dict(ray.get_runtime_context().get_assigned_resources())
+    except Exception:  # noqa: BLE001 - the driver, a test's fake session, an older Ray: leave torch as it is
+        return {}
+
+
+def fit_to_allotment(resources: Mapping[str, float] | None = None) -> dict[str, float]:
+    """Torch threads (and, on CUDA, the memory share) of this trial process follow what Ray gave the trial.
+
+    Threads: torch defaults to one intra-op thread per core of the machine in every process, so two trials
+    of 1 CPU each on a 2-core machine run 2 x 2 OpenMP threads that spin-wait for each other and thrash (the
+    DP step gets several times slower: benchmarks/dp_contention.py). Each trial gets max(1, floor(its CPUs)),
+    intra- and inter-op; inter-op only once per process (torch refuses a second call, and Ray reuses
+    trial processes), and not at all if parallel work already started in it.
+
+    GPU memory: with a fractional --gpus-per-trial (0.25: four trials share a GPU) each trial may allocate
+    at most that fraction of the GPU (torch.cuda.set_per_process_memory_fraction), so one trial that grows
+    fails itself with an out-of-memory error instead of the trials packed beside it.
+
+    The single-cycle CLI never calls this: it keeps torch's defaults. Returns what was set.
+    """
+    resources = assigned_resources() if resources is None else resources
+    done: dict[str, float] = {}
+    cpus = resources.get("CPU")
+    if cpus:
+        threads = max(1, math.floor(cpus))
+        torch.set_num_threads(threads)
+        done["torch_threads"] = threads
+        if not _INTEROP_THREADS_SET:
+            try:
+                torch.set_num_interop_threads(threads)
+                _INTEROP_THREADS_SET.append(threads)
+                done["torch_interop_threads"] = threads
+            except RuntimeError:  # already set, or inter-op work already ran in this process
+                _INTEROP_THREADS_SET.append(torch.get_num_interop_threads())
+    gpus = resources.get("GPU")
+    if gpus and 0 < gpus < 1 and torch.cuda.is_available():
+        torch.cuda.set_per_process_memory_fraction(float(gpus))
+        done["gpu_memory_fraction"] = float(gpus)
+    return done
 
 
 @dataclass(frozen=True)
@@ -217,6 +270,7 @@ def _report_recorded(tracker: Tracker, run_id: str, infra: TrialInfra) -> None:
 
 def run_trial(params: dict, infra: TrialInfra) -> None:
     quiet_known_warnings()
+    fit_to_allotment()  # torch threads = the trial's CPUs, not the machine's cores
     cfg = cycle_config(params)
     ctx = tune.get_context()
     tracker = Tracker(infra.tracking) if infra.tracking is not None else None
@@ -268,6 +322,11 @@ def run_trial(params: dict, infra: TrialInfra) -> None:
         if tracker is not None:
             tracker.log_metrics(run_id, {k: v for k, v in final.items() if k not in logged_final}, step=cfg.rounds)
             tracker.log_artifacts(run_id, out)
+            dp = getattr(result, "dp", None)
+            if dp is not None:
+                tracker.client.set_tag(run_id, TAG_DP_CLIPPING, dp["clipping"])
+                if dp["fallback"]:
+                    tracker.client.set_tag(run_id, TAG_DP_FALLBACK, one_line(dp["fallback"]))
             seconds = log_float_model(tracker, run_id, result, ctx.get_trial_id())
             if seconds is not None and "time_log_model_s" not in logged_final:
                 tracker.log_metrics(run_id, {"time_log_model_s": seconds}, step=cfg.rounds)

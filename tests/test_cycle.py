@@ -297,7 +297,7 @@ def test_write_outputs(which, dp_run, np_run, tmp_path):
     assert os.listdir(tmp_path) == ["out"]  # the temporary sibling was renamed away
 
     summary = json.loads((out / "metrics.json").read_text())
-    assert set(summary) == {"config", "metrics", "history"}
+    assert set(summary) == {"config", "metrics", "history", "dp"}
     assert CycleConfig.from_dict(summary["config"]) == cfg
     assert summary["metrics"] == {
         k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in result.metrics.items()

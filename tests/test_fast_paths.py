@@ -149,6 +149,12 @@ def test_dp_cycle_accounting_is_identical(dp_cycles):
     assert fast.metrics["epsilon_spent"] <= 3.4
 
 
+def test_dp_cycle_records_its_clipping_path(dp_cycles):
+    fast, ref = dp_cycles["auto"], dp_cycles["opacus"]
+    assert (fast.metrics["dp_bookkeeping"], fast.dp) == (1.0, {"clipping": "bookkeeping", "fallback": None})
+    assert (ref.metrics["dp_bookkeeping"], ref.dp) == (0.0, {"clipping": "opacus", "fallback": "grad_sampler=opacus"})
+
+
 def test_dp_cycle_metrics_match_within_float_tolerance(dp_cycles):
     """The clipped sums are added in another order, so weights differ in the last bits
     (train loss agrees to ~1e-7 relative). Float-model accuracies get 1 point of
@@ -185,3 +191,68 @@ def test_cached_rdp_epsilon_is_bit_identical(history):
     prv = PRVAccountant()
     prv.history = list(history[:1])
     assert epsilon_spent(prv, 1e-5) == prv.get_epsilon(1e-5)
+
+
+def _private(model: nn.Module, grad_sampler: str):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from psreval_tune.privacy import make_private
+
+    x, y = torch.rand(8, 3, 8, 8), torch.randint(0, 3, (8,))
+    cfg = CycleConfig(epsilon=3.0, rounds=1, grad_sampler=grad_sampler, device="cpu")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    return make_private(cfg, model, optimizer, DataLoader(TensorDataset(x, y), batch_size=4), seed=7)
+
+
+@pytest.mark.parametrize(
+    "arch,grad_sampler,clipping,fallback",
+    [
+        ("cnn", "auto", "bookkeeping", None),
+        ("cnn", "opacus", "opacus", "grad_sampler=opacus"),
+        ("layernorm", "auto", "opacus", "layer 2 (LayerNorm) has parameters and no book-keeping rule"),
+    ],
+)
+def test_dp_path_is_recorded_with_the_layer_that_forced_opacus(arch, grad_sampler, clipping, fallback, monkeypatch):
+    """grad_sampler=auto silently falls back to Opacus' hooks for a layer without a book-keeping rule;
+    the client, its report, the cycle's metrics and metrics.json say which path ran and why."""
+    monkeypatch.setattr(privacy, "calibrate_noise", lambda *a: 1.0)  # seconds of binary search, beside the point
+    from types import SimpleNamespace
+
+    from psreval_tune.artifacts import summary
+    from psreval_tune.cycle import TrainedModel, dp_path, size_and_privacy_metrics
+
+    torch.manual_seed(0)
+    if arch == "layernorm":
+        model = nn.Sequential(nn.Flatten(), nn.Linear(192, 8), nn.LayerNorm(8), nn.Linear(8, 3))
+    else:
+        model = build_model(arch, 3, 3, (0.5,) * 3, (0.25,) * 3)
+    private = _private(model, grad_sampler)
+    assert (private.clipping, private.clipping_fallback) == (clipping, fallback)
+    assert type(private.module).__name__ == ("BookKeepingModule" if clipping == "bookkeeping" else "GradSampleModule")
+    report = vars(private.report(CycleConfig(epsilon=3.0)))
+    assert (report["clipping"], report["clipping_fallback"]) == (clipping, fallback)
+
+    main = TrainedModel("dp", model, history=[{"train_loss": 1.0}], privacy=report)
+    main.int8_model = model
+    metrics = size_and_privacy_metrics(main)
+    assert metrics["dp_bookkeeping"] == (1.0 if clipping == "bookkeeping" else 0.0)  # a number, for MLflow
+    result = SimpleNamespace(config=CycleConfig(epsilon=3.0), metrics=metrics, history=[], dp=dp_path(report))
+    assert summary(result)["dp"] == {"clipping": clipping, "fallback": fallback}  # metrics.json
+    assert dp_path(None) is None
+
+
+def test_trial_threads_and_gpu_share_follow_the_ray_allotment(monkeypatch):
+    from psreval_tune import trainable
+
+    monkeypatch.setattr(trainable, "_INTEROP_THREADS_SET", [1])  # never change this test process's inter-op pool
+    before = torch.get_num_threads()
+    try:
+        assert trainable.fit_to_allotment({"CPU": 1.5}) == {"torch_threads": 1}
+        assert torch.get_num_threads() == 1
+        assert trainable.fit_to_allotment({"CPU": 0.25}) == {"torch_threads": 1}  # never 0
+        assert trainable.fit_to_allotment({}) == {}  # the CLI / no Ray: torch's defaults stay
+        assert trainable.assigned_resources() == {}  # not a Ray worker
+        if not torch.cuda.is_available():  # the GPU share is only set on CUDA
+            assert trainable.fit_to_allotment({"CPU": 1, "GPU": 0.25}) == {"torch_threads": 1}
+    finally:
+        torch.set_num_threads(before)

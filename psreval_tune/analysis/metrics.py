@@ -14,7 +14,17 @@ import re
 
 # Final metrics that do not start with acc_/size_/time_
 EXACT = frozenset(
-    {"n_test", "n_eval", "n_val", "epsilon_spent", "noise_multiplier", "sample_rate", "dp_steps", "final_train_loss"}
+    {
+        "n_test",
+        "n_eval",
+        "n_val",
+        "epsilon_spent",
+        "noise_multiplier",
+        "sample_rate",
+        "dp_steps",
+        "dp_bookkeeping",  # 1: book-keeping clipping trained the DP model, 0: Opacus' hooks (a number, not a config)
+        "final_train_loss",
+    }
 )
 PATTERNS = tuple(
     re.compile(p)
