@@ -1,0 +1,42 @@
+"""benchmarks/gpu_packing.py --dry: the GPU-packing benchmark's code path (Ray tasks with fractional
+resources, fit_to_allotment, run_cycle, the JSON) on CPU, without a GPU."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_gpu_packing_dry_runs_and_writes_its_json(tmp_path):
+    out = tmp_path / "gpu_packing_dry.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu_packing.py"), "--dry", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=170,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert {"benchmark", "dry", "machine", "settings", "mixed_precision", "wall_seconds", "levels"} <= set(result)
+    assert result["benchmark"] == "gpu_packing" and result["dry"] is True
+    assert [lv["trials_per_slot"] for lv in result["levels"]] == [1, 2]
+    for lv in result["levels"]:
+        keys = {"trials", "failed", "wall_seconds", "trials_per_hour", "cuda_peak_gib_max", "gpu", "per_trial"}
+        assert keys <= set(lv)
+        assert lv["failed"] == 0, lv["errors"]
+        assert lv["trials"] == lv["trials_per_slot"] and lv["trials_per_hour"] > 0
+        for trial in lv["per_trial"]:
+            # each trial ran with the CPU share Ray gave it, and torch threads followed it
+            assert trial["assigned"]["CPU"] == pytest.approx(1 / lv["trials_per_slot"])
+            assert trial["applied"]["torch_threads"] == 1
+            assert trial["dp"]["clipping"] == "bookkeeping"
+            assert trial["cuda_peak_gib"] is None  # no GPU in --dry
