@@ -261,7 +261,7 @@ CASES: list[Case] = [
         ["report", "--tracking-uri", f"http://127.0.0.1:{HUNG}"],
         [f"http://127.0.0.1:{HUNG}", "no MLflow server reachable"],
     ),
-    ana("file-store-missing", ["overview", "--tracking-uri", "file://{fx}/nope"], ["{fx}/nope", "not a folder"]),
+    ana("file-store-missing", ["overview", "--tracking-uri", "file://{fx}/nope"], ["{fx}/nope", "does not exist"]),
     ana("results-missing", ["report", "--results", "{fx}/nope"], ["{fx}/nope", "no such folder"]),
     ana("results-empty", ["report", "--results", "{fx}"], ["{fx}", "no Tune trial folders"]),
     ana("results-with-sweep", ["report", "--results", "{fx}", "--sweep", "x"], ["--results", "--sweep"]),
