@@ -8,7 +8,10 @@ Nothing here starts Ray, opens a tracking store for writing or creates a file. T
   a twin already in RUN_DIR/cache costs nothing;
 - attacks/eval = eval images x sum over eval attacks of (k x repeats) x generators x s/pass x ATTACK_PASS,
   generators = the trained models (DP + twin) + the int8 model's BPDA;
-- overhead     = TRIAL_OVERHEAD_S per trial (data, quantize, MLflow logging) + SWEEP_OVERHEAD_S once.
+- overhead     = TRIAL_OVERHEAD_S per trial (data, quantize, MLflow logging) + WORKER_WARMUP_S per worker
+  (defaults only: a store's trial overheads hold it) + SWEEP_OVERHEAD_S once (Ray start-up, report).
+Training phases add ROUND_S (TWIN_ROUND_S) per round, attacks/eval EVAL_FIXED_S per trial: fixed costs that
+dominate small cycles (the smoke grid).
 
 k is the attack's forward+backward passes per image: PGD its steps, FGSM 1, FAB steps x FAB_COST.
 s/pass(arch, image) = SGD_S_PER_PASS[arch] x max(H x W / 32^2, MIN_AREA). The defaults are 2-core
@@ -42,10 +45,13 @@ DP_FACTOR = {"cnn": 1.95, "resnet9": 1.50, "resnet18": 1.53}
 MIN_AREA = 0.1
 ATTACK_PASS = 0.7  # attack fwd+bwd / training pass: cycle_phases.json digits, 2.44 s for 74,496 passes
 FAB_COST = 6.6  # attacks.json: FAB time / (steps x fwd+bwd), its C backward passes per step
-# Per trial outside the phases (data, quantize, MLflow params/metrics/model/images): orchestration_overhead.json,
-# (145.5 - 129.0) s sweep minus direct over 5 trials = 3.3 s, rounded up for data and quantize.
-TRIAL_OVERHEAD_S = 4.0
-SWEEP_OVERHEAD_S = 20.0  # once: Ray start-up and the first worker, ~15-20 s (benchmarks/README.md), the report
+# Fixed costs, from the smoke grid run of 2026-11-25 (benchmarks/README.md, "Cost estimate"; 2 cores, loaded):
+ROUND_S = 1.0  # per FL round of the trial's model: validation, accountant, per-round report + checkpoint
+TWIN_ROUND_S = 0.4  # per FL round of a twin (validation only)
+EVAL_FIXED_S = 1.2  # per trial: clean and validation metrics, attack set-up
+TRIAL_OVERHEAD_S = 8.0  # per trial outside the phases: data, quantize (3-4 s), MLflow params/metrics/model/images
+WORKER_WARMUP_S = 18.0  # per worker (slot), its first trial: imports, first DP step, first quantization
+SWEEP_OVERHEAD_S = 100.0  # once: imports, Ray start-up, MLflow store, worker start, summary, report
 # (train pool before the validation split, test images, image side) per dataset; image_size overrides the side.
 DATASETS = {
     "digits": (1438, 359, 8),
@@ -82,11 +88,11 @@ def pass_seconds(cfg: CycleConfig) -> float:
     return SGD_S_PER_PASS[cfg.arch] * max(side * side / 1024, MIN_AREA)
 
 
-def train_seconds(cfg: CycleConfig) -> float:
-    """Training of cfg's own model (DP when private), adversarial data generation included."""
+def train_seconds(cfg: CycleConfig, round_s: float = ROUND_S) -> float:
+    """Training of cfg's own model (DP when private), adversarial data generation and per-round costs included."""
     k = attack_passes(cfg.attack, cfg.attack_steps) * ATTACK_PASS if cfg.threat != "none" else 0.0
     passes = cfg.rounds * train_images(cfg) * (cfg.local_epochs + cfg.adv_fraction * k)
-    return passes * pass_seconds(cfg) * (DP_FACTOR[cfg.arch] if cfg.private else 1.0)
+    return passes * pass_seconds(cfg) * (DP_FACTOR[cfg.arch] if cfg.private else 1.0) + cfg.rounds * round_s
 
 
 def has_twin(cfg: CycleConfig) -> bool:
@@ -103,8 +109,8 @@ def trial_phases(cfg: CycleConfig) -> dict[str, float]:
     generators = (2 if has_twin(cfg) else 1) + 1  # + the BPDA generator of the int8 model
     return {
         "dp_train": train_seconds(cfg),
-        "twin_train": train_seconds(twin_config(cfg)) if has_twin(cfg) else 0.0,
-        "attack_eval": eval_images(cfg) * runs * generators * pass_seconds(cfg) * ATTACK_PASS,
+        "twin_train": train_seconds(twin_config(cfg), TWIN_ROUND_S) if has_twin(cfg) else 0.0,
+        "attack_eval": eval_images(cfg) * runs * generators * pass_seconds(cfg) * ATTACK_PASS + EVAL_FIXED_S,
         "overhead": TRIAL_OVERHEAD_S,
     }
 
@@ -183,9 +189,12 @@ class Estimate:
         return self.sweep_s + (self.total_s - self.sweep_s) / at_once
 
 
-def estimate(configs: Sequence[CycleConfig], n_trials: int, calib: Calibration, cached: Iterable[str] = ()) -> Estimate:
+def estimate(
+    configs: Sequence[CycleConfig], n_trials: int, calib: Calibration, cached: Iterable[str] = (), workers: int = 1
+) -> Estimate:
     """``n_trials`` trials drawn from ``configs`` (a grid: the same list; a search: its proposals, averaged).
-    Twins: one per distinct training key not in ``cached``, at most one per trial."""
+    Twins: one per distinct training key not in ``cached``, at most one per trial. ``workers``: trials at
+    once, each worker's first trial paying WORKER_WARMUP_S."""
     if not configs:
         raise ValueError("no trial configs to estimate")
     scale = n_trials / len(configs)
@@ -202,7 +211,9 @@ def estimate(configs: Sequence[CycleConfig], n_trials: int, calib: Calibration, 
     if todo:
         mean = sum(trial_phases(c)["twin_train"] * calib.factor(c.arch, "twin_train") for c in todo) / len(todo)
         totals["twin_train"] = mean * min(len(todo), n_trials)
-    totals["overhead"] += SWEEP_OVERHEAD_S
+    # a store's per-trial overheads already hold its workers' warm-up
+    warmup = WORKER_WARMUP_S * min(workers, n_trials) if calib.runs == 0 else 0.0
+    totals["overhead"] += SWEEP_OVERHEAD_S + warmup
     return Estimate(n_trials, min(len(twins), n_trials), len(twins) - len(todo), totals, calib.source)
 
 
@@ -362,6 +373,7 @@ def report(est: Estimate, args: Any, what: str) -> str:
 
 def dry_run(args: Any, configs: Sequence[CycleConfig], n_trials: int, what: str) -> int:
     """Print the estimate of a sweep of ``n_trials`` trials drawn from ``configs``; exit status 0."""
-    est = estimate(configs, n_trials, calibration(args), cached_twins(args.run_dir))
+    workers = concurrency(n_trials, args.max_concurrent, slots(args)[0])
+    est = estimate(configs, n_trials, calibration(args), cached_twins(args.run_dir), workers)
     print(report(est, args, what), flush=True)
     return 0
