@@ -36,6 +36,7 @@ BASE_KEYS = (
     "sample_rate",
     "dp_steps",
     "delta",
+    "dp_bookkeeping",
     "final_train_loss",
     "n_test",
     "n_eval",
@@ -43,7 +44,7 @@ BASE_KEYS = (
     "acc_val_wb_pgd",
     *(f"acc_clean_{k}_ci_{b}" for k in ("float", "int8") for b in ("low", "high")),
 )
-PRIVACY_KEYS = ("epsilon_spent", "noise_multiplier", "sample_rate", "dp_steps", "delta")
+PRIVACY_KEYS = ("epsilon_spent", "noise_multiplier", "sample_rate", "dp_steps", "delta", "dp_bookkeeping")
 PHASES = ("data", "train", "quantize", "eval", "attack")
 GENERATORS = ("nonprivate", "dp")
 TARGETS = ("nonprivate", "dp", "int8_nonprivate", "int8_dp")
@@ -239,6 +240,7 @@ def test_dp_metrics_and_transfer_matrix(dp_run, dp_cfg):
     assert 3.4 - 0.02 <= m["epsilon_spent"] <= 3.4  # observed 3.3955
     assert m["sample_rate"] == pytest.approx(1 / 6)
     assert m["dp_steps"] == dp_cfg.rounds * dp_cfg.local_epochs * 6 == 18
+    assert m["dp_bookkeeping"] in (0.0, 1.0)  # which clipping ran (tests/test_fast_paths.py checks which)
     assert m["delta"] == dp_cfg.delta
     assert m["noise_multiplier"] > 0  # observed 1.411
     # own model and twin both evaluated, twin's clean accuracy recomputed here
