@@ -1,0 +1,83 @@
+"""One registry per axis (attacks, threats, aggregators, datasets, architectures, accountants).
+
+Each entry is declared once, beside its implementation, with a decorator::
+
+    ATTACKS = Registry("attack")
+
+    @ATTACKS.register("PGD", randomized=True)
+    def build(spec, model, num_classes, seed): ...
+
+Config validation, CLI help, sweeps and analysis read ``names()`` and the
+entries' metadata; nothing else lists names. A package whose modules each
+register one entry calls ``discover`` once, so adding an entry is adding one
+file (the way torchattacks adds an attack, or Flower a strategy).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    obj: Any  # the implementation: a class or a factory function
+    meta: dict[str, Any] = field(default_factory=dict)
+    order: int = 100  # position in names(): the paper's own entries first, in the paper's order
+
+    def __getattr__(self, key: str) -> Any:
+        # entry.randomized instead of entry.meta["randomized"]; unknown keys are an AttributeError
+        if key.startswith("__") or key == "meta":
+            raise AttributeError(key)
+        try:
+            return self.meta[key]
+        except KeyError:
+            raise AttributeError(f"{self.name!r} has no {key!r}") from None
+
+
+class Registry:
+    """Names of one axis, in a stable order, each bound to its implementation."""
+
+    def __init__(self, axis: str):
+        self.axis = axis
+        self._entries: dict[str, Entry] = {}
+
+    def register(self, name: str, *, order: int = 100, **meta: Any) -> Callable[[Any], Any]:
+        def add(obj: Any) -> Any:
+            if name in self._entries and self._entries[name].obj is not obj:
+                raise ValueError(f"{self.axis} {name!r} is registered twice")
+            self._entries[name] = Entry(name, obj, meta, order)
+            return obj
+
+        return add
+
+    def names(self) -> tuple[str, ...]:
+        ordered = sorted(self._entries.values(), key=lambda e: (e.order, e.name))
+        return tuple(e.name for e in ordered)
+
+    def get(self, name: str) -> Entry:
+        try:
+            return self._entries[name]
+        except (KeyError, TypeError):
+            allowed = ", ".join(self.names())
+            raise ValueError(f"{self.axis}={name!r} is not allowed; expected one of {allowed}") from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[Entry]:
+        return (self._entries[n] for n in self.names())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def discover(package: str, path: list[str] | Any) -> None:
+    """Import every module of ``package`` so each registers its entry (call at the
+    end of the package's ``__init__``; modules starting with ``_`` are skipped)."""
+    for info in sorted(pkgutil.iter_modules(path), key=lambda i: i.name):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{package}.{info.name}")
