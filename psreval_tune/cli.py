@@ -14,7 +14,7 @@ import typing
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import recipes
+from . import config, recipes
 from .config import MEDMNIST_SUBSETS, ConfigError, CycleConfig
 
 HELP = {
@@ -29,12 +29,18 @@ HELP = {
     "download": "let torchvision download CIFAR-10 into --data-root (needs internet)",
     "arch": "cnn | resnet9 | resnet18",
     "partition": "iid | dirichlet",
-    "threat": "none | adv_training | train_time_attack",
+    "threat": "who attacks during training: " + " | ".join(config.THREATS) + " (psreval_tune/threats/)",
+    "threat_params": "the threat's own parameters as key=value,key=value (see psreval_tune/threats/<name>.py)",
+    "num_malicious": "malicious clients under a threat, counted from --adversary-client",
     "attack": "attack used by the training threat: PGD | FGSM | FAB",
     "epsilon": "target DP epsilon over all rounds; 'none' = non-private",
     "eval_attacks": "comma-separated attacks evaluated at inference (default PGD,FGSM,FAB)",
-    "adv_fraction": "share of the training data the adversary client holds, in [0, 1)",
-    "aggregation": "fedavg | median",
+    "adv_fraction": "share of the training data the malicious clients hold together, in [0, 1); 0 = an equal share",
+    "aggregation": "server rule: " + " | ".join(config.AGGREGATIONS) + " (psreval_tune/aggregators/)",
+    "aggregation_params": "the rule's own parameters as key=value,key=value (see psreval_tune/aggregators/<name>.py)",
+    "client_fraction": "share of clients sampled each round, in (0, 1]",
+    "dp_mode": "sample (DP-SGD in every client, sample-level epsilon) | client (DP-FedAvg, client-level epsilon)",
+    "client_clip": "dp_mode=client: L2 bound on each client's update",
     "accountant": "rdp | prv | gdp",
     "grad_sampler": "DP per-sample clipping: auto (book-keeping, same numbers, faster) | opacus (Opacus' hooks)",
     "device": "auto (CUDA if visible) | cpu | cuda",
@@ -57,6 +63,29 @@ def _optional(value: str) -> str | None:
     return None if value.lower() in ("none", "null", "") else value
 
 
+def _scalar(text: str) -> Any:
+    """A key=value value: an integer, a number, true/false, none, or the text itself."""
+    for parse in (int, float):
+        try:
+            return parse(text)
+        except ValueError:
+            pass
+    low = text.lower()
+    return True if low in _TRUE[:2] else False if low in _FALSE[:2] else None if low in ("none", "null") else text
+
+
+def _mapping(name: str, text: str) -> dict[str, Any]:
+    out = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise argparse.ArgumentTypeError(
+                f"--{name.replace('_', '-')}={text!r} is not allowed; expected key=value[,key=value...]"
+            )
+        out[key.strip()] = _scalar(value.strip())
+    return out
+
+
 def _converter(name: str, kind: Any):
     """Parse a flag's text into the field's type, naming the flag on failure."""
     nullable = type(None) in typing.get_args(kind)
@@ -66,6 +95,8 @@ def _converter(name: str, kind: Any):
         if nullable and _optional(text) is None:
             return None
         try:
+            if base is dict:
+                return _mapping(name, text)
             if typing.get_origin(base) is tuple:
                 return tuple(part.strip() for part in text.split(",") if part.strip())
             if base is bool:
@@ -95,12 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
     hints = typing.get_type_hints(CycleConfig)
     for f in _flag_fields():
         flag = "--" + f.name.replace("_", "-")
-        default = f.default
+        default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
         shown = ",".join(default) if isinstance(default, tuple) else default
         if f.name in recipes.FIELDS:
             shown = "from the recipe, see --recipe"
         elif default is None:
             shown = "none"
+        elif isinstance(default, dict):
+            shown = "the entry's defaults"
         text = f"{HELP.get(f.name, '')} (default: {shown})".strip()
         if hints[f.name] is bool:  # --download / --no-download
             run.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)

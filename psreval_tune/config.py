@@ -36,9 +36,8 @@ MEDMNIST_SUBSETS = {
 MEDMNIST_SIZES = (28, 64, 128, 224)
 ARCHS = ("cnn", "resnet9", "resnet18")
 ATTACKS = ("PGD", "FGSM", "FAB")
-THREATS = ("none", "adv_training", "train_time_attack")
 PARTITIONS = ("iid", "dirichlet")
-AGGREGATIONS = ("fedavg", "median")
+DP_MODES = ("sample", "client")  # sample: DP-SGD in every client (Opacus); client: DP-FedAvg at the server
 ACCOUNTANTS = ("rdp", "prv", "gdp")
 GRAD_SAMPLERS = ("auto", "opacus")  # auto: book-keeping clipping where supported (privacy.py)
 DEVICES = ("auto", "cpu", "cuda")
@@ -71,9 +70,12 @@ class CycleConfig:
     num_clients: int = 2
     partition: str = "iid"
     dirichlet_alpha: float = 0.5
-    aggregation: str = "fedavg"
-    adversary_client: int = 0
-    adv_fraction: float = 0.0
+    aggregation: str = "fedavg"  # a name in the aggregators registry (psreval_tune/aggregators/)
+    aggregation_params: dict = field(default_factory=dict)  # the rule's own parameters; defaults filled on build
+    client_fraction: float = 1.0  # share of clients sampled each round (Poisson under dp_mode=client)
+    adversary_client: int = 0  # the first malicious client
+    num_malicious: int = 1  # malicious clients under a threat: adversary_client, adversary_client+1, ...
+    adv_fraction: float = 0.0  # share of the training data the malicious clients hold together (0: an equal share)
     # training: None = from the recipe for (dataset, arch, private) in recipes.toml
     recipe: str = "auto"  # "auto" or a recipe name such as "digits/resnet9/dp"; resolved on build
     rounds: int | None = None
@@ -85,7 +87,8 @@ class CycleConfig:
     warmup_rounds: int | None = None
     reset_optimizer: bool | None = None  # fresh client optimizer state (momentum) every round
     # threat during training and the attack it uses
-    threat: str = "none"
+    threat: str = "none"  # a name in the threats registry (psreval_tune/threats/)
+    threat_params: dict = field(default_factory=dict)  # the threat's own parameters; defaults filled on build
     attack: str = "PGD"
     attack_eps: float = 8 / 255
     attack_alpha: float = 2 / 255
@@ -96,6 +99,8 @@ class CycleConfig:
     max_grad_norm: float | None = None
     accountant: str = "rdp"
     grad_sampler: str = "auto"
+    dp_mode: str = "sample"  # sample: per-client DP-SGD (sample-level epsilon); client: DP-FedAvg (client-level)
+    client_clip: float = 1.0  # dp_mode=client: L2 bound on each client's update
     # evaluation
     train_twin: bool = True  # private cycles: also train the non-private twin (transfer matrix)
     eval_attacks: tuple[str, ...] = ATTACKS
@@ -112,6 +117,12 @@ class CycleConfig:
         # tuples arrive as lists from JSON/CLI; normalise before validating
         if not isinstance(self.eval_attacks, tuple):
             object.__setattr__(self, "eval_attacks", tuple(self.eval_attacks))
+        for name in ("aggregation_params", "threat_params"):
+            value = getattr(self, name)
+            if value is None:
+                object.__setattr__(self, name, {})
+            elif not isinstance(value, dict):
+                _fail(name, value, "a mapping of parameter names to values")
         _choice(self, "dataset", DATASETS)
         _choice(self, "arch", ARCHS)
         _resolve_recipe(self)
@@ -202,10 +213,41 @@ def _resolve_recipe(cfg: CycleConfig) -> None:
     object.__setattr__(cfg, "_asked_recipe", asked)
 
 
+def _registry_choice(cfg: CycleConfig, name: str, registry: Any) -> Any:
+    """The registry entry named by field ``name``, its parameters resolved into ``<name>_params``."""
+    from .registry import resolve_params
+
+    try:
+        entry = registry.get(getattr(cfg, name))
+        object.__setattr__(cfg, f"{name}_params", resolve_params(name, entry, getattr(cfg, f"{name}_params")))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    return entry
+
+
+def _validate_federation(cfg: CycleConfig) -> None:
+    from .aggregators import AGGREGATORS
+    from .threats import THREATS
+
+    _registry_choice(cfg, "aggregation", AGGREGATORS)
+    threat = _registry_choice(cfg, "threat", THREATS)
+    _choice(cfg, "dp_mode", DP_MODES)
+    _positive_int(cfg, "num_malicious")
+    if cfg.threat != "none" and cfg.num_malicious >= cfg.num_clients:
+        _fail("num_malicious", cfg.num_malicious, f"an integer in [1, num_clients={cfg.num_clients}) under a threat")
+    if not _finite_number(cfg.client_fraction) or not 0 < cfg.client_fraction <= 1:
+        _fail("client_fraction", cfg.client_fraction, "a number in (0, 1]")
+    if not _finite_number(cfg.client_clip) or cfg.client_clip <= 0:
+        _fail("client_clip", cfg.client_clip, "a number > 0")
+    if threat.needs_fraction and cfg.adv_fraction == 0:
+        _fail("adv_fraction", cfg.adv_fraction, f"a number in (0, 1) when threat={cfg.threat}")
+    if cfg.dp_mode == "client" and cfg.aggregation != "fedavg":
+        _fail("aggregation", cfg.aggregation, "fedavg when dp_mode=client (DP-FedAvg clips and noises the mean)")
+
+
 def _validate(cfg: CycleConfig) -> None:
     _choice(cfg, "partition", PARTITIONS)
-    _choice(cfg, "aggregation", AGGREGATIONS)
-    _choice(cfg, "threat", THREATS)
+    _validate_federation(cfg)
     _choice(cfg, "attack", ATTACKS)
     _choice(cfg, "accountant", ACCOUNTANTS)
     _choice(cfg, "grad_sampler", GRAD_SAMPLERS)
@@ -236,8 +278,6 @@ def _validate(cfg: CycleConfig) -> None:
         _fail("adversary_client", cfg.adversary_client, f"an integer in [0, {cfg.num_clients - 1}]")
     if not _finite_number(cfg.adv_fraction) or not 0 <= cfg.adv_fraction < 1:
         _fail("adv_fraction", cfg.adv_fraction, "a number in [0, 1)")
-    if cfg.threat != "none" and cfg.adv_fraction == 0:
-        _fail("adv_fraction", cfg.adv_fraction, f"a number in (0, 1) when threat={cfg.threat}")
     if not _finite_number(cfg.val_fraction) or not 0 < cfg.val_fraction < 0.5:
         _fail("val_fraction", cfg.val_fraction, "a number in (0, 0.5)")
     if not _finite_number(cfg.dirichlet_alpha) or cfg.dirichlet_alpha <= 0:
@@ -280,6 +320,19 @@ def _validate(cfg: CycleConfig) -> None:
                 cfg.download,
                 "false for dataset=medmnist: download the .npz once yourself into --data-root (see README)",
             )
+
+
+def __getattr__(name: str) -> tuple[str, ...]:
+    # Names read from the registries, on first use: the registries' modules import this one.
+    if name == "THREATS":
+        from .threats import THREATS
+
+        return THREATS.names()
+    if name == "AGGREGATIONS":
+        from .aggregators import AGGREGATORS
+
+        return AGGREGATORS.names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def resolve_device(name: str) -> str:

@@ -443,21 +443,25 @@ _LOADERS = {
 def partition(cfg: CycleConfig, y: torch.Tensor) -> list[torch.Tensor]:
     """Index tensors, one per client, covering the training split once.
 
-    Under a threat the adversary client holds exactly ``adv_fraction`` of the
-    training data (sampled uniformly); the rest is split IID or by a
-    Dirichlet(alpha) label skew over the other clients. Without a threat all
-    clients share the data.
+    Under a threat with ``adv_fraction`` > 0 the malicious clients together hold
+    exactly that share of the training data (sampled uniformly, split evenly);
+    the rest is split IID or by a Dirichlet(alpha) label skew over the other
+    clients. Otherwise all clients share the data.
     """
+    from .threats import malicious_clients
+
     rng = np.random.default_rng(cfg.seed)
     n = len(y)
     perm = rng.permutation(n)
     parts: list[np.ndarray | None] = [None] * cfg.num_clients
     owners = list(range(cfg.num_clients))
-    if cfg.threat != "none":
-        n_adv = max(1, round(cfg.adv_fraction * n))
-        parts[cfg.adversary_client] = perm[:n_adv]
+    malicious = malicious_clients(cfg) if cfg.adv_fraction > 0 else []
+    if malicious:
+        n_adv = max(len(malicious), round(cfg.adv_fraction * n))
+        for cid, chunk in zip(malicious, np.array_split(perm[:n_adv], len(malicious))):
+            parts[cid] = chunk
+            owners.remove(cid)
         perm = perm[n_adv:]
-        owners.remove(cfg.adversary_client)
     if cfg.partition == "iid":
         for owner, chunk in zip(owners, np.array_split(perm, len(owners))):
             parts[owner] = chunk

@@ -81,3 +81,48 @@ def discover(package: str, path: list[str] | Any) -> None:
     for info in sorted(pkgutil.iter_modules(path), key=lambda i: i.name):
         if not info.name.startswith("_"):
             importlib.import_module(f"{package}.{info.name}")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a registry entry (a trim ratio, a scaling factor): its default,
+    the check a value must pass, and the allowed set in words for the error message."""
+
+    default: Any
+    check: Callable[[Any], bool]
+    allowed: str
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
+
+
+def number_in(low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> Callable[[Any], bool]:
+    def check(v: Any) -> bool:
+        return _number(v) and (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+
+    return check
+
+
+def integer_at_least(low: int) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def resolve_params(axis: str, entry: Entry, given: dict[str, Any] | None) -> dict[str, Any]:
+    """The entry's parameters with defaults filled in; a one-line ValueError names
+    an unknown key or a bad value and what is allowed."""
+    declared: dict[str, Param] = entry.meta.get("params", {})
+    given = dict(given or {})
+    unknown = sorted(set(given) - set(declared))
+    if unknown:
+        allowed = ", ".join(sorted(declared)) or "none"
+        raise ValueError(f"{axis}_params key {unknown[0]!r} is not allowed for {axis}={entry.name}; allowed: {allowed}")
+    out = {}
+    for key, param in sorted(declared.items()):
+        value = given.get(key, param.default)
+        if value is not None and not param.check(value):
+            raise ValueError(
+                f"{axis}_params.{key}={value!r} is not allowed for {axis}={entry.name}; expected {param.allowed}"
+            )
+        out[key] = value
+    return out
