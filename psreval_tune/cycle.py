@@ -8,11 +8,8 @@ them. It imports neither Ray nor MLflow; those wrap it.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -26,6 +23,7 @@ from .federated import Federation, RoundResult
 from .models import build_model
 from .quantize import bpda_model, quantize_static, size_bytes
 from .timing import PhaseTimer
+from .twin_cache import TwinCache
 
 Progress = Callable[[str], None]
 # Called after every round of the cycle's own model with the round's numbers
@@ -64,32 +62,6 @@ def dp_path(privacy: dict | None) -> dict[str, str | None] | None:
     return {"clipping": privacy.get("clipping"), "fallback": privacy.get("clipping_fallback")}
 
 
-class TwinCache:
-    """Trained non-private twins on disk, keyed by the hash of their training config."""
-
-    def __init__(self, root: str | os.PathLike):
-        self.root = Path(root)
-
-    def _path(self, cfg: CycleConfig) -> Path:
-        return self.root / f"twin-{cfg.training_key()}.pt"
-
-    def load(self, cfg: CycleConfig) -> dict | None:
-        path = self._path(cfg)
-        if not path.is_file():
-            return None
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:  # a torn or foreign file: retrain rather than fail the trial
-            return None
-
-    def save(self, cfg: CycleConfig, payload: dict) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".tmp")
-        os.close(fd)
-        torch.save(payload, tmp)
-        os.replace(tmp, self._path(cfg))  # atomic: concurrent trials never read half a file
-
-
 def _fresh_model(cfg: CycleConfig, data: DataBundle) -> nn.Module:
     torch.manual_seed(cfg.seed)  # identical init for a model and its twin
     return build_model(cfg.arch, data.in_channels, data.num_classes, data.mean, data.std)
@@ -124,21 +96,32 @@ def _train(
 def _twin(
     cfg: CycleConfig, data: DataBundle, device: str, timer: PhaseTimer, progress: Progress, cache: TwinCache | None
 ) -> TrainedModel:
+    """The non-private twin of ``cfg``: from the cache, or trained here (once across every process that
+    shares the cache: the others wait for it, see twin_cache.TwinCache.get_or_train)."""
     twin_cfg = cfg.replace(epsilon=None)
-    hit = cache.load(twin_cfg) if cache is not None else None
-    if hit is not None:
-        progress(f"[nonprivate] twin {twin_cfg.training_key()} loaded from cache")
-        model = _fresh_model(twin_cfg, data)
-        model.load_state_dict(hit["state_dict"])
-        return TrainedModel("nonprivate", model.to(device), history=hit["history"], cached=True)
-    with timer.phase("train_twin"):
-        twin = _train(twin_cfg, "nonprivate", data, device, timer, progress, None)
-    if cache is not None:
-        cache.save(
-            twin_cfg,
-            {"state_dict": {k: v.cpu() for k, v in twin.float_model.state_dict().items()}, "history": twin.history},
-        )
-    return twin
+    trained: list[TrainedModel] = []
+
+    def train() -> dict:
+        with timer.phase("train_twin"):
+            twin = _train(twin_cfg, "nonprivate", data, device, timer, progress, None)
+        trained.append(twin)
+        return {"state_dict": {k: v.cpu() for k, v in twin.float_model.state_dict().items()}, "history": twin.history}
+
+    if cache is None:
+        train()
+        return trained[0]
+    payload, fresh = cache.get_or_train(twin_cfg, train, progress)
+    if fresh:
+        return trained[0]
+    model = _fresh_model(twin_cfg, data)
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except (RuntimeError, KeyError) as exc:  # same key, other shapes: a foreign file; train without it
+        progress(f"[nonprivate] twin {twin_cfg.training_key()}: the cached weights do not fit ({exc}); training")
+        train()
+        return trained[0]
+    progress(f"[nonprivate] twin {twin_cfg.training_key()} loaded from cache")
+    return TrainedModel("nonprivate", model.to(device), history=payload["history"], cached=True)
 
 
 BPDA = "bpda"  # generator name of the white-box attack through the int8 model's straight-through twin
