@@ -77,6 +77,9 @@ def describe(trials: pd.DataFrame, source: str) -> list[tuple[str, str]]:
         ("inference attacks", ", ".join(present_attacks(trials, "acc_wb_{a}_mean")) or "–"),
         ("seeds", f"{len(seeds)} ({', '.join(map(str, seeds))})"),
     ]
+    unknown = trials.attrs.get("unknown_metrics") or []
+    if unknown:
+        out.append(("metrics not in psreval_tune/schema.py (not grouped by)", ", ".join(unknown)))
     return out
 
 

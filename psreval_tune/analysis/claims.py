@@ -28,11 +28,12 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from ..config import ATTACKS as ATTACK_NAMES
 from .frames import col, dedupe_trials, image_count, model_rows, setting_columns
 from .metrics import ATTACKED_IMAGES, CLEAN_IMAGES
 from .stats import mean_ci
 
-ATTACKS = ("pgd", "fgsm", "fab")
+ATTACKS = tuple(a.lower() for a in ATTACK_NAMES)  # as metric names spell them
 HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive at this scale"
 RULE = (
     "Verdicts: a claimed effect above a threshold (0 unless stated) holds if the 95% CI over seeds lies above "

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from ..config import ATTACKS
 from .load import DEFAULT_EXPERIMENT, DEFAULT_TRACKING_URI, AnalysisError
 
 COMMANDS = {
@@ -117,9 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
         if name in ("report", "pareto"):
             sp.add_argument(
                 "--attack",
-                default="PGD",
-                choices=["PGD", "FGSM", "FAB"],
-                help="attack whose white-box accuracy is the robustness axis of the Pareto front (default: PGD)",
+                default=ATTACKS[0],
+                choices=list(ATTACKS),
+                help="attack whose white-box accuracy is the robustness axis of the Pareto front "
+                f"(default: {ATTACKS[0]})",
             )
     return p
 

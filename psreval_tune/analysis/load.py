@@ -7,9 +7,15 @@ One row per finished trial (a trial is one seed of one setting). Columns:
   records them (``dataset``, ``arch``, ``epsilon`` (NaN = non-private),
   ``threat``, ``adv_fraction``, ``attack``, ``attack_alpha``, ``seed``, ...);
 - ``private`` (bool) and ``privacy`` ("non-private" or "DP ε=3.4");
-- metrics under their stable names (README, "Metrics"), as ``analysis.metrics`` declares them:
+- metrics under their stable names (README, "Metrics"), as ``psreval_tune.schema`` declares them:
   ``acc_clean_float``, ``acc_wb_pgd_mean``, ``acc_wb_pgd_ci_low``, ``n_eval``, ``attack_runs_pgd``,
-  ``acc_transfer_pgd_dp_to_int8_dp_mean``, ``time_train_s``... Every other column is config.
+  ``acc_transfer_pgd_dp_to_int8_dp_mean``, ``time_train_s``...
+
+Which columns are metrics comes from the source, never from a name: MLflow keeps a run's params and
+its metrics apart, a Tune trial its config (params.json) and its results (result.json). The frame
+records them in ``frame.attrs["metric_columns"]``; a metric the schema does not declare is kept as a
+metric (never a grouping key) and named in ``frame.attrs["unknown_metrics"]``. Only a frame built from
+flat rows (``tidy(rows)`` without ``metrics``) falls back to the schema's names.
 
 Trials without final metrics (stopped early by ASHA, failed, still running)
 are left out; ``frame.attrs["left_out"]`` says how many.
@@ -19,6 +25,7 @@ This module reads results only; it never imports the training code.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -28,14 +35,15 @@ from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
-from .metrics import PER_ROUND, is_metric
+from .. import schema
+from ..config import CycleConfig
 
 DEFAULT_TRACKING_URI = "sqlite:///runs/mlflow.db"  # the sweeps' default local store (RUN_DIR=runs)
 DEFAULT_EXPERIMENT = "psreval"
 
 META_COLUMNS = ["sweep", "trial_id", "run_id", "run_name", "source"]
 DERIVED_COLUMNS = ["private", "privacy"]
-# Tune's own bookkeeping: not final metrics (nor are per-round values, metrics.PER_ROUND).
+# Tune's own bookkeeping: not final metrics (nor are per-round values, schema.PER_ROUND).
 TUNE_KEYS = {
     "timestamp",
     "checkpoint_dir_name",
@@ -60,14 +68,9 @@ TUNE_KEYS = {
 }
 # CycleConfig defaults (psreval_tune/config.py) of the fields every report groups by,
 # for a Tune folder whose param space left them out (e.g. a fixed arch).
+GROUPING_FIELDS = ("dataset", "arch", "threat", "adv_fraction", "attack", "epsilon", "seed")
 GROUPING_DEFAULTS: dict[str, Any] = {
-    "dataset": "digits",
-    "arch": "cnn",
-    "threat": "none",
-    "adv_fraction": 0.0,
-    "attack": "PGD",
-    "epsilon": None,
-    "seed": 0,
+    f.name: f.default for f in dataclasses.fields(CycleConfig) if f.name in GROUPING_FIELDS
 }
 # Config fields that never change the trained model (left out of "same setting" keys).
 EVAL_ONLY = {"eval_attacks", "eval_samples", "attack_repeats", "device", "data_root", "download"}
@@ -77,13 +80,32 @@ class AnalysisError(ValueError):
     """The results asked for cannot be read. The message is one line."""
 
 
-def config_columns(frame: pd.DataFrame) -> list[str]:
-    skip = set(META_COLUMNS) | set(DERIVED_COLUMNS)
-    return [c for c in frame.columns if c not in skip and not is_metric(c)]
+log = logging.getLogger(__name__)
+
+
+CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(CycleConfig))
+
+
+def _declared_final(name: str) -> bool:
+    """For flat rows only: a final metric of the schema that is no CycleConfig field (config wins, as in ``_row``)."""
+    return name not in CONFIG_FIELDS and schema.is_final(name)
+
+
+def _metric_set(frame: pd.DataFrame) -> set[str] | None:
+    known = frame.attrs.get("metric_columns")
+    return None if known is None else set(known)
 
 
 def metric_columns(frame: pd.DataFrame) -> list[str]:
-    return [c for c in frame.columns if is_metric(c)]
+    """The columns the source recorded as metrics (``attrs["metric_columns"]``); for a frame without that
+    record, the columns ``psreval_tune.schema`` declares."""
+    known = _metric_set(frame)
+    return [c for c in frame.columns if (c in known if known is not None else _declared_final(c))]
+
+
+def config_columns(frame: pd.DataFrame) -> list[str]:
+    skip = set(META_COLUMNS) | set(DERIVED_COLUMNS) | set(metric_columns(frame))
+    return [c for c in frame.columns if c not in skip]
 
 
 def privacy_label(epsilon: Any) -> str:
@@ -129,10 +151,20 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def tidy(rows: Iterable[dict[str, Any]], left_out: int = 0) -> pd.DataFrame:
-    """Rows of {meta, config, metrics} -> the tidy frame described in the module docstring."""
+def tidy(rows: Iterable[dict[str, Any]], left_out: int = 0, metrics: Iterable[str] | None = None) -> pd.DataFrame:
+    """Rows of {meta, config, metrics} -> the tidy frame described in the module docstring. ``metrics``: the
+    keys the source recorded as metrics (None: flat rows, told apart by ``psreval_tune.schema``)."""
     rows = list(rows)
     frame = pd.DataFrame(rows)
+    if metrics is None:
+        metrics = [c for c in frame.columns if _declared_final(c)]
+    frame.attrs["metric_columns"] = sorted(set(metrics) & set(frame.columns))
+    frame.attrs["unknown_metrics"] = schema.unknown(frame.attrs["metric_columns"])
+    if frame.attrs["unknown_metrics"]:
+        log.warning(
+            "metrics not declared in psreval_tune/schema.py (kept as metrics, never grouped by): %s",
+            ", ".join(frame.attrs["unknown_metrics"]),
+        )
     for key, default in GROUPING_DEFAULTS.items():
         if key not in frame.columns:
             frame[key] = default
@@ -163,14 +195,22 @@ def tidy(rows: Iterable[dict[str, Any]], left_out: int = 0) -> pd.DataFrame:
     return frame
 
 
-def _row(meta: dict, config: Mapping[str, Any], metrics: Mapping[str, Any]) -> dict[str, Any]:
+def _final(key: str) -> bool:
+    """A source's metric that is a final one: not a per-round value, not Tune's bookkeeping."""
+    match = schema.lookup(key)
+    return key not in TUNE_KEYS and (match is None or match.when == schema.FINAL)
+
+
+def _row(meta: dict, config: Mapping[str, Any], metrics: Mapping[str, Any], keys: set[str]) -> dict[str, Any]:
+    """One trial's row; the metric keys it took are added to ``keys``."""
     row = dict(meta)
     row.update(config)
     for key, value in metrics.items():
         # config wins on shared names (epsilon, delta); per-round values are not final metrics
-        if key in row or key in PER_ROUND or key in TUNE_KEYS or not _number(value):
+        if key in row or not _final(key) or not _number(value):
             continue
         row[key] = value
+        keys.add(key)
     return row
 
 
@@ -269,7 +309,7 @@ def load_mlflow(
     runs = _all_runs(client, exp.experiment_id, query)
     if not runs:
         raise AnalysisError(f"{where} has no trial runs")
-    rows, left_out = [], 0
+    rows, left_out, keys = [], 0, set()
     for run in runs:
         metrics = run.data.metrics
         if "acc_clean_float" not in metrics:
@@ -284,12 +324,12 @@ def load_mlflow(
             "source": "mlflow",
         }
         config = {k: _parse(v) for k, v in run.data.params.items()}
-        rows.append(_row(meta, config, metrics))
+        rows.append(_row(meta, config, metrics, keys))
     if not rows:
         raise AnalysisError(
             f"{where}: none of its {len(runs)} trial runs has final metrics (stopped early, failed or still running)"
         )
-    return tidy(rows, left_out)
+    return tidy(rows, left_out, keys)
 
 
 # --- Tune --------------------------------------------------------------------------------
@@ -331,7 +371,7 @@ def load_tune(path: str | Path) -> pd.DataFrame:
     if not trial_dirs:
         raise AnalysisError(f"--results {text}: no Tune trial folders in it (expected */result.json)")
     sweep = root.parent.name if trial_dirs == [root] else root.name
-    rows, left_out = [], 0
+    rows, left_out, keys = [], 0, set()
     for folder in trial_dirs:
         lines = _json_lines(folder / "result.json")
         final = next((r for r in reversed(lines) if r.get("cycle_complete")), None)
@@ -358,12 +398,12 @@ def load_tune(path: str | Path) -> pd.DataFrame:
             "run_name": folder.name,
             "source": "tune",
         }
-        rows.append(_row(meta, config, final))
+        rows.append(_row(meta, config, final, keys))
     if not rows:
         raise AnalysisError(
             f"--results {text}: none of its {len(trial_dirs)} trials finished (no result line with cycle_complete)"
         )
-    return tidy(rows, left_out)
+    return tidy(rows, left_out, keys)
 
 
 def load_trials(

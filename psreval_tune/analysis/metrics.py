@@ -1,8 +1,7 @@
-"""The cycle's metric names, declared once for analysis/ (README, "Metrics").
+"""Metric-name helpers for analysis/; the names themselves are declared once, in ``psreval_tune.schema``.
 
-``load.py`` uses ``is_metric`` to tell a trial's metrics from its config: a final metric
-that were taken for a config field would become a grouping key and silently split seeds.
-Everything else here names one metric family, so no report spells a name by hand:
+Which columns of a trials frame are metrics comes from the source (``load.py``), not from here.
+Everything here names one metric family, so no report spells a name by hand:
 ``ci_low``/``ci_high`` (the Wilson 95% interval over images beside every accuracy),
 ``clean_eval`` (clean accuracy on exactly the attacked images) and the image counts.
 """
@@ -10,42 +9,23 @@ Everything else here names one metric family, so no report spells a name by hand
 from __future__ import annotations
 
 import math
-import re
 
-# Final metrics that do not start with acc_/size_/time_
-EXACT = frozenset(
-    {
-        "n_test",
-        "n_eval",
-        "n_val",
-        "epsilon_spent",
-        "noise_multiplier",
-        "sample_rate",
-        "dp_steps",
-        "dp_bookkeeping",  # 1: book-keeping clipping trained the DP model, 0: Opacus' hooks (a number, not a config)
-        "final_train_loss",
-    }
-)
-PATTERNS = tuple(
-    re.compile(p)
-    for p in (
-        r"acc_.+",  # accuracies (fractions), their _std, _ci_low, _ci_high; acc_loss_*; acc_val_*
-        r"size_.+",  # size_bytes_float, size_bytes_int8, size_reduction_pct
-        r"time_.+_s",  # wall seconds per phase
-        r"attack_runs_[a-z]+",  # runs a robust accuracy's mean is over (1 for deterministic attacks)
-    )
-)
-# Per-round values (their last value is not a final metric); acc_clean is the old per-round name
-PER_ROUND = frozenset({"round", "train_loss", "acc_val", "acc_clean", "epsilon", "lr"})
+from .. import schema
 
-TARGETS = ("nonprivate", "dp", "int8_nonprivate", "int8_dp")
-CLEAN_IMAGES = "n_test"  # clean accuracies (acc_clean_float, ...) use the whole test split
-ATTACKED_IMAGES = "n_eval"  # robust accuracies and acc_clean_eval_* use the attacked images
-Z95 = 1.959963984540054
+# Per-round values (their last value is not a final metric)
+PER_ROUND = frozenset(m.template for m in schema.METRICS if m.when == schema.PER_ROUND)
 
 
 def is_metric(name: str) -> bool:
-    return name in EXACT or any(p.fullmatch(name) for p in PATTERNS)
+    """Whether ``psreval_tune.schema`` declares ``name`` (any metric, per-round ones included)."""
+    return schema.is_metric(name)
+
+
+TARGETS = schema.TARGETS
+GENERATORS = schema.GENERATORS
+CLEAN_IMAGES = "n_test"  # clean accuracies (acc_clean_float, ...) use the whole test split
+ATTACKED_IMAGES = "n_eval"  # robust accuracies and acc_clean_eval_* use the attacked images
+Z95 = 1.959963984540054
 
 
 def _stem(name: str) -> str:

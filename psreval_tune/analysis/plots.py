@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ..config import ATTACKS  # noqa: E402
 from .stats import n_note  # noqa: E402
 
 plt.rcParams.update(
@@ -34,8 +35,21 @@ plt.rcParams.update(
 )
 
 BLUE, ORANGE, GREEN, RED, PURPLE, GREY = "#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#8C8C8C"
-ATTACK_COLORS = {"PGD": BLUE, "FGSM": ORANGE, "FAB": GREEN}
+# Categorical colours, in order; an attack gets the one at its index in config.ATTACKS (then tab10's, cycling)
+PALETTE = (BLUE, ORANGE, GREEN, RED, PURPLE, "#937860", "#DA8BC3", "#CCB974", "#64B5CD")
 DP_SHADES = ["#7f2704", "#d94801", "#fd8d3c", "#fdd0a2"]  # most private (smallest epsilon) darkest
+
+
+def palette_color(index: int) -> str:
+    """The ``index``-th categorical colour: PALETTE, then matplotlib's tab10, cycling."""
+    if index < len(PALETTE):
+        return PALETTE[index]
+    return matplotlib.colors.to_hex(plt.get_cmap("tab10")((index - len(PALETTE)) % 10))
+
+
+def attack_colors() -> dict[str, str]:
+    """A colour per attack of ``config.ATTACKS``, by its index there: every registered attack has one."""
+    return {name: palette_color(i) for i, name in enumerate(ATTACKS)}
 
 
 def privacy_colors(labels: Sequence[str]) -> dict[str, str]:

@@ -13,8 +13,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .. import schema
 from .frames import col, dedupe_trials, image_count, setting_columns
-from .metrics import ATTACKED_IMAGES, ci_high, ci_low, is_metric, wilson
+from .load import metric_columns
+from .metrics import ATTACKED_IMAGES, ci_high, ci_low, wilson
 
 MIN_SEEDS, MIN_IMAGES, MIN_PASSES = 3, 1000, 10
 SCALE_HEADLINE = "This sweep's scale cannot support conclusions"
@@ -38,10 +40,16 @@ def attacked_images(trials: pd.DataFrame) -> float:
     return float(n.min()) if n.notna().any() else np.nan
 
 
+def _white_box(name: str) -> bool:
+    """A white-box robust accuracy (float, int8 or BPDA), as ``psreval_tune.schema`` declares it."""
+    match = schema.lookup(name)
+    return match is not None and match.statistic == "value" and match.template.startswith("acc_wb_")
+
+
 def image_half_width(trials: pd.DataFrame, images: float) -> float:
     """Median half-width, in points, of the 95% interval over images of the white-box robust accuracies
     (from their recorded Wilson bounds; for older runs, Wilson at ``images``)."""
-    robust = [c for c in trials.columns if c.startswith("acc_wb_") and c.endswith("_mean") and is_metric(c)]
+    robust = [c for c in metric_columns(trials) if _white_box(c)]
     widths = []
     for name in robust:
         lo, hi = col(trials, ci_low(name)), col(trials, ci_high(name))

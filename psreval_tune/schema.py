@@ -1,0 +1,192 @@
+"""Every metric a PSREval cycle emits, declared once: name (or name template), direction, unit and
+whether it is a per-round value or a final one.
+
+The cycle (``cycle.py``), the federation's rounds (``federated.RoundResult``, ``trainable.round_metrics``),
+the trainable (``time_log_model_s``) and MLflow's system-metrics monitor (``system/...``) emit these; the
+analysis reads direction and unit from here and never guesses a metric from a name prefix.
+
+A template's placeholders match one name part each:
+
+- ``{attack}``: an attack in lower case (``pgd``, ``fgsm``, ...; any new attack matches too);
+- ``{generator}``: the model adversarial examples are crafted on (``nonprivate``, ``dp``);
+- ``{target}``: the model they are evaluated on (``nonprivate``, ``dp``, ``int8_nonprivate``, ``int8_dp``);
+- ``{model}``: a private trial's other model (its non-private twin: ``nonprivate``);
+- ``{phase}``: a timed phase (``train``, ``attack``, ``adv_gen``, ``total``, ``log_model``, ...);
+- ``{name}``: anything (MLflow's system metrics).
+
+Accuracy families with ``ci=True`` also emit ``<stem>_ci_low`` / ``<stem>_ci_high`` (Wilson 95% over
+images; the stem drops a trailing ``_mean``); ``std=True`` families emit ``<stem>_std`` (over attack runs).
+
+This module imports nothing but the standard library.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+HIGHER, LOWER, NONE = "higher", "lower", "none"  # which way is better
+FINAL, PER_ROUND, SAMPLED = "final", "per_round", "sampled"  # when it is emitted
+
+GENERATORS = ("nonprivate", "dp")  # models examples are crafted on
+TARGETS = ("nonprivate", "dp", "int8_nonprivate", "int8_dp")  # models examples are evaluated on
+
+
+@dataclass(frozen=True)
+class Metric:
+    template: str
+    direction: str  # HIGHER, LOWER or NONE
+    unit: str  # fraction, percent, bytes, seconds, count, epsilon, probability, loss, flag, ratio, lr
+    when: str = FINAL  # FINAL, PER_ROUND or SAMPLED
+    ci: bool = False  # also <stem>_ci_low / <stem>_ci_high
+    std: bool = False  # also <stem>_std
+    doc: str = ""
+
+
+_ACC = dict(direction=HIGHER, unit="fraction", ci=True)
+_ROBUST = dict(direction=HIGHER, unit="fraction", ci=True, std=True)
+
+METRICS: tuple[Metric, ...] = (
+    # per round (federated.RoundResult, trainable.round_metrics; lr and acc_clean: older runs)
+    Metric("round", NONE, "count", PER_ROUND, doc="FL round, 1-based"),
+    Metric("train_loss", LOWER, "loss", PER_ROUND, doc="mean training loss of the round"),
+    Metric("acc_val", HIGHER, "fraction", PER_ROUND, doc="global model on the validation split"),
+    Metric("epsilon", LOWER, "epsilon", PER_ROUND, doc="privacy spent so far (DP only)"),
+    Metric("acc_clean", HIGHER, "fraction", PER_ROUND, doc="old per-round name of acc_val"),
+    Metric("lr", NONE, "lr", PER_ROUND, doc="learning rate of the round"),
+    # clean accuracy (cycle.clean_metrics)
+    Metric("n_test", NONE, "count", doc="images behind a clean accuracy (whole test split)"),
+    Metric("n_eval", NONE, "count", doc="attacked images"),
+    Metric("acc_clean_float", **_ACC, doc="the trial's own float model, whole test split"),
+    Metric("acc_clean_int8", **_ACC, doc="its int8 version"),
+    Metric("acc_clean_float_{model}", **_ACC, doc="a private trial's non-private twin, float"),
+    Metric("acc_clean_int8_{model}", **_ACC, doc="the twin's int8 version"),
+    Metric("acc_clean_eval_{target}", **_ACC, doc="clean accuracy on exactly the attacked images"),
+    # validation split (cycle.validation_metrics): what searches may select on
+    Metric("acc_val_float", HIGHER, "fraction"),
+    Metric("acc_val_wb_{attack}", HIGHER, "fraction"),
+    # size and privacy (cycle.size_and_privacy_metrics)
+    Metric("size_bytes_float", LOWER, "bytes"),
+    Metric("size_bytes_int8", LOWER, "bytes"),
+    Metric("size_reduction_pct", HIGHER, "percent"),
+    Metric("epsilon_spent", LOWER, "epsilon"),
+    Metric("noise_multiplier", NONE, "ratio"),
+    Metric("sample_rate", NONE, "fraction"),
+    Metric("dp_steps", NONE, "count"),
+    Metric("delta", LOWER, "probability"),
+    Metric("dp_bookkeeping", NONE, "flag", doc="1: book-keeping clipping trained the DP model, 0: Opacus' hooks"),
+    Metric("final_train_loss", LOWER, "loss"),
+    # robust accuracy (cycle.robust_metrics): mean over attack runs
+    Metric("attack_runs_{attack}", NONE, "count", doc="runs a robust accuracy's mean is over"),
+    Metric("acc_wb_{attack}_mean", **_ROBUST, doc="white-box on the trial's float model"),
+    Metric("acc_wb_{attack}_int8_mean", **_ROBUST, doc="the same examples on its int8 version"),
+    Metric("acc_wb_{attack}_int8_bpda_mean", **_ROBUST, doc="white-box on the int8 model (straight-through)"),
+    Metric("acc_transfer_{attack}_{generator}_to_{target}_mean", **_ROBUST),
+    Metric("acc_loss_wb_{attack}", LOWER, "fraction", doc="clean on the attacked images - robust"),
+    Metric("acc_loss_wb_{attack}_int8", LOWER, "fraction"),
+    Metric("acc_loss_wb_{attack}_int8_bpda", LOWER, "fraction"),
+    # wall time (timing.PhaseTimer.as_metrics, time_total_s, trainable's time_log_model_s)
+    Metric("time_{phase}_s", LOWER, "seconds"),
+    # threats and privacy of later cycles: declared so that they are known when they arrive
+    Metric("asr_float", LOWER, "fraction", ci=True, doc="backdoor attack success rate, float model"),
+    Metric("asr_int8", LOWER, "fraction", ci=True, doc="backdoor attack success rate, int8 model"),
+    Metric("client_epsilon_spent", LOWER, "epsilon", doc="privacy spent by one client"),
+    Metric("num_malicious", NONE, "count", doc="malicious clients of the federation"),
+    # MLflow's system-metrics monitor (tracking.Tracker.system_metrics)
+    Metric("system/{name}", NONE, "various", SAMPLED),
+)
+
+_PARTS = {
+    "attack": r"[a-z0-9]+",
+    "generator": "|".join(GENERATORS),
+    "target": "|".join(sorted(TARGETS, key=len, reverse=True)),
+    "model": "|".join(GENERATORS),
+    "phase": r"[a-z0-9_]+",
+    "name": r".+",
+}
+
+
+def _stem(template: str) -> str:
+    return template[: -len("_mean")] if template.endswith("_mean") else template
+
+
+def names(metric: Metric) -> tuple[str, ...]:
+    """The templates ``metric`` stands for: its own and its _ci_low / _ci_high / _std companions."""
+    out = [metric.template]
+    if metric.ci:
+        out += [f"{_stem(metric.template)}_ci_low", f"{_stem(metric.template)}_ci_high"]
+    if metric.std:
+        out.append(f"{_stem(metric.template)}_std")
+    return tuple(out)
+
+
+def _regex(template: str) -> re.Pattern:
+    out, pos = [], 0
+    for m in re.finditer(r"\{(\w+)\}", template):
+        out += [re.escape(template[pos : m.start()]), f"(?:{_PARTS[m.group(1)]})"]
+        pos = m.end()
+    out.append(re.escape(template[pos:]))
+    return re.compile("".join(out))
+
+
+@lru_cache(maxsize=1)
+def _compiled() -> tuple[tuple[str, bool, re.Pattern, Metric], ...]:
+    """(name template, is a companion, pattern, metric); exact names first, then templates."""
+    rows = [(t, t != m.template, _regex(t), m) for m in METRICS for t in names(m)]
+    return tuple(sorted(rows, key=lambda r: "{" in r[0]))
+
+
+@dataclass(frozen=True)
+class Match:
+    name: str
+    template: str  # the declared name template it matches (a _ci_low / _std companion's own)
+    metric: Metric
+    statistic: str  # "value", "ci_low", "ci_high" or "std"
+
+    @property
+    def direction(self) -> str:
+        return self.metric.direction if self.statistic != "std" else NONE
+
+    @property
+    def unit(self) -> str:
+        return self.metric.unit
+
+    @property
+    def when(self) -> str:
+        return self.metric.when
+
+
+def lookup(name: str) -> Match | None:
+    """The declaration of metric ``name``, or None when the schema does not know it."""
+    for template, companion, pattern, metric in _compiled():
+        if pattern.fullmatch(name):
+            statistic = "value"
+            if companion:
+                statistic = next(s for s in ("ci_low", "ci_high", "std") if template.endswith(s))
+            return Match(name, template, metric, statistic)
+    return None
+
+
+def is_metric(name: str) -> bool:
+    return lookup(name) is not None
+
+
+def is_final(name: str) -> bool:
+    m = lookup(name)
+    return m is not None and m.when == FINAL
+
+
+def direction(name: str) -> str | None:
+    m = lookup(name)
+    return m.direction if m else None
+
+
+def unit(name: str) -> str | None:
+    m = lookup(name)
+    return m.unit if m else None
+
+
+def unknown(names_: list[str] | tuple[str, ...] | set[str]) -> list[str]:
+    """Those of ``names_`` the schema does not declare, sorted."""
+    return sorted(n for n in names_ if not is_metric(n))
