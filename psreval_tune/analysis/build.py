@@ -13,7 +13,7 @@ import pandas as pd
 
 from .html import render_html
 from .load import AnalysisError, load_mlflow, metric_columns
-from .reports import ATTACKS, REPORTS, Report, present_attacks
+from .reports import REPORTS, Report, attack_names, present_attacks
 from .scale import scale_markdown, scale_warnings
 
 PAPER_AXES = {
@@ -97,7 +97,7 @@ def coverage(trials: pd.DataFrame) -> list[str]:
                 "(the paper's grid has them)"
             )
     attacks = present_attacks(trials, "acc_wb_{a}_mean")
-    missing = [a for a in ATTACKS if a not in attacks]
+    missing = [a for a in attack_names() if a not in attacks]
     if missing:
         out.append(f"inference attack {', '.join(missing)} (not in eval_attacks)")
     if trials["seed"].nunique() < 2:

@@ -28,12 +28,10 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from ..config import ATTACKS as ATTACK_NAMES
 from .frames import col, dedupe_trials, image_count, model_rows, setting_columns
 from .metrics import ATTACKED_IMAGES, CLEAN_IMAGES
 from .stats import mean_ci
 
-ATTACKS = tuple(a.lower() for a in ATTACK_NAMES)  # as metric names spell them
 HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive at this scale"
 RULE = (
     "Verdicts: a claimed effect above a threshold (0 unless stated) holds if the 95% CI over seeds lies above "
@@ -126,12 +124,19 @@ def ptq_accuracy(model: str) -> Callable[[pd.DataFrame], pd.DataFrame]:
     return values
 
 
+def _attacks() -> tuple[str, ...]:
+    """``config.ATTACKS`` in lower case, as metric names spell them (read when a claim is measured)."""
+    from .. import config
+
+    return tuple(a.lower() for a in config.ATTACKS)
+
+
 def _transfer(trials: pd.DataFrame, pairs: list[tuple[str, str]]) -> pd.DataFrame:
     """Private trials without a threat: acc_transfer_<a>_<first> - acc_transfer_<a>_<second>, in points,
     for every attack and (first, second) pair of ``<gen>_to_<target>`` cells."""
     base = _no_threat(trials, private_only=True)
     parts = []
-    for a in ATTACKS:
+    for a in _attacks():
         for first, second in pairs:
             diff = col(base, f"acc_transfer_{a}_{first}_mean") - col(base, f"acc_transfer_{a}_{second}_mean")
             parts.append(_rows(base, 100 * diff, ATTACKED_IMAGES, attack=a.upper(), epsilon=base["epsilon"]))

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from ..config import ATTACKS
 from .load import DEFAULT_EXPERIMENT, DEFAULT_TRACKING_URI, AnalysisError
 
 COMMANDS = {
@@ -31,6 +30,22 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):  # one line, exit 2, no usage dump
         self.exit(2, f"error: {message} (see --help)\n")
+
+
+class AttackNames:
+    """``config.ATTACKS`` as argparse choices, read only when --attack is given or help is printed (the
+    attack registry loads torch; a report's other commands need not wait for it)."""
+
+    def _names(self) -> tuple[str, ...]:
+        from .. import config
+
+        return tuple(config.ATTACKS)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names()
+
+    def __iter__(self):
+        return iter(self._names())
 
 
 # Files an earlier report wrote: a folder holding one of them may be written again.
@@ -118,10 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
         if name in ("report", "pareto"):
             sp.add_argument(
                 "--attack",
-                default=ATTACKS[0],
-                choices=list(ATTACKS),
+                default=None,
+                choices=AttackNames(),
                 help="attack whose white-box accuracy is the robustness axis of the Pareto front "
-                f"(default: {ATTACKS[0]})",
+                "(default: the first of psreval_tune.config.ATTACKS, PGD)",
             )
     return p
 

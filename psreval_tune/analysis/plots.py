@@ -13,7 +13,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ..config import ATTACKS  # noqa: E402
 from .stats import n_note  # noqa: E402
 
 plt.rcParams.update(
@@ -49,7 +48,9 @@ def palette_color(index: int) -> str:
 
 def attack_colors() -> dict[str, str]:
     """A colour per attack of ``config.ATTACKS``, by its index there: every registered attack has one."""
-    return {name: palette_color(i) for i, name in enumerate(ATTACKS)}
+    from .. import config
+
+    return {name: palette_color(i) for i, name in enumerate(config.ATTACKS)}
 
 
 def privacy_colors(labels: Sequence[str]) -> dict[str, str]:

@@ -17,18 +17,18 @@ from typing import Callable
 
 from .adv_training import LOSS_FALLBACK_NOTE, LOSS_NOTE, accuracy_loss, adv_training
 from .base import (
-    ATTACKS,
     GENERATORS,
     TARGETS,
-    THREAT_LABELS,
     Report,
     Table,
+    attack_names,
     config_label,
     markdown_table,
     pooled_note,
     present_attacks,
     privacy_order,
     privacy_order_np_first,
+    threat_label,
 )
 from .claims import claims
 from .overview import overview
@@ -46,17 +46,16 @@ REPORTS: dict[str, Callable[..., Report]] = {
 }
 
 __all__ = [
-    "ATTACKS",
     "GENERATORS",
     "LOSS_FALLBACK_NOTE",
     "LOSS_NOTE",
     "REPORTS",
     "TARGETS",
-    "THREAT_LABELS",
     "Report",
     "Table",
     "accuracy_loss",
     "adv_training",
+    "attack_names",
     "claims",
     "config_label",
     "markdown_table",
@@ -66,6 +65,7 @@ __all__ = [
     "present_attacks",
     "privacy_order",
     "privacy_order_np_first",
+    "threat_label",
     "train_time",
     "transfer",
 ]

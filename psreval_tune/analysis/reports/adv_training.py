@@ -12,7 +12,19 @@ from .. import plots
 from ..frames import col as _col
 from ..frames import loss_reference, model_rows
 from ..stats import summarize
-from .base import ATTACKS, Report, Table, ci_cols, facets, pooled_note, privacy_order_np_first, sort_np_first, stem
+from .base import (
+    Report,
+    Table,
+    attack_names,
+    attack_rank,
+    ci_cols,
+    facets,
+    in_attack_order,
+    pooled_note,
+    privacy_order_np_first,
+    sort_np_first,
+    stem,
+)
 from .threats import baseline_note, by_attack_lines, by_fraction, threat_split
 
 LOSS_NOTE = (
@@ -36,7 +48,7 @@ def accuracy_loss(models: pd.DataFrame, attack: str, int8: bool = False) -> tupl
 
 def _loss_rows(rep: Report, adv: pd.DataFrame, base: pd.DataFrame, trained: list[str]) -> tuple[list, bool]:
     """Per model row: the accuracy lost to the attack it was trained with (baseline rows at fraction 0)."""
-    lower = [a.lower() for a in ATTACKS]
+    lower = [a.lower() for a in attack_names()]
     rows, whole_split = [], False
     adv_models, base_models = model_rows(adv, lower), model_rows(base, lower)
     for a in trained:
@@ -94,7 +106,7 @@ def time_table(time: pd.DataFrame) -> pd.DataFrame:
         }
     )
     table["adv_fraction"] = table["adv_fraction"].map(lambda f: f"{f:.0%}")
-    table["_a"] = [(["none", *ATTACKS]).index(a) for a in table["attack"]]
+    table["_a"] = [-1 if a == "none" else attack_rank(a) for a in table["attack"]]
     table = sort_np_first(table, ["dataset", "arch"], ["_a", "adv_fraction"])
     columns = [*TIME_KEY, "training time (s)", "of which adv. generation (s)", "× no threat", "n"]
     return table[columns]
@@ -141,7 +153,7 @@ def adv_training_tables(trials: pd.DataFrame) -> Report:
 def _time_panel(ax, cell: pd.DataFrame) -> tuple[list, float]:
     """Bars of training time per fraction and attack, the adversarial-generation share darker inside each."""
     fracs = sorted(cell["adv_fraction"].unique())
-    atk = [a for a in ATTACKS if (cell.attack == a).any()]
+    atk = in_attack_order(cell["attack"])
     colors = plots.attack_colors()
     handles, top = plots.grouped_bars(
         ax,

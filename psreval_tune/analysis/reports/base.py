@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 
 from ... import schema
-from ...config import ATTACKS, THREATS
 from ..frames import PRIVACY_ONLY, setting_columns
 from ..frames import col as _col
 from ..load import EVAL_ONLY
@@ -31,7 +30,32 @@ TARGET_LABELS = {
 }
 # Wording of the threats whose plain name reads badly; any other threat of config.THREATS reads as its name.
 THREAT_WORDS = {"none": "no threat", "adv_training": "adversarial training", "train_time_attack": "train-time attack"}
-THREAT_LABELS = {t: THREAT_WORDS.get(t, t.replace("_", " ")) for t in THREATS}
+
+
+def attack_names() -> tuple[str, ...]:
+    """``config.ATTACKS`` (the attack registry's names, in its order), read when a report runs: a new attack
+    appears in every report, and importing analysis does not load the registry (nor torch)."""
+    from ... import config
+
+    return tuple(config.ATTACKS)
+
+
+def threat_names() -> tuple[str, ...]:
+    """``config.THREATS``, read when asked (as ``attack_names``)."""
+    from ... import config
+
+    return tuple(config.THREATS)
+
+
+def threat_label(threat) -> str:
+    """'adversarial training' for adv_training; a threat without its own wording reads as its name."""
+    return THREAT_WORDS.get(threat, str(threat).replace("_", " "))
+
+
+def attack_rank(attack) -> int:
+    """Position of ``attack`` in ``config.ATTACKS`` (unknown names last), for sorting."""
+    names = attack_names()
+    return names.index(attack) if attack in names else len(names)
 
 
 @dataclass
@@ -123,13 +147,13 @@ def sort_np_first(table: pd.DataFrame, by: Sequence[str], after: Sequence[str] =
 
 def present_attacks(frame: pd.DataFrame, pattern: str) -> list[str]:
     """Attacks of ``config.ATTACKS`` (upper case, in its order) for which ``pattern.format(a=lower)`` has values."""
-    return [a for a in ATTACKS if _col(frame, pattern.format(a=a.lower())).notna().any()]
+    return [a for a in attack_names() if _col(frame, pattern.format(a=a.lower())).notna().any()]
 
 
 def in_attack_order(names) -> list[str]:
     """The attacks among ``names``, in ``config.ATTACKS`` order."""
     present = set(names)
-    return [a for a in ATTACKS if a in present]
+    return [a for a in attack_names() if a in present]
 
 
 def facets(frame: pd.DataFrame) -> list[tuple[str, str]]:
@@ -167,7 +191,7 @@ def config_label(row, cols: Sequence[str]) -> str:
     for c in cols:
         v = row[c]
         if c == "threat":
-            parts.append(THREAT_LABELS.get(v, str(v)))
+            parts.append(threat_label(v))
         elif c in ("adv_fraction", "attack") and row.get("threat") == "none":
             continue  # meaningless without a training-time threat
         elif c == "adv_fraction":

@@ -11,7 +11,7 @@ import pandas as pd
 from .. import plots
 from ..frames import PRIVACY_ONLY, dedupe_trials, model_rows, model_values, setting_columns
 from ..stats import pareto_mask, summarize
-from .base import ATTACKS, Report, Table, cell, config_label, present_attacks, privacy_order, stem
+from .base import Report, Table, attack_names, cell, config_label, present_attacks, privacy_order, stem
 
 FIRST = ["threat", "attack", "adv_fraction", "arch"]  # named first in a configuration's label
 
@@ -123,9 +123,10 @@ def _attack(rep: Report, trials: pd.DataFrame, attack: str) -> str | None:
     return attack.upper()
 
 
-def pareto_tables(trials: pd.DataFrame, attack: str = ATTACKS[0]) -> Report:
+def pareto_tables(trials: pd.DataFrame, attack: str | None = None) -> Report:
     """Privacy (epsilon, lower is better), utility (clean accuracy) and robustness (white-box accuracy
-    under ``attack``) of every configuration; the 3-objective Pareto set and each epsilon's front."""
+    under ``attack``, default the first of ``config.ATTACKS``) of every configuration; the 3-objective Pareto
+    set and each epsilon's front."""
     rep = Report(
         "pareto",
         "Beyond the paper: privacy-utility-robustness Pareto front across ε",
@@ -133,7 +134,7 @@ def pareto_tables(trials: pd.DataFrame, attack: str = ATTACKS[0]) -> Report:
         "is Pareto-optimal when no other has lower ε, higher clean and higher robust accuracy at once.",
     )
     trials = dedupe_trials(trials)
-    a = _attack(rep, trials, attack)
+    a = _attack(rep, trials, attack or attack_names()[0])
     if a is None:
         return rep
     rep.params["attack"] = a
@@ -281,7 +282,7 @@ def draw_pareto(rep: Report, out_dir: Path | None) -> None:
         rep.figures += _figure(rep.data[rep.data.dataset == ds], rep.params["attack"], ds, out_dir)
 
 
-def pareto(trials: pd.DataFrame, out_dir: Path | None = None, attack: str = ATTACKS[0]) -> Report:
+def pareto(trials: pd.DataFrame, out_dir: Path | None = None, attack: str | None = None) -> Report:
     """The Pareto report's tables (``pareto_tables``) and figures, written into ``out_dir``."""
     rep = pareto_tables(trials, attack)
     draw_pareto(rep, out_dir)

@@ -10,7 +10,7 @@ import pandas as pd
 
 from .. import plots
 from ..frames import dedupe_trials
-from .base import ATTACKS, Report, facets, privacy_order, privacy_order_np_first, stem
+from .base import Report, attack_names, facets, privacy_order, privacy_order_np_first, stem
 
 
 def by_fraction(table: pd.DataFrame, index: list[str], header: str) -> pd.DataFrame:
@@ -39,8 +39,8 @@ def threat_split(rep: Report, trials: pd.DataFrame, threat: str, what: str, verb
     if under.empty:
         rep.messages.append(f"{what}: needs adv_fraction > 0 and threat {threat}; this sweep has none")
         return None
-    used = [a for a in ATTACKS if (under["attack"] == a).any()]
-    rep.messages += [f"{what}: no trials {verb} {a}" for a in ATTACKS if a not in used]
+    used = [a for a in attack_names() if (under["attack"] == a).any()]
+    rep.messages += [f"{what}: no trials {verb} {a}" for a in attack_names() if a not in used]
     return under, trials[trials["threat"] == "none"], used
 
 

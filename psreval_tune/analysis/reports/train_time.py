@@ -9,7 +9,7 @@ import pandas as pd
 
 from ..frames import model_rows, model_values
 from ..stats import summarize
-from .base import ATTACKS, Report, Table, ci_cols, pooled_note, sort_np_first
+from .base import Report, Table, attack_names, ci_cols, pooled_note, sort_np_first
 from .threats import baseline_note, by_attack_lines, by_fraction, threat_split
 
 METRIC_LABELS = {"clean": "clean", "robust": "robust (same attack, white-box)"}
@@ -17,7 +17,7 @@ METRIC_LABELS = {"clean": "clean", "robust": "robust (same attack, white-box)"}
 
 def _rows(rep: Report, tta: pd.DataFrame, base: pd.DataFrame, used: list[str]) -> list[pd.DataFrame]:
     """Per model row and attack: clean accuracy, and robust accuracy where the attack was evaluated."""
-    lower = [a.lower() for a in ATTACKS]
+    lower = [a.lower() for a in attack_names()]
     tm, bm = model_rows(tta, lower), model_rows(base, lower)
     rows = []
     for a in used:

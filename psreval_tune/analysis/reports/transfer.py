@@ -11,13 +11,14 @@ from .. import plots
 from ..frames import dedupe_trials, metric_values
 from ..stats import summarize
 from .base import (
-    ATTACKS,
     GEN_LABELS,
     GENERATORS,
     TARGET_LABELS,
     TARGETS,
     Report,
     Table,
+    attack_names,
+    attack_rank,
     ci_cols,
     facets,
     pooled_note,
@@ -74,7 +75,7 @@ def transfer_table(data: pd.DataFrame) -> pd.DataFrame:
         ["dataset", "arch", "epsilon", "attack", "generator", *[t for t in TARGETS if t in table.columns], "n"]
     ].rename(columns={t: f"→ {TARGET_LABELS[t]} (%)" for t in TARGETS})
     table["epsilon"] = table["epsilon"].map(lambda e: f"{e:g}")
-    table["_a"] = table["attack"].map(ATTACKS.index)
+    table["_a"] = table["attack"].map(attack_rank)
     return table.sort_values(["dataset", "arch", "epsilon", "_a"], kind="stable").drop(columns="_a")
 
 
@@ -93,7 +94,7 @@ def transfer_tables(trials: pd.DataFrame) -> Report:
         return rep
     attacks = present_attacks(base, "acc_transfer_{a}_dp_to_dp_mean")
     rep.messages += [
-        f"transfer figure: no {a} results (not in the trials' eval_attacks)" for a in ATTACKS if a not in attacks
+        f"transfer figure: no {a} results (not in the trials' eval_attacks)" for a in attack_names() if a not in attacks
     ]
     if not attacks:
         return rep
