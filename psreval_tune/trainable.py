@@ -25,10 +25,11 @@ from ray import tune
 from ._warnings import quiet_known_warnings
 from .artifacts import write_outputs
 from .config import CycleConfig
-from .cycle import TwinCache, run_cycle
+from .cycle import run_cycle
 from .federated import Federation, RoundResult
 from .sweeps.progress import trial_progress
 from .tracking import TAG_MODEL_ERROR, TAG_TRIAL, Tracker, TrackingSpec, one_line
+from .twin_cache import TwinCache
 
 CHECKPOINT_FILE = "federation.pt"
 # Which per-sample clipping trained a private trial's model (CycleResult.dp): "bookkeeping" | "opacus",
@@ -92,6 +93,8 @@ class TrialInfra:
 
     tracking: TrackingSpec | None = None
     parent_run_id: str | None = None
+    # The twin cache every node of the cluster reaches: the sweep storage's twin-cache folder (a path or a URI,
+    # twin_cache.cache_location); a twin is trained there once, by whichever trial needs it first.
     cache_dir: str | None = None
     # Metrics a searcher optimises that exist only at the end of a cycle. Ray
     # requires them in every result, so per-round results carry them as NaN
@@ -311,7 +314,12 @@ def run_trial(params: dict, infra: TrialInfra) -> None:
                 splits_logged.append(True)
             on_round(r, fed)
 
-        cache = TwinCache(infra.cache_dir) if infra.cache_dir else None
+        cache = None
+        if infra.cache_dir:
+            try:
+                cache = TwinCache(infra.cache_dir)
+            except Exception as exc:  # noqa: BLE001 - a storage this process cannot open: train the twin here
+                print(f"warning: no twin cache at {infra.cache_dir} ({one_line(f'{type(exc).__name__}: {exc}', 300)})")
         result = run_cycle(
             cfg, cache=cache, on_round=on_round_and_splits, resume=resume, progress=trial_progress(cfg, ctx)
         )  # printed, and its phase to the sweep's console
@@ -319,6 +327,8 @@ def run_trial(params: dict, infra: TrialInfra) -> None:
         final = {
             k: v for k, v in result.metrics.items() if v is not None and not (isinstance(v, float) and math.isnan(v))
         }
+        if "nonprivate" in result.models and cfg.private:  # 1: the twin came from the cache, 0: trained here
+            final["twin_from_cache"] = float(result.models["nonprivate"].cached)
         if tracker is not None:
             tracker.log_metrics(run_id, {k: v for k, v in final.items() if k not in logged_final}, step=cfg.rounds)
             tracker.log_artifacts(run_id, out)

@@ -166,11 +166,18 @@ class _Arrow:
     atomic_create = False
 
     def __init__(self, root: str, filesystem: Any = None):
+        import pyarrow
         import pyarrow.fs
 
         self.pafs = pyarrow.fs
         if filesystem is None:
-            filesystem, root = pyarrow.fs.FileSystem.from_uri(root)
+            try:
+                filesystem, root = pyarrow.fs.FileSystem.from_uri(root)
+            except (pyarrow.ArrowInvalid, ValueError):  # a scheme only fsspec knows (az://, ...), as Tune does
+                import fsspec
+
+                fs, path = fsspec.core.url_to_fs(root)
+                filesystem, root = pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs)), path
         self.fs, self.root = filesystem, root.rstrip("/")
 
     def path(self, name: str) -> str:
@@ -316,7 +323,8 @@ class TwinCache:
         process is training it; waits for one that is. Returns (payload, whether this call trained it)."""
         say = progress or (lambda msg: None)
         seen: dict[str, tuple[bytes, float]] = {}  # lease -> (its content, when it last changed)
-        told = torn = False
+        told: str | None = None  # the holder last named in a waiting message
+        torn = False
         while True:
             try:
                 hit = self._read(cfg)
@@ -338,10 +346,9 @@ class TwinCache:
                     finally:
                         self.store.remove(self._lease(cfg, n))  # ours: created by _acquire
                 continue
-            if not told:
-                who = _owner(holder)
-                say(f"[nonprivate] twin {cfg.training_key()} is being trained by {who}; waiting for it")
-                told = True
+            if told != (_owner_id(holder) or _owner(holder)):  # once per holder
+                told = _owner_id(holder) or _owner(holder)
+                say(f"[nonprivate] twin {cfg.training_key()} is being trained by {_owner(holder)}; waiting for it")
             time.sleep(self.poll_s)
 
     def _leases(self, cfg: CycleConfig) -> list[int]:

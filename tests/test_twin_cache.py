@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import threading
 import time
 from pathlib import Path
@@ -222,3 +223,136 @@ def test_a_pickle_is_never_executed(tmp_path):
     cache = TwinCache(tmp_path)
     torch.save({"state_dict": {"w": torch.ones(1)}, "history": [], "x": Boom()}, cache.path(CFG))
     assert cache.load(CFG) is None and not (tmp_path / "pwned").exists()
+
+
+# --- three concurrent trials, one twin, a two-node cluster ------------------------------------------------
+
+SHARED_TWIN_GRID = """\
+kind: grid
+description: three private trials that differ only in epsilon, so they share one non-private twin
+fixed:
+  dataset: digits
+  arch: cnn
+  test_samples: 200
+  eval_samples: 32
+  rounds: 2
+  local_epochs: 2
+  batch_size: 64
+  lr: 0.2
+  lr_schedule: constant
+  warmup_rounds: 0
+  threat: none
+  eval_attacks: [FGSM]
+  attack_repeats: 1
+axes:
+  epsilon: [3.0, 5.0, 8.0]
+  seed: [0]
+"""
+
+
+def _worker_logs(cluster) -> str:
+    return "".join(p.read_text(errors="replace") for t in cluster.temp_dirs.values() for p in t.rglob("worker-*.out"))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+def test_three_concurrent_trials_on_two_nodes_train_their_shared_twin_once(tmp_path):
+    """The sweep's three trials reach the twin at different moments; a lease the test holds (as a trial
+    training the twin would) keeps each of them waiting until all three are, then is released: the three
+    then need the twin at the same time, on two nodes, and race for it through the cache in the storage."""
+    import yaml
+    from sweep_helpers import kill_group, start_script, tune_results, wait_for
+    from test_cluster import MARK, _marked, local_cluster
+
+    grid = tmp_path / "shared_twin.yaml"
+    grid.write_text(SHARED_TWIN_GRID)
+    twin_cfg = CycleConfig.from_dict({**yaml.safe_load(SHARED_TWIN_GRID)["fixed"], "seed": 0, "epsilon": None})
+    shared = tmp_path / "shared"  # every node sees it: Tune's storage, as s3:// would be on a real cluster
+    cache = TwinCache(cache_location(shared))
+    gate = Path(cache.store.path(cache._lease(twin_cfg, 0)))
+    gate.parent.mkdir(parents=True)
+    stop = threading.Event()
+
+    def hold() -> None:  # a live holder: a fresh heartbeat every 2 s
+        while True:
+            body = {"owner": "test-gate", "host": "test-gate", "pid": 0, "heartbeat": time.time(), "n": 0}
+            (tmp_path / "gate.tmp").write_text(json.dumps(body))
+            os.replace(tmp_path / "gate.tmp", gate)
+            if stop.wait(2.0):
+                return
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    start = time.monotonic()
+    with local_cluster(tmp_path) as cluster:
+        marker = cluster.env[MARK]
+        log = tmp_path / "sweep.log"
+        proc = start_script(
+            "sweeps/paper_grid.py",
+            str(grid),
+            "--address",
+            "auto",
+            "--cpus-per-trial",
+            "0.5",
+            "--max-concurrent",
+            "3",
+            "--storage",
+            str(shared),
+            "--run-dir",
+            str(tmp_path / "runs"),
+            "--name",
+            "twin",
+            "--max-failures",
+            "0",
+            log=log,
+            **{**cluster.env, "RAY_ADDRESS": cluster.address},
+        )
+        try:
+
+            def all_waiting() -> bool:
+                if proc.poll() is not None:
+                    code_version.cache_clear()  # other code now (sources edited during the test): another key
+                    raise AssertionError(
+                        f"the sweep ended with {proc.returncode} before its trials waited at {gate.name} "
+                        f"(code version now {code_version()}; cache: {sorted(p.name for p in gate.parent.iterdir())})"
+                        f":\n{log.read_text()[-3000:]}"
+                    )
+                return _worker_logs(cluster).count("is being trained by host test-gate") >= 3
+
+            wait_for(all_waiting, timeout=240, interval=1.0, what="the three trials waiting for the twin")
+            waited_s = time.monotonic() - start
+            stop.set()
+            holder.join()
+            gate.unlink()  # released: the three race for the twin now
+            proc.wait(timeout=240)
+        finally:
+            stop.set()
+            if proc.poll() is None:
+                kill_group(proc)
+        assert proc.returncode == 0, log.read_text()[-3000:]
+        results = tune_results(shared / "twin")
+        final = {tid: lines[-1] for tid, lines in results.items()}
+        where = {tid: cluster.nodes_of(r["pid"]) for tid, r in final.items()}
+        logs = _worker_logs(cluster)
+    assert not _marked(marker), "processes of the test cluster survived its teardown"
+    print(f"trial -> node: {where}; all three waiting after {waited_s:.0f} s; {time.monotonic() - start:.0f} s in all")
+    assert len(final) == 3 and all(r.get("cycle_complete") for r in final.values())
+    assert sorted(r["config"]["epsilon"] for r in final.values()) == [3.0, 5.0, 8.0]
+    assert {n for nodes in where.values() for n in nodes} == {"head", "worker"}, where
+
+    # trained exactly once: one training record in the cache, one trial that did not take it from there
+    records = cache.trainings()
+    assert len(records) == 1, records
+    assert records[0]["training_key"] == twin_cfg.training_key()
+    assert sorted(r["twin_from_cache"] for r in final.values()) == [0.0, 1.0, 1.0]
+    assert sum("time_train_twin_s" in r for r in final.values()) == 1
+    assert [r["pid"] for r in final.values() if r["twin_from_cache"] == 0.0] == [records[0]["pid"]]
+    # the other two waited for that trial (host, pid) while it trained, then loaded its twin
+    trainer = f"is being trained by host {records[0]['host']} pid {records[0]['pid']}"
+    assert logs.count(trainer) == 2 and logs.count("loaded from cache") == 2, (logs.count(trainer), trainer)
+    print(f"twin trained once in {records[0]['seconds']} s by pid {records[0]['pid']}; the other two waited for it")
+    # and every trial reports the same twin
+    for key in ("acc_clean_float_nonprivate", "acc_clean_int8_nonprivate", "acc_clean_eval_nonprivate"):
+        assert len({r[key] for r in final.values()}) == 1, {tid: r[key] for tid, r in final.items()}
+    assert len({r["epsilon_spent"] for r in final.values()}) == 3  # while three different DP models
+    assert not gate.exists() and not list(gate.parent.glob("*.lease.*"))

@@ -105,12 +105,13 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument(
         "--run-dir",
         default=env("PSREVAL_RUN_DIR", "runs"),
-        help="local folder for the default MLflow store, Tune results and the twin cache (default: runs)",
+        help="local folder for the default MLflow store and Tune results (default: runs)",
     )
     p.add_argument(
         "--storage",
         default=env("PSREVAL_STORAGE"),
-        help="Tune storage: a local path or a URI such as s3://bucket/prefix (default: RUN_DIR/ray_results)",
+        help="Tune storage and the shared twin cache (STORAGE/twin-cache): a local path or a URI such as "
+        "s3://bucket/prefix (default: RUN_DIR/ray_results)",
     )
     p.add_argument("--experiment-name", default="psreval", help="MLflow experiment (default: psreval)")
     p.add_argument(
@@ -641,6 +642,7 @@ def run_sweep(args: argparse.Namespace, spec: SweepSpec):
 
     from ..tracking import Tracker, TrackingSpec, local_store, source_provenance
     from ..trainable import TrackingCallback, TrialInfra, run_trial
+    from ..twin_cache import cache_location
     from ..ui import results_hint
     from . import progress
 
@@ -680,7 +682,8 @@ def run_sweep(args: argparse.Namespace, spec: SweepSpec):
         infra = TrialInfra(
             tracking=tracking,
             parent_run_id=parent,
-            cache_dir=str(run_dir / "cache"),
+            # beside the sweeps in their storage: every node reaches it, --resume and later sweeps find it
+            cache_dir=cache_location(storage),
             final_objectives=tuple(spec.summary_metrics),
         )
         trainable = tune.with_resources(
