@@ -43,9 +43,10 @@ import time
 
 import _common as common
 
+from psreval_tune.config import ARCHS, ATTACKS  # the registries' names (models.py, psreval_tune/attacks/)
+
 INPUTS = {"digits": (1, 8), "cifar": (3, 32)}  # channels, size
-ARCHS = ("cnn", "resnet9")
-ATTACKS = ("PGD", "FGSM", "FAB")
+DEFAULT_ARCHS = ("cnn", "resnet9")  # of ARCHS: resnet18 only when asked (--archs), to fit `make bench`
 NUM_CLASSES = 10
 # On a CPU (when --batch/--k/--fab-batch are not given) the costly cells get a
 # smaller batch and/or fewer steps so that `make bench` fits its budget: one FAB
@@ -65,8 +66,8 @@ CPU_CASES = {  # (input, arch, attack): (batch, k)
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--inputs", default="digits,cifar", help="comma list of digits (1x8x8), cifar (3x32x32)")
-    p.add_argument("--archs", default=",".join(ARCHS))
-    p.add_argument("--attacks", default=",".join(ATTACKS))
+    p.add_argument("--archs", default=",".join(DEFAULT_ARCHS), help=f"comma list of {', '.join(ARCHS)}")
+    p.add_argument("--attacks", default=",".join(ATTACKS), help=f"comma list of {', '.join(ATTACKS)} (default: all)")
     p.add_argument(
         "--batch",
         type=int,

@@ -59,11 +59,13 @@ import warnings
 
 import _common as common
 
-ARCHS = ("cnn", "resnet9", "resnet18")
+from psreval_tune.config import ARCHS  # the architecture registry's names (models.py)
+
 MODES = ("hooks", "conv-loop", "bk", "functorch", "ew", "ghost")
 # Measured steps per arch when --steps is not given: enough for a median on a
 # 2-core CPU in a few minutes; a GPU gets many more.
 CPU_STEPS = {"cnn": 8, "resnet9": 2, "resnet18": 2}
+CPU_STEPS_OTHER = 2  # an architecture added since
 GPU_STEPS = 30
 
 
@@ -196,7 +198,7 @@ def worker(args: argparse.Namespace) -> None:
     common.set_threads(args.threads)
     device = common.pick_device(args.device)
     arch = args.worker
-    steps = args.steps or (GPU_STEPS if device == "cuda" else CPU_STEPS[arch])
+    steps = args.steps or (GPU_STEPS if device == "cuda" else CPU_STEPS.get(arch, CPU_STEPS_OTHER))
     Runner.arch = arch
 
     n_pool = args.batch * args.pool_batches
@@ -320,7 +322,7 @@ def main() -> None:
     t0 = time.perf_counter()
     rows, records = [], []
     for arch in args.archs:
-        steps = args.steps or (GPU_STEPS if device == "cuda" else CPU_STEPS[arch])
+        steps = args.steps or (GPU_STEPS if device == "cuda" else CPU_STEPS.get(arch, CPU_STEPS_OTHER))
         print(
             f"{arch}: batch ~{args.batch}, {args.image_size}x{args.image_size}, {args.warmup} warm-up + {steps} "
             f"measured steps per mode, modes sgd,{','.join(args.modes)}",
@@ -392,7 +394,7 @@ def main() -> None:
     print(f"\nwall time {wall:.0f} s")
     settings = {k: v for k, v in vars(args).items() if k != "worker"}
     settings["steps_per_arch"] = {
-        a: args.steps or (GPU_STEPS if device == "cuda" else CPU_STEPS[a]) for a in args.archs
+        a: args.steps or (GPU_STEPS if device == "cuda" else CPU_STEPS.get(a, CPU_STEPS_OTHER)) for a in args.archs
     }
     settings["warmup_batch"] = args.warmup_batch or (args.batch if device == "cuda" else 16)
     settings["sampling"] = (

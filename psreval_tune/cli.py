@@ -15,33 +15,49 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import config, recipes
-from .config import MEDMNIST_SUBSETS, ConfigError, CycleConfig
+from .config import ConfigError, CycleConfig
+
+
+def _registry_help() -> dict[str, str]:
+    """Help for the fields whose values are registry names: every name listed, from its entry."""
+    from .attacks import ATTACKS
+    from .datasets import DATASETS
+    from .datasets.medmnist import MEDMNIST_SUBSETS
+    from .models import ARCHS
+
+    rooted = [e.name for e in DATASETS if e.needs_data_root]
+    resizable = [e for e in DATASETS if e.meta.get("resizable")]
+    downloadable = [e.name for e in DATASETS if e.meta.get("downloadable")]
+    return {
+        "dataset": " | ".join(f"{e.name} ({e.help})" for e in DATASETS) + " (psreval_tune/datasets/)",
+        "data_root": "folder with the data of " + " | ".join(rooted) + " (see --dataset)",
+        "image_size": "image side; none = the dataset's default. "
+        + "; ".join(f"{e.name}: {e.meta.get('image_size_help', e.image_size)}" for e in resizable),
+        "medmnist_subset": "which MedMNIST set, from its .npz in --data-root: "
+        + " | ".join(MEDMNIST_SUBSETS)
+        + "; its official val split is the validation split",
+        "download": "let torchvision download " + " | ".join(downloadable) + " into --data-root (needs internet)",
+        "arch": " | ".join(ARCHS.names()) + " (psreval_tune/models.py)",
+        "attack": "attack used by the training threat: " + " | ".join(ATTACKS.names()) + " (psreval_tune/attacks/)",
+        "eval_attacks": "comma-separated attacks evaluated at inference, of " + " | ".join(ATTACKS.names()),
+    }
+
 
 HELP = {
-    "dataset": "digits (bundled, default) | cifar10 | pneumonia | medmnist | synthetic",
-    "data_root": "folder with the cifar10 or pneumonia data, or the MedMNIST .npz files",
-    "image_size": "image side; none = the dataset's default. pneumonia: resize to (64); synthetic (16); medmnist: "
-    "28 (<subset>.npz, default) | 64 | 128 | 224 (<subset>_<size>.npz) picks the file",
-    "medmnist_subset": "which MedMNIST set, from its .npz in --data-root: "
-    + " | ".join(MEDMNIST_SUBSETS)
-    + "; its official val split is the validation split",
-    "val_fraction": "share of the training split held out for validation (not for medmnist: it has a val split)",
-    "download": "let torchvision download CIFAR-10 into --data-root (needs internet)",
-    "arch": "cnn | resnet9 | resnet18",
-    "partition": "iid | dirichlet",
+    **_registry_help(),
+    "val_fraction": "share of the training split held out for validation (not for a dataset with its own val split)",
+    "partition": " | ".join(config.PARTITIONS),
     "threat": "who attacks during training: " + " | ".join(config.THREATS) + " (psreval_tune/threats/)",
     "threat_params": "the threat's own parameters as key=value,key=value (see psreval_tune/threats/<name>.py)",
     "num_malicious": "malicious clients under a threat, counted from --adversary-client",
-    "attack": "attack used by the training threat: PGD | FGSM | FAB",
     "epsilon": "target DP epsilon over all rounds; 'none' = non-private",
-    "eval_attacks": "comma-separated attacks evaluated at inference (default PGD,FGSM,FAB)",
     "adv_fraction": "share of the training data the malicious clients hold together, in [0, 1); 0 = an equal share",
     "aggregation": "server rule: " + " | ".join(config.AGGREGATIONS) + " (psreval_tune/aggregators/)",
     "aggregation_params": "the rule's own parameters as key=value,key=value (see psreval_tune/aggregators/<name>.py)",
     "client_fraction": "share of clients sampled each round, in (0, 1]",
     "dp_mode": "sample (DP-SGD in every client, sample-level epsilon) | client (DP-FedAvg, client-level epsilon)",
     "client_clip": "dp_mode=client: L2 bound on each client's update",
-    "accountant": "rdp | prv | gdp",
+    "accountant": " | ".join(config.ACCOUNTANTS),
     "grad_sampler": "DP per-sample clipping: auto (book-keeping, same numbers, faster) | opacus (Opacus' hooks)",
     "device": "auto (CUDA if visible) | cpu | cuda",
 }

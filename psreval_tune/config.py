@@ -16,34 +16,16 @@ from typing import Any
 
 from . import recipes
 
-DATASETS = ("digits", "cifar10", "pneumonia", "medmnist", "synthetic")
-# MedMNIST 2D single-label subsets: name -> (classes, image channels), from medmnist.INFO.
-# ChestMNIST is left out: it is multi-label, and a cycle trains one label per image.
-MEDMNIST_SUBSETS = {
-    "pneumoniamnist": (2, 1),
-    "breastmnist": (2, 1),
-    "octmnist": (4, 1),
-    "tissuemnist": (8, 1),
-    "organamnist": (11, 1),
-    "organcmnist": (11, 1),
-    "organsmnist": (11, 1),
-    "bloodmnist": (8, 3),
-    "dermamnist": (7, 3),
-    "pathmnist": (9, 3),
-    "retinamnist": (5, 3),
-}
-# The sizes MedMNIST is published at; image_size picks the file: <subset>.npz (28) or <subset>_<size>.npz.
-MEDMNIST_SIZES = (28, 64, 128, 224)
-ARCHS = ("cnn", "resnet9", "resnet18")
-ATTACKS = ("PGD", "FGSM", "FAB")
+# The names of attacks, datasets, architectures, threats and aggregation rules are read from their
+# registries (psreval_tune/attacks/, datasets/, models.py, threats/, aggregators/) on first use:
+# config.ATTACKS, config.DATASETS, config.ARCHS, config.THREATS, config.AGGREGATIONS (module __getattr__
+# below; those modules import this one, so it imports them only inside functions).
 PARTITIONS = ("iid", "dirichlet")
 DP_MODES = ("sample", "client")  # sample: DP-SGD in every client (Opacus); client: DP-FedAvg at the server
 ACCOUNTANTS = ("rdp", "prv", "gdp")
 GRAD_SAMPLERS = ("auto", "opacus")  # auto: book-keeping clipping where supported (privacy.py)
 DEVICES = ("auto", "cpu", "cuda")
 LR_SCHEDULES = ("constant", "cosine", "step")  # per FL round, after warmup_rounds of linear warm-up
-# Attacks with a random start: the only ones whose repeats differ (attacks.py).
-RANDOMIZED_ATTACKS = ("PGD",)
 
 
 class ConfigError(ValueError):
@@ -103,7 +85,7 @@ class CycleConfig:
     client_clip: float = 1.0  # dp_mode=client: L2 bound on each client's update
     # evaluation
     train_twin: bool = True  # private cycles: also train the non-private twin (transfer matrix)
-    eval_attacks: tuple[str, ...] = ATTACKS
+    eval_attacks: tuple[str, ...] = field(default_factory=lambda: _names("ATTACKS"))  # default: every attack
     eval_samples: int | None = None  # test images attacked at inference (None = the whole test split)
     attack_repeats: int = 3  # runs of randomized attacks (PGD); deterministic ones run once
     # run
@@ -115,7 +97,9 @@ class CycleConfig:
 
     def __post_init__(self) -> None:
         # tuples arrive as lists from JSON/CLI; normalise before validating
-        if not isinstance(self.eval_attacks, tuple):
+        if self.eval_attacks is None:  # every registered attack
+            object.__setattr__(self, "eval_attacks", _names("ATTACKS"))
+        elif not isinstance(self.eval_attacks, tuple):
             object.__setattr__(self, "eval_attacks", tuple(self.eval_attacks))
         for name in ("aggregation_params", "threat_params"):
             value = getattr(self, name)
@@ -123,8 +107,8 @@ class CycleConfig:
                 object.__setattr__(self, name, {})
             elif not isinstance(value, dict):
                 _fail(name, value, "a mapping of parameter names to values")
-        _choice(self, "dataset", DATASETS)
-        _choice(self, "arch", ARCHS)
+        _choice(self, "dataset", _names("DATASETS"))
+        _choice(self, "arch", _names("ARCHS"))
         _resolve_recipe(self)
         _validate(self)
 
@@ -164,8 +148,14 @@ class CycleConfig:
         """
         eval_only = {"eval_attacks", "eval_samples", "attack_repeats", "device", "download", "recipe", "train_twin"}
         payload = {k: v for k, v in self.to_dict().items() if k not in eval_only}
-        if self.dataset != "medmnist":  # the subset trains nothing then: keys from before the field stay valid
-            del payload["medmnist_subset"]
+        # Fields only another dataset reads (its entry's own_fields: medmnist_subset) train nothing here;
+        # leaving them out keeps the keys from before they existed valid.
+        from .datasets import DATASETS
+
+        own = set(DATASETS.get(self.dataset).meta.get("own_fields", ()))
+        for entry in DATASETS:
+            for name in set(entry.meta.get("own_fields", ())) - own:
+                payload.pop(name, None)
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -248,12 +238,12 @@ def _validate_federation(cfg: CycleConfig) -> None:
 def _validate(cfg: CycleConfig) -> None:
     _choice(cfg, "partition", PARTITIONS)
     _validate_federation(cfg)
-    _choice(cfg, "attack", ATTACKS)
+    attacks = _names("ATTACKS")
+    _choice(cfg, "attack", attacks)
     _choice(cfg, "accountant", ACCOUNTANTS)
     _choice(cfg, "grad_sampler", GRAD_SAMPLERS)
     _choice(cfg, "device", DEVICES)
     _choice(cfg, "lr_schedule", LR_SCHEDULES)
-    _choice(cfg, "medmnist_subset", tuple(MEDMNIST_SUBSETS))
     for name in ("num_clients", "rounds", "local_epochs", "batch_size", "attack_steps", "attack_repeats"):
         _positive_int(cfg, name)
     for name in ("image_size", "train_samples", "test_samples", "eval_samples"):
@@ -297,33 +287,56 @@ def _validate(cfg: CycleConfig) -> None:
     if not _finite_number(cfg.delta) or not 0 < cfg.delta < 1:
         _fail("delta", cfg.delta, "a number in (0, 1)")
     if not cfg.eval_attacks:
-        _fail("eval_attacks", list(cfg.eval_attacks), "a non-empty subset of " + ", ".join(ATTACKS))
+        _fail("eval_attacks", list(cfg.eval_attacks), "a non-empty subset of " + ", ".join(attacks))
     for name in cfg.eval_attacks:
-        if name not in ATTACKS:
-            _fail("eval_attacks", name, "one of " + ", ".join(ATTACKS))
+        if name not in attacks:
+            _fail("eval_attacks", name, "one of " + ", ".join(attacks))
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
         _fail("seed", cfg.seed, "an integer >= 0")
-    if cfg.dataset in ("cifar10", "pneumonia", "medmnist") and not cfg.data_root:
+    _validate_dataset_and_arch(cfg)
+
+
+def _validate_dataset_and_arch(cfg: CycleConfig) -> None:
+    """What the dataset's and the architecture's registry entries require."""
+    from .datasets import DATASETS
+    from .models import ARCHS
+
+    dataset = DATASETS.get(cfg.dataset)
+    if dataset.needs_data_root and not cfg.data_root:
         _fail("data_root", cfg.data_root, f"a folder holding the {cfg.dataset} data (--data-root)")
-    if cfg.dataset == "medmnist":
-        if cfg.image_size is not None and cfg.image_size not in MEDMNIST_SIZES:
-            _fail(
-                "image_size",
-                cfg.image_size,
-                "one of "
-                + ", ".join(map(str, MEDMNIST_SIZES))
-                + " for dataset=medmnist (the sizes MedMNIST is published at)",
-            )
-        if cfg.download:
-            _fail(
-                "download",
-                cfg.download,
-                "false for dataset=medmnist: download the .npz once yourself into --data-root (see README)",
-            )
+    check = dataset.meta.get("check")
+    if check is not None:
+        check(cfg)  # the dataset's own fields (medmnist: subset, published sizes, no --download)
+    if cfg.private and not ARCHS.get(cfg.arch).dp_compatible:
+        _fail("arch", cfg.arch, "an architecture DP-SGD can train when epsilon is set (models.py: dp_compatible)")
 
 
-def __getattr__(name: str) -> tuple[str, ...]:
+def _names(name: str) -> tuple[str, ...]:
+    return __getattr__(name)
+
+
+def __getattr__(name: str) -> Any:
     # Names read from the registries, on first use: the registries' modules import this one.
+    if name == "ATTACKS":
+        from .attacks import ATTACKS
+
+        return ATTACKS.names()
+    if name == "RANDOMIZED_ATTACKS":  # attacks with a random start: the only ones whose repeats differ
+        from .attacks import ATTACKS
+
+        return tuple(e.name for e in ATTACKS if e.randomized)
+    if name == "DATASETS":
+        from .datasets import DATASETS
+
+        return DATASETS.names()
+    if name == "ARCHS":
+        from .models import ARCHS
+
+        return ARCHS.names()
+    if name in ("MEDMNIST_SUBSETS", "MEDMNIST_SIZES"):
+        from .datasets import medmnist
+
+        return getattr(medmnist, name)
     if name == "THREATS":
         from .threats import THREATS
 

@@ -15,8 +15,7 @@ from typing import Callable, Mapping
 import torch
 from torch import nn
 
-from .attacks import AttackSpec, generate
-from .config import RANDOMIZED_ATTACKS
+from .attacks import ATTACKS, AttackSpec, generate
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -60,8 +59,8 @@ def wilson(p: float, n: int, z: float = 1.959964) -> tuple[float, float]:
 
 
 def runs_of(spec: AttackSpec, repeats: int) -> int:
-    """Randomized attacks (random start) run ``repeats`` times; deterministic ones once."""
-    return repeats if spec.name in RANDOMIZED_ATTACKS else 1
+    """Randomized attacks (the registry's ``randomized``: a random start) run ``repeats`` times; others once."""
+    return repeats if ATTACKS.get(spec.name).randomized else 1
 
 
 def attack_matrix(
@@ -83,7 +82,7 @@ def attack_matrix(
     Each (attack, run, generator) generates its examples once and every
     target is evaluated on them, so targets are compared on identical inputs.
     Run r of every generator uses seed ``seed + r``. Deterministic attacks
-    (FGSM, FAB with one restart) run once: repeating them gives the same
+    (``randomized=False``: FGSM, FAB with one restart) run once: repeating them gives the same
     examples and a std of 0 by construction.
     """
     results: dict[tuple[str, str, str], list[float]] = {}

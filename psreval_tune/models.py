@@ -9,14 +9,32 @@ Design constraints, and where each is met:
 - Normalisation is the first layer, so callers and attacks always feed
   [0, 1] images, in the float and in the int8 model alike.
 Models know nothing of datasets: channel statistics arrive as numbers.
+
+Every architecture is registered in ARCHS beside its builder, so adding one is
+one decorated function here (config validation, CLI help, sweeps and the cost
+model read the entry)::
+
+    @ARCHS.register("my_net", order=3, dp_compatible=True, s_per_pass=1 / 500, dp_factor=1.5)
+    def my_net(in_channels: int) -> tuple[nn.Module, nn.Module, int]:  # features, pool, feature width
+        ...
+
+Metadata every architecture declares:
+- ``dp_compatible``: passes Opacus' validator (GroupNorm, no in-place ops), so DP-SGD can train it.
+- ``s_per_pass``: seconds of one SGD forward+backward pass of one 3x32x32 image (batch ~128, 2-core CPU,
+  benchmarks/results/dp_sgd.json, torch 2.13): the --dry-run cost model (sweeps/cost.py) scales it by image area.
+- ``dp_factor``: DP-SGD (book-keeping clipping, the default) / SGD time per image (dp_sgd.json).
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
+
+from .registry import Registry
+
+ARCHS = Registry("arch")
 
 
 class Normalize(nn.Module):
@@ -104,6 +122,7 @@ class Classifier(nn.Module):
         return self.fc(x)
 
 
+@ARCHS.register("cnn", order=0, dp_compatible=True, s_per_pass=1 / 2133, dp_factor=1.95)
 def cnn(in_channels: int) -> tuple[nn.Module, nn.Module, int]:
     features = nn.Sequential(
         conv_gn_relu(in_channels, 32),
@@ -114,6 +133,7 @@ def cnn(in_channels: int) -> tuple[nn.Module, nn.Module, int]:
     return features, nn.AdaptiveAvgPool2d(1), 64
 
 
+@ARCHS.register("resnet9", order=1, dp_compatible=True, s_per_pass=1 / 95.7, dp_factor=1.50)
 def resnet9(in_channels: int) -> tuple[nn.Module, nn.Module, int]:
     """The paper's ResNet-9: 64-128-256-256 channels, two residual stages."""
     features = nn.Sequential(
@@ -130,6 +150,7 @@ def resnet9(in_channels: int) -> tuple[nn.Module, nn.Module, int]:
     return features, GlobalMaxPool(), 256
 
 
+@ARCHS.register("resnet18", order=2, dp_compatible=True, s_per_pass=1 / 53.1, dp_factor=1.53)
 def resnet18(in_channels: int) -> tuple[nn.Module, nn.Module, int]:
     """CIFAR-style ResNet-18 (3x3 stem, no stem pooling) with GroupNorm."""
     layers: list[nn.Module] = [conv_gn_relu(in_channels, 64)]
@@ -140,11 +161,14 @@ def resnet18(in_channels: int) -> tuple[nn.Module, nn.Module, int]:
     return nn.Sequential(*layers), nn.AdaptiveAvgPool2d(1), 512
 
 
-ARCHITECTURES = {"cnn": cnn, "resnet9": resnet9, "resnet18": resnet18}
+def __getattr__(name: str) -> Any:
+    if name == "ARCHITECTURES":  # {name: builder}, read from the registry (archs registered later included)
+        return {entry.name: entry.obj for entry in ARCHS}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def build_model(
     arch: str, in_channels: int, num_classes: int, mean: Sequence[float], std: Sequence[float]
 ) -> Classifier:
-    features, pool, width = ARCHITECTURES[arch](in_channels)
+    features, pool, width = ARCHS.get(arch).obj(in_channels)
     return Classifier(features, pool, width, num_classes, mean, std)

@@ -54,6 +54,11 @@ class Registry:
 
         return add
 
+    def unregister(self, name: str) -> None:
+        """Remove an entry (tests that register a throwaway entry clean up with this)."""
+        self.get(name)  # a one-line ValueError for an unknown name
+        del self._entries[name]
+
     def names(self) -> tuple[str, ...]:
         ordered = sorted(self._entries.values(), key=lambda e: (e.order, e.name))
         return tuple(e.name for e in ordered)

@@ -13,9 +13,12 @@ Nothing here starts Ray, opens a tracking store for writing or creates a file. T
 Training phases add ROUND_S (TWIN_ROUND_S) per round, attacks/eval EVAL_FIXED_S per trial: fixed costs that
 dominate small cycles (the smoke grid).
 
-k is the attack's forward+backward passes per image: PGD its steps, FGSM 1, FAB steps x FAB_COST.
-s/pass(arch, image) = SGD_S_PER_PASS[arch] x max(H x W / 32^2, MIN_AREA). The defaults are 2-core
-CPU measurements (benchmarks/results); ``calibrate`` scales every phase by measured / modelled
+k is the attack's forward+backward passes per image, its registry entry's ``cost_passes(steps)``
+(psreval_tune/attacks/: PGD its steps, FGSM 1, FAB steps x FAB_COST); repeats only for ``randomized`` attacks.
+s/pass(arch, image) = s_per_pass(arch) x max(H x W / 32^2, MIN_AREA), DP factor(arch) = the arch entry's
+``dp_factor`` (models.py); train pool, test images and image side are the dataset entry's ``pool``, ``test``
+and ``image_size`` (psreval_tune/datasets/). The defaults are 2-core CPU measurements (benchmarks/results);
+``calibrate`` scales every phase by measured / modelled
 seconds of finished trials in an MLflow store, per arch where the store has that arch.
 Wall time = SWEEP_OVERHEAD_S + the trials' seconds / min(--max-concurrent, slots, trials): trials are
 assumed not to slow each other (a store's trial times already include the slow-down of its own sweep).
@@ -36,15 +39,10 @@ LABELS = {
     "attack_eval": "attacks/eval",
     "overhead": "overhead",
 }
-# benchmarks/results/dp_sgd.json: 1 / (SGD images/s) at 3x32x32, batch ~128, 2-core CPU, torch 2.13.
-SGD_S_PER_PASS = {"cnn": 1 / 2133, "resnet9": 1 / 95.7, "resnet18": 1 / 53.1}
-# dp_sgd.json: DP-SGD (book-keeping, the default) / SGD time per image.
-DP_FACTOR = {"cnn": 1.95, "resnet9": 1.50, "resnet18": 1.53}
 # Small images get no cheaper than this share of a 32x32 one (per-step fixed costs): cycle_phases.json's
 # digits (8x8) twin trains at 4.7e-5 s/pass = 0.1 x the cnn's 32x32 SGD pass.
 MIN_AREA = 0.1
 ATTACK_PASS = 0.7  # attack fwd+bwd / training pass: cycle_phases.json digits, 2.44 s for 74,496 passes
-FAB_COST = 6.6  # attacks.json: FAB time / (steps x fwd+bwd), its C backward passes per step
 # Fixed costs, from the smoke grid run of 2026-11-25 (benchmarks/README.md, "Cost estimate"; 2 cores, loaded):
 ROUND_S = 1.0  # per FL round of the trial's model: validation, accountant, per-round report + checkpoint
 TWIN_ROUND_S = 0.4  # per FL round of a twin (validation only)
@@ -52,47 +50,63 @@ EVAL_FIXED_S = 1.2  # per trial: clean and validation metrics, attack set-up
 TRIAL_OVERHEAD_S = 8.0  # per trial outside the phases: data, quantize (3-4 s), MLflow params/metrics/model/images
 WORKER_WARMUP_S = 18.0  # per worker (slot), its first trial: imports, first DP step, first quantization
 SWEEP_OVERHEAD_S = 100.0  # once: imports, Ray start-up, MLflow store, worker start, summary, report
-# (train pool before the validation split, test images, image side) per dataset; image_size overrides the side.
-DATASETS = {
-    "digits": (1438, 359, 8),
-    "cifar10": (50000, 10000, 32),
-    "pneumonia": (5216, 624, 64),
-    "medmnist": (4708, 624, 28),  # pneumoniamnist's train split (own val split); other subsets differ
-    "synthetic": (2000, 500, 16),
-}
 
 
 def attack_passes(attack: str, steps: int) -> float:
-    """Forward+backward passes per image of one run of an attack."""
-    return {"PGD": steps, "FGSM": 1, "FAB": steps * FAB_COST}[attack]
+    """Forward+backward passes per image of one run of an attack (its registry entry's ``cost_passes``)."""
+    from ..attacks import ATTACKS
+
+    return ATTACKS.get(attack).cost_passes(steps)
+
+
+def attack_runs(attack: str, repeats: int) -> int:
+    """Runs of an attack at evaluation: ``repeats`` for a randomized one, else 1 (evaluate.runs_of)."""
+    from ..attacks import ATTACKS
+
+    return repeats if ATTACKS.get(attack).randomized else 1
+
+
+def _dataset(cfg: CycleConfig):
+    from ..datasets import DATASETS
+
+    return DATASETS.get(cfg.dataset)
+
+
+def _arch(cfg: CycleConfig):
+    from ..models import ARCHS
+
+    return ARCHS.get(cfg.arch)
 
 
 def train_images(cfg: CycleConfig) -> int:
     """Training images the clients share: the pool less the validation split."""
-    pool, _, _ = DATASETS[cfg.dataset]
-    if cfg.train_samples is not None:  # synthetic draws that many; the others subsample
-        pool = cfg.train_samples if cfg.dataset == "synthetic" else min(cfg.train_samples, pool)
-    return pool if cfg.dataset == "medmnist" else round(pool * (1 - cfg.val_fraction))
+    data = _dataset(cfg)
+    pool = data.pool
+    if cfg.train_samples is not None:  # a generated dataset draws that many; the others subsample
+        pool = cfg.train_samples if data.meta.get("draws_samples") else min(cfg.train_samples, pool)
+    return pool if data.meta.get("own_val_split") else round(pool * (1 - cfg.val_fraction))
 
 
 def eval_images(cfg: CycleConfig) -> int:
-    _, test, _ = DATASETS[cfg.dataset]
-    if cfg.test_samples is not None:  # synthetic draws that many; the others subsample
-        test = cfg.test_samples if cfg.dataset == "synthetic" else min(cfg.test_samples, test)
+    data = _dataset(cfg)
+    test = data.test
+    if cfg.test_samples is not None:  # a generated dataset draws that many; the others subsample
+        test = cfg.test_samples if data.meta.get("draws_samples") else min(cfg.test_samples, test)
     return min(cfg.eval_samples or test, test)
 
 
 def pass_seconds(cfg: CycleConfig) -> float:
     """Seconds of one SGD forward+backward pass of one image (default table)."""
-    side = cfg.image_size or DATASETS[cfg.dataset][2]
-    return SGD_S_PER_PASS[cfg.arch] * max(side * side / 1024, MIN_AREA)
+    data = _dataset(cfg)
+    side = (cfg.image_size if data.meta.get("resizable") else None) or data.image_size
+    return _arch(cfg).s_per_pass * max(side * side / 1024, MIN_AREA)
 
 
 def train_seconds(cfg: CycleConfig, round_s: float = ROUND_S) -> float:
     """Training of cfg's own model (DP when private), adversarial data generation and per-round costs included."""
     k = attack_passes(cfg.attack, cfg.attack_steps) * ATTACK_PASS if cfg.threat != "none" else 0.0
     passes = cfg.rounds * train_images(cfg) * (cfg.local_epochs + cfg.adv_fraction * k)
-    return passes * pass_seconds(cfg) * (DP_FACTOR[cfg.arch] if cfg.private else 1.0) + cfg.rounds * round_s
+    return passes * pass_seconds(cfg) * (_arch(cfg).dp_factor if cfg.private else 1.0) + cfg.rounds * round_s
 
 
 def has_twin(cfg: CycleConfig) -> bool:
@@ -105,7 +119,7 @@ def twin_config(cfg: CycleConfig) -> CycleConfig:
 
 def trial_phases(cfg: CycleConfig) -> dict[str, float]:
     """Default seconds per phase of one trial; twin_train as if the twin were not cached."""
-    runs = sum(attack_passes(a, cfg.attack_steps) * (cfg.attack_repeats if a == "PGD" else 1) for a in cfg.eval_attacks)
+    runs = sum(attack_passes(a, cfg.attack_steps) * attack_runs(a, cfg.attack_repeats) for a in cfg.eval_attacks)
     generators = (2 if has_twin(cfg) else 1) + 1  # + the BPDA generator of the int8 model
     return {
         "dp_train": train_seconds(cfg),

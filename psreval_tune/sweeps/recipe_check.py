@@ -19,7 +19,7 @@ from typing import Sequence
 
 from ray import tune
 
-from ..config import ARCHS
+from .. import config
 from ..evaluate import wilson
 from ..trainable import cycle_config
 from .engine import SweepSpec, _csv, main_guard, parser, run_sweep
@@ -94,7 +94,7 @@ def _label(eps) -> str:
 @main_guard
 def main(argv: Sequence[str] | None = None) -> int:
     p = parser(__doc__.splitlines()[0])
-    p.add_argument("--archs", type=_csv(str), default=list(ARCHS), help="architectures (default: all)")
+    p.add_argument("--archs", type=_csv(str), default=list(config.ARCHS), help="architectures (default: all)")
     p.add_argument("--doc", default=None, help="also write the table to this markdown file")
     args = p.parse_args(argv)
     results, _, _ = run_sweep(

@@ -37,6 +37,9 @@ A search file (Optuna, define-by-run; the conditions make the space conditional)
 A param whose condition is false is not sampled: the trial keeps the fixed
 value or CycleConfig's default (threat none -> adv_fraction 0). A condition on
 a param that was not sampled is false. A param with one choice is fixed.
+``attack_alpha`` without a ``when`` of its own, under a sampled or fixed
+``attack``, gets ``when: {attack: [...]}`` listing the attacks that take a
+step size (the attack registry's ``uses_alpha``: PGD, not FGSM or FAB).
 
 Only ``yaml.safe_load`` reads a file (plus ``yaml.compose`` to find duplicate
 keys); every error is one line naming the file, the key and what is allowed
@@ -57,7 +60,8 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from ..config import DATASETS, ConfigError, CycleConfig
+from .. import config
+from ..config import ConfigError, CycleConfig
 from .engine import SweepError
 
 FILES_DIR = Path(__file__).with_name("files")
@@ -229,9 +233,10 @@ def validate(data: Any, sweep: SweepFile, kind: str | None = None) -> dict[str, 
     doc["fixed"] = check_fields(data.get("fixed", {}), "fixed", fail)
     if "by_dataset" in data:
         by = _mapping(data["by_dataset"], "by_dataset", fail)
+        datasets = config.DATASETS  # the dataset registry's names
         for name in by:
-            if name not in DATASETS:
-                raise fail(f"by_dataset.{name} is not allowed; expected dataset names: {', '.join(DATASETS)}")
+            if name not in datasets:
+                raise fail(f"by_dataset.{name} is not allowed; expected dataset names: {', '.join(datasets)}")
         doc["by_dataset"] = {name: check_fields(values, f"by_dataset.{name}", fail) for name, values in by.items()}
         for name, values in doc["by_dataset"].items():
             if "dataset" in values:
@@ -475,8 +480,25 @@ def check_params(value: Any, fixed: dict[str, Any], fail) -> dict[str, dict[str,
                     raise fail(f"params.{name}.when.{key} is empty; expected the values that enable {name}")
                 cond[key] = [check_value(key, v, f"params.{name}.when.{key}", fail) for v in allowed]
             param["when"] = cond
+        elif name in IMPLIED_WHEN:
+            param.update(IMPLIED_WHEN[name](out, fixed))
         out[name] = param
     return out
+
+
+def _alpha_when(params: dict[str, Any], fixed: dict[str, Any]) -> dict[str, Any]:
+    """attack_alpha with no condition of its own: sampled only for attacks that take a step size (the
+    attack registry's ``uses_alpha``; FGSM takes one step of attack_eps), when the training attack is a
+    param above it or fixed. The condition is written into the resolved file, so it reproduces."""
+    from ..attacks import ATTACKS
+
+    if "attack" not in params and "attack" not in fixed:
+        return {}  # the default training attack (PGD) throughout
+    return {"when": {"attack": [e.name for e in ATTACKS if e.uses_alpha]}}
+
+
+# Conditions a param gets from a registry when its file gives none.
+IMPLIED_WHEN = {"attack_alpha": _alpha_when}
 
 
 def _objectives(value: Any, fail) -> dict[str, str]:

@@ -1,24 +1,44 @@
-"""Adversarial example generation with torchattacks (PGD, FGSM, FAB).
+"""Adversarial example generation with torchattacks: one file per attack, each registered in ATTACKS.
 
 Inputs and outputs are [0, 1] images; models normalise internally, so
 torchattacks' clamping to [0, 1] and ``eps`` are both in pixel space.
 Attacks know nothing of federation: they take a plain float model.
+
+Adding an attack is adding one file here (config validation, CLI help, the
+cost model, the search space and the evaluation's repeats read its entry)::
+
+    @ATTACKS.register("MyAttack", randomized=False, cost_passes=lambda steps: steps, uses_alpha=True)
+    def build(spec, model, num_classes, seed):
+        return torchattacks.Something(model, eps=spec.eps, ...)
+
+Metadata every attack declares:
+- ``randomized``: its repeats differ (a random start), so evaluation runs it
+  ``attack_repeats`` times; a deterministic attack runs once.
+- ``cost_passes(steps)``: forward+backward passes per image of one run (the
+  --dry-run cost model, psreval_tune/sweeps/cost.py).
+- ``uses_alpha``: it takes a step size (``attack_alpha``); the search space
+  samples the step size only for such attacks (psreval_tune/sweeps/spec.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import torch
-from torch import nn
+from ..registry import Registry, discover
 
-from .config import CycleConfig
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from ..config import CycleConfig
+
+ATTACKS = Registry("attack")
 
 
 @dataclass(frozen=True)
 class AttackSpec:
-    name: str  # PGD | FGSM | FAB
+    name: str  # a name in ATTACKS (PGD | FGSM | FAB | ...)
     eps: float
     alpha: float
     steps: int
@@ -28,16 +48,9 @@ class AttackSpec:
         return cls(name or cfg.attack, cfg.attack_eps, cfg.attack_alpha, cfg.attack_steps)
 
 
-def build_attack(spec: AttackSpec, model: nn.Module, num_classes: int, seed: int):
-    import torchattacks
-
-    if spec.name == "PGD":
-        return torchattacks.PGD(model, eps=spec.eps, alpha=spec.alpha, steps=spec.steps, random_start=True)
-    if spec.name == "FGSM":
-        return torchattacks.FGSM(model, eps=spec.eps)
-    if spec.name == "FAB":
-        return torchattacks.FAB(model, norm="Linf", eps=spec.eps, steps=spec.steps, n_classes=num_classes, seed=seed)
-    raise ValueError(f"attack={spec.name!r} is not one of PGD, FGSM, FAB")
+def build_attack(spec: AttackSpec, model: nn.Module, num_classes: int, seed: int) -> Any:
+    """The torchattacks object (or any callable ``(x, y) -> x_adv``) of the registered attack ``spec.name``."""
+    return ATTACKS.get(spec.name).obj(spec, model, num_classes, seed)
 
 
 def generate(
@@ -59,6 +72,8 @@ def generate(
     The model's train/eval mode is restored afterwards, and its parameters
     get no gradients (only the input is differentiated).
     """
+    import torch  # here, not at the top: the registry's names and metadata load without torch
+
     was_training = model.training
     # Attacks need gradients w.r.t. the input only. FAB calls .backward(),
     # which would otherwise accumulate .grad on the model's parameters (and
@@ -84,3 +99,6 @@ def generate(
             p.requires_grad_(True)
         model.train(was_training)
     return out
+
+
+discover(__name__, __path__)
