@@ -158,9 +158,10 @@ class Match:
 
 
 def lookup(name: str) -> Match | None:
-    """The declaration of metric ``name``, or None when the schema does not know it."""
+    """The declaration of metric ``name`` (a name, or a declared template itself such as
+    ``acc_wb_{attack}_mean``), or None when the schema does not know it."""
     for template, companion, pattern, metric in _compiled():
-        if pattern.fullmatch(name):
+        if name == template or pattern.fullmatch(name):
             statistic = "value"
             if companion:
                 statistic = next(s for s in ("ci_low", "ci_high", "std") if template.endswith(s))

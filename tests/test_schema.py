@@ -116,3 +116,8 @@ def test_every_metric_a_real_cycle_emits_is_declared():
     rounds = {k for r in result.history for k in r}
     assert schema.unknown(rounds) == []
     assert all(schema.lookup(k).when == schema.PER_ROUND for k in rounds)
+
+
+def test_a_declared_template_looks_itself_up():
+    assert schema.direction("acc_wb_{attack}_mean") == schema.HIGHER
+    assert schema.unit("time_{phase}_s") == "seconds"

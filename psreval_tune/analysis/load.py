@@ -346,6 +346,25 @@ def _json_lines(path: Path) -> list[dict]:
     return out
 
 
+def _tune_config(folder: Path, final: Mapping[str, Any]) -> dict[str, Any]:
+    """A Tune trial's config: its param space (params.json, else the result's ``config``), over the
+    resolved config of its ``artifacts/metrics.json`` where present. Never its results."""
+    config: dict[str, Any] = {}
+    summary = folder / "artifacts" / "metrics.json"
+    if summary.is_file():
+        try:
+            config.update(flatten_config(json.loads(summary.read_text()).get("config", {})))
+        except (json.JSONDecodeError, AttributeError):
+            pass
+    params = folder / "params.json"
+    try:
+        space = json.loads(params.read_text()) if params.is_file() else final.get("config", {})
+    except json.JSONDecodeError:
+        space = final.get("config", {})
+    config.update(flatten_config(space or {}))
+    return config
+
+
 def load_tune(path: str | Path) -> pd.DataFrame:
     """Trials of a Tune experiment folder (``RUN_DIR/ray_results/<sweep>``), or of one trial folder.
 
@@ -378,19 +397,7 @@ def load_tune(path: str | Path) -> pd.DataFrame:
         if final is None:
             left_out += 1
             continue
-        config: dict[str, Any] = {}
-        summary = folder / "artifacts" / "metrics.json"
-        if summary.is_file():
-            try:
-                config.update(flatten_config(json.loads(summary.read_text()).get("config", {})))
-            except (json.JSONDecodeError, AttributeError):
-                pass
-        params = folder / "params.json"
-        try:
-            space = json.loads(params.read_text()) if params.is_file() else final.get("config", {})
-        except json.JSONDecodeError:
-            space = final.get("config", {})
-        config.update(flatten_config(space or {}))
+        config = _tune_config(folder, final)
         meta = {
             "sweep": sweep,
             "trial_id": final.get("trial_id", folder.name),

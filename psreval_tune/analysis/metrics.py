@@ -28,6 +28,18 @@ ATTACKED_IMAGES = "n_eval"  # robust accuracies and acc_clean_eval_* use the att
 Z95 = 1.959963984540054
 
 
+def better(name: str) -> str:
+    """'higher is better' / 'lower is better' for metric ``name``, from its direction in ``psreval_tune.schema``;
+    '' where neither (or unknown)."""
+    direction = schema.direction(name)
+    return f"{direction} is better" if direction in (schema.HIGHER, schema.LOWER) else ""
+
+
+def maximize(names: list[str]) -> list[bool]:
+    """Per metric: whether higher is better (``psreval_tune.schema``), for ``stats.pareto_mask``."""
+    return [schema.direction(n) == schema.HIGHER for n in names]
+
+
 def _stem(name: str) -> str:
     return name[: -len("_mean")] if name.endswith("_mean") else name
 

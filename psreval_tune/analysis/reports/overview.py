@@ -9,6 +9,7 @@ import pandas as pd
 from .. import plots
 from ..frames import col as _col
 from ..frames import dedupe_trials, model_rows, model_values
+from ..metrics import better
 from ..stats import fmt_ci, summarize
 from .base import Report, Table, ci_cols, pooled_note, privacy_order_np_first, sort_np_first, stem
 
@@ -122,7 +123,7 @@ def _accuracy_panel(ax, a: pd.DataFrame, groups: list[tuple[str, str]]):
     )
     ax.set_ylim(0, min(max(top * 1.12, 10), 112))
     ax.set_ylabel("clean test accuracy (%)")
-    ax.set_title("Clean accuracy (higher is better)")
+    ax.set_title(f"Clean accuracy ({better('acc_clean_float')})")
     return handles
 
 
@@ -141,7 +142,7 @@ def _size_panel(ax, s: pd.DataFrame, reduction: pd.DataFrame, archs: list[str]) 
             )
     ax.set_ylim(0, top * 1.3)
     ax.set_ylabel("model size (MB)")
-    ax.set_title("Model size (lower is better)")
+    ax.set_title(f"Model size ({better('size_bytes_int8')})")
 
 
 def _figure(rep: Report, ds: str, out_dir: Path | None) -> list[Path]:

@@ -10,10 +10,13 @@ import pandas as pd
 
 from .. import plots
 from ..frames import PRIVACY_ONLY, dedupe_trials, model_rows, model_values, setting_columns
+from ..metrics import maximize
 from ..stats import pareto_mask, summarize
 from .base import Report, Table, attack_names, cell, config_label, present_attacks, privacy_order, stem
 
 FIRST = ["threat", "attack", "adv_fraction", "arch"]  # named first in a configuration's label
+# Which way each objective is better, from the schema: privacy spent (epsilon), clean and robust accuracy
+OBJECTIVES = maximize(["epsilon", "acc_clean_float", "acc_wb_{attack}_mean"])
 
 
 def _point(key: list[str], k: tuple, group: pd.DataFrame, a: str) -> dict:
@@ -43,14 +46,11 @@ def _mark(data: pd.DataFrame) -> pd.DataFrame:
     for ds in data["dataset"].unique():
         idx = data.index[data.dataset == ds]
         sub = data.loc[idx]
-        data.loc[idx, "pareto"] = pareto_mask(
-            sub[["epsilon", "clean_mean", "robust_mean"]].to_numpy(), [False, True, True]
-        )
+        data.loc[idx, "pareto"] = pareto_mask(sub[["epsilon", "clean_mean", "robust_mean"]].to_numpy(), OBJECTIVES)
         for priv in sub["privacy"].unique():
             pidx = sub.index[sub.privacy == priv]
-            data.loc[pidx, "front_at_eps"] = pareto_mask(
-                data.loc[pidx, ["clean_mean", "robust_mean"]].to_numpy(), [True, True]
-            )
+            values = data.loc[pidx, ["clean_mean", "robust_mean"]].to_numpy()
+            data.loc[pidx, "front_at_eps"] = pareto_mask(values, OBJECTIVES[1:])
         on = data[(data.dataset == ds) & data.pareto].sort_values(["epsilon", "clean_mean"], ascending=[True, False])
         data.loc[on.index, "rank"] = range(1, len(on) + 1)
     return data
