@@ -55,6 +55,13 @@ TRAINING_SOURCES = (
     "privacy",
     "bookkeeping",
     "attacks",  # adversarial training and train-time attacks run them
+    "datasets",
+    "aggregators",
+    "accountants",
+    "client_dp",
+    "threats",
+    "registry",
+    "evaluate",  # the validation accuracy in the twin's history
 )
 FOLDER = "twin-cache"  # in the sweep's storage
 TRAINED = "trained"  # one record per training: trained/<key>.<owner>.json
