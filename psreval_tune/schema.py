@@ -92,7 +92,6 @@ METRICS: tuple[Metric, ...] = (
     Metric("asr_float", LOWER, "fraction", ci=True, doc="backdoor attack success rate, float model"),
     Metric("asr_int8", LOWER, "fraction", ci=True, doc="backdoor attack success rate, int8 model"),
     Metric("client_epsilon_spent", LOWER, "epsilon", doc="privacy spent by one client"),
-    Metric("num_malicious", NONE, "count", doc="malicious clients of the federation"),
     # MLflow's system-metrics monitor (tracking.Tracker.system_metrics)
     Metric("system/{name}", NONE, "various", SAMPLED),
 )

@@ -16,6 +16,7 @@ from .load import AnalysisError, load_mlflow, metric_columns
 from .reports import REPORTS, Report, attack_names, present_attacks
 from .scale import scale_markdown, scale_warnings
 
+# The paper's grid, which a sweep is compared with (not the registries: a sweep may run more than the paper)
 PAPER_AXES = {
     "arch": ("resnet9", "resnet18"),
     "epsilon": (1.7, 3.4, 7.0),
