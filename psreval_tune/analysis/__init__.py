@@ -1,7 +1,12 @@
 """Tables and figures of the PSREval paper from any sweep's results.
 
 Reads MLflow runs or a Ray Tune results folder (``analysis.load``), never the
-training code: it imports mlflow, pandas and matplotlib, not psreval_tune.
+training code: besides mlflow, pandas and matplotlib it imports psreval_tune.schema (the
+metrics, declared once) and psreval_tune.config (CycleConfig's fields and defaults; the
+registries' names, such as config.ATTACKS, are read only when a report runs).
+
+One module per report in ``analysis/reports/``: ``<key>_tables`` computes its numbers and
+tables (DataFrames), ``draw_<key>`` draws them.
 
     from analysis import load_mlflow, build_report
     trials = load_mlflow("psreval", "sqlite:///runs/mlflow.db", sweep="smoke")
