@@ -2,8 +2,8 @@
 whether it is a per-round value or a final one.
 
 The cycle (``cycle.py``), the federation's rounds (``federated.RoundResult``, ``trainable.round_metrics``),
-the trainable (``time_log_model_s``) and MLflow's system-metrics monitor (``system/...``) emit these; the
-analysis reads direction and unit from here and never guesses a metric from a name prefix.
+the trainable (``time_log_model_s``, ``twin_from_cache``) and MLflow's system-metrics monitor (``system/...``)
+emit these; the analysis reads direction and unit from here and never guesses a metric from a name prefix.
 
 A template's placeholders match one name part each:
 
@@ -88,10 +88,13 @@ METRICS: tuple[Metric, ...] = (
     Metric("acc_loss_wb_{attack}_int8_bpda", LOWER, "fraction"),
     # wall time (timing.PhaseTimer.as_metrics, time_total_s, trainable's time_log_model_s)
     Metric("time_{phase}_s", LOWER, "seconds"),
-    # threats and privacy of later cycles: declared so that they are known when they arrive
+    # threats and client-level privacy (cycle.backdoor_metrics; client DP): asr_* over n_asr images
     Metric("asr_float", LOWER, "fraction", ci=True, doc="backdoor attack success rate, float model"),
     Metric("asr_int8", LOWER, "fraction", ci=True, doc="backdoor attack success rate, int8 model"),
     Metric("client_epsilon_spent", LOWER, "epsilon", doc="privacy spent by one client"),
+    Metric("n_asr", NONE, "count", doc="triggered test images outside the backdoor's target class (asr_* over them)"),
+    # the trainable's own (trainable.py)
+    Metric("twin_from_cache", NONE, "flag", doc="1: the non-private twin came from the twin cache, 0: trained here"),
     # MLflow's system-metrics monitor (tracking.Tracker.system_metrics)
     Metric("system/{name}", NONE, "various", SAMPLED),
 )

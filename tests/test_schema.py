@@ -93,29 +93,31 @@ def test_a_metric_not_in_the_schema_is_reported_not_grouped_by(tmp_path, caplog)
     assert trials["epsilon"].tolist() == [3.4] * 3  # the config's, not the last round's
 
 
+SMALL = dict(dataset="digits", arch="cnn", rounds=1, eval_samples=32, attack_repeats=1, train_samples=200)
+
+
 @pytest.mark.slow
-def test_every_metric_a_real_cycle_emits_is_declared():
-    """One short private cycle (with its twin, every attack): each final and per-round key is in the schema."""
+@pytest.mark.parametrize(
+    "setting",
+    [
+        dict(epsilon=3.0),  # private: the twin, every attack, transfer cells, DP book-keeping
+        dict(threat="backdoor", adv_fraction=0.2, eval_attacks=("FGSM",)),  # asr_*, n_asr
+    ],
+    ids=["private", "backdoor"],
+)
+def test_every_metric_a_real_cycle_emits_is_declared(setting):
+    """One short cycle: each final and per-round key it emits is in the schema."""
     from psreval_tune.config import CycleConfig
     from psreval_tune.cycle import run_cycle
 
-    cfg = CycleConfig(
-        dataset="digits",
-        arch="cnn",
-        rounds=1,
-        eval_samples=32,
-        attack_repeats=1,
-        train_samples=200,
-        test_samples=100,
-        epsilon=3.0,
-        batch_size=32,
-    )
-    result = run_cycle(cfg)
+    result = run_cycle(CycleConfig(**SMALL, test_samples=100, batch_size=32, **setting))
     assert schema.unknown(result.metrics) == []
     assert all(schema.is_final(k) for k in result.metrics), [k for k in result.metrics if not schema.is_final(k)]
     rounds = {k for r in result.history for k in r}
     assert schema.unknown(rounds) == []
     assert all(schema.lookup(k).when == schema.PER_ROUND for k in rounds)
+    if "threat" in setting:
+        assert {"asr_float", "asr_int8_ci_high", "n_asr"} <= set(result.metrics)
 
 
 def test_a_declared_template_looks_itself_up():
