@@ -182,6 +182,24 @@ def size_and_privacy_metrics(main: TrainedModel) -> dict[str, float | None]:
     return metrics
 
 
+def backdoor_metrics(cfg: CycleConfig, main: TrainedModel, data: DataBundle) -> dict[str, float]:
+    """A backdoor's attack success rate on the triggered test images outside its target class, beside
+    the clean accuracies, for the float and int8 models (a Wilson 95% interval over those images)."""
+    from .threats import THREATS
+
+    asr = THREATS.get(cfg.threat).meta.get("asr")
+    if asr is None:
+        return {}
+    metrics: dict[str, float] = {}
+    for kind, model in (("float", main.float_model), ("int8", main.int8_model)):
+        rate, n = asr(model, data.test.x, data.test.y, cfg.threat_params)
+        if n == 0:  # every test image is of the target class: no success rate to report
+            return {}
+        with_ci(metrics, f"asr_{kind}", rate, n)
+    metrics["n_asr"] = n
+    return metrics
+
+
 def cell_keys(attack: str, generator: str, target: str, own: str, private: bool) -> list[tuple[str, str]]:
     """Metric stems of one (attack, generator, target) cell, each with the
     target whose clean accuracy on the same images defines its accuracy loss."""
@@ -259,6 +277,7 @@ def run_cycle(
         metrics = clean_metrics(models, own, data, x_eval, y_eval)
         metrics.update(validation_metrics(cfg, main.float_model, data, device))
     metrics.update(size_and_privacy_metrics(main))
+    metrics.update(backdoor_metrics(cfg, main, data))
 
     examples: dict[str, torch.Tensor] = {}
 

@@ -1,21 +1,25 @@
-"""FedAvg over clients, with optional DP-SGD and a train-time adversary.
+"""Federated training over clients, with optional DP and a training-time adversary.
 
-One global model; each client keeps its own optimizer (and, under DP, its
-own Opacus engine and accountant) for the whole federation. Each round every
-client starts from the global weights, trains ``local_epochs`` on its data,
-and a pluggable Strategy aggregates the results. The learning rate follows
-the recipe's schedule over rounds; with ``reset_optimizer`` each client's
-momentum starts afresh every round (a buffer from the previous round points
-along the client's old, pre-averaging trajectory). Per-round accuracy is
-measured on the validation split: the test split is for the final report.
+One global model; each client keeps its own optimizer (and, under sample-level
+DP, its own Opacus engine and accountant) for the whole federation. Each round
+the sampled clients (all, or ``client_fraction`` of them) start from the global
+weights and train ``local_epochs`` on their data. The server then sees their
+*updates* (weights minus the previous global weights, one flat float64 row per
+client, like Flower's Strategy): an update threat may replace the malicious
+rows, and the configured aggregation rule (psreval_tune/aggregators/) or, under
+``dp_mode=client``, DP-FedAvg's clip-and-noise (client_dp.py) turns them into
+the next global model. The learning rate follows the recipe's schedule over
+rounds; with ``reset_optimizer`` each client's momentum starts afresh every
+round. Per-round accuracy is measured on the validation split: the test split
+is for the final report.
 
-Threat during training (the adversary client's data, regenerated every round
-against the current global model, which the adversary receives as a client):
-- adv_training: adversarial examples with their true labels (a defence);
-- train_time_attack: adversarial examples labelled with the global model's
-  own predictions on them (poisoning).
-Examples are generated on the plain global model, never through the Opacus
-wrapper, so per-sample gradients and the accountant are untouched.
+Threats (psreval_tune/threats/) act on the ``num_malicious`` clients from
+``adversary_client`` on: data threats rewrite their training data (every round
+against the current global model: adversarial training, the paper's train-time
+attack; or once: a backdoor), update threats their updates (sign flip, scaling,
+ALIE, IPM). Adversarial examples are generated on the plain global model, never
+through the Opacus wrapper, so per-sample gradients and the accountant are
+untouched.
 """
 
 from __future__ import annotations
@@ -24,47 +28,68 @@ import copy
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from .attacks import AttackSpec, generate
+from .aggregators import RoundContext, aggregate
 from .config import CycleConfig
 from .data import DataBundle, partition
-from .evaluate import accuracy, predict
+from .evaluate import accuracy
 from .privacy import PrivacyReport, PrivateClient, make_private, worst_case
+from .threats import THREATS, PoisonContext, UpdateContext, data_poisoner, malicious_clients
 from .timing import PhaseTimer
 
 StateDict = dict[str, torch.Tensor]
 
 
-# --- aggregation strategies ---------------------------------------------------
+# --- the server's view of a round: flat update vectors ---------------------------
 
 
-class Strategy(Protocol):
-    def aggregate(self, states: list[StateDict], num_examples: list[int]) -> StateDict: ...
+@dataclass(frozen=True)
+class Layout:
+    """Which state-dict entries are flattened into update vectors (the floating-point ones), and their shapes."""
+
+    keys: tuple[str, ...]
+    shapes: tuple[torch.Size, ...]
+
+    @classmethod
+    def of(cls, state: StateDict) -> Layout:
+        keys = tuple(k for k, v in state.items() if v.is_floating_point())
+        return cls(keys, tuple(state[k].shape for k in keys))
 
 
-class FedAvg:
-    """Average of client weights, weighted by client data size (McMahan et al.)."""
-
-    def aggregate(self, states: list[StateDict], num_examples: list[int]) -> StateDict:
-        weights = torch.tensor(num_examples, dtype=torch.float64)
-        weights = weights / weights.sum()
-        return {k: sum(w * s[k].double() for w, s in zip(weights, states)).to(states[0][k].dtype) for k in states[0]}
+def flatten(state: StateDict, layout: Layout) -> torch.Tensor:
+    return torch.cat([state[k].detach().reshape(-1).double().cpu() for k in layout.keys])
 
 
-class FedMedian:
-    """Coordinate-wise median: a robust aggregator against a minority adversary."""
+def client_updates(states: list[StateDict], global_state: StateDict, layout: Layout) -> torch.Tensor:
+    """[clients, d] float64: each client's weights minus the previous global weights."""
+    base = flatten(global_state, layout)
+    if not states:
+        return base.new_zeros((0, len(base)))
+    return torch.stack([flatten(s, layout) - base for s in states])
 
-    def aggregate(self, states: list[StateDict], num_examples: list[int]) -> StateDict:
-        return {k: torch.stack([s[k] for s in states]).median(dim=0).values for k in states[0]}
 
-
-STRATEGIES: dict[str, Callable[[], Strategy]] = {"fedavg": FedAvg, "median": FedMedian}
+def apply_update(
+    global_state: StateDict, update: torch.Tensor, layout: Layout, states: list[StateDict], weights: torch.Tensor
+) -> StateDict:
+    """The new global state: previous + update for the float entries; integer buffers (BatchNorm's
+    num_batches_tracked) are the clients' weighted mean, as FedAvg always did."""
+    out, offset = {}, 0
+    for key, value in global_state.items():
+        if value.is_floating_point():
+            n = value.numel()
+            out[key] = (value.double().cpu() + update[offset : offset + n].view(value.shape)).to(value.dtype)
+            offset += n
+        elif states:
+            out[key] = sum(w * s[key].double() for w, s in zip(weights, states)).to(value.dtype)
+        else:
+            out[key] = value.clone()
+    return out
 
 
 # --- clients --------------------------------------------------------------------
@@ -155,7 +180,7 @@ def _make_client(
     module = copy.deepcopy(global_model)
     optimizer = torch.optim.SGD(module.parameters(), lr=cfg.lr, momentum=cfg.momentum)
     private = None
-    if cfg.private:
+    if cfg.private and cfg.dp_mode == "sample":
         private = make_private(cfg, module, optimizer, loader, seed)
         module, optimizer, loader = private.module, private.optimizer, private.loader
     return Client(cid, x, y, dataset, module, optimizer, loader, private)
@@ -184,51 +209,97 @@ class Federation:
         self.cfg, self.data, self.device = cfg, data, device
         self.timer = timer or PhaseTimer()
         self.model = model.to(device)
-        self.strategy = STRATEGIES[cfg.aggregation]()
-        self.adversary = cfg.adversary_client if cfg.threat != "none" else None
+        self.threat = THREATS.get(cfg.threat)
+        self.malicious = set(malicious_clients(cfg))
         parts = partition(cfg, data.train.y)
         self.clients = [
             _make_client(cfg, cid, self.model, data.train.x[idx], data.train.y[idx], device)
             for cid, idx in enumerate(parts)
         ]
+        # DP-FedAvg: the server clips and noises the clients' updates and samples the clients
+        self.client_dp = None
+        if cfg.private and cfg.dp_mode == "client":
+            from .client_dp import ClientDP
+
+            self.client_dp = ClientDP(cfg, len(self.clients))
         self.history: list[RoundResult] = []
+        self.poisoner = data_poisoner(self.threat)
+        self.fresh_poison = self.poisoner is not None and self.threat.meta.get("fresh_each_round", False)
+        if self.poisoner is not None and not self.fresh_poison:
+            for client in self._malicious(self.clients):
+                self._poison(client, 0)  # static poisoning (a backdoor): once, before training
 
     def privacy(self) -> PrivacyReport | None:
         if not self.cfg.private:
             return None
+        if self.client_dp is not None:
+            return self.client_dp.report()
         return worst_case([c.private.report(self.cfg) for c in self.clients])
 
+    def _malicious(self, clients: list[Client]) -> list[Client]:
+        return [c for c in clients if c.cid in self.malicious]
+
     def _poison(self, client: Client, rnd: int) -> None:
-        """Replace the adversary's training data with fresh adversarial examples."""
-        cfg = self.cfg
+        """Overwrite a malicious client's training data with what the threat makes of its clean data."""
+        ctx = PoisonContext(
+            cfg=self.cfg,
+            model=self.model,
+            x=client.x_clean,
+            y=client.y_clean,
+            round=rnd,
+            num_classes=self.data.num_classes,
+            device=self.device,
+            seed=self.cfg.seed * 1000 + client.cid,
+            params=self.cfg.threat_params,
+        )
         with self.timer.phase("adv_gen"):
-            adv = generate(
-                self.model,
-                client.x_clean,
-                client.y_clean,
-                AttackSpec.from_config(cfg),
-                num_classes=self.data.num_classes,
-                seed=cfg.seed * 1000 + rnd,
-                device=self.device,
-            )
-            labels = client.y_clean if cfg.threat == "adv_training" else predict(self.model, adv)
+            x_new, y_new = self.poisoner(ctx)
             x, y = client.dataset.tensors
-            x.copy_(adv)
-            y.copy_(labels)
+            x.copy_(x_new)
+            y.copy_(y_new)
+
+    def _sample(self, rnd: int) -> list[Client]:
+        """This round's clients: all, a seeded fixed-size share, or DP-FedAvg's Poisson sample."""
+        if self.client_dp is not None:
+            return [self.clients[i] for i in self.client_dp.sample(rnd)]
+        if self.cfg.client_fraction >= 1:
+            return self.clients
+        m = max(1, round(self.cfg.client_fraction * len(self.clients)))
+        gen = torch.Generator().manual_seed(self.cfg.seed * 7919 + rnd)
+        chosen = sorted(torch.randperm(len(self.clients), generator=gen)[:m].tolist())
+        return [self.clients[i] for i in chosen]
+
+    def _aggregate(self, rnd: int, chosen: list[Client], states: list[StateDict], global_state: StateDict) -> None:
+        layout = Layout.of(global_state)
+        updates = client_updates(states, global_state, layout)
+        sizes = torch.tensor([len(c) for c in chosen], dtype=torch.float64)
+        weights = sizes / sizes.sum() if len(chosen) else sizes
+        rows = [i for i, c in enumerate(chosen) if c.cid in self.malicious]
+        if self.threat.kind == "update" and rows:
+            gen = torch.Generator().manual_seed(self.cfg.seed * 1000 + rnd)
+            ctx = UpdateContext(rnd, flatten(global_state, layout), gen, self.cfg.threat_params)
+            updates = self.threat.obj(updates, rows, ctx)
+        if self.client_dp is not None:
+            update = self.client_dp.aggregate(updates)
+        else:
+            assumed = min(self.cfg.num_malicious, len(chosen)) if self.cfg.threat != "none" else 0
+            ctx = RoundContext(rnd, flatten(global_state, layout), weights, assumed, self.cfg.aggregation_params)
+            update = aggregate(self.cfg.aggregation, updates, ctx)
+        self.model.load_state_dict(apply_update(global_state, update, layout, states, weights))
 
     def run_round(self, rnd: int) -> RoundResult:
-        global_state = copy.deepcopy(self.model.state_dict())
-        states, sizes, loss_sum, seen = [], [], 0.0, 0
-        for client in self.clients:
-            if client.cid == self.adversary:
+        global_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        chosen = self._sample(rnd)
+        states, loss_sum, seen = [], 0.0, 0
+        for client in chosen:
+            if self.fresh_poison and client.cid in self.malicious:
                 self._poison(client, rnd)
             client.model.load_state_dict(global_state)
             start_round(client, self.cfg, rnd)
             c_loss, c_seen = _train_locally(client, self.cfg.local_epochs)
             loss_sum, seen = loss_sum + c_loss, seen + c_seen
-            states.append(client.model.state_dict())
-            sizes.append(len(client))
-        self.model.load_state_dict(self.strategy.aggregate(states, sizes))
+            states.append(client.model.state_dict())  # each client owns its module: no copy needed
+        self._aggregate(rnd, chosen, states, global_state)
         report = self.privacy()
         result = RoundResult(
             round=rnd,
@@ -247,6 +318,7 @@ class Federation:
             "history": [dataclasses.asdict(r) for r in self.history],
             "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
             "clients": [c.state_dict() for c in self.clients],
+            "client_dp": self.client_dp.state_dict() if self.client_dp is not None else None,
             "torch_rng": torch.get_rng_state(),
         }
 
@@ -256,6 +328,9 @@ class Federation:
         self.model.load_state_dict(state["model"])
         for client, client_state in zip(self.clients, state["clients"]):
             client.load_state_dict(client_state)
+        if self.client_dp is not None:
+            # the server's accountant never restarts on resume: that would under-report the privacy loss
+            self.client_dp.load_state_dict(state["client_dp"])
         self.history = [RoundResult(**r) for r in state["history"]]
         torch.set_rng_state(state["torch_rng"])
 

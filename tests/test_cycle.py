@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -262,7 +263,9 @@ def test_twin_cache_is_reused_with_identical_metrics(dp_run, dp_run_cached, dp_c
     first, cached = dp_run[0], dp_run_cached
     assert first.models["nonprivate"].cached is False
     assert cached.models["nonprivate"].cached is True
-    assert os.listdir(cache_dir) == [f"twin-{dp_cfg.replace(epsilon=None).training_key()}.pt"]
+    twin_cfg = dp_cfg.replace(epsilon=None)
+    assert sorted(os.listdir(cache_dir)) == sorted([TwinCache(cache_dir).name(twin_cfg), "trained"])
+    assert len(TwinCache(cache_dir).trainings(twin_cfg)) == 1  # trained once, by the first run
     assert _untimed(cached.metrics) == _untimed(first.metrics)
     assert "time_train_twin_s" not in cached.metrics  # nothing was trained for the twin
     assert cached.models["nonprivate"].history == first.models["nonprivate"].history
@@ -276,11 +279,11 @@ def test_twin_cache_ignores_a_torn_file(tmp_path, dp_cfg):
     cache = TwinCache(tmp_path)
     twin_cfg = dp_cfg.replace(epsilon=None)
     assert cache.load(twin_cfg) is None
-    (tmp_path / f"twin-{twin_cfg.training_key()}.pt").write_bytes(b"not a torch file")
+    Path(cache.path(twin_cfg)).write_bytes(b"not a torch file")
     assert cache.load(twin_cfg) is None
     cache.save(twin_cfg, {"state_dict": {"w": torch.ones(2)}, "history": []})
     assert torch.equal(cache.load(twin_cfg)["state_dict"]["w"], torch.ones(2))
-    assert [p.name for p in tmp_path.iterdir()] == [f"twin-{twin_cfg.training_key()}.pt"]  # no .tmp left
+    assert [p.name for p in tmp_path.iterdir()] == [cache.name(twin_cfg)]  # no .tmp left
 
 
 # --- artifacts -----------------------------------------------------------------

@@ -7,7 +7,9 @@ Three kinds, named by the entry's ``kind``:
   or every round against the current global model (``fresh_each_round=True``).
 - ``update``: the malicious clients' updates are replaced after local training
   (``corrupt(updates, malicious, ctx) -> updates``, all clients' rows in, the same
-  shape out); an omniscient adversary sees the honest rows (ALIE, IPM).
+  shape out); an omniscient adversary sees the honest rows (ALIE, IPM). An update
+  threat may also rewrite its clients' data first (metadata ``poison``, with
+  ``fresh_each_round``): model replacement boosts a backdoored update.
 
 Malicious clients are ``num_malicious`` clients starting at ``adversary_client``.
 A threat with ``trigger`` metadata (a backdoor) also says how to stamp test
@@ -59,6 +61,11 @@ class UpdateContext:
     global_vector: torch.Tensor
     generator: torch.Generator
     params: dict[str, Any] = field(default_factory=dict)
+
+
+def data_poisoner(entry: Any) -> Any:
+    """The function that rewrites the malicious clients' data under threat ``entry``, or None."""
+    return entry.obj if entry.kind == "data" else entry.meta.get("poison")
 
 
 def malicious_clients(cfg: CycleConfig) -> list[int]:

@@ -73,6 +73,14 @@ def attack_success_rate(
     return hits / n, n
 
 
+PARAMS = {  # shared with scaling.py: model replacement boosts a backdoored update
+    "poison_rate": Param(POISON_RATE, number_in(0.0, 1.0, low_open=True), "a number in (0, 1]"),
+    # num_classes is unknown at config time: poison() checks the upper bound
+    "target_label": Param(TARGET_LABEL, integer_at_least(0), "an integer >= 0"),
+    "trigger_size": Param(TRIGGER_SIZE, integer_at_least(1), "an integer >= 1"),
+}
+
+
 @THREATS.register(
     "backdoor",
     order=20,
@@ -81,12 +89,7 @@ def attack_success_rate(
     needs_fraction=False,
     trigger=apply_trigger,
     asr=attack_success_rate,
-    params={
-        "poison_rate": Param(POISON_RATE, number_in(0.0, 1.0, low_open=True), "a number in (0, 1]"),
-        # num_classes is unknown at config time: poison() checks the upper bound
-        "target_label": Param(TARGET_LABEL, integer_at_least(0), "an integer >= 0"),
-        "trigger_size": Param(TRIGGER_SIZE, integer_at_least(1), "an integer >= 1"),
-    },
+    params=PARAMS,
 )
 def poison(ctx: PoisonContext) -> tuple[torch.Tensor, torch.Tensor]:
     rate = ctx.params.get("poison_rate", POISON_RATE)

@@ -1,7 +1,10 @@
 """Model replacement by scaling (Bagdasaryan et al., "How To Backdoor Federated Learning",
-AISTATS 2020): each malicious client multiplies its own update by ``boost``. With plain
-averaging over n clients, a boost of n / m (m malicious) makes the malicious updates outweigh
-the honest ones as if the adversary's model replaced the global one; that is the default."""
+AISTATS 2020): each malicious client trains on backdoored data (backdoor.py's BadNets trigger,
+with its parameters) and multiplies its update by ``boost``. With plain averaging over n
+clients, a boost of n / m (m malicious) makes the malicious updates outweigh the honest ones as
+if the adversary's backdoored model replaced the global one; that is the default. Boosting an
+honest update would only take a larger step along the honest direction: the backdoor is what the
+replacement carries, and its attack success rate is what the cycle reports."""
 
 from __future__ import annotations
 
@@ -10,6 +13,8 @@ import torch
 from ..registry import Param, number_in
 from . import THREATS, UpdateContext
 from ._updates import malicious_index
+from .backdoor import PARAMS, apply_trigger, attack_success_rate
+from .backdoor import poison as backdoor_poison
 
 
 @THREATS.register(
@@ -17,10 +22,15 @@ from ._updates import malicious_index
     order=11,
     kind="update",
     needs_fraction=False,
+    poison=backdoor_poison,  # the data the malicious clients train on, poisoned once before training
+    fresh_each_round=False,
+    trigger=apply_trigger,
+    asr=attack_success_rate,
     params={
         "boost": Param(
             None, number_in(0.0, float("inf"), low_open=True), "a number > 0, or none for n / m (clients / malicious)"
-        )
+        ),
+        **PARAMS,
     },
 )
 def corrupt(updates: torch.Tensor, malicious: list[int], ctx: UpdateContext) -> torch.Tensor:
