@@ -178,6 +178,8 @@ def size_and_privacy_metrics(main: TrainedModel) -> dict[str, float | None]:
     for key in ("epsilon_spent", "noise_multiplier", "sample_rate", "dp_steps", "delta"):
         metrics[key] = privacy.get(key)
     metrics["dp_bookkeeping"] = None if not privacy else float(privacy.get("clipping") == "bookkeeping")
+    if privacy.get("clipping") == "client":  # DP-FedAvg: epsilon_spent is a client-level guarantee; say so by name
+        metrics["client_epsilon_spent"] = privacy["epsilon_spent"]
     metrics["final_train_loss"] = main.history[-1]["train_loss"]
     return metrics
 
