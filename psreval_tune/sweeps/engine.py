@@ -88,9 +88,13 @@ def parser(description: str) -> argparse.ArgumentParser:
         help="Ray cluster: 'auto' (the cluster this machine belongs to), a ray:// or host:port address, "
         "or 'none' to start a local Ray (default: none, or $PSREVAL_RAY_ADDRESS)",
     )
-    p.add_argument("--dataset", default="digits", help="digits | cifar10 | pneumonia | synthetic (default: digits)")
-    p.add_argument("--data-root", default=env("PSREVAL_DATA_ROOT"), help="data folder (cifar10, pneumonia)")
-    p.add_argument("--download", action="store_true", help="let torchvision download CIFAR-10")
+    from ..datasets import DATASETS  # the dataset registry (its names and metadata load without torch)
+
+    p.add_argument("--dataset", default="digits", help=" | ".join(DATASETS.names()) + " (default: digits)")
+    rooted = ", ".join(e.name for e in DATASETS if e.needs_data_root)
+    p.add_argument("--data-root", default=env("PSREVAL_DATA_ROOT"), help=f"data folder ({rooted})")
+    downloadable = ", ".join(e.name for e in DATASETS if e.meta.get("downloadable"))
+    p.add_argument("--download", action="store_true", help=f"let torchvision download {downloadable}")
     p.add_argument("--smoke", action="store_true", help="a tiny sweep on digits that finishes in minutes on 2 cores")
     p.add_argument(
         "--max-concurrent", type=int, default=None, help="trials running at once (default: as resources allow)"
