@@ -231,6 +231,17 @@ def test_an_attack_registered_at_runtime_is_accepted_and_runs():
         ATTACKS.unregister("TEST_NOOP")
 
 
+def test_an_arch_dp_sgd_cannot_train_is_refused_under_dp_only():
+    ARCHS.register("TEST_BATCHNORM", dp_compatible=False, s_per_pass=1e-3, dp_factor=1.0)(lambda c: None)
+    try:
+        assert CycleConfig(arch="TEST_BATCHNORM").arch == "TEST_BATCHNORM"
+        with pytest.raises(ConfigError, match=r"^arch='TEST_BATCHNORM' is not allowed; expected an architecture DP"):
+            CycleConfig(arch="TEST_BATCHNORM", epsilon=3.4)
+    finally:
+        ARCHS.unregister("TEST_BATCHNORM")
+    assert config.ARCHS == ("cnn", "resnet9", "resnet18")
+
+
 NEW_ATTACK = '''
 """A test attack: added by this one file."""
 from . import ATTACKS
