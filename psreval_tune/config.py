@@ -139,6 +139,20 @@ class CycleConfig:
             raise ConfigError(f"unknown config key {unknown[0]!r}; allowed: {', '.join(sorted(known))}")
         return cls(**d)
 
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> CycleConfig:
+        """A sweep trial's params -> config. A value under a key that is not a field (a pseudo-axis such
+        as a grid's ``setting``) is a mapping of fields that go together and is merged in; a field whose
+        value is a mapping (``threat_params``) stays as it is."""
+        known = {f.name for f in dataclasses.fields(cls) if f.init}
+        flat: dict[str, Any] = {}
+        for key, value in params.items():
+            if key not in known and isinstance(value, dict):
+                flat.update(value)
+            else:
+                flat[key] = value
+        return cls.from_dict(flat)
+
     def training_key(self) -> str:
         """Hash of everything that determines the trained float model.
 

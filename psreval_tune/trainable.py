@@ -103,24 +103,17 @@ class TrialInfra:
 
 
 def cycle_config(params: Mapping[str, Any]) -> CycleConfig:
-    """Tune's param space -> CycleConfig.
-
-    A grid value may be a dict of several fields that only make sense
-    together (e.g. {"threat": "none", "adv_fraction": 0.0}); it is merged in.
-    """
-    flat: dict[str, Any] = {}
-    for key, value in params.items():
-        if isinstance(value, Mapping):
-            flat.update(value)
-        else:
-            flat[key] = value
-    return CycleConfig.from_dict(flat)
+    """Tune's param space -> CycleConfig (a pseudo-axis value's fields merged in: CycleConfig.from_params)."""
+    return CycleConfig.from_params(dict(params))
 
 
 def trial_label(cfg: CycleConfig) -> str:
     eps = "nonprivate" if cfg.epsilon is None else f"eps{cfg.epsilon:g}"
-    threat = cfg.threat if cfg.threat == "none" else f"{cfg.threat}{cfg.adv_fraction:g}"
-    return f"{cfg.dataset}-{cfg.arch}-{eps}-{threat}-{cfg.attack}-s{cfg.seed}"
+    if cfg.private and cfg.dp_mode == "client":
+        eps += "client"
+    threat = cfg.threat if cfg.threat == "none" else f"{cfg.threat}{cfg.adv_fraction or cfg.num_malicious:g}"
+    agg = "" if cfg.aggregation == "fedavg" else f"-{cfg.aggregation}"
+    return f"{cfg.dataset}-{cfg.arch}-{eps}-{threat}-{cfg.attack}{agg}-s{cfg.seed}"
 
 
 # What Tune's schedulers and searchers may see while trials run: validation and

@@ -25,7 +25,15 @@ from psreval_tune.sweeps import paper_grid, search, spec
 from psreval_tune.sweeps.engine import SWEEP_FLAGS_FILE, _storage, _stored_flags
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = {"paper_grid": "grid", "paper_smoke": "grid", "demo_search": "search", "paper_search": "search"}
+SHIPPED = {
+    "paper_grid": "grid",
+    "paper_smoke": "grid",
+    "demo_search": "search",
+    "paper_search": "search",
+    "robust_fl": "grid",
+    "robust_fl_core": "grid",
+    "robust_search": "search",
+}
 
 
 def grid(tmp_path, *argv: str):
@@ -141,6 +149,23 @@ def test_paper_grid_file_is_the_papers_grid(tmp_path):
 # --- a file's values, flags over them, the resolved file ---------------------------------------------
 
 
+def test_mapping_fields_stay_whole_and_pseudo_axes_merge(tmp_path):
+    """threat_params in fixed is a field whose value is a mapping (kept whole); a pseudo-axis value is
+    a mapping of fields (merged in)."""
+    text = (
+        "kind: grid\nfixed: {dataset: digits, num_clients: 10, threat_params: {z: 5.0}}\n"
+        "axes: {privacy: [{epsilon: null}, {epsilon: 8.0}], setting: [{threat: alie, num_malicious: 3}]}\n"
+    )
+    path = tmp_path / "g.yaml"
+    path.write_text(text)
+    sweep = spec.load(str(path), "grid")
+    trials = [spec.check_config(sweep, t) for t in spec.grid_trials(spec.resolve(sweep))]
+    assert [(c.epsilon, c.threat, c.num_malicious, c.threat_params) for c in trials] == [
+        (None, "alie", 3, {"z": 5.0}),
+        (8.0, "alie", 3, {"z": 5.0}),
+    ]
+
+
 def test_changed_file_value_changes_the_trials(tmp_path):
     path = write(tmp_path, smoke_text(**{"epsilon: [3.4, 7.0]": "epsilon: [3.4]"}))
     space, sweep, _, _ = grid(tmp_path, path)
@@ -226,6 +251,11 @@ BAD = [
     ("exponent-as-text", "kind: grid\nfixed: {delta: 1e-5}\n", ["fixed.delta='1e-5'", "write the mantissa"]),
     ("axis-not-list", "kind: grid\naxes: {epsilon: 3.4}\n", ["axes.epsilon is a number", "non-empty list"]),
     ("setting-not-mapping", "kind: grid\naxes: {setting: [none]}\n", ["axes.setting[0] is a text", "mapping"]),
+    (
+        "set-by-two-pseudo-axes",
+        "kind: grid\naxes: {setting: [{epsilon: 1.0}], privacy: [{epsilon: 2.0}]}\n",
+        ["axes.setting[0].epsilon is also set by axes.privacy"],
+    ),
     (
         "set-twice",
         "kind: grid\nfixed: {threat: none}\naxes: {setting: [{threat: none}]}\n",
@@ -335,7 +365,7 @@ def test_psreval_grid_bad_file_subprocess(tmp_path):
     assert proc.returncode == 2 and proc.stdout == "", proc.stderr
     assert proc.stderr.splitlines() == [
         f"error: {path}: axes.threats is not allowed; expected a CycleConfig field "
-        f"(or the pseudo-axis setting): {', '.join(spec.FIELDS)}"
+        f"(or the pseudo-axis setting, privacy): {', '.join(spec.FIELDS)}"
     ]
     assert seconds < 10, seconds
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.yaml"]

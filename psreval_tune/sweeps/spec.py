@@ -89,7 +89,7 @@ RESOURCE_DEFAULTS = {"cpus_per_trial": 1.0, "gpus_per_trial": 0.0, "max_concurre
 ASHA_DEFAULTS = {"metric": "acc_val", "grace": 2}
 MODES = ("max", "min")
 # Grid axes that are not CycleConfig fields: each value is a mapping of fields merged into the trial's config.
-PSEUDO_AXES = ("setting",)
+PSEUDO_AXES = ("setting", "privacy")
 FIELDS = {f.name: f.type for f in dataclasses.fields(CycleConfig) if f.init}
 DEFAULTS = {f.name: f.default for f in dataclasses.fields(CycleConfig) if f.init}
 RANGE_KEYS = ("low", "high", "log", "int", "when")
@@ -397,10 +397,11 @@ def check_axes(value: Any, fixed: dict[str, Any], fail) -> dict[str, list]:
         out[name] = values
     # a field set twice for one trial would be silently overwritten: refuse
     for name in PSEUDO_AXES:
+        others = {k: other for other in PSEUDO_AXES if other != name for item in out.get(other, []) for k in item}
         for i, item in enumerate(out.get(name, [])):
             for key in item:
-                if key in fixed or key in out:
-                    where = "fixed" if key in fixed else f"axes.{key}"
+                if key in fixed or key in out or key in others:
+                    where = "fixed" if key in fixed else f"axes.{others.get(key, key)}"
                     raise fail(f"axes.{name}[{i}].{key} is also set by {where}; expected each field set once")
     return out
 
@@ -642,13 +643,7 @@ def _short(name: str, param: dict[str, Any]) -> Any:
 
 def flatten(params: dict[str, Any]) -> dict[str, Any]:
     """A trial's params -> CycleConfig fields (a pseudo-axis value's fields merged in)."""
-    flat: dict[str, Any] = {}
-    for key, value in params.items():
-        if isinstance(value, dict):
-            flat.update(value)
-        else:
-            flat[key] = value
-    return flat
+    return CycleConfig.from_params(params).to_dict() if params else {}
 
 
 def grid_trials(resolved: dict[str, Any]) -> Iterator[dict[str, Any]]:
