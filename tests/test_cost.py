@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
 import pytest
 
 from psreval_tune.config import CycleConfig
 from psreval_tune.sweeps import cost, paper_grid, search, spec
 from psreval_tune.tracking import flatten
+from psreval_tune.twin_cache import TwinCache
 
 ENV = ("PSREVAL_RUN_DIR", "MLFLOW_TRACKING_URI", "PSREVAL_RAY_ADDRESS", "PSREVAL_DATA_ROOT", "PSREVAL_STORAGE")
 
@@ -79,12 +81,14 @@ def test_cached_twins_cost_nothing(empty_cwd, capsys):
         CycleConfig.from_dict(spec.flatten(t))
         for t in spec.grid_trials(spec.resolve(spec.load(paper_grid.SMOKE_FILE, "grid")))
     ]
-    (empty_cwd / "runs" / "cache").mkdir(parents=True)
+    cache = TwinCache(empty_cwd / "runs" / "ray_results" / "twin-cache")  # the sweep's storage: STORAGE/twin-cache
     for t in trials:
-        (empty_cwd / "runs" / "cache" / f"twin-{t.replace(epsilon=None).training_key()}.pt").write_bytes(b"")
+        Path(cache.path(t.replace(epsilon=None))).parent.mkdir(parents=True, exist_ok=True)
+        Path(cache.path(t.replace(epsilon=None))).write_bytes(b"")
     again = dry(paper_grid.main, ["--smoke"], capsys)
-    assert float(re.search(r"twin training\s+([\d.]+) s", out).group(1)) > 0 and "(0 already in runs/cache)" in out
-    assert "(3 already in runs/cache)" in again and re.search(r"twin training\s+0.0 s", again)
+    where = f"already in {empty_cwd.resolve()}/runs/ray_results/twin-cache)"
+    assert float(re.search(r"twin training\s+([\d.]+) s", out).group(1)) > 0 and f"(0 {where}" in out
+    assert f"(3 {where}" in again and re.search(r"twin training\s+0.0 s", again)
 
 
 def test_price_per_hour(empty_cwd, capsys):

@@ -5,7 +5,7 @@ Nothing here starts Ray, opens a tracking store for writing or creates a file. T
 - DP training  = rounds x train images x (local epochs + adv_fraction x k) x s/pass(arch, image) x DP factor;
 - twin training = the same for the non-private twin (its own recipe), once per distinct twin: a twin is
   keyed by its config's ``training_key`` (cycle.TwinCache), so the epsilons of one setting share it and
-  a twin already in RUN_DIR/cache costs nothing;
+  a twin already in the sweep's twin cache (STORAGE/twin-cache) costs nothing;
 - attacks/eval = eval images x sum over eval attacks of (k x repeats) x generators x s/pass x ATTACK_PASS,
   generators = the trained models (DP + twin) + the int8 model's BPDA;
 - overhead     = TRIAL_OVERHEAD_S per trial (data, quantize, MLflow logging) + WORKER_WARMUP_S per worker
@@ -27,6 +27,7 @@ assumed not to slow each other (a store's trial times already include the slow-d
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
@@ -189,7 +190,7 @@ def calibrate(trials: Sequence[StoredTrial], source: str) -> Calibration:
 class Estimate:
     trials: int
     twins: int  # distinct non-private twins the trials need
-    twins_cached: int  # of those, already in RUN_DIR/cache
+    twins_cached: int  # of those, already in the sweep's twin cache
     phase_s: dict[str, float]  # summed over the trials (+ the sweep's overhead)
     source: str
     sweep_s: float = SWEEP_OVERHEAD_S  # of phase_s["overhead"]: once per sweep, not shared out over slots
@@ -327,14 +328,19 @@ def calibration(args: Any) -> Calibration:
     return calibrate(trials, f"MLflow store {shown}, experiment {args.experiment_name!r}")
 
 
-def cached_twins(run_dir: str) -> set[str]:
-    """Training keys of the twins already in RUN_DIR/cache (cycle.TwinCache's file names)."""
-    from pathlib import Path
+def cached_twins(args: Any) -> tuple[set[str], str]:
+    """Training keys of the twins already in the sweep's twin cache (STORAGE/twin-cache, for this
+    code version: twin_cache.py), and where that cache is."""
+    from ..twin_cache import cache_location, cached_training_keys
+    from .engine import _storage
 
-    folder = Path(run_dir).expanduser() / "cache"
-    if not folder.is_dir():
-        return set()
-    return {p.name[len("twin-") : -len(".pt")] for p in folder.glob("twin-*.pt")}
+    where = cache_location(_storage(args))
+    if "://" not in where and not os.path.isdir(where):
+        return set(), where
+    try:
+        return cached_training_keys(where), where
+    except OSError:  # an unreachable bucket: estimate as if nothing were cached
+        return set(), where
 
 
 def slots(args: Any) -> tuple[int | None, str]:
@@ -356,15 +362,14 @@ def hours(est: Estimate, args: Any) -> tuple[float, str]:
     return est.total_s * args.cpus_per_trial / 3600, "CPU-hours"
 
 
-def report(est: Estimate, args: Any, what: str) -> str:
+def report(est: Estimate, args: Any, what: str, where: str) -> str:
     """The dry run's text."""
     n_slots, slot_note = slots(args)
     at_once = concurrency(est.trials, args.max_concurrent, n_slots)
     amount, unit = hours(est, args)
     lines = [
         "dry run: nothing started (no Ray, no MLflow run, no files written)",
-        f"{what}: {est.trials} trials, {est.twins} distinct non-private twins "
-        f"({est.twins_cached} already in {args.run_dir}/cache)",
+        f"{what}: {est.trials} trials, {est.twins} distinct non-private twins ({est.twins_cached} already in {where})",
         f"estimate from: {est.source}",
     ]
     for phase in PHASES:
@@ -388,6 +393,7 @@ def report(est: Estimate, args: Any, what: str) -> str:
 def dry_run(args: Any, configs: Sequence[CycleConfig], n_trials: int, what: str) -> int:
     """Print the estimate of a sweep of ``n_trials`` trials drawn from ``configs``; exit status 0."""
     workers = concurrency(n_trials, args.max_concurrent, slots(args)[0])
-    est = estimate(configs, n_trials, calibration(args), cached_twins(args.run_dir), workers)
-    print(report(est, args, what), flush=True)
+    cached, where = cached_twins(args)
+    est = estimate(configs, n_trials, calibration(args), cached, workers)
+    print(report(est, args, what, where), flush=True)
     return 0
