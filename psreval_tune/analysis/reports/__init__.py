@@ -33,6 +33,7 @@ from .base import (
 from .claims import claims
 from .overview import overview
 from .pareto import pareto
+from .robustness import robustness
 from .train_time import train_time
 from .transfer import transfer
 
@@ -41,6 +42,7 @@ REPORTS: dict[str, Callable[..., Report]] = {
     "transfer": transfer,
     "adv_training": adv_training,
     "train_time": train_time,
+    "robustness": robustness,
     "pareto": pareto,
     "claims": claims,
 }
@@ -65,6 +67,7 @@ __all__ = [
     "present_attacks",
     "privacy_order",
     "privacy_order_np_first",
+    "robustness",
     "threat_label",
     "train_time",
     "transfer",
