@@ -133,13 +133,21 @@ def _parse(value: Any) -> Any:
     return value
 
 
-def flatten_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Tune's param space -> CycleConfig fields: nested dicts (paper_grid's
-    ``setting``) are merged in; lists become comma-separated strings, as MLflow logs them."""
+def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Tune's param space -> CycleConfig fields: a pseudo-axis value (a grid's ``setting``) is merged
+    in; a field whose value is a mapping (``threat_params``) becomes dotted keys (``threat_params.z``)
+    and lists comma-separated strings, as MLflow logs them."""
+    from ..config import CycleConfig
+
+    fields = {f.name for f in dataclasses.fields(CycleConfig)}
     flat: dict[str, Any] = {}
     for key, value in config.items():
-        if isinstance(value, Mapping):
+        if isinstance(value, Mapping) and (prefix or key in fields):
+            flat.update(flatten_config(value, f"{prefix}{key}."))
+        elif isinstance(value, Mapping):
             flat.update(flatten_config(value))
+        elif prefix:
+            flat[f"{prefix}{key}"] = value
         elif isinstance(value, (list, tuple)):
             flat[key] = ",".join(map(str, value))
         else:
