@@ -155,8 +155,8 @@ def smoke_trials() -> list[tuple[CycleConfig, dict, float]]:
 
 
 # Calibrated on the same configs, the estimate is the measured sum: 6 x 10 (DP) + 3 x 4 (twins) + 6 x (3 + 1)
-# (attacks/eval) + per trial wall minus its measured phases (3 x 2 + 3 x 6) + the sweep's 100 s.
-HAND_COMPUTED = 6 * 10 + 3 * 4 + 6 * 4 + (3 * (20 - 18) + 3 * (20 - 14)) + 100
+# (attacks/eval) + per trial wall minus its measured phases (3 x 2 + 3 x 6) + the sweep's 20 s.
+HAND_COMPUTED = 6 * 10 + 3 * 4 + 6 * 4 + (3 * (20 - 18) + 3 * (20 - 14)) + 20
 
 
 def run(cfg, metrics, wall, status="FINISHED"):
@@ -196,10 +196,10 @@ def test_estimate_from_fake_store_is_hand_computed(empty_cwd, capsys, monkeypatc
     uri = "http://store.invalid:5000"
     out = dry(paper_grid.main, ["--smoke", "--tracking-uri", uri], capsys)
     assert f"estimate from: MLflow store {uri}, experiment 'psreval' (6 finished trials)" in out
-    assert total_seconds(out) == HAND_COMPUTED == 220
-    assert cost.SWEEP_OVERHEAD_S == 100  # the hand computation's
+    assert total_seconds(out) == HAND_COMPUTED == 140
+    assert cost.SWEEP_OVERHEAD_S == 20  # the hand computation's
     assert re.search(r"DP training\s+60.0 s", out) and re.search(r"twin training\s+12.0 s", out)
-    assert re.search(r"attacks/eval\s+24.0 s", out) and re.search(r"overhead\s+124 s", out)
+    assert re.search(r"attacks/eval\s+24.0 s", out) and re.search(r"overhead\s+44.0 s", out)
     assert os.listdir(empty_cwd) == []
 
 

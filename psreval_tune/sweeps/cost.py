@@ -44,13 +44,16 @@ LABELS = {
 # digits (8x8) twin trains at 4.7e-5 s/pass = 0.1 x the cnn's 32x32 SGD pass.
 MIN_AREA = 0.1
 ATTACK_PASS = 0.7  # attack fwd+bwd / training pass: cycle_phases.json digits, 2.44 s for 74,496 passes
-# Fixed costs, from the smoke grid run of 2026-11-25 (benchmarks/README.md, "Cost estimate"; 2 cores, loaded):
-ROUND_S = 1.0  # per FL round of the trial's model: validation, accountant, per-round report + checkpoint
-TWIN_ROUND_S = 0.4  # per FL round of a twin (validation only)
-EVAL_FIXED_S = 1.2  # per trial: clean and validation metrics, attack set-up
-TRIAL_OVERHEAD_S = 8.0  # per trial outside the phases: data, quantize (3-4 s), MLflow params/metrics/model/images
-WORKER_WARMUP_S = 18.0  # per worker (slot), its first trial: imports, first DP step, first quantization
-SWEEP_OVERHEAD_S = 100.0  # once: imports, Ray start-up, MLflow store, worker start, summary, report
+# Fixed costs, fitted on two runs on an otherwise idle 2-core machine, 2026-12-03 (benchmarks/README.md,
+# "Cost estimate"): the smoke grid (6 DP cnn trials, 3 rounds, 2 clients, 32 s wall) and robust_fl_core
+# (252 non-private cnn trials, 10 rounds, 10 clients, 862 s). The first fit (2026-11-25) came from a smoke
+# run with a pip install beside it (load 2.4-6.5) and was ~5x too high for an idle machine.
+ROUND_S = 0.4  # per FL round of the trial's model: clients' set-up, validation, accountant, report + checkpoint
+TWIN_ROUND_S = 0.05  # per FL round of a twin (no per-round validation, report or checkpoint)
+EVAL_FIXED_S = 0.2  # per trial: clean and validation metrics, attack set-up
+TRIAL_OVERHEAD_S = 1.0  # per trial outside the phases: data, quantize, MLflow params/metrics/model/artifacts
+WORKER_WARMUP_S = 3.0  # per worker (slot), its first trial: first DP step, first quantization, first MLflow model
+SWEEP_OVERHEAD_S = 20.0  # once: imports, Ray start-up, MLflow store, worker start, summary, report
 
 
 def attack_passes(attack: str, steps: int) -> float:
@@ -249,7 +252,9 @@ def _seconds(x: float) -> str:
 
 
 def _duration(seconds: float) -> str:
-    return f"{seconds / 3600:,.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
+    """Hours or minutes, and always the seconds: a smoke grid's estimate is compared with `time`'s."""
+    coarse = f"{seconds / 3600:,.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
+    return f"{coarse} ({seconds:,.0f} s)"
 
 
 def local_slots(cpus: float, cpus_per_trial: float) -> int:
