@@ -323,6 +323,11 @@ def _validate_dataset_and_arch(cfg: CycleConfig) -> None:
         check(cfg)  # the dataset's own fields (medmnist: subset, published sizes, no --download)
     if cfg.private and not ARCHS.get(cfg.arch).dp_compatible:
         _fail("arch", cfg.arch, "an architecture DP-SGD can train when epsilon is set (models.py: dp_compatible)")
+    from .threats import THREATS
+
+    threat_check = THREATS.get(cfg.threat).meta.get("check")
+    if threat_check is not None:
+        threat_check(cfg)  # the threat's parameters the data bounds (backdoor: target label, trigger size)
 
 
 def _names(name: str) -> tuple[str, ...]:

@@ -155,7 +155,7 @@ def test_backdoor_is_deterministic_for_a_seed():
 
 def test_backdoor_target_label_out_of_range_raises_naming_it():
     x, y = images()
-    with pytest.raises(ValueError, match="target_label=4") as err:
+    with pytest.raises(ConfigError, match="target_label=4") as err:  # a dataset whose classes only the data knows
         THREATS.get("backdoor").obj(poison_ctx(x, y, num_classes=4, target_label=4))
     assert "\n" not in str(err.value)
 
@@ -239,3 +239,20 @@ def test_bad_threat_param_raises_config_error_naming_it(threat, params, named):
     with pytest.raises(ConfigError, match=named) as err:
         CycleConfig(threat=threat, num_clients=10, num_malicious=2, threat_params=params)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("threat", ["backdoor", "scaling"])
+@pytest.mark.parametrize(
+    "params, allowed",
+    [
+        ({"target_label": 10}, "expected an integer in [0, 10) (the digits data has 10 classes)"),
+        ({"trigger_size": 9}, "expected an integer in [1, 8] (the digits images are 8x8)"),
+    ],
+)
+def test_data_bound_backdoor_params_are_refused_when_the_config_is_built(threat, params, allowed):
+    # before any work: the digits registry entry declares 10 classes of 8x8 images
+    with pytest.raises(ConfigError) as err:
+        CycleConfig(threat=threat, num_clients=10, num_malicious=2, threat_params=params)
+    ((name, value),) = params.items()
+    assert str(err.value) == f"threat_params.{name}={value} is not allowed; {allowed}"
+    CycleConfig(threat=threat, num_clients=10, num_malicious=2, threat_params={name: value - 1})  # the edge is fine

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..config import ConfigError, CycleConfig
 from ..evaluate import model_device
 from ..registry import Param, integer_at_least, number_in
 from . import THREATS, PoisonContext
@@ -32,7 +33,7 @@ def _stamp_(x: torch.Tensor, size: int) -> torch.Tensor:
 def _check_size(x: torch.Tensor, size: int) -> None:
     if size > min(x.shape[-2], x.shape[-1]):
         # a trigger larger than the image would overwrite all of it: a relabelling, not a backdoor
-        raise ValueError(
+        raise ConfigError(
             f"threat_params.trigger_size={size} is not allowed for images of {x.shape[-2]}x{x.shape[-1]}; "
             "expected at most the image's height and width"
         )
@@ -73,6 +74,28 @@ def attack_success_rate(
     return hits / n, n
 
 
+def check_config(cfg: CycleConfig) -> None:
+    """The parameters the data bounds, checked when the config is built (before any work) wherever the
+    dataset's registry entry declares its classes and image size; poison() checks the rest on the data."""
+    from ..datasets import DATASETS, num_classes_of
+
+    target = cfg.threat_params.get("target_label", TARGET_LABEL)
+    classes = num_classes_of(cfg)
+    if classes is not None and target >= classes:
+        raise ConfigError(
+            f"threat_params.target_label={target} is not allowed; expected an integer in [0, {classes}) "
+            f"(the {cfg.dataset} data has {classes} classes)"
+        )
+    data = DATASETS.get(cfg.dataset)
+    side = (cfg.image_size if data.meta.get("resizable") else None) or data.meta.get("image_size")
+    size = cfg.threat_params.get("trigger_size", TRIGGER_SIZE)
+    if side and size > side:
+        raise ConfigError(
+            f"threat_params.trigger_size={size} is not allowed; expected an integer in [1, {side}] "
+            f"(the {cfg.dataset} images are {side}x{side})"
+        )
+
+
 PARAMS = {  # shared with scaling.py: model replacement boosts a backdoored update
     "poison_rate": Param(POISON_RATE, number_in(0.0, 1.0, low_open=True), "a number in (0, 1]"),
     # num_classes is unknown at config time: poison() checks the upper bound
@@ -89,14 +112,15 @@ PARAMS = {  # shared with scaling.py: model replacement boosts a backdoored upda
     needs_fraction=False,
     trigger=apply_trigger,
     asr=attack_success_rate,
+    check=check_config,
     params=PARAMS,
 )
 def poison(ctx: PoisonContext) -> tuple[torch.Tensor, torch.Tensor]:
     rate = ctx.params.get("poison_rate", POISON_RATE)
     target = ctx.params.get("target_label", TARGET_LABEL)
     size = ctx.params.get("trigger_size", TRIGGER_SIZE)
-    if target >= ctx.num_classes:
-        raise ValueError(
+    if target >= ctx.num_classes:  # a dataset whose classes only its files know (check_config could not tell)
+        raise ConfigError(
             f"threat_params.target_label={target} is not allowed; expected an integer in [0, {ctx.num_classes}) "
             f"(the dataset has {ctx.num_classes} classes)"
         )

@@ -13,7 +13,7 @@ import torch
 from ..registry import Param, number_in
 from . import THREATS, UpdateContext
 from ._updates import malicious_index
-from .backdoor import PARAMS, apply_trigger, attack_success_rate
+from .backdoor import PARAMS, apply_trigger, attack_success_rate, check_config
 from .backdoor import poison as backdoor_poison
 
 
@@ -26,6 +26,7 @@ from .backdoor import poison as backdoor_poison
     fresh_each_round=False,
     trigger=apply_trigger,
     asr=attack_success_rate,
+    check=check_config,  # the backdoor's data-bound parameters
     params={
         "boost": Param(
             None, number_in(0.0, float("inf"), low_open=True), "a number > 0, or none for n / m (clients / malicious)"
