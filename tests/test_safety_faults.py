@@ -167,7 +167,9 @@ class FakeSession:
             on_round(r, SimpleNamespace(state_dict=lambda s=state: s, data=None))
             if self.fail_after_round == rnd:
                 raise RuntimeError("injected failure after a round")
-        return SimpleNamespace(metrics={"acc_clean_float": 0.9, "acc_wb_pgd_mean": 0.3, "none": None}, history=history)
+        # models: the trained models by role, as a CycleResult has them (none here: no twin to report)
+        metrics = {"acc_clean_float": 0.9, "acc_wb_pgd_mean": 0.3, "none": None}
+        return SimpleNamespace(metrics=metrics, history=history, models={})
 
     def _write_outputs(self, result, folder):
         folder.mkdir(parents=True, exist_ok=True)
