@@ -397,6 +397,20 @@ def test_trials_failed_by_a_full_disk_end_the_sweep_with_one_line(tmp_path, offl
 # --- sweep-level: real Ray, real training (a one-trial sweep run from this file) --------------
 
 
+def tear_newest_checkpoint(trial_dir: Path) -> int:
+    """Overwrite the newest complete checkpoint in a trial's folder with torn bytes; returns its round."""
+    folders = sorted(trial_dir.glob("checkpoint_*"), key=lambda p: int(p.name.rsplit("_", 1)[1]), reverse=True)
+    for folder in folders:  # the newest may be half-written if the kill came while the worker saved it
+        path = folder / trainable.CHECKPOINT_FILE
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001 - missing or partial: not a checkpoint Tune registered
+            continue
+        path.write_bytes(b"torn write")
+        return int(state["round"])
+    raise AssertionError(f"no complete checkpoint in {trial_dir}: {[p.name for p in folders]}")
+
+
 @pytest.mark.timeout(420)
 def test_sweep_trial_with_corrupt_latest_checkpoint_resumes_from_the_previous_one(tmp_path):
     """The trial's worker is killed mid-training and its latest checkpoint corrupted before Tune restarts
@@ -425,11 +439,11 @@ def test_sweep_trial_with_corrupt_latest_checkpoint_resumes_from_the_previous_on
 
         tid, pid = wait_for(past_round_3, timeout=300, interval=0.2, what="the trial past round 3")
         os.kill(pid, signal.SIGKILL)
-        time.sleep(0.5)  # results the driver still had in flight land in result.json
         (trial_dir,) = [p for p in exp.iterdir() if (p / "result.json").is_file()]
-        last = tune_results(exp)[tid][-1]
-        (trial_dir / last["checkpoint_dir_name"] / trainable.CHECKPOINT_FILE).write_bytes(b"torn write")
-        corrupted_round = last["round"]
+        # Tear the newest checkpoint the killed worker wrote, found on disk: result.json can be rounds behind
+        # the worker (the driver had 2 more results in flight once, on a loaded machine). Done at once, before
+        # the restarted worker (a new process: seconds of imports) reads it.
+        corrupted_round = tear_newest_checkpoint(trial_dir)
         assert proc.wait(timeout=350) == 0, log.read_text()[-3000:]
     finally:
         kill_group(proc)
