@@ -10,8 +10,8 @@ Nothing here starts Ray, opens a tracking store for writing or creates a file. T
   generators = the trained models (DP + twin) + the int8 model's BPDA;
 - overhead     = TRIAL_OVERHEAD_S per trial (data, quantize, MLflow logging) + WORKER_WARMUP_S per worker
   (defaults only: a store's trial overheads hold it) + SWEEP_OVERHEAD_S once (Ray start-up, report).
-Training phases add ROUND_S (TWIN_ROUND_S) per round, attacks/eval EVAL_FIXED_S per trial: fixed costs that
-dominate small cycles (the smoke grid).
+Training phases add STEP_S per optimizer step and ROUND_S (TWIN_ROUND_S) per round, attacks/eval EVAL_FIXED_S
+per trial: fixed costs that dominate small cycles (the smoke grid, digits).
 
 k is the attack's forward+backward passes per image, its registry entry's ``cost_passes(steps)``
 (psreval_tune/attacks/: PGD its steps, FGSM 1, FAB steps x FAB_COST); repeats only for ``randomized`` attacks.
@@ -44,12 +44,15 @@ LABELS = {
 # digits (8x8) twin trains at 4.7e-5 s/pass = 0.1 x the cnn's 32x32 SGD pass.
 MIN_AREA = 0.1
 ATTACK_PASS = 0.7  # attack fwd+bwd / training pass: cycle_phases.json digits, 2.44 s for 74,496 passes
-# Fixed costs, fitted on two runs on an otherwise idle 2-core machine, 2026-12-03 (benchmarks/README.md,
-# "Cost estimate"): the smoke grid (6 DP cnn trials, 3 rounds, 2 clients, 32 s wall) and robust_fl_core
-# (252 non-private cnn trials, 10 rounds, 10 clients, 862 s). The first fit (2026-11-25) came from a smoke
-# run with a pip install beside it (load 2.4-6.5) and was ~5x too high for an idle machine.
-ROUND_S = 0.4  # per FL round of the trial's model: clients' set-up, validation, accountant, report + checkpoint
-TWIN_ROUND_S = 0.05  # per FL round of a twin (no per-round validation, report or checkpoint)
+# Fixed costs, fitted on three runs on an otherwise idle 2-core machine, 2026-12-03 (benchmarks/README.md,
+# "Cost estimate"): the smoke grid (6 DP cnn trials, 3 rounds, 2 clients, 32 s wall), robust_fl_core
+# (252 non-private cnn trials, 10 rounds, 10 clients, batch 16 x 3 epochs, 862 s) and its DP half (231
+# trials, Poisson batch 128 x 1 epoch, 423 s). Small images cost per optimizer step more than per image:
+# the non-private digits trials take 13x the DP ones' steps and 2.6x their time. The first fit
+# (2026-11-25) came from a smoke run with a pip install beside it and was ~5x too high.
+STEP_S = 0.001  # per optimizer step of a client (DP: per expected Poisson batch): loader, zero_grad, update
+ROUND_S = 0.065  # per FL round of the trial's model: clients' set-up, validation, accountant, report + checkpoint
+TWIN_ROUND_S = 0.02  # per FL round of a twin (no per-round validation, report or checkpoint)
 EVAL_FIXED_S = 0.2  # per trial: clean and validation metrics, attack set-up
 TRIAL_OVERHEAD_S = 1.0  # per trial outside the phases: data, quantize, MLflow params/metrics/model/artifacts
 WORKER_WARMUP_S = 3.0  # per worker (slot), its first trial: first DP step, first quantization, first MLflow model
@@ -106,11 +109,19 @@ def pass_seconds(cfg: CycleConfig) -> float:
     return _arch(cfg).s_per_pass * max(side * side / 1024, MIN_AREA)
 
 
+def local_steps(cfg: CycleConfig) -> float:
+    """Optimizer steps of one FL round, over the clients sampled in it: epochs x batches of each client."""
+    per_client = train_images(cfg) / cfg.num_clients
+    return cfg.num_clients * cfg.client_fraction * cfg.local_epochs * math.ceil(per_client / cfg.batch_size)
+
+
 def train_seconds(cfg: CycleConfig, round_s: float = ROUND_S) -> float:
-    """Training of cfg's own model (DP when private), adversarial data generation and per-round costs included."""
+    """Training of cfg's own model (DP when private), adversarial data generation, per-step and per-round
+    costs included."""
     k = attack_passes(cfg.attack, cfg.attack_steps) * ATTACK_PASS if cfg.threat != "none" else 0.0
     passes = cfg.rounds * train_images(cfg) * (cfg.local_epochs + cfg.adv_fraction * k)
-    return passes * pass_seconds(cfg) * (_arch(cfg).dp_factor if cfg.private else 1.0) + cfg.rounds * round_s
+    fixed = cfg.rounds * (round_s + local_steps(cfg) * STEP_S)
+    return passes * pass_seconds(cfg) * (_arch(cfg).dp_factor if cfg.private else 1.0) + fixed
 
 
 def has_twin(cfg: CycleConfig) -> bool:
