@@ -475,6 +475,21 @@ class Tracker:
                 continue
             inputs.append(DatasetInput(Dataset(**dataset.to_dict()), tags=list(tags)))
         if inputs:
+            self._log_inputs(run_id, inputs)
+
+    def _log_inputs(self, run_id: str, inputs: list) -> None:
+        """log_inputs, once more when it lost a race: two trials that start together log the same new dataset,
+        and the store's check-then-insert lets both insert it; the loser gets "UNIQUE constraint failed:
+        datasets..." (SQLite; PostgreSQL's "duplicate key ... unique constraint") and its whole call is rolled
+        back. The winner's dataset row is there now, so the same call links the run to it."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.log_inputs(run_id, datasets=inputs)
+        except MlflowException as exc:
+            text = str(exc).lower()
+            if "unique constraint" not in text or "dataset" not in text:
+                raise
             self.client.log_inputs(run_id, datasets=inputs)
 
     def log_model(self, run_id: str, model: Any, example: Any, tags: Mapping[str, str] | None = None) -> str:

@@ -254,3 +254,59 @@ def test_sweep_records_code_model_datasets_system_metrics_beside_its_store(tmp_p
     assert any(k.startswith("system/cpu_utilization_percentage") for k in metrics), sorted(metrics)
     assert not any(k.startswith("system/") for k in parent.data.metrics)  # trial runs only
     shutil.rmtree(tmp_path / "run", ignore_errors=True)
+
+
+def _two_runs_and_splits(tmp_path):
+    gen = torch.Generator().manual_seed(0)
+    splits = {c: (torch.rand(n, 1, 8, 8, generator=gen), torch.arange(n) % 10) for c, n in (("train", 20), ("test", 8))}
+    tracker = Tracker(TrackingSpec(f"sqlite:///{tmp_path}/mlflow.db", "psreval", "unit"))
+    parent = tracker.sweep_run()
+    return tracker, splits, tracker.trial_run(parent, "t1", "a")[0], tracker.trial_run(parent, "t2", "b")[0]
+
+
+def test_two_trials_logging_the_same_new_dataset_at_once_both_get_it(tmp_path, monkeypatch):
+    """The race a tracking server showed in CI: trial B checks for the dataset, trial A inserts it, B's insert
+    fails on the unique key and B's call is rolled back. B logs again and links to A's rows."""
+    from mlflow.exceptions import MlflowException
+
+    tracker, splits, run_a, run_b = _two_runs_and_splits(tmp_path)
+    real = tracker.client.log_inputs
+    calls = []
+
+    def racing(run_id, datasets=None, **kw):
+        calls.append(run_id)
+        if len(calls) == 1:  # A wins between B's check and B's insert
+            tracker.log_datasets(run_a, splits, "digits")
+            raise MlflowException(
+                "BAD_REQUEST: (sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, "
+                "datasets.name, datasets.digest"
+            )
+        return real(run_id, datasets=datasets, **kw)
+
+    monkeypatch.setattr(tracker.client, "log_inputs", racing)
+    tracker.log_datasets(run_b, splits, "digits")
+    assert calls == [run_b, run_a, run_b]
+    for run_id in (run_a, run_b):
+        inputs = tracker.client.get_run(run_id).inputs.dataset_inputs
+        assert sorted(next(t.value for t in i.tags if t.key == "mlflow.data.context") for i in inputs) == [
+            "test",
+            "train",
+        ]
+    digests = {i.dataset.digest for r in (run_a, run_b) for i in tracker.client.get_run(r).inputs.dataset_inputs}
+    assert len(digests) == 2  # one dataset row per split, shared by both runs
+
+
+def test_other_dataset_logging_errors_are_not_retried(tmp_path, monkeypatch):
+    from mlflow.exceptions import MlflowException
+
+    tracker, splits, _, run_b = _two_runs_and_splits(tmp_path)
+    calls = []
+
+    def broken(run_id, datasets=None, **kw):
+        calls.append(run_id)
+        raise MlflowException("INVALID_PARAMETER_VALUE: dataset too large")
+
+    monkeypatch.setattr(tracker.client, "log_inputs", broken)
+    with pytest.raises(MlflowException, match="too large"):
+        tracker.log_datasets(run_b, splits, "digits")
+    assert calls == [run_b]
