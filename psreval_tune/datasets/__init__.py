@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 DATASETS = Registry("dataset")
 
-__all__ = ["DATASETS", "DataError", "Loaded", "Split", "channels_of", "num_classes_of"]
+__all__ = ["DATASETS", "DataError", "Loaded", "Split", "channels_of", "image_size_of", "num_classes_of"]
 
 
 def _resolve(name: str, key: str, cfg: CycleConfig) -> Any:
@@ -51,6 +51,13 @@ def _resolve(name: str, key: str, cfg: CycleConfig) -> Any:
 def channels_of(cfg: CycleConfig) -> int | None:
     """Image channels of cfg's dataset, or None where only the data says."""
     return _resolve(cfg.dataset, "channels", cfg)
+
+
+def image_size_of(cfg: CycleConfig) -> int | None:
+    """Image side of cfg's dataset: --image-size where the dataset is resizable and it is set, else the
+    entry's own side (None where only the data says)."""
+    entry = DATASETS.get(cfg.dataset)
+    return (cfg.image_size if entry.meta.get("resizable") else None) or entry.meta.get("image_size")
 
 
 def num_classes_of(cfg: CycleConfig) -> int | None:

@@ -104,8 +104,9 @@ def eval_images(cfg: CycleConfig) -> int:
 
 def pass_seconds(cfg: CycleConfig) -> float:
     """Seconds of one SGD forward+backward pass of one image (default table)."""
-    data = _dataset(cfg)
-    side = (cfg.image_size if data.meta.get("resizable") else None) or data.image_size
+    from ..datasets import image_size_of
+
+    side = image_size_of(cfg)
     return _arch(cfg).s_per_pass * max(side * side / 1024, MIN_AREA)
 
 

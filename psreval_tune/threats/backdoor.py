@@ -74,20 +74,23 @@ def attack_success_rate(
     return hits / n, n
 
 
+def _check_target(target: int, classes: int, dataset: str) -> None:
+    if target >= classes:
+        raise ConfigError(
+            f"threat_params.target_label={target} is not allowed; expected an integer in [0, {classes}) "
+            f"(the {dataset} data has {classes} classes)"
+        )
+
+
 def check_config(cfg: CycleConfig) -> None:
     """The parameters the data bounds, checked when the config is built (before any work) wherever the
     dataset's registry entry declares its classes and image size; poison() checks the rest on the data."""
-    from ..datasets import DATASETS, num_classes_of
+    from ..datasets import image_size_of, num_classes_of
 
-    target = cfg.threat_params.get("target_label", TARGET_LABEL)
     classes = num_classes_of(cfg)
-    if classes is not None and target >= classes:
-        raise ConfigError(
-            f"threat_params.target_label={target} is not allowed; expected an integer in [0, {classes}) "
-            f"(the {cfg.dataset} data has {classes} classes)"
-        )
-    data = DATASETS.get(cfg.dataset)
-    side = (cfg.image_size if data.meta.get("resizable") else None) or data.meta.get("image_size")
+    if classes is not None:
+        _check_target(cfg.threat_params.get("target_label", TARGET_LABEL), classes, cfg.dataset)
+    side = image_size_of(cfg)
     size = cfg.threat_params.get("trigger_size", TRIGGER_SIZE)
     if side and size > side:
         raise ConfigError(
@@ -98,7 +101,7 @@ def check_config(cfg: CycleConfig) -> None:
 
 PARAMS = {  # shared with scaling.py: model replacement boosts a backdoored update
     "poison_rate": Param(POISON_RATE, number_in(0.0, 1.0, low_open=True), "a number in (0, 1]"),
-    # num_classes is unknown at config time: poison() checks the upper bound
+    # the upper bound is the dataset's classes: check_config, or poison() where only the data knows them
     "target_label": Param(TARGET_LABEL, integer_at_least(0), "an integer >= 0"),
     "trigger_size": Param(TRIGGER_SIZE, integer_at_least(1), "an integer >= 1"),
 }
@@ -119,11 +122,7 @@ def poison(ctx: PoisonContext) -> tuple[torch.Tensor, torch.Tensor]:
     rate = ctx.params.get("poison_rate", POISON_RATE)
     target = ctx.params.get("target_label", TARGET_LABEL)
     size = ctx.params.get("trigger_size", TRIGGER_SIZE)
-    if target >= ctx.num_classes:  # a dataset whose classes only its files know (check_config could not tell)
-        raise ConfigError(
-            f"threat_params.target_label={target} is not allowed; expected an integer in [0, {ctx.num_classes}) "
-            f"(the dataset has {ctx.num_classes} classes)"
-        )
+    _check_target(target, ctx.num_classes, "training")  # a dataset whose classes only its files know
     _check_size(ctx.x, size)
     n = len(ctx.x)
     k = round(rate * n)
