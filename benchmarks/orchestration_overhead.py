@@ -2,7 +2,7 @@
 
 Runs N identical cycles directly (run_cycle in this process, one after the
 other) and then the same N through a sweep (one trial at a time, each with
-all this machine's CPUs, checkpoints every round, MLflow logging and
+all this machine's CPUs, checkpoints (--checkpoint-every-s, default), MLflow logging and
 artifacts), and prints the ratio of wall times. Ray's start-up is counted on
 the sweep's side.
 

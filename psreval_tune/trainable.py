@@ -1,11 +1,13 @@
 """The Ray Tune trainable: one PSREval cycle per trial.
 
-It reports after every FL round (so schedulers such as ASHA can stop bad
-trials) with a checkpoint of the whole federation: global weights, every
-client's optimizer, accountant and sampler/noise RNG state, and the round.
-A trial restarted from its checkpoint continues at the same round with the
-same accounted epsilon and ends with the same numbers as an uninterrupted
-trial. Each trial logs into its own MLflow run, nested under the sweep's.
+It checkpoints the whole federation (global weights, every client's
+optimizer, accountant and sampler/noise RNG state, and the round) after its
+last FL round and after any round that ends TrialInfra.checkpoint_every_s
+after the previous checkpoint (0: every round). A trial restarted from its
+checkpoint continues at the same round with the same accounted epsilon and
+ends with the same numbers as an uninterrupted trial. It reports each round
+to Tune when a scheduler acts on rounds (ASHA), else with each checkpoint;
+every round's numbers go to its MLflow run, nested under the sweep's.
 """
 
 from __future__ import annotations
@@ -100,6 +102,40 @@ class TrialInfra:
     # requires them in every result, so per-round results carry them as NaN
     # (Optuna records an early-stopped trial as failed, not as a 0 score).
     final_objectives: tuple[str, ...] = ()
+    # Seconds between checkpoints (engine.CHECKPOINT_EVERY_S in a sweep); 0: after every round.
+    checkpoint_every_s: float = 0.0
+    # A result for Tune after every round (schedulers such as ASHA decide on them), not only with checkpoints.
+    report_every_round: bool = True
+
+
+class RoundReporter:
+    """run_trial's on_round: the round's numbers to Tune and MLflow, and a checkpoint when one is due.
+
+    A checkpoint is due after the last round and after a round that ends ``every_s`` seconds or more after
+    the previous checkpoint (or the trial's start). Tune's function runner holds the trial at each report
+    until the driver has taken it, so rounds without a checkpoint are reported only if ``every_round``."""
+
+    def __init__(self, cfg: CycleConfig, infra: TrialInfra, log: Callable[[RoundResult], None]):
+        self.rounds, self.every_s, self.every_round = cfg.rounds, infra.checkpoint_every_s, infra.report_every_round
+        self.pending = {k: math.nan for k in infra.final_objectives}
+        self.log = log
+        self.last = time.monotonic()
+        self.checkpoints: list[int] = []  # the rounds checkpointed, in order
+
+    def due(self, r: RoundResult) -> bool:
+        return r.round >= self.rounds or time.monotonic() - self.last >= self.every_s
+
+    def __call__(self, r: RoundResult, fed: Federation) -> None:
+        metrics = {**self.pending, **round_metrics(r)}
+        if self.due(r):
+            with tempfile.TemporaryDirectory() as folder:
+                torch.save(fed.state_dict(), Path(folder) / CHECKPOINT_FILE)
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+            self.last = time.monotonic()
+            self.checkpoints.append(r.round)
+        elif self.every_round:
+            tune.report(metrics)
+        self.log(r)
 
 
 def cycle_config(params: Mapping[str, Any]) -> CycleConfig:
@@ -292,14 +328,12 @@ def run_trial(params: dict, infra: TrialInfra) -> None:
     try:
         resume = _load_checkpoint(cfg.rounds)
 
-        def on_round(r: RoundResult, fed: Federation) -> None:
-            with tempfile.TemporaryDirectory() as folder:
-                torch.save(fed.state_dict(), Path(folder) / CHECKPOINT_FILE)
-                pending = {k: math.nan for k in infra.final_objectives}
-                tune.report({**pending, **round_metrics(r)}, checkpoint=tune.Checkpoint.from_directory(folder))
+        def log_round(r: RoundResult) -> None:
             if tracker is not None and r.round not in logged_rounds:
                 tracker.log_metrics(run_id, round_metrics(r), step=r.round)
                 logged_rounds.add(r.round)
+
+        on_round = RoundReporter(cfg, infra, log_round)
 
         def on_round_and_splits(r: RoundResult, fed: Federation) -> None:
             if tracker is not None and not splits_logged:  # the data as the cycle loaded it, once per attempt

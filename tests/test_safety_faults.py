@@ -229,6 +229,28 @@ def test_retried_trial_logs_each_round_once(tmp_path, monkeypatch, store):
     assert steps(store, run.info.run_id, "acc_clean_float") == [3]
 
 
+def test_trial_without_a_checkpoint_yet_restarts_and_logs_each_round_once(tmp_path, monkeypatch, store):
+    """A FIFO grid's trial (checkpoint period longer than its training, no per-round results) fails after
+    round 2, before its first checkpoint: the retry starts at round 1, MLflow still has each round once, and
+    Tune heard only of the checkpointed last round and the final result."""
+    infra = trainable.TrialInfra(
+        tracking=store.infra.tracking, parent_run_id=store.parent, checkpoint_every_s=1e6, report_every_round=False
+    )
+    session = FakeSession(monkeypatch, tmp_path, fail_after_round=2)
+    with pytest.raises(RuntimeError, match="injected"):
+        trainable.run_trial(dict(PARAMS), infra)
+    assert session.reports == [] and session.checkpoint is None
+    session.fail_after_round = None
+    trainable.run_trial(dict(PARAMS), infra)
+    assert session.rounds_run == [1, 2, 1, 2, 3]
+    assert [r["round"] for r in session.reports] == [3, 3] and session.reports[-1]["cycle_complete"] == 1
+    assert trainable.read_checkpoint(session.checkpoint)["round"] == 3
+    (run,) = trial_runs(store)
+    assert run.info.status == "FINISHED"
+    for key in ("acc_val", "train_loss", "round"):
+        assert steps(store, run.info.run_id, key) == [1, 2, 3], key
+
+
 def test_trial_resumed_behind_its_logged_rounds_logs_each_round_once(tmp_path, monkeypatch, store):
     """The process died after logging round 3 but before Tune recorded round 3's checkpoint: the retry
     resumes from round 2's (intact) checkpoint and runs round 3 again, which is not logged a second time."""
@@ -427,6 +449,7 @@ def test_sweep_trial_with_corrupt_latest_checkpoint_resumes_from_the_previous_on
         "2",
         log=log,
         PSREVAL_TEST_ROUNDS=str(rounds),
+        PSREVAL_CHECKPOINT_EVERY_S="0",  # a checkpoint (and a result) every round: the test kills after round 3
     )
     exp = tmp_path / "runs" / "ray_results" / "ckpt"
     try:

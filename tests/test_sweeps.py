@@ -160,7 +160,15 @@ def test_driver_killed_then_resume_finishes_every_trial_once(tmp_path):
 def test_killed_dp_worker_resumes_with_same_epsilon_and_metrics(tmp_path):
     log = tmp_path / "twins.log"
     driver = start_script(
-        "tests/drivers/twin_trials.py", "--run-dir", str(tmp_path), "--name", "twins", "--max-concurrent", "2", log=log
+        "tests/drivers/twin_trials.py",
+        "--run-dir",
+        str(tmp_path),
+        "--name",
+        "twins",
+        "--max-concurrent",
+        "2",
+        log=log,
+        PSREVAL_CHECKPOINT_EVERY_S="0",  # a checkpoint (and a result) every round: the test kills after round 3
     )
     exp_dir = tmp_path / "ray_results" / "twins"
     try:
