@@ -205,20 +205,13 @@ def _resolve_recipe(cfg: CycleConfig) -> None:
         name = asked
     else:
         _fail("recipe", asked, "auto or one of " + ", ".join(recipes.names()))
-    values = recipes.fields_of(name)
-    rounds = cfg.rounds if cfg.rounds is not None else values["rounds"]
-    if isinstance(rounds, int) and rounds >= 1:
-        # a recipe's warm-up never exceeds the rounds the user asked for (--rounds 1 just works)
-        values["warmup_rounds"] = min(values["warmup_rounds"], rounds - 1)
-    # A field set to exactly what the recipe gives counts as not set: a config rebuilt from its own
-    # to_dict() (a sweep's params, a run's MLflow params) holds every field, and its twin must still
-    # get the non-private recipe (replace() looks up again only what was not set).
-    given = frozenset(f for f in recipes.FIELDS if getattr(cfg, f) is not None and getattr(cfg, f) != values[f])
-    for key in recipes.FIELDS:
+    given = frozenset(f for f in recipes.FIELDS if getattr(cfg, f) is not None)
+    for key, value in recipes.fields_of(name).items():
         if key not in given:
-            object.__setattr__(cfg, key, values[key])
-    if asked == recipes.lookup(cfg.dataset, cfg.arch, cfg.private):
-        asked = "auto"  # the one auto picks here, e.g. a resolved name read back: the twin gets its own
+            object.__setattr__(cfg, key, value)
+    if "warmup_rounds" not in given and isinstance(cfg.rounds, int) and cfg.rounds >= 1:
+        # a recipe's warm-up never exceeds the rounds the user asked for (--rounds 1 just works)
+        object.__setattr__(cfg, "warmup_rounds", min(cfg.warmup_rounds, cfg.rounds - 1))
     object.__setattr__(cfg, "recipe", name)
     object.__setattr__(cfg, "_given", given)
     object.__setattr__(cfg, "_asked_recipe", asked)
