@@ -59,7 +59,7 @@ def main() -> None:
         start = time.perf_counter()
         for _ in range(args.n):
             t = time.perf_counter()
-            run_cycle(cfg, cache=cache)
+            direct_metrics = run_cycle(cfg, cache=cache).metrics
             direct_times.append(time.perf_counter() - t)
         direct = time.perf_counter() - start
 
@@ -67,7 +67,8 @@ def main() -> None:
 
         from psreval_tune.sweeps.engine import SweepSpec, parser, run_sweep
 
-        space = {**cfg.to_dict(), "replica": tune.grid_search([{"seed": cfg.seed}] * args.n)}
+        # asked(), not to_dict(): the recipe's fields stay the recipe's, so the trial's twin is this one's
+        space = {**cfg.asked(), "replica": tune.grid_search([{"seed": cfg.seed}] * args.n)}
         sweep_args = parser("bench").parse_args(
             [
                 "--run-dir",
@@ -84,6 +85,7 @@ def main() -> None:
         results, _, _ = run_sweep(sweep_args, SweepSpec(kind="bench", param_space=space))
         swept = time.perf_counter() - start
         trial_times = [r.metrics["time_total_s"] for r in results]
+    differ = _differences(direct_metrics, [r.metrics for r in results])
 
     row = {
         "n": args.n,
@@ -97,6 +99,7 @@ def main() -> None:
         "sweep_cycle_inside_trial_s": [round(t, 2) for t in trial_times],
         "ratio_sweep_over_direct": round(swept / direct, 4),
         "overhead_pct": round(100 * (swept / direct - 1), 2),
+        "same_numbers": not differ,
     }
     print(f"\n{'':28}{'direct':>10}{'sweep':>10}")
     print(f"{'wall time, N cycles (s)':28}{direct:10.1f}{swept:10.1f}")
@@ -107,6 +110,15 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(row, indent=2))
     print(f"wrote {args.out}")
+    if differ:  # the two sides did different work: their times compare nothing
+        raise SystemExit(f"the sweep's trials computed other numbers than the direct cycle: {', '.join(differ[:5])}")
+
+
+def _differences(direct: dict, trials: list[dict]) -> list[str]:
+    """The cycle's metrics (not its times) on which a trial differs from the direct cycle: the same config
+    and seed give the same numbers on CPU, so any key here means the two sides ran different work."""
+    keys = [k for k in direct if not k.startswith("time_")]
+    return sorted({k for m in trials for k in keys if m.get(k) != direct[k]})
 
 
 if __name__ == "__main__":

@@ -32,6 +32,10 @@ class ConfigError(ValueError):
     """A user-supplied value is not allowed. The message is one line."""
 
 
+# record()'s two keys beside the fields: the recipe fields the caller set (comma-separated) and the recipe asked
+RECIPE_SET, RECIPE_ASKED = "recipe_set", "recipe_asked"
+
+
 @dataclass(frozen=True)
 class CycleConfig:
     # data
@@ -120,16 +124,37 @@ class CycleConfig:
     def replace(self, **changes: Any) -> CycleConfig:
         """A copy with ``changes``; recipe fields the caller never set are looked up
         again, so ``cfg.replace(epsilon=None)`` gets the non-private recipe."""
-        given = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
-        given.update({name: None for name in recipes.FIELDS if name not in self._given})
-        given["recipe"] = self._asked_recipe
-        given.update(changes)
-        return CycleConfig(**given)
+        return CycleConfig(**{**self.asked(), **changes})
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field, resolved: what a run records. Rebuilt with from_dict() it trains the same model,
+        but every recipe field then counts as set, so its twin would keep them: rebuild from asked()
+        or record() where the twin matters."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
         d["eval_attacks"] = list(self.eval_attacks)
         return d
+
+    def asked(self) -> dict[str, Any]:
+        """The fields as the caller gave them: recipe fields left to the recipe are None and ``recipe`` is
+        the one asked for, so ``CycleConfig(**cfg.asked())`` is ``cfg`` with the same twin."""
+        d = self.to_dict()
+        d.update({name: None for name in recipes.FIELDS if name not in self._given})
+        d["recipe"] = self._asked_recipe
+        return d
+
+    def record(self) -> dict[str, Any]:
+        """to_dict() and what from_record() needs to tell the recipe's fields from the caller's."""
+        return {**self.to_dict(), RECIPE_SET: ",".join(sorted(self._given)), RECIPE_ASKED: self._asked_recipe}
+
+    @classmethod
+    def from_record(cls, d: dict[str, Any]) -> CycleConfig:
+        """The config a record() came from (a dict without the two keys: every recipe field as set)."""
+        d = dict(d)
+        given, asked = d.pop(RECIPE_SET, None), d.pop(RECIPE_ASKED, None)
+        if given is not None and asked is not None:
+            d.update({name: None for name in recipes.FIELDS if name not in str(given).split(",")})
+            d["recipe"] = asked
+        return cls.from_dict(d)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CycleConfig:

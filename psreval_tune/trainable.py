@@ -315,7 +315,7 @@ def run_trial(params: dict, infra: TrialInfra) -> None:
             _report_recorded(tracker, found, infra)
             return
         run_id, existed = tracker.trial_run(infra.parent_run_id, ctx.get_trial_id(), trial_label(cfg))
-        tracker.log_params(run_id, cfg.to_dict())
+        tracker.log_params(run_id, cfg.record())
         if existed:  # a retried or resumed trial: what its earlier attempts logged is not logged again
             logged_rounds = tracker.logged_steps(run_id, "acc_val")
             logged_final = set(tracker.client.get_run(run_id).data.metrics) - set(ROUND_METRICS)

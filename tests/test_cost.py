@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from psreval_tune import recipes
 from psreval_tune.config import CycleConfig
 from psreval_tune.sweeps import cost, paper_grid, search, spec
 from psreval_tune.tracking import flatten
@@ -163,7 +164,7 @@ def run(cfg, metrics, wall, status="FINISHED"):
     from types import SimpleNamespace as NS
 
     info = NS(run_id=f"r{id(metrics)}", status=status, start_time=1_000_000, end_time=1_000_000 + int(wall * 1000))
-    return NS(info=info, data=NS(params=flatten(cfg.to_dict()), metrics=dict(metrics), tags={"psreval.kind": "trial"}))
+    return NS(info=info, data=NS(params=flatten(cfg.record()), metrics=dict(metrics), tags={"psreval.kind": "trial"}))
 
 
 class FakeClient:
@@ -231,10 +232,29 @@ def test_estimate_from_sqlite_store(empty_cwd, tmp_path, capsys):
     exp = client.create_experiment("psreval", artifact_location=str(tmp_path / "artifacts"))
     for cfg, metrics, wall in smoke_trials():
         r = client.create_run(exp, start_time=1_000_000, tags={"psreval.kind": "trial"})
-        params = [Param(k, v) for k, v in flatten(cfg.to_dict()).items()]
+        params = [Param(k, v) for k, v in flatten(cfg.record()).items()]
         client.log_batch(r.info.run_id, metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()], params=params)
         client.set_terminated(r.info.run_id, "FINISHED", end_time=1_000_000 + int(wall * 1000))
     out = dry(paper_grid.main, ["--smoke", "--tracking-uri", uri], capsys)
     assert "(6 finished trials)" in out and total_seconds(out) == HAND_COMPUTED
     out = dry(paper_grid.main, ["--smoke", "--run-dir", str(tmp_path)], capsys)
     assert f"MLflow store sqlite:///{tmp_path / 'mlflow.db'}" in out and total_seconds(out) == HAND_COMPUTED
+
+
+@pytest.mark.parametrize("given", [{}, {"lr": 0.05, "recipe": "digits/cnn/dp"}])
+def test_a_stored_trial_rebuilds_with_its_own_twin(tmp_path, given):
+    # A run's params hold every resolved field; rebuilt from them alone, a DP trial's twin kept the DP
+    # recipe. record()'s recipe_set/recipe_asked say which fields the recipe filled, through a real store.
+    from mlflow import MlflowClient
+    from mlflow.entities import Param
+
+    cfg = CycleConfig(dataset="digits", arch="resnet9", epsilon=3.4, **given)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = client.create_run(client.create_experiment("x", artifact_location=str(tmp_path / "a")))
+    client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in flatten(cfg.record()).items()])
+    stored = cost.config_from_params(client.get_run(run.info.run_id).data.params)
+    assert stored == cfg
+    assert cost.twin_config(stored) == cost.twin_config(cfg)
+    own = recipes.fields_of(recipes.lookup("digits", "resnet9", private=False))["lr"]
+    assert cost.twin_config(stored).lr == given.get("lr", own)  # own: 0.00327, the DP recipe 0.7174
+    assert cost.twin_config(stored).training_key() == cost.twin_config(cfg).training_key()

@@ -32,6 +32,15 @@ def test_a_resolved_config_round_trips_through_its_dict():
     assert again == cfg and again.training_key() == cfg.training_key()
 
 
+@pytest.mark.parametrize("given", [{}, {"lr": 0.123}, {"rounds": 1, "recipe": "digits/cnn/dp"}])
+def test_asked_and_record_rebuild_the_config_with_its_twin(given):
+    cfg = CycleConfig(dataset="digits", arch="resnet9", epsilon=3.4, **given)
+    for again in (CycleConfig.from_dict(cfg.asked()), CycleConfig.from_record(cfg.record())):
+        assert again == cfg and again.replace(epsilon=None) == cfg.replace(epsilon=None)
+    # to_dict() alone sets every field: its twin keeps the DP recipe's lr unless the caller set one
+    assert CycleConfig.from_dict(cfg.to_dict()).replace(epsilon=None).lr == given.get("lr", cfg.lr)
+
+
 def test_a_named_recipe_applies_to_another_setting():
     name = recipes.lookup("digits", "resnet18", private=True)
     cfg = CycleConfig(dataset="digits", arch="cnn", epsilon=7.0, recipe=name)

@@ -31,7 +31,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
-from ..config import CycleConfig
+from ..config import RECIPE_ASKED, RECIPE_SET, CycleConfig
 
 PHASES = ("dp_train", "twin_train", "attack_eval", "overhead")
 LABELS = {
@@ -277,7 +277,7 @@ def local_slots(cpus: float, cpus_per_trial: float) -> int:
 
 
 def config_from_params(params: dict[str, str]) -> CycleConfig:
-    """A trial run's MLflow params (cfg.to_dict(), as strings) back to its CycleConfig."""
+    """A trial run's MLflow params (cfg.record(), as strings) back to its CycleConfig."""
     import dataclasses
 
     from ..analysis.load import _parse
@@ -286,7 +286,8 @@ def config_from_params(params: dict[str, str]) -> CycleConfig:
     values = {k: _parse(v) for k, v in params.items() if k in names}
     if isinstance(values.get("eval_attacks"), str):
         values["eval_attacks"] = values["eval_attacks"].split(",")
-    return CycleConfig.from_dict(values)
+    record = {k: params[k] for k in (RECIPE_SET, RECIPE_ASKED) if k in params}  # strings, as logged
+    return CycleConfig.from_record({**values, **record})
 
 
 def stored_trials(tracking_uri: str, experiment: str) -> list[StoredTrial]:
