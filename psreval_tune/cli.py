@@ -60,6 +60,8 @@ HELP = {
     "accountant": " | ".join(config.ACCOUNTANTS),
     "grad_sampler": "DP per-sample clipping: auto (book-keeping, same numbers, faster) | opacus (Opacus' hooks)",
     "device": "auto (CUDA if visible) | cpu | cuda",
+    "precision": "non-private training: fp32 | bf16 (torch.autocast; weights and optimizer stay fp32). "
+    "DP training and the attacks stay fp32",
 }
 
 

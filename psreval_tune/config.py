@@ -25,6 +25,10 @@ DP_MODES = ("sample", "client")  # sample: DP-SGD in every client (Opacus); clie
 ACCOUNTANTS = ("rdp", "prv", "gdp")
 GRAD_SAMPLERS = ("auto", "opacus")  # auto: book-keeping clipping where supported (privacy.py)
 DEVICES = ("auto", "cpu", "cuda")
+# Non-private local training (a non-private trial, the twin): fp32, or bf16 under torch.autocast (weights,
+# optimizer and gradients stay fp32). DP training and the attacks are fp32 whatever this says: bf16's
+# 8-bit mantissa would make the per-sample norms that clipping bounds approximate.
+PRECISIONS = ("fp32", "bf16")
 LR_SCHEDULES = ("constant", "cosine", "step")  # per FL round, after warmup_rounds of linear warm-up
 
 
@@ -72,6 +76,7 @@ class CycleConfig:
     lr_schedule: str | None = None
     warmup_rounds: int | None = None
     reset_optimizer: bool | None = None  # fresh client optimizer state (momentum) every round
+    precision: str = "fp32"  # non-private training only: fp32 | bf16 (autocast); see PRECISIONS
     # threat during training and the attack it uses
     threat: str = "none"  # a name in the threats registry (psreval_tune/threats/)
     threat_params: dict = field(default_factory=dict)  # the threat's own parameters; defaults filled on build
@@ -195,6 +200,8 @@ class CycleConfig:
         for entry in DATASETS:
             for name in set(entry.meta.get("own_fields", ())) - own:
                 payload.pop(name, None)
+        if self.precision == "fp32" or self.private:  # the same model as before the field (DP is fp32 always)
+            payload.pop("precision")
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -283,6 +290,7 @@ def _validate(cfg: CycleConfig) -> None:
     _choice(cfg, "grad_sampler", GRAD_SAMPLERS)
     _choice(cfg, "device", DEVICES)
     _choice(cfg, "lr_schedule", LR_SCHEDULES)
+    _choice(cfg, "precision", PRECISIONS)
     for name in ("num_clients", "rounds", "local_epochs", "batch_size", "attack_steps", "attack_repeats"):
         _positive_int(cfg, name)
     for name in ("image_size", "train_samples", "test_samples", "eval_samples"):
@@ -392,12 +400,13 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def resolve_device(name: str) -> str:
+def resolve_device(name: str, precision: str = "fp32") -> str:
     """'auto' picks CUDA when a GPU is visible (Ray sets CUDA_VISIBLE_DEVICES), else CPU."""
     import torch
 
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device='cuda' is not allowed here; no CUDA device is visible (use auto or cpu)")
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+    if precision == "bf16" and device == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError("precision='bf16' is not allowed on this GPU (no bfloat16 support); use fp32")
+    return device

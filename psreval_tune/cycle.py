@@ -247,7 +247,7 @@ def run_cycle(
     """Run one cycle. ``resume`` is a Federation.state_dict() from ``on_round``:
     training continues after that round with the same accountant and RNG state."""
     progress = progress or (lambda msg: None)
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, cfg.precision)
     timer = PhaseTimer()
     start = time.perf_counter()
 

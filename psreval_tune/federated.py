@@ -105,6 +105,7 @@ class Client:
     optimizer: torch.optim.Optimizer
     loader: DataLoader
     private: PrivateClient | None
+    autocast: torch.dtype | None = None  # forward and loss under torch.autocast (cfg.precision; never under DP)
 
     @property
     def model(self) -> nn.Module:
@@ -183,7 +184,12 @@ def _make_client(
     if cfg.private and cfg.dp_mode == "sample":
         private = make_private(cfg, module, optimizer, loader, seed)
         module, optimizer, loader = private.module, private.optimizer, private.loader
-    return Client(cid, x, y, dataset, module, optimizer, loader, private)
+    return Client(cid, x, y, dataset, module, optimizer, loader, private, autocast_dtype(cfg))
+
+
+def autocast_dtype(cfg: CycleConfig) -> torch.dtype | None:
+    """The dtype local training autocasts to: bf16 for ``precision=bf16`` unless the cycle is private."""
+    return torch.bfloat16 if cfg.precision == "bf16" and not cfg.private else None
 
 
 def _train_locally(client: Client, epochs: int) -> tuple[float, int]:
@@ -192,7 +198,8 @@ def _train_locally(client: Client, epochs: int) -> tuple[float, int]:
     for _ in range(epochs):
         for xb, yb in client.loader:
             client.optimizer.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(client.module(xb), yb)
+            with torch.autocast(xb.device.type, dtype=client.autocast, enabled=client.autocast is not None):
+                loss = F.cross_entropy(client.module(xb), yb)
             loss.backward()
             client.optimizer.step()
             loss_sum += float(loss.detach()) * len(yb)
