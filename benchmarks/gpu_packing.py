@@ -9,7 +9,10 @@ trials/hour (trials / wall time of the level), each trial's torch.cuda.max_memor
 utilisation / memory sampled with nvidia-smi every 0.5 s while the level runs (when nvidia-smi exists).
 A trial that fails (out of memory under its cap) is counted and its error kept, never a crash.
 
-Mixed precision for the non-private parts is NOT measured: the cycle has no autocast path yet.
+Every level runs once per ``--precisions`` value (default fp32,bf16): the trials' ``precision`` field,
+bf16 autocast for their non-private part (each trial trains its own non-private twin: no twin cache
+here) while DP training stays fp32 (config.PRECISIONS says why). Each trial reports its DP and twin
+training seconds, so the twin's speed-up is read apart from the DP part's.
 
 ``--dry`` (no GPU needed, seconds): tiny CPU trials, 1 and 2 per "slot", where a slot is one CPU
 (num_cpus=1/k per trial): it exercises the same code path (Ray tasks, fit_to_allotment, run_cycle,
@@ -43,17 +46,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--arch", default="resnet9", help="the trials' arch (GPU runs; --dry uses cnn)")
     p.add_argument("--rounds", type=int, default=2, help="FL rounds per trial (GPU runs; --dry 1)")
     p.add_argument("--epsilon", type=float, default=8.0, help="the trials' DP epsilon")
+    p.add_argument("--precisions", default="fp32,bf16", help="comma list of the trials' precision (fp32,bf16)")
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/gpu_packing[_dry].json)")
     args = p.parse_args(argv)
     default_levels = DRY_LEVELS if args.dry else GPU_LEVELS
     args.levels = [int(v) for v in args.levels.split(",")] if args.levels else list(default_levels)
+    args.precisions = [v.strip() for v in args.precisions.split(",") if v.strip()]
+    from psreval_tune.config import PRECISIONS
+
+    bad = [v for v in args.precisions if v not in PRECISIONS]
+    if bad or not args.precisions:
+        p.error(
+            f"--precisions={','.join(args.precisions)} is not allowed; expected a comma list of {', '.join(PRECISIONS)}"
+        )
     if not args.dry:
         args.trials = args.trials or 8
     return args
 
 
-def trial_config(args: argparse.Namespace, seed: int) -> dict:
-    """One short DP cycle. GPU: CIFAR-sized synthetic data; --dry: a few digits."""
+def trial_config(args: argparse.Namespace, seed: int, precision: str = "fp32") -> dict:
+    """One short DP cycle and its non-private twin. GPU: CIFAR-sized synthetic data; --dry: a few digits."""
     if args.dry:
         return dict(
             dataset="digits",
@@ -66,8 +78,8 @@ def trial_config(args: argparse.Namespace, seed: int) -> dict:
             eval_attacks=["PGD"],
             attack_steps=1,
             attack_repeats=1,
-            train_twin=False,
             epsilon=args.epsilon,
+            precision=precision,
             device="cpu",
             seed=seed,
         )
@@ -82,6 +94,7 @@ def trial_config(args: argparse.Namespace, seed: int) -> dict:
         eval_attacks=["PGD"],
         attack_repeats=1,
         epsilon=args.epsilon,
+        precision=precision,
         device="cuda",
         seed=seed,
     )
@@ -105,6 +118,9 @@ def one_trial(params: dict) -> dict:
     try:
         result = run_cycle(cycle_config(params))
         out["acc_clean_float"] = result.metrics.get("acc_clean_float")
+        out["acc_clean_float_nonprivate"] = result.metrics.get("acc_clean_float_nonprivate")
+        out["train_s"] = result.metrics.get("time_train_s")
+        out["train_twin_s"] = result.metrics.get("time_train_twin_s")
         out["dp"] = result.dp
     except Exception as exc:  # noqa: BLE001 - e.g. out of memory under the cap: counted, not fatal
         out["error"] = common.error_string(exc)
@@ -156,7 +172,7 @@ class GpuSampler:
         }
 
 
-def run_level(k: int, args: argparse.Namespace, device: str) -> dict:
+def run_level(k: int, args: argparse.Namespace, device: str, precision: str) -> dict:
     import ray
 
     task = ray.remote(one_trial)
@@ -164,20 +180,23 @@ def run_level(k: int, args: argparse.Namespace, device: str) -> dict:
         task = task.options(num_cpus=1.0 / k)  # the "slot" is one CPU
     else:
         task = task.options(num_gpus=1.0 / k, num_cpus=args.cpus_per_trial)
-    params = [trial_config(args, seed) for seed in range(args.trials or k)]
+    params = [trial_config(args, seed, precision) for seed in range(args.trials or k)]
     with GpuSampler() as sampler:
         start = time.perf_counter()
         trials = ray.get([task.remote(p) for p in params])
         wall = time.perf_counter() - start
     ok = [t for t in trials if "error" not in t]
     peaks = [t["cuda_peak_gib"] for t in ok if t["cuda_peak_gib"] is not None]
+    twin = [t["train_twin_s"] for t in ok if t.get("train_twin_s") is not None]
     return {
         "trials_per_slot": k,
+        "precision": precision,
         "trials": len(trials),
         "failed": len(trials) - len(ok),
         "wall_seconds": wall,
         "trials_per_hour": 3600 * len(ok) / wall,
         "trial_seconds": common.summary([t["seconds"] for t in ok]) if ok else None,
+        "twin_train_seconds": common.summary(twin) if twin else None,
         "cuda_peak_gib_max": max(peaks) if peaks else None,
         "gpu": sampler.summary(),
         "errors": sorted({t["error"] for t in trials if "error" in t}),
@@ -201,20 +220,24 @@ def main() -> None:
     )
     try:
         levels = []
-        for k in args.levels:
-            print(f"{k} trial(s) per {'slot' if args.dry else 'GPU'}: {args.trials or k} trials", flush=True)
-            levels.append(run_level(k, args, device))
+        for precision in args.precisions:
+            for k in args.levels:
+                where = "slot" if args.dry else "GPU"
+                print(f"{precision}: {k} trial(s) per {where}: {args.trials or k} trials", flush=True)
+                levels.append(run_level(k, args, device, precision))
     finally:
         ray.shutdown()
     wall = time.perf_counter() - t0
     rows = [
         [
+            lv["precision"],
             lv["trials_per_slot"],
             lv["trials"],
             lv["failed"],
             lv["wall_seconds"],
             lv["trials_per_hour"],
             lv["trial_seconds"]["median"] if lv["trial_seconds"] else None,
+            lv["twin_train_seconds"]["median"] if lv["twin_train_seconds"] else None,
             lv["cuda_peak_gib_max"],
             lv["gpu"]["util_mean_pct"] if lv["gpu"] else None,
             lv["gpu"]["memory_used_max_mib"] if lv["gpu"] else None,
@@ -225,12 +248,14 @@ def main() -> None:
     print(
         common.table(
             [
+                "precision",
                 "per " + ("slot" if args.dry else "GPU"),
                 "trials",
                 "failed",
                 "wall s",
                 "trials/hour",
                 "s/trial (median)",
+                "twin train s (median)",
                 "peak GiB/trial",
                 "GPU util % (mean)",
                 "GPU MiB (max)",
@@ -248,7 +273,9 @@ def main() -> None:
             "dry": args.dry,
             "machine": common.machine_info(device),
             "settings": {**vars(args), "trial_config": trial_config(args, 0)},
-            "mixed_precision": "not measured: the cycle has no autocast path",
+            "mixed_precision": {
+                p: "bf16 autocast, non-private twin only" if p == "bf16" else "none" for p in args.precisions
+            },
             "wall_seconds": round(wall, 1),
             "levels": levels,
         },

@@ -28,7 +28,14 @@ def test_gpu_packing_dry_runs_and_writes_its_json(tmp_path):
     result = json.loads(out.read_text())
     assert {"benchmark", "dry", "machine", "settings", "mixed_precision", "wall_seconds", "levels"} <= set(result)
     assert result["benchmark"] == "gpu_packing" and result["dry"] is True
-    assert [lv["trials_per_slot"] for lv in result["levels"]] == [1, 2]
+    # each packing level once per precision: fp32, then bf16 (the twin's autocast; DP stays fp32)
+    assert [(lv["precision"], lv["trials_per_slot"]) for lv in result["levels"]] == [
+        ("fp32", 1),
+        ("fp32", 2),
+        ("bf16", 1),
+        ("bf16", 2),
+    ]
+    assert result["mixed_precision"]["bf16"].startswith("bf16 autocast")
     for lv in result["levels"]:
         keys = {"trials", "failed", "wall_seconds", "trials_per_hour", "cuda_peak_gib_max", "gpu", "per_trial"}
         assert keys <= set(lv)
@@ -40,3 +47,4 @@ def test_gpu_packing_dry_runs_and_writes_its_json(tmp_path):
             assert trial["applied"]["torch_threads"] == 1
             assert trial["dp"]["clipping"] == "bookkeeping"
             assert trial["cuda_peak_gib"] is None  # no GPU in --dry
+            assert trial["train_twin_s"] > 0 and trial["acc_clean_float_nonprivate"] is not None  # a twin trained
