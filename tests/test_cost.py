@@ -5,6 +5,7 @@ No Ray, no training: the dry run reads sweep files and (here, a small sqlite) ML
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from pathlib import Path
@@ -74,6 +75,18 @@ def test_twins_are_settings_times_archs_by_hand():
             t.replace(epsilon=None).training_key()
         )
     assert all(len(k) == 1 for k in by_setting.values())  # the three epsilons of a setting share one twin
+
+
+def test_the_dry_run_plans_the_twin_the_trial_trains():
+    # The dry run's configs (spec.check_config) once came back through to_dict(), every recipe field set, so
+    # their twins kept the DP recipe: other keys than the trials' cached twins, other twin costs.
+    from psreval_tune.trainable import cycle_config
+
+    sweep = spec.load("paper_grid", "grid")
+    for params in itertools.islice(spec.grid_trials(spec.resolve(sweep)), 0, 150, 7):
+        planned, trial = spec.check_config(sweep, params), cycle_config(params)
+        assert cost.twin_config(planned) == cost.twin_config(trial)
+        assert cost.twin_config(planned).recipe == recipes.lookup(trial.dataset, trial.arch, private=False)
 
 
 def test_cached_twins_cost_nothing(empty_cwd, capsys):

@@ -642,8 +642,9 @@ def _short(name: str, param: dict[str, Any]) -> Any:
 
 
 def flatten(params: dict[str, Any]) -> dict[str, Any]:
-    """A trial's params -> CycleConfig fields (a pseudo-axis value's fields merged in)."""
-    return CycleConfig.from_params(params).to_dict() if params else {}
+    """A trial's params -> CycleConfig fields (a pseudo-axis value's fields merged in), recipe fields left
+    to the recipe still None (asked(), not to_dict(): rebuilt, the config has the trial's own twin)."""
+    return CycleConfig.from_params(params).asked() if params else {}
 
 
 def grid_trials(resolved: dict[str, Any]) -> Iterator[dict[str, Any]]:
