@@ -269,6 +269,11 @@ BAD = [
     ("search-file", (spec.FILES_DIR / "demo_search.yaml").read_text(), ["is a search file", "psreval search"]),
     ("config-value", "kind: grid\naxes: {epsilon: [-1.0]}\n", ["epsilon=-1.0 is not allowed", "> 0"]),
     ("bad-resources", "kind: grid\nresources: {cpus: 2}\n", ["unknown key resources.'cpus'", "cpus_per_trial"]),
+    (
+        "cuda-without-gpus",  # Ray hides every GPU from a trial without a GPU share: each trial could only fail
+        "kind: grid\nfixed: {device: cuda}\n",
+        ["device='cuda' is not allowed with gpus_per_trial=0", "--gpus-per-trial"],
+    ),
     ("missing-file", None, ["does not exist", "paper_smoke"]),
 ]
 
@@ -565,3 +570,20 @@ def test_smoke_sweep_logs_its_resolved_file(smoke_sweep, tmp_path):
     assert parent.data.params["sweep_file"] == "paper_smoke.yaml"
     # run again as a file, it is the same grid
     assert grid(tmp_path, local)[0] == grid(tmp_path, "--smoke")[0]
+
+
+def test_a_sweep_with_failed_trials_exits_1_with_one_line(capsys):
+    from types import SimpleNamespace
+
+    from psreval_tune.sweeps.engine import exit_status
+
+    class Results(list):
+        errors: list = []
+
+    done = Results([SimpleNamespace()] * 3)
+    assert exit_status(done) == 0 and capsys.readouterr().err == ""
+    failed = Results([SimpleNamespace()] * 3)
+    failed.errors = [RuntimeError("a"), RuntimeError("b")]
+    assert exit_status(failed) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: 2 of 3 trials failed")

@@ -985,6 +985,20 @@ def with_tmp_csv(tracker, run_id: str, frame, name: str) -> None:
         tracker.client.log_artifact(run_id, str(path))
 
 
+def exit_status(results) -> int:
+    """A finished sweep's exit status: 0 when no trial ended in ERROR, else 1 after one line on stderr
+    saying how many (a script or CI job running the sweep sees it; the table above says which)."""
+    errors = len(getattr(results, "errors", None) or [])
+    if not errors:
+        return 0
+    print(
+        f"error: {errors} of {len(results)} trials failed (status ERROR in the table above; "
+        "their errors are in the Tune folder and on their MLflow runs, tag psreval.failure)",
+        file=sys.stderr,
+    )
+    return 1
+
+
 def main_guard(fn: Callable[[Sequence[str] | None], int]) -> Callable[[Sequence[str] | None], int]:
     """Entry-point wrapper: user errors become one line on stderr and exit 2."""
 

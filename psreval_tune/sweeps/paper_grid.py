@@ -19,7 +19,7 @@ import sys
 from typing import Any, Sequence
 
 from . import spec
-from .engine import SweepSpec, add_cost_flags, main_guard, parser, report, run_sweep
+from .engine import SweepSpec, add_cost_flags, exit_status, main_guard, parser, report, run_sweep
 
 DEFAULT_FILE = "paper_grid"
 SMOKE_FILE = "paper_smoke"
@@ -50,7 +50,7 @@ def resolve_grid(sweep: spec.SweepFile, args: argparse.Namespace, given: set[str
         sweep.doc["axes"] = spec.check_axes(sweep.doc["axes"], sweep.doc["fixed"], sweep.fail)
     resolved = spec.resolve(sweep)
     for trial in spec.grid_trials(resolved):
-        spec.check_config(sweep, trial)
+        spec.check_config(sweep, trial, resolved["resources"])
     return resolved
 
 
@@ -91,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     spec.use_resources(args, resolved)
     args.sweep = spec.identity(resolved)  # --resume refuses a sweep whose file changed
     text = spec.dump(resolved, sweep.source, sweep.flags)
-    run_sweep(
+    results, _, _ = run_sweep(
         args,
         SweepSpec(
             kind="paper_grid",
@@ -105,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             report=report,
         ),
     )
-    return 0
+    return exit_status(results)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from ray import tune
 from .. import config
 from ..evaluate import wilson
 from ..trainable import cycle_config
-from .engine import SweepSpec, _csv, main_guard, parser, run_sweep
+from .engine import SweepSpec, _csv, exit_status, main_guard, parser, run_sweep
 
 EPSILONS = (None, 7.0, 3.4, 1.7)
 
@@ -104,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\nclean test accuracy with the shipped recipes (%):\n" + text)
     if args.doc:
         Path(args.doc).write_text(text + "\n")
-    return 0
+    return exit_status(results)
 
 
 if __name__ == "__main__":

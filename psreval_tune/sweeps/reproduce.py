@@ -33,7 +33,7 @@ from ray import tune
 from .. import config
 from ..tracking import git_commit
 from ..trainable import cycle_config
-from .engine import SweepSpec, main_guard, parser, report, run_sweep
+from .engine import SweepSpec, exit_status, main_guard, parser, report, run_sweep
 from .paper_grid import DELTA, EVAL_SAMPLES
 
 SETTINGS = (
@@ -110,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     space = grid(args)
     start = time.perf_counter()
-    _, _, tracking = run_sweep(
+    results, _, tracking = run_sweep(
         args,
         SweepSpec(
             kind="reproduce", param_space=space, report=report, sweep_params={"smoke": args.smoke, "arch": args.arch}
@@ -118,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     doc = write_doc(args, tracking, time.perf_counter() - start)
     print(f"\nreproduction: {doc}")
-    return 0
+    return exit_status(results)
 
 
 if __name__ == "__main__":

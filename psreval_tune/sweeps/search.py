@@ -38,7 +38,7 @@ from typing import Any, Iterator, Sequence
 from .. import recipes
 from ..config import CycleConfig
 from . import spec
-from .engine import SweepError, SweepSpec, _csv, add_cost_flags, main_guard, parser, report, run_sweep
+from .engine import SweepError, SweepSpec, _csv, add_cost_flags, exit_status, main_guard, parser, report, run_sweep
 
 DEFAULT_FILE = "paper_search"
 SMOKE_FILE = "demo_search"
@@ -343,7 +343,7 @@ def _check(sweep: spec.SweepFile, resolved: dict[str, Any], given: set[str]) -> 
         if start not in recipes.load():
             raise SweepError(f"--start-from={start} is not allowed; expected one of {', '.join(recipes.names())}")
     for config in configs(resolved):
-        spec.check_config(sweep, config)
+        spec.check_config(sweep, config, resolved["resources"])
 
 
 def trial_fixed(resolved: dict[str, Any]) -> dict[str, Any]:
@@ -528,7 +528,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{stopped} stopped early by ASHA):"
     )
     print(front.to_string(index=False) if len(front) else "  (no finished trial)")
-    return 0
+    return exit_status(results)
 
 
 if __name__ == "__main__":

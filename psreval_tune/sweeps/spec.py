@@ -654,9 +654,13 @@ def grid_trials(resolved: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield {**resolved["fixed"], **dict(zip(axes, combo))}
 
 
-def check_config(sweep: SweepFile, params: dict[str, Any]) -> CycleConfig:
-    """One trial's config, or the config error as a file error."""
+def check_config(sweep: SweepFile, params: dict[str, Any], resources: dict[str, Any] | None = None) -> CycleConfig:
+    """One trial's config, or the config error as a file error. With the sweep's resources: a trial on
+    device cuda needs a GPU share (Ray hides every GPU from a trial without one, so it could only fail)."""
     try:
-        return CycleConfig.from_dict(flatten(params))
+        cfg = CycleConfig.from_dict(flatten(params))
     except ConfigError as exc:
         raise sweep.fail(str(exc)) from None
+    if resources is not None and cfg.device == "cuda" and not resources.get("gpus_per_trial"):
+        raise sweep.fail("device='cuda' is not allowed with gpus_per_trial=0; give --gpus-per-trial or use auto")
+    return cfg
