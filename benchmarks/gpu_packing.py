@@ -56,9 +56,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     bad = [v for v in args.precisions if v not in PRECISIONS]
     if bad or not args.precisions:
-        p.error(
-            f"--precisions={','.join(args.precisions)} is not allowed; expected a comma list of {', '.join(PRECISIONS)}"
-        )
+        # one line and exit 2, as the project's other flags (not argparse's usage dump)
+        given, allowed = ",".join(args.precisions), ", ".join(PRECISIONS)
+        p.exit(2, f"error: --precisions={given} is not allowed; expected a comma list of {allowed}\n")
     if not args.dry:
         args.trials = args.trials or 8
     return args

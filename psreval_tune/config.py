@@ -142,10 +142,7 @@ class CycleConfig:
     def asked(self) -> dict[str, Any]:
         """The fields as the caller gave them: recipe fields left to the recipe are None and ``recipe`` is
         the one asked for, so ``CycleConfig(**cfg.asked())`` is ``cfg`` with the same twin."""
-        d = self.to_dict()
-        d.update({name: None for name in recipes.FIELDS if name not in self._given})
-        d["recipe"] = self._asked_recipe
-        return d
+        return _left_to_recipe(self.to_dict(), self._given, self._asked_recipe)
 
     def record(self) -> dict[str, Any]:
         """to_dict() and what from_record() needs to tell the recipe's fields from the caller's."""
@@ -157,8 +154,7 @@ class CycleConfig:
         d = dict(d)
         given, asked = d.pop(RECIPE_SET, None), d.pop(RECIPE_ASKED, None)
         if given is not None and asked is not None:
-            d.update({name: None for name in recipes.FIELDS if name not in str(given).split(",")})
-            d["recipe"] = asked
+            d = _left_to_recipe(d, str(given).split(","), asked)
         return cls.from_dict(d)
 
     @classmethod
@@ -204,6 +200,11 @@ class CycleConfig:
             payload.pop("precision")
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _left_to_recipe(d: dict[str, Any], given, asked: str) -> dict[str, Any]:
+    """``d`` with the recipe fields not in ``given`` back to None and ``recipe`` the one asked for."""
+    return {**d, **{name: None for name in recipes.FIELDS if name not in given}, "recipe": asked}
 
 
 def _fail(name: str, value: Any, allowed: str) -> None:

@@ -267,13 +267,11 @@ def _check_args(args: argparse.Namespace) -> None:
         value = getattr(args, flag, None)
         if value is not None and value < low:
             raise SweepError(f"--{flag.replace('_', '-')}={value} is not allowed; expected an integer >= {low}")
-    every = getattr(args, "checkpoint_every_s", None)
-    if every is not None and (not math.isfinite(every) or every < 0):
-        raise SweepError(f"--checkpoint-every-s={every} is not allowed; expected a number of seconds >= 0")
-    price = getattr(args, "price_per_hour", None)
-    if price is not None and (not math.isfinite(price) or price < 0):
-        raise SweepError(f"--price-per-hour={price} is not allowed; expected a number >= 0")
-    if price is not None and not getattr(args, "dry_run", False):
+    for flag, expected in (("checkpoint_every_s", "a number of seconds >= 0"), ("price_per_hour", "a number >= 0")):
+        value = getattr(args, flag, None)
+        if value is not None and (not math.isfinite(value) or value < 0):
+            raise SweepError(f"--{flag.replace('_', '-')}={value} is not allowed; expected {expected}")
+    if getattr(args, "price_per_hour", None) is not None and not getattr(args, "dry_run", False):
         raise SweepError("--price-per-hour is not allowed without --dry-run (it prices the estimate)")
     seeds = getattr(args, "seeds", None)
     if seeds is not None:
