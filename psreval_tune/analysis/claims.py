@@ -1,18 +1,31 @@
-"""The paper's checkable claims, measured on a sweep's trials, with a verdict each.
+"""The paper's checkable claims, measured on a sweep's trials, each tested, with raw and Holm-adjusted verdicts.
 
-``claims_table(trials)`` gives one row per claim and (dataset, arch): the measured effect (the mean
-over seeds of a per-seed value; a per-seed value is the mean of that seed's paired differences,
-pooled over the attacks, budgets and fractions the row names), its t-based 95% CI over seeds
-(``stats.mean_ci``; paired, because each difference is taken within one seed), the number of seeds,
-the images behind one accuracy of one trial, and a verdict (``RULE``):
+``claims_table(trials)`` gives one row per claim, (dataset, arch) and the claim's own split (``Claim.by``:
+epsilon for c, d, e; model, adversarial fraction and training attack for f; ...): the measured effect (the
+mean over seeds of a per-seed value; a per-seed value is the mean of that seed's paired differences, pooled
+over what the row names), its t-based 95% CI over seeds (``stats.mean_ci``; paired, because each difference
+is taken within one seed), the test of the claim and its p-value, raw and Holm-adjusted over the table, the
+verdict at both, a value read beside the effect where one explains it (``beside``), seeds and images.
 
-- a claim that an effect exceeds a threshold (0 for "improves", "reduces", "costs"): **holds** if the
-  CI's lower bound is above it, **does not hold** if the upper bound is below it, else
-  **inconclusive at this scale**;
-- a claim "within ±b": **holds** if the whole CI lies in [-b, b], **does not hold** if it lies wholly
-  outside, else inconclusive;
-- fewer than 2 seeds give no CI: inconclusive, except for a quantity that does not depend on the
-  seed (model size), whose CI is the single value.
+Tests (``RULE``), each on the per-seed values, one-sided at ``ALPHA`` = 2.5% so that a verdict agrees with the
+95% CI drawn:
+
+- "above b" (the claim: effect > b): one-sided t test of H0 effect <= b; "below b" the mirror;
+- "within ±b": TOST (two one-sided tests) of H0 |effect| >= b, i.e. equivalence within the paper's margin;
+- ``Claim.every``: the claim must hold for each value of a column (20% against each other fraction):
+  an intersection-union test, whose p-value is the largest of its parts (no correction needed);
+- **holds** if the claim's test rejects its H0; **does not hold** if the reverse test rejects (the CI lies
+  wholly on the wrong side of the bound, or outside ±b); else **inconclusive at this scale**;
+- Holm's step-down correction runs over every tested row of the table, once for the "holds" tests and once for
+  the "does not hold" tests (2.5% each: 5% family-wise over all verdicts);
+- fewer than 2 seeds give no test (inconclusive), except for a quantity that does not depend on the seed
+  (model size), which is read exactly and is no member of the Holm family.
+
+Transfer (partial white-box) claims read only cross-seed transfer accuracies (``xseed``): adversarial examples
+crafted on a model trained separately from the target (another seed of the same setting) and evaluated on the
+trial's own models. A generator that is the target itself makes a white-box attack, so ``acc_transfer_*``
+(crafted on the trial's own models) is never read by them; without cross-seed numbers they are "not measured".
+Minimum-norm attacks (FAB) stay out of transfer rows: their examples sit on the generator's decision boundary.
 
 A claim whose trials the sweep lacks keeps its row, with "not measured (needs ...)".
 ``claims_report`` draws the table and one figure for the analysis report; ``docs/reproduction.md``
@@ -28,22 +41,33 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from .frames import col, dedupe_trials, image_count, model_rows, setting_columns
-from .metrics import ATTACKED_IMAGES, CLEAN_IMAGES
-from .stats import mean_ci
+from .frames import PRIVACY_ONLY, col, dedupe_trials, image_count, model_rows, setting_columns
+from .metrics import ATTACKED_IMAGES, CLEAN_IMAGES, GENERATORS, TARGETS, clean_eval
+from .stats import fmt_ci, holm, mean_ci, summarize, t_test, tost
 
 HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive at this scale"
+ALPHA = 0.025  # per one-sided test: a verdict agrees with the 95% CI drawn
+MINIMUM_NORM = frozenset({"FAB"})  # attacks whose examples lie on the generator's boundary: no transfer rows
+XSEED_NEEDS = (
+    "cross-seed transfer: acc_xseed_<attack>_<generator>_to_<target>_mean, examples crafted on the models of other "
+    "seeds of the same setting"
+)
 RULE = (
-    "Verdicts: a claimed effect above a threshold (0 unless stated) holds if the 95% CI over seeds lies above "
-    "it, does not hold if it lies below it, else is inconclusive at this scale; a claim 'within ±b' holds if "
-    "the whole CI lies in [-b, b], does not hold if it lies wholly outside, else is inconclusive. Fewer than "
-    "2 seeds give no CI (inconclusive), except for model size, which does not depend on the seed."
+    "Tests, on the per-seed paired values, one-sided at 2.5% so that each verdict agrees with the 95% CI drawn: "
+    "a claimed effect above (below) a bound is a one-sided t test of H0 'effect <= bound' ('>= bound'); a claim "
+    "'within ±b' is an equivalence test (TOST, H0 '|effect| >= b'); a claim that must hold for each of several "
+    "comparisons is an intersection-union test (largest p). A claim holds if its test rejects H0, does not hold "
+    "if the reverse test rejects (the CI lies wholly on the wrong side, or outside ±b), else is inconclusive at "
+    "this scale. Holm's correction runs over every tested row of the table (separately for 'holds' and 'does not "
+    "hold', 2.5% each); both the raw and the Holm-adjusted p and verdict are shown. Fewer than 2 seeds give no "
+    "test (inconclusive), except for model size, which does not depend on the seed and is read exactly."
 )
 COLUMNS = [
     "claim",
     "text",
     "dataset",
     "arch",
+    "split",
     "measure",
     "effect",
     "ci_low",
@@ -51,7 +75,14 @@ COLUMNS = [
     "unit",
     "seeds",
     "images",
+    "test",
+    "p",
+    "p_holm",
     "verdict",
+    "verdict_holm",
+    "p_against",
+    "p_against_holm",
+    "beside",
     "kind",
     "bound",
     "std",
@@ -64,37 +95,54 @@ class Claim:
     key: str
     text: str  # the paper's claim, short
     measure: str  # what the effect is, in words
-    unit: str  # "points" (accuracy, percentage points), "%" (size reduction) or "×" (time ratio)
-    kind: str  # "above": effect > bound; "within": |effect| <= bound
+    unit: str  # "points" (accuracy, percentage points), "%" (size reduction) or "×" (ratio)
+    kind: str  # "above": effect > bound; "below": effect < bound; "within": |effect| < bound (TOST)
     bound: float
     needs: str  # the trials it needs, for "not measured (needs ...)"
-    values: Callable[[pd.DataFrame], pd.DataFrame]  # trials -> rows: dataset, arch, seed, value[, n_img, pooled]
+    values: Callable[[pd.DataFrame], pd.DataFrame]  # trials -> rows: dataset, arch, seed, value, n_img, ...
+    by: tuple[str, ...] = ()  # columns of ``values`` that split the claim into rows
+    every: str = ""  # a column of ``values``: the claim must hold for each of its values
+    beside: str = ""  # what the rows' ``beside`` column is, in words ("" if none)
     note: str = ""
     exact: bool = False  # does not depend on the seed
 
 
-def verdict(low: float, high: float, kind: str, bound: float) -> str:
-    """The rule of ``RULE`` for one CI."""
-    if not (np.isfinite(low) and np.isfinite(high)):
-        return INCONCLUSIVE
-    if kind == "above":
-        return HOLDS if low > bound else FAILS if high < bound else INCONCLUSIVE
-    if -bound <= low and high <= bound:
+def decide(p: float, p_against: float) -> str:
+    """The verdict of a claim's test (p) and of the reverse test (p_against), at ``ALPHA``."""
+    if p < ALPHA:
         return HOLDS
-    return FAILS if high < -bound or low > bound else INCONCLUSIVE
+    return FAILS if p_against < ALPHA else INCONCLUSIVE
+
+
+def p_values(values: list[float], kind: str, bound: float) -> tuple[float, float]:
+    """(p of the claim's test, p of the reverse test) on per-seed ``values``: see ``RULE``."""
+    if kind == "above":
+        return t_test(values, bound, greater=True), t_test(values, bound, greater=False)
+    if kind == "below":
+        return t_test(values, bound, greater=False), t_test(values, bound, greater=True)
+    against = min(t_test(values, bound, greater=True), t_test(values, -bound, greater=False))
+    return tost(values, bound), against
+
+
+def xseed(attack: str, cell: str) -> str:
+    """Cross-seed transfer accuracy of ``cell`` ('<generator>_to_<target>'): examples crafted on the generator
+    model of another seed of the same setting, evaluated on this trial's target model (same images as
+    ``acc_clean_eval_<target>``)."""
+    return f"acc_xseed_{attack}_{cell}_mean"
 
 
 # --- per-seed values of each claim ----------------------------------------------------------------------
 
 
-def _rows(frame: pd.DataFrame, value: pd.Series, n_img: str | None, **pooled) -> pd.DataFrame:
-    """The long rows a claim's ``values`` returns; ``pooled``: what the row pools over (attack=..., ...)."""
+def _rows(frame: pd.DataFrame, value: pd.Series, n_img: str | None, **columns) -> pd.DataFrame:
+    """The long rows a claim's ``values`` returns; ``columns``: what the row splits or pools over (attack=...),
+    and ``beside``."""
     if frame.empty:
         return _concat([])
     out = frame[["dataset", "arch", "seed"]].copy()
     out["value"] = np.asarray(value, dtype=float)
     out["n_img"] = image_count(frame, n_img).to_numpy() if n_img else np.nan
-    for name, v in pooled.items():
+    for name, v in columns.items():
         out[name] = v if np.isscalar(v) or v is None else np.asarray(v)
     return out[np.isfinite(out["value"])]
 
@@ -124,116 +172,211 @@ def ptq_accuracy(model: str) -> Callable[[pd.DataFrame], pd.DataFrame]:
     return values
 
 
-def _attacks() -> tuple[str, ...]:
-    """``config.ATTACKS`` in lower case, as metric names spell them (read when a claim is measured)."""
+def _transfer_attacks() -> tuple[str, ...]:
+    """``config.ATTACKS`` but the minimum-norm ones, in lower case as metric names spell them."""
     from .. import config
 
-    return tuple(a.lower() for a in config.ATTACKS)
+    return tuple(a.lower() for a in config.ATTACKS if a not in MINIMUM_NORM)
 
 
-def _transfer(trials: pd.DataFrame, pairs: list[tuple[str, str]]) -> pd.DataFrame:
-    """Private trials without a threat: acc_transfer_<a>_<first> - acc_transfer_<a>_<second>, in points,
-    for every attack and (first, second) pair of ``<gen>_to_<target>`` cells."""
-    base = _no_threat(trials, private_only=True)
-    parts = []
-    for a in _attacks():
-        for first, second in pairs:
-            diff = col(base, f"acc_transfer_{a}_{first}_mean") - col(base, f"acc_transfer_{a}_{second}_mean")
-            parts.append(_rows(base, 100 * diff, ATTACKED_IMAGES, attack=a.upper(), epsilon=base["epsilon"]))
-    return _concat(parts)
+def _cross_seed(cells: list[tuple[str, str, dict]], beside: Callable | None = None) -> Callable:
+    """Values of a transfer claim on private trials without a threat: 100 × (first − second) for every transfer
+    attack and (first, second, labels) of ``cells``, cross-seed cells only (``xseed``)."""
+
+    def values(trials: pd.DataFrame) -> pd.DataFrame:
+        base = _no_threat(trials, private_only=True)
+        extra = {"beside": beside(base)} if beside else {}
+        parts = []
+        for a in _transfer_attacks():
+            for first, second, labels in cells:
+                diff = 100 * (col(base, xseed(a, first)) - col(base, xseed(a, second)))
+                parts.append(
+                    _rows(base, diff, ATTACKED_IMAGES, attack=a.upper(), epsilon=base["epsilon"], **labels, **extra)
+                )
+        return _concat(parts)
+
+    return values
 
 
-def dp_vs_nonprivate_target(trials: pd.DataFrame) -> pd.DataFrame:
-    return _transfer(trials, [("nonprivate_to_dp", "dp_to_nonprivate")])
+def _clean_gap(base: pd.DataFrame) -> pd.Series:
+    """Clean accuracy of the DP model − of the non-private twin, on the attacked images, in points."""
+    return 100 * (col(base, clean_eval("dp")) - col(base, clean_eval("nonprivate")))
 
 
-def quantized_target(trials: pd.DataFrame) -> pd.DataFrame:
-    return _transfer(
-        trials, [("dp_to_int8_nonprivate", "dp_to_nonprivate"), ("nonprivate_to_int8_dp", "nonprivate_to_dp")]
-    )
+dp_vs_nonprivate_target = _cross_seed(
+    [(f"{g}_to_dp", f"{g}_to_nonprivate", {"generator": g}) for g in GENERATORS], beside=_clean_gap
+)
+quantized_target = _cross_seed(
+    [(f"{g}_to_int8_{t}", f"{g}_to_{t}", {"generator": g, "target": t}) for g in GENERATORS for t in GENERATORS]
+)
+dp_generator = _cross_seed([("nonprivate_to_dp", "dp_to_dp", {})])
 
 
-def dp_generator(trials: pd.DataFrame) -> pd.DataFrame:
-    return _transfer(trials, [("nonprivate_to_dp", "dp_to_dp")])
-
-
-def _pairs(
-    trials: pd.DataFrame,
-    treated: pd.Series,
-    base: pd.Series,
-    vary: tuple[str, ...] = ("threat", "adv_fraction", "attack"),
-) -> pd.DataFrame:
-    """Each ``treated`` trial beside the ``base`` trial of the same seed and setting (every setting column
-    but ``vary`` equal); the base trial's columns end in ``_base``."""
-    key = [c for c in setting_columns(trials) if c not in vary]
-    left, right = trials[treated.to_numpy()].copy(), trials[base.to_numpy()].copy()  # copies: no fragmented views
+def _join(left: pd.DataFrame, right: pd.DataFrame, key: list[str]) -> pd.DataFrame:
+    """Each row of ``left`` beside the rows of ``right`` with equal ``key``; right's columns end in ``_base``."""
     if left.empty or right.empty:
         return pd.DataFrame()
 
     def joined(f: pd.DataFrame) -> pd.Series:  # None/NaN keys match ("nan"); pandas 3's str dtype keeps NaN
         return f[key].apply(lambda column: column.map(str)).agg("|".join, axis=1)
 
+    left, right = left.copy(), right.copy()  # copies: no fragmented views
     return left.assign(_k=joined(left)).merge(right.assign(_k=joined(right)), on="_k", suffixes=("", "_base"))
 
 
-def _adv_pgd(trials: pd.DataFrame) -> pd.DataFrame:
-    """Trials adversarially trained with PGD beside the same seed and setting trained without a threat."""
-    treated = (trials["threat"] == "adv_training") & (trials["attack"] == "PGD") & (trials["adv_fraction"] > 0)
-    return _pairs(trials, treated, trials["threat"] == "none")
+def _pairs(trials: pd.DataFrame, treated: pd.Series, base: pd.Series, vary: tuple[str, ...]) -> pd.DataFrame:
+    """Each ``treated`` trial beside the ``base`` trial of the same seed and setting (every setting column
+    but ``vary`` equal)."""
+    key = [c for c in setting_columns(trials) if c not in vary]
+    return _join(trials[treated.to_numpy()], trials[base.to_numpy()], key)
+
+
+def _model_pairs(trials: pd.DataFrame, treated, base, vary: tuple[str, ...]) -> pd.DataFrame:
+    """As ``_pairs`` over trained models (``model_rows``: DP models and non-private ones, twins included);
+    ``treated``/``base``: model rows -> mask."""
+    models = model_rows(trials, ["pgd"])
+    key = [c for c in setting_columns(trials) if c not in vary and c not in PRIVACY_ONLY] + ["privacy"]
+    return _join(models[treated(models).to_numpy()], models[base(models).to_numpy()], key)
+
+
+def _adv(f: pd.DataFrame) -> pd.Series:
+    return (f["threat"] == "adv_training") & (f["adv_fraction"] > 0)
 
 
 def _drop(pairs: pd.DataFrame, metric: str) -> pd.Series:
-    """Points of ``metric`` lost from the base trial to the treated one."""
+    """Points of ``metric`` lost from the base trial (or model) to the treated one."""
     return 100 * (col(pairs, f"{metric}_base") - col(pairs, metric))
 
 
-def _pair_rows(
-    pairs: pd.DataFrame, value: Callable[[pd.DataFrame], pd.Series], n_img: str | None, private_only: bool = False
-) -> pd.DataFrame:
+def _model_rows(pairs: pd.DataFrame, value: pd.Series, n_img: str, **extra) -> pd.DataFrame:
     if pairs.empty:
         return _concat([])
-    pairs = pairs[pairs["private"]] if private_only else pairs
     return _rows(
-        pairs, value(pairs), n_img, attack=pairs["attack"], epsilon=pairs["epsilon"], adv_fraction=pairs["adv_fraction"]
+        pairs,
+        value,
+        n_img,
+        model=pairs["model"],
+        adv_fraction=pairs["adv_fraction"],
+        train_attack=pairs["attack"],
+        epsilon=pairs["epsilon"],
+        **extra,
     )
 
 
-def _privacy_gap(pairs: pd.DataFrame) -> pd.Series:
-    """The non-private twin's clean-accuracy drop minus the DP model's (positive: DP loses less)."""
-    return _drop(pairs, "acc_clean_float_nonprivate") - _drop(pairs, "acc_clean_float")
-
-
 def adv_robust_gain(trials: pd.DataFrame) -> pd.DataFrame:
-    return _pair_rows(_adv_pgd(trials), lambda p: -_drop(p, "acc_wb_pgd_mean"), ATTACKED_IMAGES)
+    pairs = _model_pairs(trials, _adv, lambda m: m["threat"] == "none", ("threat", "adv_fraction", "attack"))
+    return _model_rows(pairs, -_drop(pairs, "robust_pgd"), ATTACKED_IMAGES)
 
 
 def adv_clean_cost(trials: pd.DataFrame) -> pd.DataFrame:
-    return _pair_rows(_adv_pgd(trials), lambda p: _drop(p, "acc_clean_float"), CLEAN_IMAGES)
+    pairs = _model_pairs(trials, _adv, lambda m: m["threat"] == "none", ("threat", "adv_fraction", "attack"))
+    return _model_rows(pairs, _drop(pairs, "acc_float"), CLEAN_IMAGES)
+
+
+def _at20(f: pd.DataFrame) -> pd.Series:
+    return pd.Series(np.isclose(f["adv_fraction"].astype(float), 0.2), index=f.index)
+
+
+def best_fraction(trials: pd.DataFrame) -> pd.DataFrame:
+    """White-box PGD accuracy at 20% adversarial data − at each other fraction (column ``vs``)."""
+    pairs = _model_pairs(trials, lambda m: _adv(m) & _at20(m), lambda m: _adv(m) & ~_at20(m), ("adv_fraction",))
+    return _model_rows(pairs, -_drop(pairs, "robust_pgd"), ATTACKED_IMAGES, vs=col(pairs, "adv_fraction_base"))
+
+
+def _privacy_gap(pairs: pd.DataFrame, dp: str, nonprivate: str) -> pd.Series:
+    """The non-private twin's drop of a metric minus the DP model's (positive: DP loses less)."""
+    return _drop(pairs, nonprivate) - _drop(pairs, dp)
 
 
 def adv_cost_gap(trials: pd.DataFrame) -> pd.DataFrame:
-    return _pair_rows(_adv_pgd(trials), _privacy_gap, CLEAN_IMAGES, private_only=True)
+    pairs = _pairs(
+        trials, _adv(trials) & trials["private"], trials["threat"] == "none", ("threat", "adv_fraction", "attack")
+    )
+    if pairs.empty:
+        return _concat([])
+    gap = _privacy_gap(pairs, "acc_clean_float", "acc_clean_float_nonprivate")
+    return _rows(
+        pairs,
+        gap,
+        CLEAN_IMAGES,
+        epsilon=pairs["epsilon"],
+        adv_fraction=pairs["adv_fraction"],
+        train_attack=pairs["attack"],
+    )
 
 
-def pgd_fgsm_time(trials: pd.DataFrame) -> pd.DataFrame:
-    adv = (trials["threat"] == "adv_training") & (trials["adv_fraction"] > 0)
-    pairs = _pairs(trials, adv & (trials["attack"] == "PGD"), adv & (trials["attack"] == "FGSM"), vary=("attack",))
-    return _pair_rows(pairs, lambda p: col(p, "time_train_s") / col(p, "time_train_s_base"), None)
+def _passes(f: pd.DataFrame, suffix: str = "") -> pd.Series:
+    """Forward+backward passes of one trial's training, adversarial generation included."""
+    return col(f, f"passes_train{suffix}") + col(f, f"passes_adv_gen{suffix}")
+
+
+def pgd_fgsm_cost(trials: pd.DataFrame) -> pd.DataFrame:
+    adv = _adv(trials)
+    pairs = _pairs(trials, adv & (trials["attack"] == "PGD"), adv & (trials["attack"] == "FGSM"), ("attack",))
+    if pairs.empty:
+        return _concat([])
+    wall = col(pairs, "time_train_s") / col(pairs, "time_train_s_base")
+    ratio = _passes(pairs) / _passes(pairs, "_base")
+    return _rows(pairs, ratio, None, adv_fraction=pairs["adv_fraction"], epsilon=pairs["epsilon"], beside=wall)
+
+
+TWIN_WB = "acc_transfer_pgd_nonprivate_to_nonprivate_mean"  # the twin attacked through itself: white-box
 
 
 def train_time_damage(trials: pd.DataFrame) -> pd.DataFrame:
-    treated = (trials["threat"] == "train_time_attack") & np.isclose(trials["adv_fraction"], 0.4)
-    pairs = _pairs(trials, treated, trials["threat"] == "none")
-    return _pair_rows(pairs, _privacy_gap, CLEAN_IMAGES, private_only=True)
+    treated = (trials["threat"] == "train_time_attack") & (trials["adv_fraction"] > 0) & trials["private"]
+    pairs = _pairs(trials, treated, trials["threat"] == "none", ("threat", "adv_fraction", "attack"))
+    if pairs.empty:
+        return _concat([])
+    robust = _privacy_gap(pairs, "acc_wb_pgd_mean", TWIN_WB)
+    clean = _privacy_gap(pairs, "acc_clean_float", "acc_clean_float_nonprivate")
+    return _rows(
+        pairs, robust, ATTACKED_IMAGES, epsilon=pairs["epsilon"], adv_fraction=pairs["adv_fraction"], beside=clean
+    )
+
+
+def _xseed_long(trials: pd.DataFrame) -> pd.DataFrame:
+    """Per private trial without a threat, transfer attack and cross-seed cell: robust and loss, in points."""
+    base = _no_threat(trials, private_only=True)
+    parts = []
+    for a in _transfer_attacks():
+        for g in GENERATORS:
+            for t in TARGETS:
+                robust = 100 * col(base, xseed(a, f"{g}_to_{t}"))
+                loss = 100 * col(base, clean_eval(t)) - robust
+                cell = {"attack": a.upper(), "generator": g, "target": t, "epsilon": base["epsilon"], "loss": loss}
+                parts.append(_rows(base, robust, ATTACKED_IMAGES, **cell))
+    return _concat(parts)
+
+
+def xseed_matrix(trials: pd.DataFrame) -> pd.DataFrame:
+    """Cross-seed transfer, for reading: one row per (dataset, arch, epsilon, attack, generator), one column per
+    target, each cell 'robust ± CI / loss ± CI' (points, 95% CI over seeds); empty when nothing was measured."""
+    rows = _xseed_long(dedupe_trials(trials))
+    if rows.empty:
+        return pd.DataFrame()
+    by = ["dataset", "arch", "epsilon", "attack", "generator", "target"]
+    robust, loss = summarize(rows, by), summarize(rows, by, "loss")
+    robust["cell"] = [
+        f"{fmt_ci(m, c)} / {fmt_ci(lm, lc)}"
+        for m, c, lm, lc in zip(robust["mean"], robust["ci95"], loss["mean"], loss["ci95"])
+    ]
+    robust["generator"] = robust["generator"].map(MODEL_NAMES) + " (other seed)"
+    robust["epsilon"] = robust["epsilon"].map(lambda e: f"{e:g}")
+    table = robust.pivot(index=by[:-1], columns="target", values="cell").reset_index()
+    return table.rename(columns={t: f"→ {t.replace('_', ' ')}" for t in TARGETS}).rename(columns={"epsilon": "ε"})
 
 
 # --- the claims -------------------------------------------------------------------------------------------
 
 _NO_THREAT = "private trials (epsilon set) with threat none"
+_XSEED = f"{_NO_THREAT}, >= 2 seeds of each setting, and {XSEED_NEEDS}"
 _ADV = (
-    "private trials with threat adv_training, attack PGD, adv_fraction > 0, beside threat none of the same "
-    "seeds, arch and epsilon; eval_attacks with PGD"
+    "trials with threat adv_training, adv_fraction > 0, beside threat none of the same seeds, arch and epsilon; "
+    "eval_attacks with PGD"
 )
+_WB = "white-box PGD accuracy (the DP model attacked through itself; the non-private twin through itself)"
+_FROM_OTHER_SEEDS = "generators: the models of other seeds of the same setting, never the target itself"
 CLAIMS = (
     Claim(
         "a",
@@ -269,95 +412,121 @@ CLAIMS = (
     ),
     Claim(
         "c",
-        "DP models are not more robust than non-private ones under transfer attacks (within ±2 points)",
-        "robust accuracy of the DP target under examples crafted on the non-private model − of the non-private "
-        "target under examples crafted on the DP model (acc_transfer_<a>_nonprivate_to_dp − "
-        "acc_transfer_<a>_dp_to_nonprivate)",
+        "DP models are not significantly more robust than non-private ones under partial white-box (transfer) "
+        "attacks (paper: within 2 points), regardless of the privacy regime",
+        "robust accuracy of the DP target − of the non-private target under the same examples, crafted on a "
+        "separately trained generator (acc_xseed_<a>_<g>_to_dp − acc_xseed_<a>_<g>_to_nonprivate), PGD and FGSM",
         "points",
-        "within",
+        "below",
         2.0,
-        _NO_THREAT,
+        _XSEED,
         dp_vs_nonprivate_target,
-        note="each float target is attacked from the other model of its trial (partial white-box), so the "
-        "generators differ as well as the targets",
+        by=("epsilon", "generator"),
+        beside="clean-accuracy gap DP − non-private on the same images",
+        note=f"{_FROM_OTHER_SEEDS}; one-sided: the claim is that DP is not more robust by 2 points or more",
     ),
     Claim(
         "d",
-        "int8 quantization improves robustness under transfer attacks",
-        "robust accuracy of the int8 target − of its float model, same examples crafted on the other model "
-        "(dp_to_int8_nonprivate − dp_to_nonprivate; nonprivate_to_int8_dp − nonprivate_to_dp)",
+        "int8 quantization improves robustness under transfer attacks (paper: up to +5 points for smaller models, "
+        "+20 for larger ones)",
+        "robust accuracy of the int8 target − of its float model, same examples crafted on a separately trained "
+        "generator (acc_xseed_<a>_<g>_to_int8_<t> − acc_xseed_<a>_<g>_to_<t>), PGD and FGSM",
         "points",
         "above",
         0.0,
-        _NO_THREAT,
+        _XSEED,
         quantized_target,
-        note="paper: up to +5 points for smaller models, +20 for larger ones",
+        by=("epsilon",),
+        note=_FROM_OTHER_SEEDS,
     ),
     Claim(
         "e",
         "DP models are strong transfer generators against DP targets",
-        "robust accuracy of the DP target under examples from the non-private model − from a DP model "
-        "(nonprivate_to_dp − dp_to_dp)",
+        "robust accuracy of the DP target under examples from a separately trained non-private model − from a "
+        "separately trained DP model (acc_xseed_<a>_nonprivate_to_dp − acc_xseed_<a>_dp_to_dp), PGD and FGSM",
         "points",
         "above",
         0.0,
-        _NO_THREAT,
+        _XSEED,
         dp_generator,
-        note="limit of this measurement: the only DP generator in a trial is the target itself, so its examples "
-        "are white-box, not crafted on a separately trained DP model",
+        by=("epsilon",),
+        note=_FROM_OTHER_SEEDS,
     ),
     Claim(
         "f-robust",
-        "Adversarial training (PGD) improves robustness",
-        "white-box PGD accuracy of the trial's model: adversarially trained − trained without a threat",
+        "Adversarial training improves robustness",
+        f"{_WB}: adversarially trained − trained without a threat, per model, fraction and training attack",
         "points",
         "above",
         0.0,
         _ADV,
         adv_robust_gain,
+        by=("model", "adv_fraction", "train_attack"),
     ),
     Claim(
         "f-cost",
         "... at a utility cost",
-        "clean test accuracy of the trial's model: trained without a threat − adversarially trained (PGD)",
+        "clean test accuracy: trained without a threat − adversarially trained, per model, fraction and "
+        "training attack",
         "points",
         "above",
         0.0,
         _ADV,
         adv_clean_cost,
+        by=("model", "adv_fraction", "train_attack"),
     ),
     Claim(
         "f-dp",
         "... and the cost is smaller with DP",
-        "clean-accuracy cost of adversarial training (PGD) for the non-private twin − for the DP model",
+        "clean-accuracy cost of adversarial training for the non-private twin − for the DP model",
         "points",
         "above",
         0.0,
-        _ADV,
+        "private " + _ADV,
         adv_cost_gap,
+        by=("adv_fraction", "train_attack"),
+        note="the twin is trained with the non-private recipe: where its schedule differs from the DP model's, "
+        "the gap mixes the recipes with privacy",
+    ),
+    Claim(
+        "f-20",
+        "20% adversarial data usually gives the highest robustness",
+        f"{_WB} at 20% adversarial data − at each other fraction; holds only if 20% beats every other one "
+        "(the row shows the least favourable comparison)",
+        "points",
+        "above",
+        0.0,
+        "trials with threat adv_training at adv_fraction 0.2 and at least one other fraction, same seeds",
+        best_fraction,
+        by=("model", "train_attack"),
+        every="vs",
     ),
     Claim(
         "g",
-        "PGD adversarial training takes several (> 2) times FGSM's training time",
-        "time_train_s adversarially trained with PGD ÷ with FGSM (same seed, fraction, arch, epsilon)",
+        "PGD adversarial training takes several (> 2) times FGSM's training (paper: up to 8× at 40%)",
+        "forward+backward passes of training, adversarial generation included (passes_train + passes_adv_gen): "
+        "adversarially trained with PGD ÷ with FGSM (same seed, fraction, arch, epsilon)",
         "×",
         "above",
         2.0,
-        "trials with threat adv_training, attack PGD and attack FGSM at the same adv_fraction, seeds, arch and epsilon",
-        pgd_fgsm_time,
-        note="paper: up to 8× at 40% adversarial data; wall time, so trials sharing cores blur it",
+        "trials with threat adv_training, attack PGD and attack FGSM at the same adv_fraction and seeds, that "
+        "record passes_train and passes_adv_gen",
+        pgd_fgsm_cost,
+        by=("adv_fraction",),
+        beside="wall-time ratio time_train_s (trials sharing cores blur it)",
     ),
     Claim(
         "h",
         "DP reduces the damage of a train-time attacker, even at 40%",
-        "clean-accuracy drop from threat none to a train-time attacker holding 40% of the data: non-private "
-        "twin's drop − DP model's drop",
+        f"drop of {_WB} from threat none to a train-time attacker: non-private twin's drop − DP model's drop",
         "points",
         "above",
         0.0,
-        "private trials with threat train_time_attack at adv_fraction 0.4, beside threat none of the same seeds, "
+        "private trials with threat train_time_attack (adv_fraction > 0), beside threat none of the same seeds, "
         "arch and epsilon",
         train_time_damage,
+        by=("adv_fraction",),
+        beside="the same for clean accuracy",
     ),
 )
 
@@ -368,75 +537,144 @@ def measures(bold: bool = False) -> list[str]:
     return [f"{key.format(c.key)}: {c.measure}" + (f" ({c.note})" if c.note else "") for c in CLAIMS]
 
 
-def _pooled(rows: pd.DataFrame) -> str:
-    """'pooled over attacks PGD, FGSM; ε 3.4, 7' / 'at 40%': what one row's per-seed values average over."""
-    labels = {
-        "attack": ("attack", str),
-        "epsilon": ("ε", lambda e: "non-private" if pd.isna(e) else f"{e:g}"),
-        "adv_fraction": ("adversarial fraction", lambda f: f"{f:.0%}"),
-    }
+MODEL_NAMES = {"dp": "DP", "nonprivate": "non-private"}
+LABELS = {  # column -> (label, how one value reads)
+    "epsilon": ("ε", lambda e: "non-private" if pd.isna(e) else f"{e:g}"),
+    "generator": ("generator", MODEL_NAMES.get),
+    "target": ("target", MODEL_NAMES.get),
+    "model": ("model", MODEL_NAMES.get),
+    "adv_fraction": ("adversarial fraction", lambda f: f"{f:.0%}"),
+    "train_attack": ("training attack", str),
+    "attack": ("attack", str),
+}
+
+
+def _split(by: tuple[str, ...], key: tuple) -> str:
+    """'ε 3.4, generator DP': the row's own values of the claim's split columns."""
+    return ", ".join(f"{LABELS[c][0]} {LABELS[c][1](v)}" for c, v in zip(by, key))
+
+
+def _pooled(rows: pd.DataFrame, by: tuple[str, ...]) -> str:
+    """'pooled over attack FGSM, PGD; at ε 3.4': what one row's per-seed values average over."""
     many, one = [], []
-    for name, (label, fmt) in labels.items():
-        if name in rows.columns and not (name == "epsilon" and rows[name].isna().all()):  # twins only
+    for name, (label, fmt) in LABELS.items():
+        if name in rows.columns and name not in by and not (name == "epsilon" and rows[name].isna().all()):
             values = sorted({fmt(v) for v in rows[name]})
             (many if len(values) > 1 else one).append(f"{label} {', '.join(values)}")
     return "; ".join(([f"pooled over {', '.join(many)}"] if many else []) + ([f"at {', '.join(one)}"] if one else []))
 
 
-def _summary(claim: Claim, rows: pd.DataFrame) -> list[dict]:
-    """One table row per (dataset, arch) of a claim's long rows; one 'not measured' row if there are none."""
-    base = {
-        "claim": claim.key,
-        "text": claim.text,
-        "measure": claim.measure,
-        "unit": claim.unit,
-        "kind": claim.kind,
-        "bound": claim.bound,
-    }
-    if rows.empty:
-        return [
+def _exact(value: float, kind: str, bound: float) -> tuple[float, float]:
+    """(p, p_against) of a value without sampling error: 0 or 1."""
+    holds = value > bound if kind == "above" else value < bound if kind == "below" else abs(value) < bound
+    fails = value < bound if kind == "above" else value > bound if kind == "below" else abs(value) > bound
+    return float(not holds), float(not fails)
+
+
+def _per_seed(rows: pd.DataFrame, column: str = "value") -> list[float]:
+    return rows.groupby("seed")[column].mean().tolist()
+
+
+def _measured(claim: Claim, rows: pd.DataFrame) -> dict:
+    """effect, CI, seeds, std and the two p-values of one row's long rows; with ``claim.every``, those of the
+    least favourable part (largest p), p_against Bonferroni over the parts (any part refutes)."""
+    parts = [g for _, g in rows.groupby(claim.every)] if claim.every else [rows]
+    found = []
+    for part in parts:
+        values = _per_seed(part)
+        mean, half, n, std = mean_ci(values)
+        p, p_against = p_values(values, claim.kind, claim.bound)
+        if claim.exact and len(set(values)) == 1:  # no seed dependence: read exactly
+            half, (p, p_against) = 0.0, _exact(mean, claim.kind, claim.bound)
+        found.append(
             {
-                **base,
-                "dataset": "–",
-                "arch": "–",
-                "seeds": 0,
-                "verdict": f"not measured (needs {claim.needs})",
-                "note": claim.note,
+                "effect": mean,
+                "ci_low": mean - half,
+                "ci_high": mean + half,
+                "seeds": n,
+                "std": std,
+                "p": p,
+                "p_against": p_against,
+                "vs": part[claim.every].iloc[0] if claim.every else None,
             }
-        ]
+        )
+    worst = max(found, key=lambda f: f["p"] if np.isfinite(f["p"]) else math.inf)
+    worst["p_against"] = min(1.0, len(found) * min(f["p_against"] for f in found))
+    return worst
+
+
+def _beside(claim: Claim, rows: pd.DataFrame) -> str:
+    """'clean-accuracy gap ...: −15.0 [−17.5, −12.5] points' (mean and 95% CI over seeds)."""
+    if not claim.beside or "beside" not in rows or not rows["beside"].notna().any():
+        return ""
+    mean, half, _, _ = mean_ci(_per_seed(rows, "beside"))
+    row = {"effect": mean, "ci_low": mean - half, "ci_high": mean + half, "unit": claim.unit}
+    return f"{claim.beside}: {fmt_effect(pd.Series(row))}"
+
+
+def describe_test(claim: Claim) -> str:
+    bound = f"{claim.bound:g}{' point' if claim.bound == 1 else UNIT_TEXT[claim.unit]}"
+    name = {
+        "above": f"one-sided t, H0 effect ≤ {bound}",
+        "below": f"one-sided t, H0 effect ≥ {bound}",
+        "within": f"TOST, H0 |effect| ≥ {bound}",
+    }[claim.kind]
+    return ("exact (no seed dependence)" if claim.exact else name) + (f"; every {claim.every}" if claim.every else "")
+
+
+def _summary(claim: Claim, rows: pd.DataFrame) -> list[dict]:
+    """One table row per (dataset, arch, *claim.by) of a claim's long rows; one 'not measured' row if none."""
+    base = {"claim": claim.key, "text": claim.text, "measure": claim.measure, "unit": claim.unit,
+            "kind": claim.kind, "bound": claim.bound, "test": describe_test(claim)}  # fmt: skip
+    if rows.empty:
+        needs = f"not measured (needs {claim.needs})"
+        return [{**base, "dataset": "–", "arch": "–", "split": "", "seeds": 0, "verdict": needs, "note": claim.note}]
     out = []
-    for (ds, arch), g in rows.groupby(["dataset", "arch"], sort=False):
-        per_seed = g.groupby("seed")["value"].mean()
-        mean, half, n, std = mean_ci(per_seed.tolist())
-        if claim.exact and per_seed.nunique() == 1:
-            half = 0.0
-        low, high = mean - half, mean + half
-        note = "; ".join(x for x in (_pooled(g), claim.note) if x)
+    for key, g in rows.groupby(["dataset", "arch", *claim.by], sort=True, dropna=False):
+        found = _measured(claim, g)
+        vs = f"least favourable: against {LABELS['adv_fraction'][1](found.pop('vs'))}" if claim.every else ""
+        found.pop("vs", None)
         out.append(
             {
                 **base,
-                "dataset": ds,
-                "arch": arch,
-                "effect": mean,
-                "ci_low": low,
-                "ci_high": high,
-                "seeds": n,
+                **found,
+                "dataset": key[0],
+                "arch": key[1],
+                "split": _split(claim.by, key[2:]),
                 "images": g["n_img"].min() if g["n_img"].notna().any() else math.nan,
-                "verdict": verdict(low, high, claim.kind, claim.bound),
-                "std": std,
-                "note": note,
+                "verdict": decide(found["p"], found["p_against"]),
+                "beside": _beside(claim, g),
+                "note": "; ".join(x for x in (vs, _pooled(g, claim.by), claim.note) if x),
             }
         )
     return out
 
 
+def _holm(table: pd.DataFrame) -> pd.DataFrame:
+    """p_holm, p_against_holm (Holm over the table's tested rows, exact rows left out) and verdict_holm."""
+    tested = ~table["test"].str.startswith("exact")
+    for name in ("p", "p_against"):
+        table[f"{name}_holm"] = table[name].where(~tested)
+        table.loc[tested, f"{name}_holm"] = holm(table.loc[tested, name].to_numpy(dtype=float))
+    measured = table["effect"].notna()
+    table["verdict_holm"] = table["verdict"]
+    table.loc[measured, "verdict_holm"] = [
+        decide(p, q) for p, q in zip(table.loc[measured, "p_holm"], table.loc[measured, "p_against_holm"])
+    ]
+    return table
+
+
 def claims_table(trials: pd.DataFrame) -> pd.DataFrame:
-    """One row per claim and (dataset, arch): claim, text, dataset, arch, measure, effect, ci_low, ci_high
-    (t-based 95% CI over seeds of per-seed paired values), unit, seeds, images (fewest images behind one
-    accuracy of one trial; NaN for size and time), verdict, kind, bound, std (over seeds), note."""
+    """One row per claim and (dataset, arch, the claim's split): claim, text, dataset, arch, split, measure, effect,
+    ci_low, ci_high (t-based 95% CI over seeds of per-seed paired values), unit, seeds, images (fewest images
+    behind one accuracy of one trial; NaN for size and passes), test, p, p_holm, verdict, verdict_holm,
+    p_against(_holm) (the reverse test), beside, kind, bound, std (over seeds), note."""
     trials = dedupe_trials(trials)
     rows = [r for claim in CLAIMS for r in _summary(claim, claim.values(trials))]
-    return pd.DataFrame(rows, columns=COLUMNS)
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    for name in ("effect", "ci_low", "ci_high", "images", "p", "p_against", "std"):
+        table[name] = table[name].astype(float)
+    return _holm(table)
 
 
 # --- drawing ------------------------------------------------------------------------------------------------
@@ -446,7 +684,7 @@ VERDICT_COLORS = {HOLDS: "#55A868", FAILS: "#C44E52", INCONCLUSIVE: "#8C8C8C"}
 PANELS = {
     "%": "model size reduction (%)",
     "points": "accuracy difference (percentage points)",
-    "×": "training-time ratio (×)",
+    "×": "training-cost ratio (×)",
 }  # in the claims' order: a, b-h, g
 
 
@@ -466,7 +704,20 @@ def fmt_effect(row: pd.Series) -> str:
 
 def criterion(row: pd.Series) -> str:
     bound = f"{row['bound']:g}{' point' if row['bound'] == 1 else UNIT_TEXT[row['unit']]}"
-    return f"within ±{bound}" if row["kind"] == "within" else f"> {bound}"
+    return {"within": f"within ±{bound}", "below": f"< {bound}"}.get(row["kind"], f"> {bound}")
+
+
+def fmt_p(p: float) -> str:
+    """'0.012', '<0.001', '–' (no test)."""
+    if not np.isfinite(p):
+        return "–"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _data(row: pd.Series) -> str:
+    if row["dataset"] == "–":
+        return "–"
+    return ", ".join(x for x in (row["dataset"], row["arch"], row["split"]) if x)
 
 
 def format_claims(table: pd.DataFrame) -> pd.DataFrame:
@@ -475,12 +726,18 @@ def format_claims(table: pd.DataFrame) -> pd.DataFrame:
         {
             "claim": table["claim"],
             "paper's claim": table["text"],
-            "data": [f"{d}, {a}" if d != "–" else "–" for d, a in zip(table["dataset"], table["arch"])],
+            "data": [_data(r) for _, r in table.iterrows()],
             "effect [95% CI]": [fmt_effect(r) for _, r in table.iterrows()],
             "holds if": [criterion(r) for _, r in table.iterrows()],
+            "test": table["test"],
+            "p (Holm)": [
+                f"{fmt_p(p)} ({fmt_p(q)})" if np.isfinite(p) else "–" for p, q in zip(table["p"], table["p_holm"])
+            ],
+            "verdict": table["verdict"],
+            "verdict (Holm)": [v if np.isfinite(e) else "–" for v, e in zip(table["verdict_holm"], table["effect"])],
+            "beside": table["beside"].fillna("").replace("", "–"),
             "seeds": table["seeds"].astype(int),
             "images/trial": [f"{int(v):,}" if np.isfinite(v) else "–" for v in table["images"].astype(float)],
-            "verdict": table["verdict"],
         }
     )
 
@@ -500,21 +757,25 @@ def _panel(ax, rows: pd.DataFrame, unit: str) -> None:
             )
             continue
         err = [[r["effect"] - r["ci_low"]], [r["ci_high"] - r["effect"]]] if np.isfinite(r["ci_low"]) else None
-        color = VERDICT_COLORS.get(r["verdict"], "#8C8C8C")
+        color = VERDICT_COLORS.get(r["verdict_holm"], "#8C8C8C")
         ax.errorbar(r["effect"], y, xerr=err, fmt="o", color=color, ecolor=color, capsize=3, markersize=6)
         if r["kind"] == "within":
             ax.fill_betweenx([y - 0.4, y + 0.4], -r["bound"], r["bound"], color="#55A868", alpha=0.15, linewidth=0)
         elif r["bound"]:
             ax.plot([r["bound"]] * 2, [y - 0.4, y + 0.4], color="#333333", linestyle="--", linewidth=1)
     ax.axvline(0, color="#999999", linewidth=0.8)
-    ax.set_yticks(range(len(rows)), [f"{r.claim} · {r.arch}" if r.arch != "–" else r.claim for r in rows.itertuples()])
+    ax.set_yticks(
+        range(len(rows)),
+        [" · ".join(x for x in (r.claim, r.arch, r.split) if x and x != "–") for r in rows.itertuples()],
+    )
     ax.set_ylim(len(rows) - 0.5, -0.5)
     ax.set_xlabel(PANELS[unit])
     ax.grid(True, axis="x", alpha=0.3)
 
 
 def plot_claims(table: pd.DataFrame, out_dir, stem: str = "claims") -> list:
-    """Effect and 95% CI per claim row (green holds, red does not hold, grey inconclusive), one panel per unit;
+    """Effect and 95% CI per claim row, coloured by the Holm-adjusted verdict (green holds, red does not hold, grey
+    inconclusive), one panel per unit;
     dashed line: the claim's threshold; green band: a 'within ±b' claim's range. Returns [png, svg]."""
     from matplotlib.lines import Line2D
 
@@ -533,6 +794,6 @@ def plot_claims(table: pd.DataFrame, out_dir, stem: str = "claims") -> list:
     for ax, unit in zip(axes[:, 0], units):
         _panel(ax, table[table["unit"] == unit].reset_index(drop=True), unit)
     handles = [Line2D([], [], marker="o", linestyle="none", color=c, label=v) for v, c in VERDICT_COLORS.items()]
-    fig.suptitle("The paper's claims: measured effect and 95% CI over seeds")
+    fig.suptitle("The paper's claims: measured effect and 95% CI over seeds (colour: Holm-adjusted verdict)")
     plots.legend_below(fig, handles, ns=table["seeds"], ncol=3)
     return plots.save(fig, out_dir, stem)

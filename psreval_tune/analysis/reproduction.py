@@ -16,7 +16,20 @@ import numpy as np
 import pandas as pd
 
 from .build import describe, values_text
-from .claims import FAILS, HOLDS, RULE, claims_table, criterion, fmt_effect, format_claims, measures, plot_claims
+from .claims import (
+    FAILS,
+    HOLDS,
+    RULE,
+    XSEED_NEEDS,
+    claims_table,
+    criterion,
+    fmt_effect,
+    fmt_p,
+    format_claims,
+    measures,
+    plot_claims,
+    xseed_matrix,
+)
 from .frames import col, dedupe_trials, image_count
 from .metrics import ATTACKED_IMAGES, CLEAN_IMAGES
 from .reports import markdown_table
@@ -50,40 +63,87 @@ def scale_lines(trials: pd.DataFrame, meta: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def on_the_claims_side(row: pd.Series) -> bool:
+    """Whether the mean lies where the claim says it does (above, below, or inside ±bound)."""
+    mean, bound = row["effect"], row["bound"]
+    return {"above": mean > bound, "below": mean < bound}.get(row["kind"], abs(mean) < bound)
+
+
 def seeds_to_decide(row: pd.Series) -> int | None:
-    """Seeds at which the CI's half-width, at the observed spread over seeds, would clear the nearest bound
-    (None without a spread, or beyond 1000)."""
+    """Seeds at which the CI's half-width, at the observed spread over seeds, would clear the bound on the claim's
+    side, before the Holm correction (None without a spread, with the mean on the wrong side, or beyond 1000)."""
     std, mean, bound = row.get("std", math.nan), row["effect"], row["bound"]
-    if not (np.isfinite(std) and std > 0):
+    if not (np.isfinite(std) and std > 0) or not on_the_claims_side(row):
         return None
-    gap = abs(mean - bound) if row["kind"] == "above" else abs(bound - abs(mean))
+    gap = abs(mean - bound) if row["kind"] != "within" else bound - abs(mean)
     for n in range(max(int(row["seeds"]) + 1, 2), 1001):
         if t_critical(n) * std / math.sqrt(n) < gap:
             return n
     return None
 
 
+def _p_text(row: pd.Series) -> str:
+    return f"p = {fmt_p(row['p'])} ({row['test']}), Holm-adjusted {fmt_p(row['p_holm'])}"
+
+
 def explain(row: pd.Series) -> str:
-    """A short paragraph on a claim row that does not hold or is inconclusive."""
+    """A short paragraph on a claim row that does not hold or is inconclusive (raw or after Holm)."""
     images = f", {int(row['images']):,} images per trial" if np.isfinite(row["images"]) else ""
+    where = ", ".join(x for x in (row["dataset"], row["arch"], row["split"]) if x)
     text = (
-        f"**{row['claim']} — {row['text']}** ({row['dataset']}, {row['arch']}). Measured as {row['measure']}: "
-        f"{fmt_effect(row)} over {int(row['seeds'])} seed(s){images}. The claim needs {criterion(row)}"
+        f"**{row['claim']} — {row['text']}** ({where}). Measured as {row['measure']}: {fmt_effect(row)} over "
+        f"{int(row['seeds'])} seed(s){images}. The claim needs {criterion(row)}"
     )
     if row["verdict"] == FAILS:
-        where = "on the wrong side of the threshold" if row["kind"] == "above" else "outside that range"
-        text += f"; the whole 95% interval lies {where}, so it does not hold here."
+        after = "" if row["verdict_holm"] == FAILS else " before the Holm correction (inconclusive after it)"
+        text += (
+            f"; the reverse test gives p = {fmt_p(row['p_against'])}, Holm-adjusted {fmt_p(row['p_against_holm'])}: "
+            f"it does not hold here{after}."
+        )
     elif row["seeds"] < 2:
-        text += f"; with one seed there is no interval over seeds: run at least {MIN_SEEDS}."
+        text += f"; with one seed there is no test over seeds: run at least {MIN_SEEDS}."
+    elif row["verdict"] == HOLDS:
+        text += f"; {_p_text(row)}: it holds before the correction for the table's many tests, not after it."
     else:
-        text += "; the 95% interval reaches across the bound, so this sweep cannot tell."
+        text += f"; {_p_text(row)}: this sweep cannot tell."
         n = seeds_to_decide(row)
         if n:
             text += (
-                f" At the observed spread over seeds (sd {row['std']:.2g}), about {n} seeds would clear it if "
-                "the mean stayed where it is."
+                f" At the observed spread over seeds (sd {row['std']:.2g}), about {n} seeds would clear the bound "
+                "if the mean stayed where it is (more with the Holm correction)."
             )
-    return text + (f" Note: {row['note']}." if row["note"] else "")
+        elif not on_the_claims_side(row):
+            text += " The mean does not lie on the claim's side of the bound, so more seeds would not make it hold."
+    for label, value in (("Beside it", row["beside"]), ("Note", row["note"])):
+        text += f" {label}: {value}." if isinstance(value, str) and value else ""
+    return text
+
+
+PRIVACY_SCOPE = (
+    "Each DP model's epsilon (delta) covers the training of that run only: the DP-SGD steps of its clients, "
+    "accounted across rounds. It does not cover: the hyperparameter searches that chose the recipes (their "
+    "size is in the recipe's source below; choosing hyperparameters on private data costs privacy too, "
+    "Papernot & Steinke 2022, and it is neither accounted here nor bounded); normalisation constants, which "
+    "are fixed public constants where the dataset's entry declares them and otherwise computed from the run's "
+    "training split; and the validation split, which is assumed public (it calibrates int8 quantization and "
+    "selects recipes and early stops), as is the test split."
+)
+
+
+def privacy_lines(trials: pd.DataFrame) -> list[str]:
+    """What the reported epsilon covers, and each recipe's source (the search that chose it and its size)."""
+    from .. import recipes
+
+    known = recipes.load()
+    names = sorted({str(r) for r in col(trials, "recipe").dropna() if str(r) in known})
+    return [PRIVACY_SCOPE, ""] + [f"- recipe `{n}`: {known[n].get('source', 'no source recorded')}" for n in names]
+
+
+def _cells(table: pd.DataFrame) -> list[str]:
+    """The cross-seed transfer matrix as markdown, or a line saying it was not measured."""
+    if table.empty:
+        return [f"Not measured: the trials record no {XSEED_NEEDS}."]
+    return [markdown_table(table)]
 
 
 def render_reproduction(
@@ -121,12 +181,22 @@ def render_reproduction(
         "",
     ]
     md += [f"- {line}" for line in measures(bold=True)]
-    open_rows = table[~table["verdict"].isin([HOLDS]) & ~table["verdict"].str.startswith("not measured")]
-    missing = table[table["verdict"].str.startswith("not measured")]
-    md += ["", "## Claims that do not hold or are inconclusive", ""]
+    md += ["", "## Transfer between separately trained models", "", XSEED_TEXT, ""] + _cells(xseed_matrix(trials))
+    md += ["", "## What the privacy budget covers", ""] + privacy_lines(trials)
+    missing = table["verdict"].str.startswith("not measured")
+    open_rows = table[~missing & (table["verdict_holm"] != HOLDS)]
+    md += ["", "## Claims that do not hold or are inconclusive (after the Holm correction)", ""]
     md += [explain(r) + "\n" for _, r in open_rows.iterrows()] or ["Every measured claim holds.", ""]
-    md += [f"Not measured: **{r.claim}** — {r.verdict}." for r in missing.itertuples()]
+    md += [f"Not measured: **{r.claim}** — {r.verdict}." for r in table[missing].itertuples()]
     return "\n".join(md).rstrip() + "\n"
+
+
+XSEED_TEXT = (
+    "Robust accuracy and accuracy loss (clean minus robust accuracy on the same attacked images), in points, "
+    "mean ± 95% CI over target seeds, per attack and generator × target cell. The generator is a model of "
+    "another seed of the same setting (same architecture, different weights: the paper's partial white-box "
+    "adversary), never the target itself; minimum-norm attacks (FAB) are left out."
+)
 
 
 def write_reproduction(

@@ -2,8 +2,8 @@
 
 It warns, with the numbers, when
 - a setting has fewer than ``MIN_SEEDS`` seeds (no useful CI over seeds);
-- trials attack fewer than ``MIN_IMAGES`` images and the 95% interval over images of a robust accuracy
-  is wider than accuracy differences the claims table shows (so the image sample alone could make them);
+- trials attack fewer than ``MIN_IMAGES`` images and accuracy differences of the claims table, whose 95%
+  intervals are computed from the paired (per-seed) differences, reach across their bound;
 - training is short: fewer than ``MIN_PASSES`` passes over each client's data (rounds × local epochs).
 Smoke and demo sweeps always trip at least one.
 """
@@ -13,10 +13,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .. import schema
+from .claims import INCONCLUSIVE
 from .frames import col, dedupe_trials, image_count, setting_columns
-from .load import metric_columns
-from .metrics import ATTACKED_IMAGES, ci_high, ci_low, wilson
+from .metrics import ATTACKED_IMAGES, CLEAN_IMAGES
 
 MIN_SEEDS, MIN_IMAGES, MIN_PASSES = 3, 1000, 10
 SCALE_HEADLINE = "This sweep's scale cannot support conclusions"
@@ -40,51 +39,37 @@ def attacked_images(trials: pd.DataFrame) -> float:
     return float(n.min()) if n.notna().any() else np.nan
 
 
-def _white_box(name: str) -> bool:
-    """A white-box robust accuracy (float, int8 or BPDA), as ``psreval_tune.schema`` declares it."""
-    match = schema.lookup(name)
-    return match is not None and match.statistic == "value" and match.template.startswith("acc_wb_")
-
-
-def image_half_width(trials: pd.DataFrame, images: float) -> float:
-    """Median half-width, in points, of the 95% interval over images of the white-box robust accuracies
-    (from their recorded Wilson bounds; for older runs, Wilson at ``images``)."""
-    robust = [c for c in metric_columns(trials) if _white_box(c)]
-    widths = []
-    for name in robust:
-        lo, hi = col(trials, ci_low(name)), col(trials, ci_high(name))
-        if lo.notna().any():
-            widths += list(((hi - lo) / 2).dropna())
-        else:
-            widths += [(b - a) / 2 for a, b in (wilson(p, images) for p in trials[name].dropna())]
-    if not widths:  # no robust accuracy recorded: the widest interval a proportion can have
-        lo, hi = wilson(0.5, images)
-        widths = [(hi - lo) / 2]
-    return 100 * float(np.median(widths))
+def _paired(claims: pd.DataFrame | None) -> pd.DataFrame:
+    """The claims table's accuracy differences that have a 95% CI over seeds (paired by seed)."""
+    if claims is None or "effect" not in claims or claims.empty:
+        return pd.DataFrame()
+    low, high = claims["ci_low"].astype(float), claims["ci_high"].astype(float)
+    return claims[(claims["unit"] == "points") & np.isfinite(low) & np.isfinite(high)]
 
 
 def _images(trials: pd.DataFrame, claims: pd.DataFrame | None) -> str | None:
+    """Few attacked images, judged by the claims' paired differences: how wide their 95% intervals (over seeds,
+    each seed's difference taken on the same images) are, and how many reach across their bound."""
     images = attacked_images(trials)
     if not np.isfinite(images) or images >= MIN_IMAGES:
         return None
-    width = image_half_width(trials, images)
-    shown = (
-        claims[(claims["unit"] == "points") & np.isfinite(claims["effect"].astype(float))]
-        if claims is not None and "effect" in claims
-        else pd.DataFrame()
-    )
-    text = (
-        f"few images: {int(images):,} attacked images per trial (fewer than {MIN_IMAGES:,}); a robust "
-        f"accuracy's 95% interval over images is about ±{width:.1f} points"
-    )
-    if shown.empty:
-        return text + ", wider than the 1–2 point differences the paper's claims rest on"
-    smaller = int((shown["effect"].abs() < width).sum())
-    if not smaller:
+    text = f"few images: {int(images):,} attacked images per trial (fewer than {MIN_IMAGES:,})"
+    paired = _paired(claims)
+    if paired.empty:
+        return text
+    open_ = paired[paired["verdict"] == INCONCLUSIVE]
+    if open_.empty:
         return None
-    return (
-        text + f", wider than {smaller} of the {len(shown)} accuracy differences in the claims table "
-        f"(|effect| < {width:.1f} points)"
+    half = float(np.median((paired["ci_high"] - paired["ci_low"]) / 2))
+    text += (
+        f"; the claims table's accuracy differences, paired by seed, have 95% intervals of about ±{half:.1f} points "
+        f"(median) and {len(open_)} of the {len(paired)} reach across their bound"
+    )
+    same = image_count(trials, ATTACKED_IMAGES).eq(image_count(trials, CLEAN_IMAGES)).all()
+    return text + (
+        "; every seed is attacked on the same images, so these intervals leave out the image sample's own error"
+        if same
+        else ""
     )
 
 

@@ -1,4 +1,4 @@
-"""Means and t-based 95% confidence intervals over seeds, and Pareto sets."""
+"""Means and t-based 95% confidence intervals over seeds, one-sided t tests, TOST, Holm, and Pareto sets."""
 
 from __future__ import annotations
 
@@ -26,6 +26,42 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float,
         return float(x[0]), math.nan, 1, math.nan
     std = float(x.std(ddof=1))
     return float(x.mean()), t_critical(n, level) * std / math.sqrt(n), n, std
+
+
+def t_test(values: Sequence[float], bound: float, greater: bool) -> float:
+    """One-sided one-sample t test of the finite ``values`` against ``bound``: the p-value of H0 "mean <= bound"
+    (``greater``) or H0 "mean >= bound". NaN for fewer than 2 values; with no spread the test is exact
+    (0 when the mean lies strictly on the alternative's side, else 1)."""
+    from scipy import stats
+
+    x = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
+    if len(x) < 2:
+        return math.nan
+    diff = float(x.mean()) - bound
+    if np.allclose(x, x[0], rtol=1e-9, atol=1e-12):  # no spread (up to rounding): the mean is exact
+        diff = 0.0 if math.isclose(diff, 0.0, abs_tol=1e-9 * max(1.0, abs(bound))) else diff
+        return 0.0 if (diff > 0 if greater else diff < 0) else 1.0
+    t = diff / (float(x.std(ddof=1)) / math.sqrt(len(x)))
+    return float(stats.t.sf(t, len(x) - 1) if greater else stats.t.cdf(t, len(x) - 1))
+
+
+def tost(values: Sequence[float], margin: float) -> float:
+    """Two one-sided tests (Schuirmann 1987) of equivalence within ±``margin``: the p-value of H0
+    "|mean| >= margin", the larger of the two one-sided p-values."""
+    return max(t_test(values, -margin, greater=True), t_test(values, margin, greater=False))
+
+
+def holm(pvalues: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values (Holm 1979), in the input's order; NaN entries are no test and stay
+    NaN (the family is the finite ones)."""
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full(len(p), np.nan)
+    idx = np.flatnonzero(np.isfinite(p))
+    order = idx[np.argsort(p[idx], kind="stable")]
+    m = len(order)
+    adjusted = np.maximum.accumulate([(m - i) * p[j] for i, j in enumerate(order)]) if m else []
+    out[order] = np.minimum(adjusted, 1.0)
+    return out
 
 
 IMAGE_COLUMNS = ("img_lo", "img_hi", "n_img")  # optional inputs of summarize: a value's interval over images
