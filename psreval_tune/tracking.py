@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
+from .hardware import cpu_tags
+
 if TYPE_CHECKING:
     from mlflow.entities import Metric
 
@@ -165,6 +167,9 @@ def check_tracking_uri(
                     f"{flag}={shown}: {path} is not an SQLite database (it does not start with "
                     "SQLite's header); point the URI at an MLflow store or a new file"
                 )
+            why = sqlite_problem(path) if head else None
+            if why:
+                raise TrackingError(f"{flag}={shown}: {path} {why}; point the URI at an MLflow store or a new file")
         if not must_exist and not os.access(path.parent, os.W_OK | os.X_OK):
             raise TrackingError(f"{flag}={shown}: folder {path.parent} is not writable by this user")
         return
@@ -174,6 +179,8 @@ def check_tracking_uri(
             raise TrackingError(f"{flag}={shown}: {path} is not a folder; a file store is a folder")
         if not path.exists() and (must_exist or not path.parent.is_dir()):
             raise TrackingError(f"{flag}={shown}: {path if must_exist else path.parent} does not exist")
+        if not _file_store_allowed():
+            raise TrackingError(file_store_refusal(flag, shown, path, must_exist))
         return
     if base in DB_PORTS:
         if not parsed.hostname:
@@ -185,6 +192,48 @@ def check_tracking_uri(
     if base in ("databricks", "databricks-uc", "uc"):
         return
     raise TrackingError(f"{flag}={shown} is not allowed: unknown scheme {parsed.scheme!r}; expected {URI_FORMS}")
+
+
+MLFLOW_TABLES = ("experiments", "runs")
+
+
+def sqlite_problem(path: Path) -> str | None:
+    """Why an SQLite file (its header is right) cannot be an MLflow store, or None. Read-only. A file
+    whose header is followed by garbage otherwise ends in a SQLAlchemy traceback inside MLflow."""
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=2)
+    except sqlite3.Error as exc:
+        return f"cannot be opened ({exc})"
+    try:
+        tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.OperationalError:  # locked by a writer, or the like: not damage; MLflow waits as it would
+        return None
+    except sqlite3.DatabaseError as exc:  # "file is not a database", "database disk image is malformed"
+        return f"is damaged (SQLite: {exc})"
+    finally:
+        con.close()
+    if tables and not set(MLFLOW_TABLES) <= tables:
+        return "is an SQLite database but not an MLflow store (no experiments and runs tables)"
+    return None
+
+
+def _file_store_allowed() -> bool:
+    return os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").strip().lower() in ("1", "true", "yes")
+
+
+def file_store_refusal(flag: str, shown: str, path: Path, reading: bool) -> str:
+    """This tool's line for a folder tracking URI: MLflow refuses its file store with a paragraph."""
+    if reading:
+        what = (
+            "convert it with `mlflow migrate-filestore` and pass the sqlite:///PATH it writes, or set "
+            "MLFLOW_ALLOW_FILE_STORE=true to read the folder as it is"
+        )
+    else:
+        db = (path if path.is_dir() else path.parent) / "mlflow.db"
+        what = f"pass sqlite:///{db} (a new store in that folder) or http://HOST:PORT of a server"
+    return f"{flag}={shown} is a folder (MLflow's file store, which MLflow no longer opens by default); {what}"
 
 
 @contextlib.contextmanager
@@ -383,6 +432,7 @@ class Tracker:
                 TAG_KIND: "trial",
                 TAG_TRIAL: trial_id,
                 **self.provenance(),
+                **cpu_tags(),  # the node this trial runs on: its numbers depend on the ISA
             },
         )
         return run.info.run_id, False

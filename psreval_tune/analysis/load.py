@@ -306,6 +306,19 @@ def load_mlflow(
     experiment: str = DEFAULT_EXPERIMENT, tracking_uri: str | None = None, sweep: str | None = None
 ) -> pd.DataFrame:
     """Trials of one sweep (parent run name or id), or of every sweep in the experiment."""
+    uri = tracking_uri or DEFAULT_TRACKING_URI
+    try:
+        return _load_mlflow(experiment, uri, sweep)
+    except Exception as exc:
+        # A store SQLite cannot read past its first page ("database disk image is malformed") fails inside
+        # MLflow's SQLAlchemy layer, after every check: one line naming the store, not a traceback.
+        if not type(exc).__module__.startswith("sqlalchemy"):
+            raise
+        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise AnalysisError(f"the MLflow store {uri} cannot be read ({first})") from None
+
+
+def _load_mlflow(experiment: str, tracking_uri: str, sweep: str | None) -> pd.DataFrame:
     client, uri = _client(tracking_uri)
     exp = _experiment(client, experiment, uri)
     query = "tags.`psreval.kind` = 'trial'"
@@ -343,15 +356,65 @@ def load_mlflow(
 # --- Tune --------------------------------------------------------------------------------
 
 
+def _json_type(value: Any) -> str:
+    names = {dict: "object", list: "list", str: "text", bool: "boolean", int: "number", float: "number"}
+    return names.get(type(value), "null" if value is None else type(value).__name__)
+
+
 def _json_lines(path: Path) -> list[dict]:
+    """result.json's reports. A line torn by a killed process is skipped; a whole line that is not a JSON
+    object (a list, a number) is not one of Tune's reports: the folder is refused."""
     out = []
-    for line in path.read_text(errors="replace").splitlines():
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
         if line.strip():
             try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:  # a line torn by a killed process
+                value = json.loads(line)
+            except json.JSONDecodeError:
                 continue
+            if not isinstance(value, dict):
+                raise AnalysisError(f"{path}: line {number} is a JSON {_json_type(value)}; expected a JSON object")
+            out.append(value)
     return out
+
+
+# Checks of a Tune folder's values, by CycleConfig field type (lists arrive comma-joined by flatten_config).
+FIELD_TYPES = {f.name: str(f.type) for f in dataclasses.fields(CycleConfig)}
+TYPE_CHECKS = {
+    "bool": ("true or false", lambda v: isinstance(v, bool)),
+    "int": ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    "float": ("a number", _number),
+    "str": ("text", lambda v: isinstance(v, str)),
+    "tuple[str, ...]": ("a list of names", lambda v: isinstance(v, str)),
+}
+
+
+def _check_config(config: Mapping[str, Any], where: Path) -> None:
+    """A config value of the wrong type would be coerced (a text epsilon to NaN: 'non-private')."""
+    for key, value in config.items():
+        kind = FIELD_TYPES.get(key, "")
+        optional = kind.endswith(" | None")
+        expected, ok = TYPE_CHECKS.get(kind.removesuffix(" | None"), ("", None))
+        if ok is None or (value is None and optional) or ok(value):
+            continue
+        raise AnalysisError(
+            f"{where}: {key}={value!r} ({_json_type(value)}) is not allowed; "
+            f"expected {expected}{' or null' if optional else ''}"
+        )
+
+
+def _check_metrics(final: Mapping[str, Any], where: Path) -> None:
+    """A declared final metric must be a number (or null): text or a list is never reported as one."""
+    for key, value in final.items():
+        match = schema.lookup(key)
+        if match is None or key in TUNE_KEYS or key in CONFIG_FIELDS or value is None or _number(value):
+            continue
+        raise AnalysisError(f"{where}: {key}={value!r} ({_json_type(value)}) is not allowed; expected a number or null")
+
+
+def _object(path: Path, value: Any, what: str) -> dict:
+    if not isinstance(value, dict):
+        raise AnalysisError(f"{path}: a JSON {_json_type(value)} is not allowed; expected a JSON object ({what})")
+    return value
 
 
 def _tune_config(folder: Path, final: Mapping[str, Any]) -> dict[str, Any]:
@@ -364,13 +427,16 @@ def _tune_config(folder: Path, final: Mapping[str, Any]) -> dict[str, Any]:
             config.update(flatten_config(json.loads(summary.read_text()).get("config", {})))
         except (json.JSONDecodeError, AttributeError):
             pass
+        _check_config(config, summary)
     params = folder / "params.json"
+    source = params if params.is_file() else folder / "result.json"
     try:
         space = json.loads(params.read_text()) if params.is_file() else final.get("config", {})
     except json.JSONDecodeError:
-        space = final.get("config", {})
-    config.update(flatten_config(space or {}))
-    return config
+        raise AnalysisError(f"{params}: not JSON; expected a JSON object (the trial's config)") from None
+    space = flatten_config(_object(source, space or {}, "the trial's config"))
+    _check_config(space, source)
+    return {**config, **space}
 
 
 def load_tune(path: str | Path) -> pd.DataFrame:
@@ -405,6 +471,7 @@ def load_tune(path: str | Path) -> pd.DataFrame:
         if final is None:
             left_out += 1
             continue
+        _check_metrics(final, folder / "result.json")
         config = _tune_config(folder, final)
         meta = {
             "sweep": sweep,

@@ -213,6 +213,7 @@ RESUME_MAY_CHANGE = {
     "sweep_file",
     "dry_run",
     "price_per_hour",
+    "max_trials",  # a guard on the sweep's size, not part of what it computes
 }  # the file's path may change; its content (args.sweep) may not
 SWEEP_FLAGS_FILE = ".psreval-sweep.json"  # in the Tune experiment folder: the flags the sweep started with
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")

@@ -66,6 +66,12 @@ from .engine import SweepError
 
 FILES_DIR = Path(__file__).with_name("files")
 MAX_BYTES = 1 << 20
+# YAML nodes of a sweep file with every alias expanded where it is used (the shipped paper grid: ~300).
+# Aliases let a few hundred bytes stand for 10^9 nodes (an "alias bomb"); anything that walks the
+# document (the duplicate-key check, validation, dumping) would then never end. Counted before any walk.
+MAX_NODES = 100_000
+# Trials one sweep file may ask for (--max-trials changes it): refused before a config is built.
+DEFAULT_MAX_TRIALS = 10_000
 KINDS = ("grid", "search")
 SPACES = ("paper", "recipe")
 TOP_KEYS = {
@@ -109,6 +115,7 @@ class SweepFile:
     text: str
     doc: dict[str, Any]
     flags: list[str] = dataclasses.field(default_factory=list)  # flags applied on top (error labels)
+    max_trials: int = DEFAULT_MAX_TRIALS
 
     @property
     def kind(self) -> str:
@@ -165,10 +172,16 @@ def load(name: str, kind: str | None = None) -> SweepFile:
             f"{source}: cannot be read ({exc.strerror or exc}); expected a readable YAML file"
         ) from None
     try:
-        _no_duplicate_keys(yaml.compose(text, Loader=yaml.SafeLoader), source)
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        _check_size(root, source)
+        _no_duplicate_keys(root, source)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise SweepFileError(f"{source}: not valid YAML ({_yaml_error(exc)})") from None
+    except RecursionError:  # the composer recurses once per nesting level
+        raise SweepFileError(
+            f"{source}: nested too deeply; expected a sweep file (a few levels of mappings and lists)"
+        ) from None
     sweep = SweepFile(source, path, text, {})
     sweep.doc = validate(data, sweep, kind)
     return sweep
@@ -181,24 +194,65 @@ def _yaml_error(exc: Exception) -> str:
     return f"{where}{problem}"
 
 
-def _no_duplicate_keys(node: Any, source: str) -> None:
-    """safe_load keeps the last of two equal keys silently; a sweep file must not have any."""
+def _children(node: Any) -> list:
     import yaml
 
     if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key, value in node.value:
-            if isinstance(key, yaml.ScalarNode):
-                if key.value in seen:
-                    raise SweepFileError(
-                        f"{source}: key {key.value!r} appears twice (line {key.start_mark.line + 1})"
-                        "; expected each key once"
-                    )
-                seen.add(key.value)
-            _no_duplicate_keys(value, source)
-    elif isinstance(node, yaml.SequenceNode):
-        for item in node.value:
-            _no_duplicate_keys(item, source)
+        return [n for pair in node.value for n in pair]
+    return list(node.value) if isinstance(node, yaml.SequenceNode) else []
+
+
+def _check_size(root: Any, source: str) -> None:
+    """Refuse a document whose nodes, every alias expanded, exceed MAX_NODES, or that contains itself.
+
+    An alias is the very node object its anchor names, so sizes are memoised per object: the count costs
+    one visit per distinct node, however many times aliases repeat it."""
+    sizes: dict[int, int] = {}
+    busy = -1  # being counted: met again below itself means an alias to an enclosing node
+
+    def size(node: Any) -> int:
+        known = sizes.get(id(node))
+        if known == busy:
+            raise SweepFileError(
+                f"{source}: an alias refers to a node that contains it (line {node.start_mark.line + 1}); "
+                "expected a finite document"
+            )
+        if known is None:
+            sizes[id(node)] = busy
+            sizes[id(node)] = 1 + sum(size(child) for child in _children(node))
+        return sizes[id(node)]
+
+    total = 0 if root is None else size(root)
+    if total > MAX_NODES:
+        raise SweepFileError(
+            f"{source}: {total} YAML nodes with its aliases (*name) expanded is not allowed; expected at most "
+            f"{MAX_NODES} (write the values out, or use fewer aliases)"
+        )
+
+
+def _no_duplicate_keys(root: Any, source: str) -> None:
+    """safe_load keeps the last of two equal keys silently; a sweep file must not have any.
+    Each node once (an alias repeats a node already checked)."""
+    import yaml
+
+    seen_nodes: set[int] = set()
+    todo = [] if root is None else [root]
+    while todo:
+        node = todo.pop()
+        if id(node) in seen_nodes:
+            continue
+        seen_nodes.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            keys: set[str] = set()
+            for key, _ in node.value:
+                if isinstance(key, yaml.ScalarNode):
+                    if key.value in keys:
+                        raise SweepFileError(
+                            f"{source}: key {key.value!r} appears twice (line {key.start_mark.line + 1})"
+                            "; expected each key once"
+                        )
+                    keys.add(key.value)
+        todo.extend(reversed(_children(node)))  # document order: the first duplicate is the one named
 
 
 # --- validation -------------------------------------------------------------------------
@@ -366,12 +420,23 @@ def check_fields(value: Any, where: str, fail) -> dict[str, Any]:
     return {_field_name(k, f"{where}.", fail): check_value(k, v, f"{where}.{k}", fail) for k, v in data.items()}
 
 
+def _same_key(value: Any) -> Any:
+    """A hashable stand-in equal where the values are equal (1 and 1.0 too), so a long list is checked
+    in one pass rather than by comparing every pair."""
+    if isinstance(value, dict):
+        return ("map", frozenset((k, _same_key(v)) for k, v in value.items()))
+    if isinstance(value, (list, set, frozenset)):
+        return (type(value).__name__, tuple(_same_key(v) for v in value))
+    return value
+
+
 def _distinct(values: list, where: str, fail) -> None:
-    seen: list = []
+    seen: set = set()
     for v in values:
-        if v in seen:
+        key = _same_key(v)
+        if key in seen:
             raise fail(f"{where} lists {v!r} twice; expected distinct values")
-        seen.append(v)
+        seen.add(key)
 
 
 def check_axes(value: Any, fixed: dict[str, Any], fail) -> dict[str, list]:
@@ -558,6 +623,14 @@ def add_file_argument(p: argparse.ArgumentParser, default: str, smoke: str) -> N
         metavar="FILE",
         help=f"sweep file: a path, or a shipped name ({', '.join(shipped())}); default: {default} (--smoke: {smoke})",
     )
+    p.add_argument(
+        "--max-trials",
+        type=_max_trials,
+        default=DEFAULT_MAX_TRIALS,
+        metavar="N",
+        help=f"refuse a sweep of more than N trials before building any (default: {DEFAULT_MAX_TRIALS}); "
+        "--dry-run shows the count",
+    )
 
 
 def open_file(args: argparse.Namespace, kind: str, default: str, smoke: str) -> SweepFile:
@@ -565,7 +638,19 @@ def open_file(args: argparse.Namespace, kind: str, default: str, smoke: str) -> 
         raise SweepFileError(
             f"--smoke runs the shipped {smoke} file; give a sweep file ({args.sweep_file}) or --smoke, not both"
         )
-    return load(args.sweep_file or (smoke if args.smoke else default), kind)
+    sweep = load(args.sweep_file or (smoke if args.smoke else default), kind)
+    sweep.max_trials = getattr(args, "max_trials", DEFAULT_MAX_TRIALS)
+    return sweep
+
+
+def _max_trials(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed; expected an integer >= 1")
+    return value
 
 
 def apply_common(sweep: SweepFile, args: argparse.Namespace, given: set[str]) -> None:
@@ -608,7 +693,32 @@ def resolve(sweep: SweepFile) -> dict[str, Any]:
     dataset = doc["fixed"].get("dataset", DEFAULTS["dataset"])
     doc["fixed"].update(by.get(dataset, {}))
     doc["resources"] = {**RESOURCE_DEFAULTS, **doc["resources"]}
+    check_trial_count(sweep, doc)
     return doc
+
+
+def trial_count(resolved: dict[str, Any]) -> int:
+    """Trials the sweep asks for: a grid's product of axis lengths, a search's num_samples."""
+    if resolved["kind"] == "grid":
+        return math.prod(len(values) for values in resolved["axes"].values())
+    return resolved["num_samples"]
+
+
+def check_trial_count(sweep: SweepFile, resolved: dict[str, Any]) -> None:
+    """More than max_trials trials: one line with the count, before a config is built (a 10^6-point grid
+    took minutes to check, silently)."""
+    count = trial_count(resolved)
+    if count <= sweep.max_trials:
+        return
+    if resolved["kind"] == "grid":
+        how = " x ".join(f"{len(v)} {k}" for k, v in resolved["axes"].items())
+        what = f"a grid of {count} trials ({how})"
+    else:
+        what = f"num_samples={count}"
+    raise sweep.fail(
+        f"{what} is not allowed; expected at most --max-trials={sweep.max_trials} trials per sweep "
+        "(raise --max-trials to run it, or shrink the grid)"
+    )
 
 
 def identity(resolved: dict[str, Any]) -> dict[str, Any]:
