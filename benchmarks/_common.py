@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from psreval_tune.hardware import cpu_info
+
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -102,6 +104,7 @@ def machine_info(device: str) -> dict[str, Any]:
         "torch": torch.__version__,
         "device": device,
         "load_avg_1_5_15": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        **cpu_info(),  # model, ISA flags and torch's kernel level: speeds and accuracies depend on them
     }
     try:
         import opacus

@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from psreval_tune.hardware import cpu_info
+
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -98,6 +100,7 @@ def main() -> None:
         "rounds": args.rounds,
         "cpus": cpus,
         "machine": platform.machine(),
+        **cpu_info(),  # the in-trial slowdown depends on the cores and the kernels they run
         "direct_total_s": round(direct, 2),
         "sweep_total_s": round(swept, 2),
         "direct_per_cycle_s": [round(t, 2) for t in direct_times],

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .config import ConfigError
+from .hardware import cpu_info
 
 if TYPE_CHECKING:
     from .cycle import CycleResult
@@ -160,6 +161,7 @@ def summary(result: CycleResult) -> dict:
         "metrics": {k: _jsonable(v) for k, v in result.metrics.items()},
         "history": result.history,
         "dp": getattr(result, "dp", None),  # which per-sample clipping ran, and why not book-keeping
+        "machine": cpu_info(),  # the numbers above depend on the processor's instruction set
     }
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import recipes
+from .hardware import bf16_note, warn_once
 
 # The names of attacks, datasets, architectures, threats and aggregation rules are read from their
 # registries (psreval_tune/attacks/, datasets/, models.py, threats/, aggregators/) on first use:
@@ -410,4 +411,6 @@ def resolve_device(name: str, precision: str = "fp32") -> str:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
     if precision == "bf16" and device == "cuda" and not torch.cuda.is_bf16_supported():
         raise ConfigError("precision='bf16' is not allowed on this GPU (no bfloat16 support); use fp32")
+    if precision == "bf16":
+        warn_once(bf16_note(device))
     return device

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from psreval_tune.hardware import cpu_info
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -28,6 +30,7 @@ def test_gpu_packing_dry_runs_and_writes_its_json(tmp_path):
     result = json.loads(out.read_text())
     assert {"benchmark", "dry", "machine", "settings", "mixed_precision", "wall_seconds", "levels"} <= set(result)
     assert result["benchmark"] == "gpu_packing" and result["dry"] is True
+    assert set(cpu_info()) <= set(result["machine"])  # speeds say which processor and ISA they were met on
     # each packing level once per precision: fp32, then bf16 (the twin's autocast; DP stays fp32)
     assert [(lv["precision"], lv["trials_per_slot"]) for lv in result["levels"]] == [
         ("fp32", 1),

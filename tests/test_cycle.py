@@ -24,6 +24,7 @@ from psreval_tune.config import ATTACKS, CycleConfig
 from psreval_tune.cycle import TwinCache, _fresh_model, eval_images, run_cycle
 from psreval_tune.data import load_data
 from psreval_tune.evaluate import accuracy, wilson
+from psreval_tune.hardware import cpu_info
 from psreval_tune.quantize import load_int8
 
 BASE_KEYS = (
@@ -302,7 +303,8 @@ def test_write_outputs(which, dp_run, np_run, tmp_path):
     assert os.listdir(tmp_path) == ["out"]  # the temporary sibling was renamed away
 
     summary = json.loads((out / "metrics.json").read_text())
-    assert set(summary) == {"config", "metrics", "history", "dp"}
+    assert set(summary) == {"config", "metrics", "history", "dp", "machine"}
+    assert set(summary["machine"]) == set(cpu_info())  # where the numbers were measured (ISA, torch's kernels)
     assert CycleConfig.from_dict(summary["config"]) == cfg
     assert summary["metrics"] == {
         k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in result.metrics.items()

@@ -81,7 +81,10 @@ def test_sqlite_store_keeps_artifacts_beside_the_database(tmp_path, monkeypatch,
     parent = tracker.sweep_run()
     run_id, _ = tracker.trial_run(parent, "t1", "trial")
     tracker.log_dict(run_id, {"a": 1}, "x.json")
-    assert tracker.client.get_run(run_id).data.tags["git_commit"] == "abc"  # the driver's, passed down
+    tags = tracker.client.get_run(run_id).data.tags
+    assert tags["git_commit"] == "abc"  # the driver's, passed down
+    # the trial's own node: its processor and what its kernels may use
+    assert tags["psreval.cpu_bf16_native"] in ("True", "False") and "psreval.cpu_flags" in tags
     assert list(store.glob("mlartifacts/*/artifacts/x.json"))
     assert list(cwd.iterdir()) == []  # no mlruns/ (or anything else) in the working directory
 
