@@ -18,6 +18,7 @@ they print the same line.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -56,6 +57,7 @@ _HUNG.bind(("127.0.0.1", 0))
 _HUNG.listen(64)
 HUNG = _HUNG.getsockname()[1]
 
+NO_DAC = "PSREVAL_TEST_NO_DAC"  # the case runs without CAP_DAC_OVERRIDE: permissions hold even for root
 FAST = ["--rounds", "2", "--eval-attacks", "FGSM", "--attack-repeats", "1", "--device", "cpu", "--quiet"]
 
 
@@ -151,6 +153,14 @@ CASES: list[Case] = [
         "cifar_bad_labels",
     ),
     run("pneumonia-empty", ["--dataset", "pneumonia", "--data-root", "{fx}"], ["{fx}", "no train/ folder"]),
+    Case(  # run as a user without root's file-permission override (issue 27: "could not write" before)
+        "data-unreadable",
+        "run",
+        ["run", *FAST, "--dataset", "pneumonia", "--data-root", "{fx}/locked"],
+        ["{fx}/locked", "not readable"],
+        "locked_folder",
+        {NO_DAC: "1"},
+    ),
     run(
         "synthetic-huge",
         ["--dataset", "synthetic", "--image-size", "200000"],
@@ -220,6 +230,34 @@ CASES: list[Case] = [
     grid("node-ip", ["--node-ip-address", "localhostt"], ["--node-ip-address='localhostt'", "IP address"]),
     grid("experiment-empty", ["--experiment-name", ""], ["--experiment-name=''", "non-empty"]),
     grid("resume-unknown", ["--resume", "--name", "nope", "--run-dir", "{fx}"], ["nope", "no restorable sweep"]),
+    # hostile sweep files (issue 27): refused before any walk of the document or any config is built
+    Case("alias-bomb", "paper_grid", ["{fx}/bomb.yaml"], ["{fx}/bomb.yaml", "YAML nodes", "at most 100000"], "bomb"),
+    Case("yaml-too-deep", "paper_grid", ["{fx}/deep.yaml"], ["{fx}/deep.yaml", "nested too deeply"], "deep_yaml"),
+    Case(
+        "grid-million",
+        "paper_grid",
+        ["{fx}/million.yaml"],
+        ["a grid of 1000000 trials (10 seed x 10 lr", "--max-trials=10000"],
+        "million_grid",
+    ),
+    Case(
+        "grid-million-dry-run",
+        "paper_grid",
+        ["{fx}/million.yaml", "--dry-run"],
+        ["a grid of 1000000 trials", "--max-trials=10000"],
+        "million_grid",
+    ),
+    grid("max-trials-zero", ["--max-trials", "0"], ["--max-trials", "'0'", ">= 1"]),
+    grid("max-trials-below-smoke", ["--max-trials", "1"], ["a grid of", "--max-trials=1"]),
+    grid(
+        "tracking-folder", ["--tracking-uri", "{fx}"], ["--tracking-uri={fx} is a folder", "sqlite:///{fx}/mlflow.db"]
+    ),
+    grid(
+        "mlflow-sqlite-garbage",
+        ["--tracking-uri", "sqlite:///{fx}/mlflow.db"],
+        ["{fx}/mlflow.db is damaged", "file is not a database"],
+        "sqlite_garbage",
+    ),
     Case("grid-dataset", "paper_grid", ["--dataset", "imagenet"], ["dataset='imagenet'", "digits"]),
     Case("grid-cifar-no-root", "paper_grid", ["--dataset", "cifar10"], ["data_root", "--data-root"]),
     # --- sweeps/search.py ----------------------------------------------------------------
@@ -244,6 +282,7 @@ CASES: list[Case] = [
         [f"http://127.0.0.1:{DEAD}", "no MLflow server reachable"],
     ),
     search("search-cpus", ["--cpus-per-trial", "64"], ["--cpus-per-trial=64", "--wait-for-resources"]),
+    search("num-samples-over-cap", ["--num-samples", "20000"], ["num_samples=20000", "--max-trials=10000"]),
     # --- python -m analysis --------------------------------------------------------------
     ana(
         "mlflow-down",
@@ -272,6 +311,42 @@ CASES: list[Case] = [
         "tune_garbage",
     ),
     ana("abbreviated", ["report", "--sw", "x"], ["--sw", "--help"]),
+    # damaged stores and results folders (issue 27)
+    ana(
+        "mlflow-sqlite-garbage",
+        ["report", "--tracking-uri", "sqlite:///{fx}/mlflow.db"],
+        ["{fx}/mlflow.db is damaged", "file is not a database"],
+        "sqlite_garbage",
+    ),
+    ana(
+        "mlflow-sqlite-foreign",
+        ["report", "--tracking-uri", "sqlite:///{fx}/mlflow.db"],
+        ["{fx}/mlflow.db", "not an MLflow store"],
+        "sqlite_foreign",
+    ),
+    ana(
+        "tracking-folder",
+        ["report", "--tracking-uri", "{fx}"],
+        ["--tracking-uri={fx} is a folder", "migrate-filestore"],
+    ),
+    ana(
+        "results-params-list",
+        ["report", "--results", "{fx}/tune"],
+        ["{fx}/tune/trial_0/params.json", "a JSON list", "JSON object"],
+        "tune_params_list",
+    ),
+    ana(
+        "results-metric-text",
+        ["report", "--results", "{fx}/tune"],
+        ["{fx}/tune/trial_0/result.json", "acc_clean_float='0.9' (text)", "a number"],
+        "tune_metric_text",
+    ),
+    ana(
+        "results-config-text",
+        ["report", "--results", "{fx}/tune"],
+        ["{fx}/tune/trial_0/params.json", "epsilon='lots' (text)", "a number or null"],
+        "tune_config_text",
+    ),
     ana("attack-choice", ["report", "--attack", "CW"], ["--attack", "'CW'", "PGD"]),
     ana("unknown-command", ["frobnicate"], ["'frobnicate'", "report"]),
     ana("no-command", [], ["name a command", "report"]),
@@ -334,10 +409,61 @@ def build_fixture(kind: str | None, fx: Path) -> None:
             (folder / SWEEP_FLAGS_FILE).write_text(json.dumps(_stored_flags(args)))
         elif part == "started":
             (fx / "runs" / "ray_results" / "rs" / "experiment_state.json").write_text("{}")
+        elif part in HOSTILE:
+            HOSTILE[part](fx)
         elif part == "tune_garbage":
             trial = fx / "tune" / "trial_0"
             trial.mkdir(parents=True)
             (trial / "result.json").write_text("{not json\n\x00\x01garbage\n")
+
+
+def _alias_bomb() -> str:
+    """~330 bytes: 9 levels of 9 aliases each, 9^9 (~4x10^8) nodes once expanded."""
+    lines = ["kind: grid", 'l0: &l0 ["x","x","x","x","x","x","x","x","x"]']
+    lines += [f"l{i}: &l{i} [{','.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 9)]
+    return "\n".join(lines) + "\n"
+
+
+def _million_grid() -> str:
+    axes = {"seed": range(10), "lr": [0.01 * i for i in range(1, 11)], "rounds": range(1, 11)}
+    axes |= {"batch_size": range(8, 18), "local_epochs": range(1, 11), "momentum": [0.05 * i for i in range(10)]}
+    return "kind: grid\nfixed: {dataset: digits, arch: cnn}\naxes:\n" + "".join(
+        f"  {k}: {list(v)}\n" for k, v in axes.items()
+    )
+
+
+def _tune_trial(fx: Path, params: str, result: str) -> None:
+    trial = fx / "tune" / "trial_0"
+    trial.mkdir(parents=True)
+    (trial / "params.json").write_text(params)
+    (trial / "result.json").write_text(result)
+
+
+def _sqlite_foreign(fx: Path) -> None:
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(fx / "mlflow.db")) as con:
+        con.execute("CREATE TABLE notes (text)")
+        con.commit()
+
+
+def _locked_folder(fx: Path) -> None:
+    (fx / "locked" / "train" / "a").mkdir(parents=True)
+    (fx / "locked").chmod(0)
+
+
+FINAL = '{"acc_clean_float": 0.9, "cycle_complete": 1}\n'
+HOSTILE = {
+    "bomb": lambda fx: (fx / "bomb.yaml").write_text(_alias_bomb()),
+    "deep_yaml": lambda fx: (fx / "deep.yaml").write_text("kind: grid\naxes: " + "[" * 100_000 + "]" * 100_000),
+    "million_grid": lambda fx: (fx / "million.yaml").write_text(_million_grid()),
+    "sqlite_garbage": lambda fx: (fx / "mlflow.db").write_bytes(b"SQLite format 3\x00" + os.urandom(4080)),
+    "sqlite_foreign": _sqlite_foreign,
+    "tune_params_list": lambda fx: _tune_trial(fx, "[1, 2, 3]", FINAL),
+    "tune_metric_text": lambda fx: _tune_trial(fx, '{"seed": 0}', '{"acc_clean_float": "0.9", "cycle_complete": 1}'),
+    "tune_config_text": lambda fx: _tune_trial(fx, '{"epsilon": "lots", "seed": 0}', FINAL),
+    "locked_folder": _locked_folder,
+}
 
 
 def _tree(folder: Path) -> list[str]:
@@ -365,6 +491,27 @@ def _entry(case: dict) -> None:
         runpy.run_path(str(script), run_name="__main__")
 
 
+def _drop_file_override() -> None:
+    """Root reads any file whatever its mode: drop CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from this
+    process's capabilities (effective, and permitted, which os.access consults for root), so a chmod 000
+    folder is unreadable here as for an ordinary user (who has neither: then this changes nothing)."""
+    import ctypes
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    header, data = Header(0x20080522, 0), (Data * 2)()  # _LINUX_CAPABILITY_VERSION_3: two 32-bit words
+    if libc.capget(ctypes.byref(header), data) == 0:
+        mask = ~((1 << 1) | (1 << 2))  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+        data[0].effective &= mask
+        data[0].permitted &= mask
+        libc.capset(ctypes.byref(header), data)
+
+
 def _child(case: dict, out_dir: Path) -> None:
     import signal
     import traceback
@@ -373,6 +520,8 @@ def _child(case: dict, out_dir: Path) -> None:
     try:
         os.chdir(case["cwd"])
         os.environ.update(case["env"])
+        if case["env"].get(NO_DAC):
+            _drop_file_override()
         for fd, name in ((1, "stdout"), (2, "stderr")):
             target = os.open(out_dir / f"{case['id']}.{name}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             os.dup2(target, fd)
@@ -491,10 +640,12 @@ def _clean_env(home: Path) -> dict[str, str]:
     return env
 
 
-def _prepare(tmp: Path) -> tuple[list[dict], dict]:
+def _prepare(tmp: Path, only: set[str] | None = None) -> tuple[list[dict], dict]:
     prepared, expected = [], {}
     for case in CASES:
         if f"{case.entry}:{case.id}" in KNOWN_GAPS:  # not run: it would start a sweep (see KNOWN_GAPS)
+            continue
+        if only is not None and f"{case.entry}:{case.id}" not in only:
             continue
         base = tmp / case.id / case.entry
         fx, cwd = base / "fx", base / "cwd"
@@ -518,15 +669,30 @@ def _prepare(tmp: Path) -> tuple[list[dict], dict]:
     return prepared, expected
 
 
+def _selected(session) -> set[str]:
+    """The cases this session runs (all of them unless -k or a node id picks some): a selection serves
+    only those, so one row costs seconds rather than the whole table's minutes."""
+    wanted: set[str] = set()
+    for item in session.items:
+        case = getattr(getattr(item, "callspec", None), "params", {}).get("case")
+        if isinstance(case, Case):
+            wanted.add(f"{case.entry}:{case.id}")
+        elif item.name == "test_real_subprocesses_agree":
+            wanted.update(REAL)
+        elif item.name == "test_hostile_sweep_files_are_refused_in_seconds":
+            wanted.update(QUICK)
+    return wanted
+
+
 @pytest.fixture(scope="module")
-def outcomes(tmp_path_factory):
-    """Every case through the fork server, 2 at a time; {id: (result, stdout, stderr)}."""
+def outcomes(tmp_path_factory, request):
+    """Every selected case through the fork server, 2 at a time; {id: (result, stdout, stderr)}."""
     tmp = tmp_path_factory.mktemp("bad_inputs")
     home = tmp / "home"
     home.mkdir()
     out = tmp / "out"
     out.mkdir()
-    cases, expected = _prepare(tmp / "cases")
+    cases, expected = _prepare(tmp / "cases", _selected(request.session))
     env = _clean_env(home)
     proc = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), "--serve"],
@@ -586,6 +752,19 @@ def test_bad_input(outcomes, case):
     assert _tree(cwd) == [], f"left in the working directory: {_tree(cwd)}"
     assert _tree(fx) == fx_before, "a fixture was changed (or the payload ran)"
     assert not result["left"], f"left running: {result['left']}"
+
+
+QUICK = ["paper_grid:alias-bomb", "paper_grid:grid-million", "paper_grid:grid-million-dry-run"]
+
+
+@pytest.mark.timeout(300)
+def test_hostile_sweep_files_are_refused_in_seconds(outcomes):
+    """Issue 27: a ~330-byte alias bomb (hung before) and a 10^6-point grid (minutes building configs
+    before) are refused in under 5 s each after the imports."""
+    for cid in QUICK:
+        result, _, stderr, _ = outcomes[cid]
+        print(f"{cid}: exit {result['rc']} in {result['seconds']:.2f} s: {stderr.strip()}")
+        assert result["rc"] == 2 and result["seconds"] < 5, (cid, result, stderr)
 
 
 REAL = ["run:out-non-empty", "paper_grid:mlflow-down", "search:num-samples", "analysis:mlflow-hung"]
