@@ -139,12 +139,13 @@ def _rows(frame: pd.DataFrame, value: pd.Series, n_img: str | None, **columns) -
     and ``beside``."""
     if frame.empty:
         return _concat([])
-    out = frame[["dataset", "arch", "seed"]].copy()
-    out["value"] = np.asarray(value, dtype=float)
-    out["n_img"] = image_count(frame, n_img).to_numpy() if n_img else np.nan
+    data = {c: frame[c].to_numpy() for c in ("dataset", "arch", "seed")}  # a new frame: no attrs to copy
+    data["value"] = np.asarray(value, dtype=float)
+    data["n_img"] = image_count(frame, n_img).to_numpy() if n_img else np.nan
     for name, v in columns.items():
-        out[name] = v if np.isscalar(v) or v is None else np.asarray(v)
-    return out[np.isfinite(out["value"])]
+        data[name] = v if np.isscalar(v) or v is None else np.asarray(v)
+    out = pd.DataFrame(data)
+    return out[np.isfinite(out["value"])].reset_index(drop=True)
 
 
 def _concat(parts: list[pd.DataFrame]) -> pd.DataFrame:
@@ -598,7 +599,7 @@ def _measured(claim: Claim, rows: pd.DataFrame) -> dict:
                 "vs": part[claim.every].iloc[0] if claim.every else None,
             }
         )
-    worst = max(found, key=lambda f: f["p"] if np.isfinite(f["p"]) else math.inf)
+    worst = max(found, key=lambda f: (f["p"] if np.isfinite(f["p"]) else math.inf, -f["effect"]))
     worst["p_against"] = min(1.0, len(found) * min(f["p_against"] for f in found))
     return worst
 
