@@ -8,7 +8,7 @@ the cost of small models.
 
 The loaders are registered one file per dataset in psreval_tune/datasets/
 (the DATASETS registry); this module builds the DataBundle (subsampling,
-validation split, channel statistics) and the clients' partitions on top.
+validation split, normalisation constants) and the clients' partitions on top.
 """
 
 from __future__ import annotations
@@ -43,8 +43,10 @@ class DataBundle:
     val: Split  # public validation split: int8 calibration and model selection, never the test split
     test: Split
     num_classes: int
-    mean: tuple[float, ...]  # per-channel statistics of the training split,
-    std: tuple[float, ...]  # handed to the model's Normalize layer
+    # Per-channel constants handed to the model's Normalize layer: the entry's fixed public ``norm``
+    # where it declares one (fashion_mnist, mnist, kmnist), else statistics of the training split.
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
 
     @property
     def in_channels(self) -> int:
@@ -67,9 +69,13 @@ def load_data(cfg: CycleConfig) -> DataBundle:
         raise DataError(
             f"dataset={cfg.dataset} has {len(train)} training examples, fewer than num_clients={cfg.num_clients}"
         )
-    dims = (0, 2, 3)
-    mean = tuple(float(v) for v in train.x.mean(dim=dims))
-    std = tuple(max(float(v), 1e-3) for v in train.x.std(dim=dims))
+    fixed = DATASETS.get(cfg.dataset).meta.get("norm")
+    if fixed is not None:  # public constants the entry declares: nothing computed from the private split
+        mean, std = (tuple(float(v) for v in part) for part in fixed)
+    else:
+        dims = (0, 2, 3)
+        mean = tuple(float(v) for v in train.x.mean(dim=dims))
+        std = tuple(max(float(v), 1e-3) for v in train.x.std(dim=dims))
     return DataBundle(train=train, val=val, test=test, num_classes=num_classes, mean=mean, std=std)
 
 

@@ -92,6 +92,7 @@ SLOW_TESTS = {
     "test_safety_faults::test_sweep_stopped_by_a_fault_closes_every_run_with_one_line",
     "test_sweep_files::test_searcher_pickles_by_reference",
     "test_mlflow_native::test_sqlite_store_keeps_artifacts_beside_the_database",
+    "test_idx::test_real_fashion_mnist_files_and_a_short_cycle",
 }
 
 

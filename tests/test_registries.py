@@ -86,7 +86,8 @@ def test_every_registered_name_is_accepted_and_listed(axis, flag, name, tmp_path
 def test_config_names_come_from_the_registries():
     assert config.ATTACKS == ATTACKS.names() == ("PGD", "FGSM", "FAB")  # the paper's order
     assert config.ARCHS == ARCHS.names() == ("cnn", "resnet9", "resnet18")
-    assert config.DATASETS == DATASETS.names() == ("digits", "cifar10", "pneumonia", "medmnist", "synthetic")
+    datasets = ("digits", "cifar10", "pneumonia", "medmnist", "fashion_mnist", "mnist", "kmnist", "synthetic")
+    assert config.DATASETS == DATASETS.names() == datasets
     assert config.RANDOMIZED_ATTACKS == ("PGD",)
     assert config.THREATS == THREATS.names() and config.AGGREGATIONS == AGGREGATORS.names()
     with pytest.raises(AttributeError):
@@ -109,7 +110,7 @@ def test_eval_attacks_default_is_every_attack_and_round_trips():
 @pytest.mark.parametrize(
     "kw, text",
     [
-        ({"dataset": "mnist"}, "dataset='mnist' is not allowed; expected one of digits, cifar10, pneumonia, "),
+        ({"dataset": "emnist"}, "dataset='emnist' is not allowed; expected one of digits, cifar10, pneumonia, "),
         ({"arch": "vgg"}, "arch='vgg' is not allowed; expected one of cnn, resnet9, resnet18"),
     ],
 )

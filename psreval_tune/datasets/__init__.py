@@ -4,8 +4,9 @@ A loader is ``load(cfg, gen) -> (train, val, test, num_classes)``: [0, 1]
 float32 (N, C, H, W) pixels and int64 labels as ``Split``s; ``val`` is the
 dataset's official validation split, or None (data.load_data then holds out
 ``val_fraction`` of train). Shared helpers (Split, DataError, the data_root and
-memory checks) are in ``_common.py``; ``psreval_tune.data`` builds the
-DataBundle and the client partitions on top.
+memory checks) are in ``_common.py``, the IDX reader (MNIST's format) in
+``_idx.py``; ``psreval_tune.data`` builds the DataBundle and the client
+partitions on top.
 
 Adding a dataset is adding one file here (config validation, CLI help, sweep
 files and the --dry-run cost model read its entry)::
@@ -26,6 +27,8 @@ Metadata:
 - ``downloadable``: --download can fetch it into --data-root.
 - ``own_fields``: CycleConfig fields only this dataset reads; other datasets' training keys leave them out.
 - ``check``: optional ``check(cfg)`` raising ConfigError, run when the config names this dataset.
+- ``norm``: optional ``((mean, ...), (std, ...))`` per channel, fixed public constants (say where they come
+  from) that the model's Normalize layer uses; without it data.load_data computes them from the train split.
 """
 
 from __future__ import annotations

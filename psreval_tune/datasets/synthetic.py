@@ -17,7 +17,7 @@ SIZE, CLASSES, CHANNELS, TRAIN, TEST = 16, 10, 3, 2000, 500
 
 @DATASETS.register(
     "synthetic",
-    order=4,
+    order=7,
     help="generated: RGB class templates plus noise, 10 classes, --train/test-samples images drawn",
     needs_data_root=False,
     image_size=SIZE,

@@ -1,0 +1,49 @@
+"""Fashion-MNIST (Xiao et al., 2017): 28x28 grayscale clothing, 10 classes, 60,000 train / 10,000 test
+images in the four standard IDX files. Debian's package ``dataset-fashion-mnist`` installs them (gzipped)
+in DEBIAN_ROOT, the default; --data-root DIR reads them from another folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import DATASETS
+from ._common import DataError, Loaded, check_root
+from ._idx import idx_check, load_mnist_like
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..config import CycleConfig
+
+DEBIAN_ROOT = Path("/usr/share/datasets/fashion-mnist")
+INSTALL_HINT = "apt-get install dataset-fashion-mnist (Debian/Ubuntu, as root; `make install` does it)"
+
+
+@DATASETS.register(
+    "fashion_mnist",
+    order=4,
+    help=f"Fashion-MNIST IDX files, by default Debian's dataset-fashion-mnist in {DEBIAN_ROOT}: 28x28 grayscale, "
+    "10 classes",
+    needs_data_root=False,
+    image_size=28,
+    resizable=False,
+    channels=1,
+    num_classes=10,
+    pool=60000,
+    test=10000,
+    # Fixed public constants, not computed from the training split of a run: the per-pixel mean and std
+    # of Fashion-MNIST's training images as published with the dataset's loaders (e.g. the
+    # chatflip/CalculationMeanStd table; used across the literature). A run's own validation split
+    # gives the same two decimals (tests/test_idx.py checks it on the real files).
+    norm=((0.2860,), (0.3530,)),
+    check=idx_check("fashion_mnist"),
+)
+def load(cfg: CycleConfig, gen: torch.Generator) -> Loaded:
+    if cfg.data_root:
+        root = check_root(cfg)
+    elif DEBIAN_ROOT.is_dir():
+        root = DEBIAN_ROOT
+    else:
+        raise DataError(f"Fashion-MNIST is not installed in {DEBIAN_ROOT}: {INSTALL_HINT}, or pass --data-root DIR")
+    return load_mnist_like(cfg, root, "fashion_mnist", ("raw", "FashionMNIST/raw"), 10)

@@ -1,0 +1,35 @@
+"""MNIST (LeCun et al., 1998): 28x28 grayscale handwritten digits, 10 classes, 60,000 train / 10,000 test
+images, from the four standard IDX files (plain or .gz) in --data-root (or torchvision's ROOT/MNIST/raw)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from . import DATASETS
+from ._common import Loaded, check_root
+from ._idx import idx_check, load_mnist_like
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..config import CycleConfig
+
+
+@DATASETS.register(
+    "mnist",
+    order=5,
+    help="MNIST IDX files (train-images-idx3-ubyte[.gz], ...) in --data-root: 28x28 grayscale, 10 classes",
+    needs_data_root=True,
+    image_size=28,
+    resizable=False,
+    channels=1,
+    num_classes=10,
+    pool=60000,
+    test=10000,
+    # Fixed public constants (not from a run's training split): the values of PyTorch's own MNIST
+    # example (pytorch/examples, mnist/main.py: Normalize((0.1307,), (0.3081,))).
+    norm=((0.1307,), (0.3081,)),
+    check=idx_check("mnist"),
+)
+def load(cfg: CycleConfig, gen: torch.Generator) -> Loaded:
+    return load_mnist_like(cfg, check_root(cfg), "mnist", ("raw", "MNIST/raw"), 10)
