@@ -24,6 +24,7 @@ from typing import Any, Callable, Mapping
 import torch
 from ray import tune
 
+from . import trial_warnings
 from ._warnings import quiet_known_warnings
 from .artifacts import write_outputs
 from .config import CycleConfig
@@ -224,11 +225,15 @@ def earlier_checkpoints(checkpoint: tune.Checkpoint) -> list[tune.Checkpoint]:
 
 
 def load_checkpoint(
-    checkpoint: tune.Checkpoint | None, rounds: int | None = None, log: Callable[[str], None] = print
+    checkpoint: tune.Checkpoint | None,
+    rounds: int | None = None,
+    log: Callable[[str], None] = print,
+    fell_back: list[str] | None = None,
 ) -> dict | None:
     """The state of the newest checkpoint of a trial that loads: ``checkpoint`` (Tune's latest), else the
     newest earlier one in the same trial folder. None (start at round 1) if there is none or none loads;
-    never raises."""
+    never raises. ``fell_back`` gets the warning line of a fallback (trial_warnings), for the console
+    and the MLflow run."""
     if checkpoint is None:
         return None
     try:
@@ -244,13 +249,26 @@ def load_checkpoint(
             continue
         if candidate is not checkpoint:
             log(f"resuming from the earlier checkpoint {candidate.path} (after round {state['round']})")
+            if fell_back is not None:
+                fell_back.append(trial_warnings.resumed_from(candidate.path, state["round"]))
         return state
     log("warning: no checkpoint of this trial loads; it starts again from round 1")
+    if fell_back is not None:
+        fell_back.append(trial_warnings.restarted(checkpoint.path))
     return None
 
 
-def _load_checkpoint(rounds: int | None = None) -> dict | None:
-    return load_checkpoint(tune.get_checkpoint(), rounds, log=lambda msg: print(msg, flush=True))
+def _load_checkpoint(rounds: int | None = None, fell_back: list[str] | None = None) -> dict | None:
+    return load_checkpoint(tune.get_checkpoint(), rounds, log=lambda msg: print(msg, flush=True), fell_back=fell_back)
+
+
+def data_warning(cfg: CycleConfig, fed: Federation) -> str | None:
+    """trial_warnings.small_data of the data as the cycle loaded it (None without it: a fake cycle)."""
+    data = getattr(fed, "data", None)
+    if data is None:
+        return None
+    n_test = len(data.test) if cfg.eval_samples is None else min(cfg.eval_samples, len(data.test))
+    return trial_warnings.small_data(n_test, [len(c.y_clean) for c in fed.clients], cfg.batch_size)
 
 
 def dataset_name(cfg: CycleConfig) -> str:
@@ -325,8 +343,20 @@ def run_trial(params: dict, infra: TrialInfra) -> None:
         else None
     )
     splits_logged: list[bool] = []
+    progress = trial_progress(cfg, ctx)  # printed, and its phase (and warnings) to the sweep's console
+
+    def warn(line: str | None, tag: str) -> None:
+        if line is None:
+            return
+        progress(line)
+        if tracker is not None:
+            tracker.client.set_tag(run_id, tag, one_line(line))
+
     try:
-        resume = _load_checkpoint(cfg.rounds)
+        fell_back: list[str] = []
+        resume = _load_checkpoint(cfg.rounds, fell_back)
+        for line in fell_back:
+            warn(line, trial_warnings.TAG_RESUME)
 
         def log_round(r: RoundResult) -> None:
             if tracker is not None and r.round not in logged_rounds:
@@ -336,8 +366,10 @@ def run_trial(params: dict, infra: TrialInfra) -> None:
         on_round = RoundReporter(cfg, infra, log_round)
 
         def on_round_and_splits(r: RoundResult, fed: Federation) -> None:
-            if tracker is not None and not splits_logged:  # the data as the cycle loaded it, once per attempt
-                log_splits(tracker, run_id, cfg, fed.data)
+            if not splits_logged:  # the data as the cycle loaded it, once per attempt
+                if tracker is not None:
+                    log_splits(tracker, run_id, cfg, fed.data)
+                warn(data_warning(cfg, fed), trial_warnings.TAG_SMALL_DATA)
                 splits_logged.append(True)
             on_round(r, fed)
 
@@ -347,9 +379,7 @@ def run_trial(params: dict, infra: TrialInfra) -> None:
                 cache = TwinCache(infra.cache_dir)
             except Exception as exc:  # noqa: BLE001 - a storage this process cannot open: train the twin here
                 print(f"warning: no twin cache at {infra.cache_dir} ({one_line(f'{type(exc).__name__}: {exc}', 300)})")
-        result = run_cycle(
-            cfg, cache=cache, on_round=on_round_and_splits, resume=resume, progress=trial_progress(cfg, ctx)
-        )  # printed, and its phase to the sweep's console
+        result = run_cycle(cfg, cache=cache, on_round=on_round_and_splits, resume=resume, progress=progress)
         out = write_outputs(result, Path(ctx.get_trial_dir()) / "artifacts")
         final = {
             k: v for k, v in result.metrics.items() if v is not None and not (isinstance(v, float) and math.isnan(v))

@@ -146,6 +146,7 @@ class FakeSession:
         monkeypatch.setattr(trainable, "log_splits", lambda *a, **k: None)
         monkeypatch.setattr(trainable, "log_float_model", lambda *a, **k: None)
         self.fail_after_round = fail_after_round
+        self.data, self.clients = None, []  # the fed's data as run_trial sees it (None: no data warnings)
 
     def _report(self, metrics, checkpoint=None):
         self.reports.append(dict(metrics))
@@ -164,7 +165,7 @@ class FakeSession:
             history.append(vars(r).copy())
             state = fake_state(rnd)
             state["history"] = list(history)
-            on_round(r, SimpleNamespace(state_dict=lambda s=state: s, data=None))
+            on_round(r, SimpleNamespace(state_dict=lambda s=state: s, data=self.data, clients=self.clients))
             if self.fail_after_round == rnd:
                 raise RuntimeError("injected failure after a round")
         # models: the trained models by role, as a CycleResult has them (none here: no twin to report)
@@ -294,6 +295,69 @@ def test_fail_never_changes_a_finished_run(store):
     store.tracker.fail(run_id, "late error")
     run = MlflowClient(store.uri).get_run(run_id)
     assert run.info.status == "FINISHED" and TAG_FAILURE not in run.data.tags
+
+
+# --- 2b. warnings where people look (issue 27): the trial's MLflow run and the sweep's console -----
+
+
+def console_lines(stdout: str, trial: str = "t0001") -> list[str]:
+    """The sweep console's table for one trial fed the trial's printed progress messages."""
+    from psreval_tune.sweeps import console_table as ct
+
+    phase = ct.TrialPhase(rounds=3, twin=False)
+    for line in stdout.splitlines():
+        phase.apply(line)
+    return ct.table([ct.merge({"trial": trial, "status": "RUNNING"}, phase.state)], width=200)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("damage", ["latest", "all"])
+def test_resume_fallback_is_a_tag_and_a_console_line(tmp_path, monkeypatch, store, capsys, damage):
+    """A retried trial whose latest checkpoint is damaged resumes from the one before it (or, none loading,
+    from round 1): its MLflow run has the tag psreval.warning.resume and the console table a '!' line."""
+    from psreval_tune.trial_warnings import TAG_RESUME
+
+    session = FakeSession(monkeypatch, tmp_path, fail_after_round=3)
+    with pytest.raises(RuntimeError, match="injected"):
+        trainable.run_trial(dict(PARAMS), store.infra)
+    torn = [Path(session.checkpoint.path)] if damage == "latest" else list(session.trial_dir.glob("checkpoint_*"))
+    for folder in torn:
+        (folder / trainable.CHECKPOINT_FILE).write_bytes(b"torn write")
+    session.fail_after_round = None
+    capsys.readouterr()
+    trainable.run_trial(dict(PARAMS), store.infra)
+    (run,) = trial_runs(store)
+    tag = run.data.tags[TAG_RESUME]
+    expect = "resumed from the older checkpoint" if damage == "latest" else "resumed from round 1"
+    assert expect in tag and ("after round 2" in tag) == (damage == "latest"), tag
+    shown = console_lines(capsys.readouterr().out)
+    assert any(line.startswith(f"! t0001: {expect}") for line in shown), shown
+    assert "training !" in shown[1], shown
+
+
+@pytest.mark.timeout(120)
+def test_small_data_is_a_tag_and_a_console_line(tmp_path, monkeypatch, store, capsys):
+    """1 test image and a client with 3 examples under a batch size of 32: a warning, once per attempt."""
+    from psreval_tune.trial_warnings import TAG_SMALL_DATA
+
+    session = FakeSession(monkeypatch, tmp_path)
+    session.data = SimpleNamespace(test=[0])
+    session.clients = [SimpleNamespace(y_clean=[0, 1, 2]), SimpleNamespace(y_clean=list(range(500)))]
+    trainable.run_trial({**PARAMS, "batch_size": 32}, store.infra)
+    (run,) = trial_runs(store)
+    tag = run.data.tags[TAG_SMALL_DATA]
+    assert "1 test images (fewer than 100" in tag and "client 0 holds 3 examples" in tag, tag
+    assert "batch size 32" in tag
+    out = capsys.readouterr().out
+    assert out.count("! data too small") == 1
+    assert any(line.startswith("! t0001: data too small") for line in console_lines(out))
+
+
+def test_enough_data_gives_no_warning():
+    from psreval_tune.trial_warnings import small_data
+
+    assert small_data(359, [700, 700], 32) is None
+    assert "±10 points" in small_data(99, [700, 700], 32)
 
 
 # --- 3. disk full while a sweep runs: the driver --------------------------------------------

@@ -28,6 +28,7 @@ ROUND = re.compile(
 RESUMED = re.compile(r"\[(?P<who>[\w-]+)\] resumed from a checkpoint after round (?P<k>\d+)")
 TWIN_CACHED = re.compile(r"\[nonprivate\] twin \S+ loaded from cache")
 ATTACK = re.compile(r"attack (?P<name>\S+) run (?P<r>\d+)/(?P<n>\d+) done")
+WARNING = "! "  # trial_warnings.PREFIX: a line shown under the table, and once in the event log
 
 
 def _number(text: str | None) -> float | None:
@@ -77,6 +78,8 @@ class TrialPhase:
             s["phase"] = "attacks"
         elif m := ATTACK.match(message):
             s["phase"] = f"attacks {m['name']} {m['r']}/{m['n']}"
+        elif message.startswith(WARNING) and message[len(WARNING) :] not in s.setdefault("warnings", []):
+            s["warnings"] = [*s["warnings"], message[len(WARNING) :]]
         if s["path"][-1] != s["phase"].split(" ")[0]:
             s["path"].append(s["phase"].split(" ")[0])
         return self.state != before
@@ -98,6 +101,8 @@ def merge(tune_row: Mapping[str, Any] | None, phase: Mapping[str, Any] | None, t
         "rounds": p.get("rounds") or t.get("rounds"),
         "path": list(p.get("path") or []),
     }
+    if p.get("warnings"):
+        row["warnings"] = list(p["warnings"])
     live = status == "RUNNING" and p  # the trial's own messages are newer than its last result
     for key, tune_key in (("round", "round"), ("acc", "acc"), ("eps", "eps")):
         mine, tunes = p.get(key), t.get(tune_key)
@@ -175,8 +180,13 @@ def cells(row: Mapping[str, Any]) -> list[str]:
         f"{rnd or 0}/{rounds}" if rounds else (str(rnd) if rnd else "-"),
         "-" if acc is None else f"{acc:.3f}",
         "-" if eps is None else f"{eps:.2f}",
-        str(row.get("phase") or "-"),
+        str(row.get("phase") or "-") + (" !" if row.get("warnings") else ""),
     ]
+
+
+def warning_lines(rows: Iterable[Mapping[str, Any]], width: int = WIDTH) -> list[str]:
+    """'! TRIAL: warning' under the table: a resume from an older checkpoint, data too small, ..."""
+    return [clip(f"! {row.get('trial')}: {text}", width) for row in rows for text in row.get("warnings") or []]
 
 
 def _number_or_none(value: Any) -> float | None:
@@ -264,7 +274,7 @@ def table(
     if len(shown) < len(rows):
         left = [rows[i] for i in range(len(rows)) if i not in set(shown)]
         out.append(clip(f"… {len(left)} more: {counts(left)}", width))
-    return out
+    return out + warning_lines([rows[i] for i in shown], width)
 
 
 def event_line(row: Mapping[str, Any], seconds: float, label: str = "", width: int = WIDTH) -> str:
@@ -290,6 +300,7 @@ class EventLog:
         self.every_s, self.width, self.max_rows = every_s, width, max_rows
         self.seen: dict[str, tuple[str, str]] = {}
         self.walked: dict[str, int] = {}  # trial -> how much of its path has had its line
+        self.warned: set[tuple[str, str]] = set()  # (trial, warning) lines already printed
         self.last_table: float | None = None
 
     def lines(
@@ -320,6 +331,9 @@ class EventLog:
             self.seen[trial] = now
             if now != before:
                 out.append(event_line(row, seconds, labels.get(trial, ""), self.width))
+            new = [w for w in row.get("warnings") or [] if (trial, w) not in self.warned]
+            self.warned.update((trial, w) for w in new)
+            out += warning_lines([{"trial": trial, "warnings": new}], self.width)
         if not final and seconds - self.last_table >= self.every_s:
             self.last_table = seconds
             running = [r for r in rows if r.get("status") == "RUNNING"]
