@@ -1,11 +1,12 @@
-"""Writing a cycle's results: metrics.json, float/int8 weights, image grid.
+"""Writing a cycle's results: metrics.json, float/int8 weights, image grid; a private trial also its
+non-private twin's float/int8 weights (model_float_nonprivate.pt, model_int8_nonprivate.pt2).
 
 Nothing this module did not create in this call is ever deleted:
 
 - a new folder is assembled in a temporary sibling that is renamed into
   place at the end, so it appears whole or not at all;
 - an existing folder is written into only when it is empty, or with
-  ``overwrite`` (then only the four files below are replaced, one atomic
+  ``overwrite`` (then only the files below are replaced, one atomic
   rename each; anything else in the folder is left alone);
 - obviously dangerous targets (``/``, system folders, the home folder, the
   working directory or one of its parents) are refused.
@@ -33,6 +34,10 @@ if TYPE_CHECKING:
     from .cycle import CycleResult
 
 ARTIFACTS = ("metrics.json", "model_float.pt", "model_int8.pt2", "adv_examples.png")
+# A private trial also keeps its non-private twin (float weights, int8 program): the models of other seeds of
+# the same setting serve as separately trained transfer generators after the sweep (psreval_tune/xseed.py).
+TWIN_ARTIFACTS = ("model_float_nonprivate.pt", "model_int8_nonprivate.pt2")
+OWN_FILES = ARTIFACTS + TWIN_ARTIFACTS  # everything this module writes, and so may replace
 # Top-level folders that are never an output folder.
 SYSTEM_DIRS = {
     "bin",
@@ -126,9 +131,9 @@ def check_out_dir(out: str | os.PathLike, overwrite: bool, flag: str = "--out") 
         shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
         raise OutputError(
             f"{flag}={str(out)!r} is a non-empty folder ({shown}); allowed: a new or empty folder, "
-            f"or --overwrite to replace only this program's files ({', '.join(ARTIFACTS)}) in it"
+            f"or --overwrite to replace only this program's files ({', '.join(OWN_FILES)}) in it"
         )
-    for name in ARTIFACTS:
+    for name in OWN_FILES:
         target = p / name
         if os.path.lexists(target) and (target.is_symlink() or not target.is_file()):
             raise OutputError(
@@ -193,24 +198,30 @@ def _write_files(result: CycleResult, folder: Path) -> None:
     # the int8 model as a torch.export program: loads without this package's model code,
     # and without pickle (quantize.load_int8)
     save_int8(model.int8_model, folder / "model_int8.pt2")
+    twin = result.models.get("nonprivate") if own == "dp" else None
+    if twin is not None and twin.int8_model is not None:  # a private trial's twin, same formats
+        torch.save(twin.float_model.state_dict(), folder / TWIN_ARTIFACTS[0])
+        save_int8(twin.int8_model, folder / TWIN_ARTIFACTS[1])
     save_image_grid(result, folder / "adv_examples.png")
     with open(folder / "metrics.json", "w") as fh:
         json.dump(summary(result), fh, indent=2, sort_keys=True)
 
 
 def write_outputs(result: CycleResult, out_dir: str | os.PathLike, overwrite: bool = True) -> Path:
-    """Write the cycle's four files into ``out_dir`` (see the module docstring for what is refused).
+    """Write the cycle's four files (a private trial with a twin: also ``TWIN_ARTIFACTS``) into ``out_dir``
+    (see the module docstring for what is refused).
 
     ``overwrite=False`` refuses a non-empty folder; ``True`` (the library's default, which a
-    retried trial relies on) replaces only the four files this function writes."""
+    retried trial relies on) replaces only the files this function writes."""
     out = Path(out_dir).expanduser()
     check_out_dir(out, overwrite)
     if out.is_dir():
         tmp = _make_temp_dir(out, "psreval-out")
         try:
             _write_files(result, tmp)
-            for name in ARTIFACTS:
-                os.replace(tmp / name, out / name)
+            for name in OWN_FILES:
+                if os.path.lexists(tmp / name):  # the twin's files: private trials only
+                    os.replace(tmp / name, out / name)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)  # our own temporary folder, nothing else
         return out

@@ -86,6 +86,17 @@ METRICS: tuple[Metric, ...] = (
     Metric("acc_loss_wb_{attack}", LOWER, "fraction", doc="clean on the attacked images - robust"),
     Metric("acc_loss_wb_{attack}_int8", LOWER, "fraction"),
     Metric("acc_loss_wb_{attack}_int8_bpda", LOWER, "fraction"),
+    # cross-seed transfer (psreval_tune/xseed.py, after the sweep: psreval xseed): private trials with threat none;
+    # examples crafted on the models of OTHER seeds of the same setting (never the trial's own), same images
+    Metric(
+        "acc_xseed_{attack}_{generator}_to_{target}_mean",
+        **_ROBUST,
+        doc="examples crafted on the {generator} model of other seeds of the same setting (DP: same epsilon), "
+        "evaluated on this trial's {target}, same images as acc_clean_eval_{target}; mean over attack runs and "
+        "generator seeds",
+    ),
+    Metric("acc_xseed_{attack}_{generator}_to_{target}_worst", **_ACC, doc="the fooling restart's examples"),
+    Metric("xseed_generators", NONE, "count", doc="other-seed models the acc_xseed_* means are over"),
     # wall time (timing.PhaseTimer.as_metrics, time_total_s, trainable's time_log_model_s)
     Metric("time_{phase}_s", LOWER, "seconds"),
     # threats and client-level privacy (cycle.backdoor_metrics; client DP): asr_* over n_asr images

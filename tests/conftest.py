@@ -93,6 +93,7 @@ SLOW_TESTS = {
     "test_sweep_files::test_searcher_pickles_by_reference",
     "test_mlflow_native::test_sqlite_store_keeps_artifacts_beside_the_database",
     "test_idx::test_real_fashion_mnist_files_and_a_short_cycle",
+    "test_xseed::test_psreval_xseed_on_a_store",
 }
 
 

@@ -19,7 +19,7 @@ import pytest
 import torch
 from conftest import FAST_TRAINING
 
-from psreval_tune.artifacts import ARTIFACTS, write_outputs
+from psreval_tune.artifacts import ARTIFACTS, TWIN_ARTIFACTS, write_outputs
 from psreval_tune.config import ATTACKS, CycleConfig
 from psreval_tune.cycle import TwinCache, _fresh_model, eval_images, run_cycle
 from psreval_tune.data import load_data
@@ -299,7 +299,7 @@ def test_write_outputs(which, dp_run, np_run, tmp_path):
     cfg = result.config
     out = write_outputs(result, tmp_path / "out")
     assert out == tmp_path / "out"
-    assert sorted(os.listdir(out)) == sorted(ARTIFACTS)
+    assert sorted(os.listdir(out)) == sorted(ARTIFACTS + (TWIN_ARTIFACTS if which == "dp" else ()))
     assert os.listdir(tmp_path) == ["out"]  # the temporary sibling was renamed away
 
     summary = json.loads((out / "metrics.json").read_text())
@@ -317,6 +317,11 @@ def test_write_outputs(which, dp_run, np_run, tmp_path):
     model.load_state_dict(torch.load(out / "model_float.pt", weights_only=True))
     assert accuracy(model, data.test.x, data.test.y) == result.metrics["acc_clean_float"]
     assert accuracy(load_int8(out / "model_int8.pt2"), data.test.x, data.test.y) == result.metrics["acc_clean_int8"]
+    if which == "dp":  # the twin's weights too: the other seeds' transfer generators (psreval_tune/xseed.py)
+        model.load_state_dict(torch.load(out / "model_float_nonprivate.pt", weights_only=True))
+        assert accuracy(model, data.test.x, data.test.y) == result.metrics["acc_clean_float_nonprivate"]
+        int8 = load_int8(out / "model_int8_nonprivate.pt2")
+        assert accuracy(int8, data.test.x, data.test.y) == result.metrics["acc_clean_int8_nonprivate"]
 
     png = out / "adv_examples.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -24,6 +24,7 @@ from sweep_helpers import (
 
 SMOKE_TRIALS = 6  # paper_grid --smoke: epsilon {3.4, 7} x {none, adv_training 0.2, train_time_attack 0.2}
 ARTIFACTS = {"metrics.json", "model_float.pt", "model_int8.pt2", "adv_examples.png"}
+TWIN_ARTIFACTS = {"model_float_nonprivate.pt", "model_int8_nonprivate.pt2"}  # private trials keep their twin
 NOISY_KEYS = ("time_",)  # wall times differ between runs; every other number must not
 
 
@@ -47,7 +48,7 @@ def test_paper_grid_smoke_logs_every_trial_once(smoke_sweep):
         final = run.data.metrics
         assert final["epsilon_spent"] <= float(params["epsilon"])
         assert 0.0 <= final["acc_wb_pgd_mean"] <= 1.0
-        assert {a.path for a in client.list_artifacts(run.info.run_id)} == ARTIFACTS
+        assert {a.path for a in client.list_artifacts(run.info.run_id)} == ARTIFACTS | TWIN_ARTIFACTS
         tune_final = results[run.data.tags["psreval.trial_id"]][-1]
         assert tune_final["acc_clean_float"] == pytest.approx(final["acc_clean_float"])
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {"summary.csv", "report", "sweep.yaml"}
@@ -228,7 +229,7 @@ def test_sweep_logs_to_mlflow_server_over_http(tmp_path):
         _, trials = one_finished_run_per_trial(uri, set(results), "http")
         client = MlflowClient(uri)
         for run in trials:
-            assert {a.path for a in client.list_artifacts(run.info.run_id)} == ARTIFACTS
+            assert {a.path for a in client.list_artifacts(run.info.run_id)} == ARTIFACTS | TWIN_ARTIFACTS
         assert not (tmp_path / "runs" / "mlflow.db").exists()  # nothing went to the local store
         assert list((tmp_path / "art").rglob("model_int8.pt2"))  # artifacts went through the server
     finally:
