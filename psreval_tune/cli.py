@@ -166,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite",
         action="store_true",
         help="let --out be a non-empty folder: replace only the files this program writes "
-        "(metrics.json, model_float.pt, model_int8.pt2, adv_examples.png); nothing else is touched",
+        "(metrics.json, model_float.pt, model_int8.pt2, adv_examples.png; a private cycle also its twin's "
+        "model_float_nonprivate.pt, model_int8_nonprivate.pt2); nothing else is touched",
     )
     run.add_argument(
         "--cache-dir",

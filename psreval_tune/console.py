@@ -19,6 +19,11 @@ COMMANDS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "search": ("psreval_tune.sweeps.search", (), "an Optuna search on Ray Tune (validation objectives)"),
     "reproduce": ("psreval_tune.sweeps.reproduce", (), "the paper's claims with verdicts (docs/reproduction.md)"),
     "recipe-check": ("psreval_tune.sweeps.recipe_check", (), "test accuracy of the shipped training recipes"),
+    "xseed": (
+        "psreval_tune.sweeps.xseed",
+        (),
+        "cross-seed transfer of a finished sweep (examples from other seeds' models) onto its trials' runs",
+    ),
     "report": ("psreval_tune.analysis.cli", ("report",), "tables, figures and report.html of a sweep"),
     "analysis": ("psreval_tune.analysis.cli", (), "one part of the report (overview, transfer, pareto, ...)"),
     "ui": ("psreval_tune.ui", (), "the MLflow UI over the runs store, on 127.0.0.1"),

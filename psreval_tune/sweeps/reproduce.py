@@ -14,7 +14,10 @@ PGD with 3 random starts, FGSM and FAB):
     adv_training 40% with PGD, FGSM   -> robustness gain, utility cost, PGD/FGSM cost (paper: up to 8x at 40%)
     train_time_attack 40% with PGD    -> DP against a train-time attacker
 
-x seeds 0, 1, 2. The claims table (analysis/claims.py: effect, 95% interval
+x seeds 0, 1, 2. After the trials, each threat-none trial is attacked with
+examples crafted on the models of the OTHER seeds of its setting (cross-seed
+transfer, psreval_tune/xseed.py; ``psreval xseed`` reruns that step on a
+store), which claims c, d and e read. Then the claims table (analysis/claims.py: effect, 95% interval
 over seeds, paired by seed, verdict) is rendered to docs/reproduction.md with
 its figure; the whole sweep is also in MLflow like any other.
 For the paper's scale (CIFAR-10, pneumonia, GPU cluster) use paper_grid.py.
@@ -33,7 +36,7 @@ from ray import tune
 from .. import config
 from ..tracking import git_commit
 from ..trainable import cycle_config
-from .engine import SweepSpec, exit_status, main_guard, parser, report, run_sweep
+from .engine import SweepSpec, exit_status, main_guard, parser, report, run_sweep, write_report
 from .paper_grid import DELTA, EVAL_SAMPLES
 
 SETTINGS = (
@@ -77,6 +80,43 @@ def regenerate_command(args) -> str:
     return " ".join(["python sweeps/reproduce.py", *flags])
 
 
+def cross_seed(args, tracking) -> str | None:
+    """The step between the sweep and its report: cross-seed transfer metrics onto the trials' runs
+    (sweeps/xseed.py). A failure is one warning line (the claims then say "not measured") and the command
+    to rerun it; returns the sweep's parent run id, None if that failed too."""
+    from ..analysis.load import find_sweep_run
+    from ..config import resolve_device
+    from ..tracking import Tracker
+    from .xseed import run_xseed
+
+    device = resolve_device("auto" if args.gpus_per_trial else "cpu")
+    print(f"\ncross-seed transfer (generators: the models of the other seeds), on {device}:", flush=True)
+    try:
+        outcome = run_xseed(
+            tracking.tracking_uri,
+            tracking.experiment_name,
+            tracking.sweep_name,
+            device=device,
+            progress=lambda msg: print(msg, flush=True),
+        )
+        return outcome.parent_run_id
+    except Exception as exc:  # noqa: BLE001 - the trials are done and tracked whatever happens here
+        text = str(exc).strip().splitlines()
+        print(
+            f"warning: no cross-seed transfer for sweep {tracking.sweep_name!r} ({type(exc).__name__}: "
+            f"{text[0] if text else 'no message'}); claims c, d, e read 'not measured'; retry with: psreval xseed "
+            f"--tracking-uri {tracking.tracking_uri} --experiment {tracking.experiment_name} "
+            f"--sweep {tracking.sweep_name}",
+            file=sys.stderr,
+            flush=True,
+        )
+    try:
+        tracker = Tracker(tracking)
+        return find_sweep_run(tracker.client, tracker.experiment_id, tracking.sweep_name).info.run_id
+    except Exception:  # noqa: BLE001
+        return None
+
+
 def write_doc(args, tracking, seconds: float) -> Path:
     from ..analysis.load import load_trials
     from ..analysis.reproduction import write_reproduction
@@ -110,12 +150,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     space = grid(args)
     start = time.perf_counter()
+    # the sweep's report comes after the cross-seed step (its claims read the cross-seed metrics), so the
+    # sweep itself writes none
     results, _, tracking = run_sweep(
         args,
-        SweepSpec(
-            kind="reproduce", param_space=space, report=report, sweep_params={"smoke": args.smoke, "arch": args.arch}
-        ),
+        SweepSpec(kind="reproduce", param_space=space, sweep_params={"smoke": args.smoke, "arch": args.arch}),
     )
+    parent = cross_seed(args, tracking)
+    if parent is not None:
+        write_report(
+            report, tracking, parent, Path(args.run_dir).expanduser().resolve() / "reports" / tracking.sweep_name
+        )
     doc = write_doc(args, tracking, time.perf_counter() - start)
     print(f"\nreproduction: {doc}")
     return exit_status(results)
