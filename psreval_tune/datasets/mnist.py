@@ -26,8 +26,9 @@ if TYPE_CHECKING:
     num_classes=10,
     pool=60000,
     test=10000,
-    # Fixed public constants (not from a run's training split): the values of PyTorch's own MNIST
-    # example (pytorch/examples, mnist/main.py: Normalize((0.1307,), (0.3081,))).
+    # Fixed public constants (not from a run's training split): the per-pixel mean and std of MNIST's
+    # 60,000 published training images, as PyTorch's own example uses them (pytorch/examples,
+    # mnist/main.py: Normalize((0.1307,), (0.3081,))).
     norm=((0.1307,), (0.3081,)),
     check=idx_check("mnist"),
 )
