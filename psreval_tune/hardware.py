@@ -3,9 +3,9 @@
 The same config and seed give the same numbers on one machine, but not on every CPU: oneDNN and
 ATen pick kernels by instruction set, so fp32 accuracies move by a few images between an AVX2 and
 an AVX-512 machine, and bf16 autocast runs natively only where the CPU has AVX512-BF16 or AMX (on
-an AVX2-only CPU it is emulated: slower, and it trained the digits cnn 13 points below fp32, where
-a CPU with AVX512-BF16 lost 5). Every metrics.json, MLflow run and benchmark JSON therefore
-carries ``cpu_info()``.
+an AVX2-only CPU it is emulated: slower (4x in one loaded run), and on seed 0 it trained the digits cnn 13.4 points
+below fp32, where a CPU with AVX512-BF16 lost 10.6). Every metrics.json, MLflow run and benchmark
+JSON therefore carries ``cpu_info()``.
 
 The emulation switches count: ``ONEDNN_MAX_CPU_ISA`` caps oneDNN's kernels and
 ``ATEN_CPU_CAPABILITY`` caps ATen's, so a capped run reports the capped capability.

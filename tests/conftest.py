@@ -82,6 +82,7 @@ SLOW_TESTS = {
     "test_safety_faults::test_sweep_trial_with_corrupt_latest_checkpoint_resumes_from_the_previous_one",
     "test_safety_faults::test_disk_full_on_the_run_folder_ends_runs_failed_with_one_line",
     "test_fast_paths::test_cached_rdp_epsilon_is_bit_identical",
+    "test_precision::test_a_bf16_model_trains_far_above_chance_and_near_fp32",  # 20 rounds; bf16 emulated on AVX2
     "test_privacy::test_adversarial_training_under_dp_leaves_opacus_untouched",
     "test_medmnist::test_cli_refuses_a_pickle_carrying_npz_in_one_line",
     "test_medmnist::test_short_cycle_on_tiny_medmnist",

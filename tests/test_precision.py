@@ -62,18 +62,30 @@ def test_fp32_keys_are_the_keys_from_before_the_field():
     assert "precision" in cfg.to_dict() and cfg.training_key() != cfg.replace(precision="bf16").training_key()
 
 
-def test_a_bf16_model_trains_as_well_as_fp32(small_cfg, digits):
-    """10 rounds of the digits cnn: both far above chance (10%), bf16 within 10 points of fp32 (seen: 92.8%
-    and 87.2% on 359 test images, Wilson intervals that overlap), and not the same weights."""
+def _train(cfg, data):
+    model = Federation(cfg, _fresh_model(cfg, data), data, "cpu").train().eval()
+    return model, torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+
+def test_a_bf16_model_trains_far_above_chance_and_near_fp32(small_cfg, digits):
+    """10 rounds of the digits cnn, seed 0, 359 test images. The bounds hold on every x86 CPU measured, with a
+    margin: on an AVX512-BF16 CPU fp32 92.8% and bf16 82.2%; under ONEDNN_MAX_CPU_ISA=AVX2 and
+    ATEN_CPU_CAPABILITY=avx2 (an AVX2-only CPU, where bf16 is emulated) fp32 92.5% and bf16 79.1% (the figures
+    issue 28 saw on such a CPU). Over seeds 0-4 on one CPU the gap ran from -2.2 to +10.6 points, so a bf16
+    model is not pinned closer to fp32 than that: fp32 >= 85%, bf16 >= 70% (chance is 10%), gap <= 20 points."""
     accs, weights = {}, {}
     for precision in ("fp32", "bf16"):
-        cfg = small_cfg.replace(rounds=10, precision=precision)
-        model = Federation(cfg, _fresh_model(cfg, digits), digits, "cpu").train().eval()
+        model, weights[precision] = _train(small_cfg.replace(rounds=10, precision=precision), digits)
         accs[precision] = accuracy(model, digits.test.x, digits.test.y)
-        weights[precision] = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
-    assert accs["fp32"] > 0.8 and accs["bf16"] > 0.8, accs
-    assert accs["fp32"] - accs["bf16"] < 0.10, accs
+    assert accs["fp32"] >= 0.85 and accs["bf16"] >= 0.70, accs
+    assert accs["fp32"] - accs["bf16"] <= 0.20, accs
     assert not torch.equal(weights["fp32"], weights["bf16"])
+
+
+def test_bf16_training_is_deterministic_on_one_machine(small_cfg, digits):
+    """The same config and seed give the same weights on one CPU, bf16 included (across CPUs they may not)."""
+    cfg = small_cfg.replace(precision="bf16")
+    assert torch.equal(_train(cfg, digits)[1], _train(cfg, digits)[1])
 
 
 def test_bad_precision_is_a_one_line_error():
