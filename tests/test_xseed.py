@@ -231,9 +231,10 @@ def test_psreval_xseed_on_a_store(tmp_path, capsys):
             epsilon=3.4,
             seed=seed,
             rounds=1,
-            eval_samples=40,
+            eval_samples=20,
             eval_attacks=("PGD", "FGSM", "FAB"),
             attack_repeats=2,
+            attack_steps=2,  # plumbing: a short PGD
         )
         result = _cycle_result(cfg, load_data(cfg), seed, int8)
         out = write_outputs(result, tmp_path / f"trial{seed}")
