@@ -289,6 +289,13 @@ def test_c_d_e_at_each_epsilon():
     assert cell == f"5.0 ± {2 * HALF:.1f} / 70.0 ± 0.0"  # robust 5 + 2d; loss (75 + 2d) - (5 + 2d) = 70
 
 
+def test_xseed_matrix_without_clean_accuracies_shows_robust_and_no_loss():
+    trials = frame(settings=("none",), epsilons=(7.0,))
+    trials = trials.drop(columns=[c for c in trials.columns if c.startswith("acc_clean_eval_")])
+    cell = xseed_matrix(trials).iloc[0]["→ dp"]
+    assert cell.endswith(" / –") and not cell.startswith("–")  # the loss needs the clean accuracy on those images
+
+
 def test_holm_over_the_table(table):
     tested = table[table["p"].notna() & ~table["test"].str.startswith("exact")]
     assert tested["p_holm"].tolist() == pytest.approx(holm(tested["p"].tolist()).tolist())

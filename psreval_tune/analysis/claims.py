@@ -357,10 +357,12 @@ def xseed_matrix(trials: pd.DataFrame) -> pd.DataFrame:
     if rows.empty:
         return pd.DataFrame()
     by = ["dataset", "arch", "epsilon", "attack", "generator", "target"]
-    robust, loss = summarize(rows, by), summarize(rows, by, "loss")
+    # joined on the keys, not zipped: a group whose clean accuracy is missing has a robust value but no loss
+    loss = summarize(rows, by, "loss").set_index(by)[["mean", "ci95"]].add_prefix("loss_")
+    robust = summarize(rows, by).join(loss, on=by)
     robust["cell"] = [
         f"{fmt_ci(m, c)} / {fmt_ci(lm, lc)}"
-        for m, c, lm, lc in zip(robust["mean"], robust["ci95"], loss["mean"], loss["ci95"])
+        for m, c, lm, lc in zip(robust["mean"], robust["ci95"], robust["loss_mean"], robust["loss_ci95"])
     ]
     robust["generator"] = robust["generator"].map(MODEL_NAMES) + " (other seed)"
     robust["epsilon"] = robust["epsilon"].map(lambda e: f"{e:g}")
