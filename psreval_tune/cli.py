@@ -60,6 +60,12 @@ HELP = {
     "accountant": " | ".join(config.ACCOUNTANTS),
     "grad_sampler": "DP per-sample clipping: auto (book-keeping, same numbers, faster) | opacus (Opacus' hooks)",
     "device": "auto (CUDA if visible) | cpu | cuda",
+    "autoattack": "also run AutoAttack (standard: APGD-CE, APGD-T, FAB-T, Square) on the own float model, "
+    "on a fixed seeded subset of --autoattack-samples attacked images -> acc_wb_autoattack",
+    "masking_checks": "gradient-masking checks on every model (large eps, 5x PGD steps, gradient-free Square; "
+    "int8 models through BPDA) on a small fixed subset -> masking_suspect_<check>",
+    "attack_eps_grid": "comma-separated eps (pixel units, 8/255 allowed): PGD robust accuracy at each, for every "
+    "model -> acc_curve_<i>_<model>, auc_curve_<model>",
     "precision": "non-private training: fp32 | bf16 (torch.autocast; weights and optimizer stay fp32). "
     "DP training and the attacks stay fp32",
 }
@@ -104,6 +110,12 @@ def _mapping(name: str, text: str) -> dict[str, Any]:
     return out
 
 
+def _pixels(text: str) -> float:
+    """A number, or a fraction such as 8/255 (eps in pixel units)."""
+    num, sep, den = text.partition("/")
+    return float(num) / float(den) if sep else float(text)
+
+
 def _converter(name: str, kind: Any):
     """Parse a flag's text into the field's type, naming the flag on failure."""
     nullable = type(None) in typing.get_args(kind)
@@ -116,7 +128,8 @@ def _converter(name: str, kind: Any):
             if base is dict:
                 return _mapping(name, text)
             if typing.get_origin(base) is tuple:
-                return tuple(part.strip() for part in text.split(",") if part.strip())
+                parts = tuple(part.strip() for part in text.split(",") if part.strip())
+                return tuple(map(_pixels, parts)) if typing.get_args(base)[0] is float else parts
             if base is bool:
                 if text.lower() in _TRUE + _FALSE:
                     return text.lower() in _TRUE

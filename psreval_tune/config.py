@@ -95,9 +95,15 @@ class CycleConfig:
     client_clip: float = 1.0  # dp_mode=client: L2 bound on each client's update
     # evaluation
     train_twin: bool = True  # private cycles: also train the non-private twin (transfer matrix)
-    eval_attacks: tuple[str, ...] = field(default_factory=lambda: _names("ATTACKS"))  # default: every attack
+    # default: the attacks whose entry has default_eval (PGD, FGSM); FAB-T, APGD, Square, AutoAttack by name
+    eval_attacks: tuple[str, ...] = field(default_factory=lambda: _names("DEFAULT_EVAL_ATTACKS"))
     eval_samples: int | None = None  # test images attacked at inference (None = the whole test split)
     attack_repeats: int = 3  # runs of randomized attacks (PGD); deterministic ones run once
+    # reviewer-grade evaluation (cycle.py; off by default, on in the reproduction profile)
+    autoattack: bool = False  # AutoAttack (standard) on the own float model -> acc_wb_autoattack
+    autoattack_samples: int = 1000  # its fixed, seeded subset of the attacked images (capped by them)
+    masking_checks: bool = False  # gradient-masking checks per model -> masking_suspect_<check>
+    attack_eps_grid: tuple[float, ...] | None = None  # PGD at each eps for every model -> acc_curve_*
     # run
     seed: int = 0
     device: str = "auto"
@@ -107,10 +113,12 @@ class CycleConfig:
 
     def __post_init__(self) -> None:
         # tuples arrive as lists from JSON/CLI; normalise before validating
-        if self.eval_attacks is None:  # every registered attack
-            object.__setattr__(self, "eval_attacks", _names("ATTACKS"))
+        if self.eval_attacks is None:  # the default attacks
+            object.__setattr__(self, "eval_attacks", _names("DEFAULT_EVAL_ATTACKS"))
         elif not isinstance(self.eval_attacks, tuple):
             object.__setattr__(self, "eval_attacks", tuple(self.eval_attacks))
+        if self.attack_eps_grid is not None and not isinstance(self.attack_eps_grid, tuple):
+            object.__setattr__(self, "attack_eps_grid", tuple(self.attack_eps_grid))
         for name in ("aggregation_params", "threat_params"):
             value = getattr(self, name)
             if value is None:
@@ -138,6 +146,8 @@ class CycleConfig:
         or record() where the twin matters."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
         d["eval_attacks"] = list(self.eval_attacks)
+        if self.attack_eps_grid is not None:
+            d["attack_eps_grid"] = list(self.attack_eps_grid)
         return d
 
     def asked(self) -> dict[str, Any]:
@@ -188,6 +198,7 @@ class CycleConfig:
         share a key; the non-private twin cache is keyed by this.
         """
         eval_only = {"eval_attacks", "eval_samples", "attack_repeats", "device", "download", "recipe", "train_twin"}
+        eval_only |= {"autoattack", "autoattack_samples", "masking_checks", "attack_eps_grid"}
         payload = {k: v for k, v in self.to_dict().items() if k not in eval_only}
         # Fields only another dataset reads (its entry's own_fields: medmnist_subset) train nothing here;
         # leaving them out keeps the keys from before they existed valid.
@@ -340,9 +351,23 @@ def _validate(cfg: CycleConfig) -> None:
     for name in cfg.eval_attacks:
         if name not in attacks:
             _fail("eval_attacks", name, "one of " + ", ".join(attacks))
+    _validate_reviewer(cfg)
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
         _fail("seed", cfg.seed, "an integer >= 0")
     _validate_dataset_and_arch(cfg)
+
+
+def _validate_reviewer(cfg: CycleConfig) -> None:
+    """AutoAttack, the gradient-masking checks and the eps grid (cycle.py)."""
+    for name in ("autoattack", "masking_checks"):
+        if not isinstance(getattr(cfg, name), bool):
+            _fail(name, getattr(cfg, name), "true or false")
+    _positive_int(cfg, "autoattack_samples")
+    grid = cfg.attack_eps_grid
+    if grid is not None and (
+        not grid or not all(_finite_number(e) and 0 <= e <= 1 for e in grid) or len(set(grid)) != len(grid)
+    ):
+        _fail("attack_eps_grid", list(grid), "distinct numbers in [0, 1] (pixel units), e.g. 0,2/255,8/255")
 
 
 def _validate_dataset_and_arch(cfg: CycleConfig) -> None:
@@ -375,6 +400,14 @@ def __getattr__(name: str) -> Any:
         from .attacks import ATTACKS
 
         return ATTACKS.names()
+    if name == "DEFAULT_EVAL_ATTACKS":  # eval_attacks' default: the entries with default_eval
+        from .attacks import ATTACKS, default_eval
+
+        return tuple(n for n in ATTACKS.names() if default_eval(n))
+    if name == "PAPER_ATTACKS":  # the PSREval paper's attacks (their entries' paper=True): the reproduction's
+        from .attacks import ATTACKS
+
+        return tuple(e.name for e in ATTACKS if e.meta.get("paper"))
     if name == "RANDOMIZED_ATTACKS":  # attacks with a random start: the only ones whose repeats differ
         from .attacks import ATTACKS
 

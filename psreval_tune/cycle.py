@@ -15,10 +15,21 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .attacks import AttackSpec, generate
+from .attacks import AttackSpec, generate, transfers
 from .config import CycleConfig, resolve_device
 from .data import DataBundle, load_data
-from .evaluate import accuracy, attack_matrix, mean_std, wilson
+from .evaluate import (
+    MASKING_IMAGES,
+    Attacked,
+    Cell,
+    accuracy,
+    attack_matrix,
+    eps_curve,
+    masking_checks,
+    mean_std,
+    seeded_subset,
+    wilson,
+)
 from .federated import Federation, RoundResult
 from .models import build_model
 from .quantize import bpda_model, quantize_static, size_bytes
@@ -202,37 +213,76 @@ def backdoor_metrics(cfg: CycleConfig, main: TrainedModel, data: DataBundle) -> 
     return metrics
 
 
-def cell_keys(attack: str, generator: str, target: str, own: str, private: bool) -> list[tuple[str, str]]:
-    """Metric stems of one (attack, generator, target) cell, each with the
-    target whose clean accuracy on the same images defines its accuracy loss."""
+def cell_keys(attack: str, generator: str, target: str, own: str, private: bool) -> list[tuple[str, str, bool]]:
+    """Metric stems of one (attack, generator, target) cell, each with the target whose clean accuracy on
+    the same images defines its accuracy loss, and whether it is white-box (headline: worst case over
+    restarts per image) or a transfer (headline: the examples of the restart that fooled the generator)."""
     a = attack.lower()
     keys = []
     if generator == BPDA:
-        return [(f"acc_wb_{a}_int8_bpda", target)]
+        return [(f"acc_wb_{a}_int8_bpda", target, True)]
+    if generator.startswith(BPDA + "_"):  # the twin's int8 model through its straight-through twin
+        return [(f"acc_wb_{a}_int8_bpda_{generator[len(BPDA) + 1 :]}", target, True)]
     if generator == own and target == own:
-        keys.append((f"acc_wb_{a}", target))
+        keys.append((f"acc_wb_{a}", target, True))
     if generator == own and target == f"int8_{own}":
-        keys.append((f"acc_wb_{a}_int8", target))  # transfer from the float model to its int8 version
+        keys.append((f"acc_wb_{a}_int8", target, False))  # transfer from the float model to its int8 version
     if private:
-        keys.append((f"acc_transfer_{a}_{generator}_to_{target}", target))
+        keys.append((f"acc_transfer_{a}_{generator}_to_{target}", target, generator == target))
     return keys
 
 
 def robust_metrics(
-    matrix: dict[tuple[str, str, str], list[float]], own: str, private: bool, clean: dict[str, float], n: int
+    matrix: dict[tuple[str, str, str], Cell], own: str, private: bool, clean: dict[str, float], n: int
 ) -> dict[str, float]:
-    """Mean over runs with a Wilson interval over the n attacked images; std only
-    for attacks that were run more than once; accuracy loss on the same images."""
+    """Per cell: the headline ``<stem>_worst`` (Cell.worst) and the secondary ``<stem>_mean`` (mean over
+    runs, std where run more than once), each with a Wilson interval over the n attacked images; the
+    accuracy loss (clean on the same images - headline)."""
     metrics: dict[str, float] = {}
-    for (attack, generator, target), values in matrix.items():
-        metrics[f"attack_runs_{attack.lower()}"] = len(values)
-        for key, loss_target in cell_keys(attack, generator, target, own, private):
-            mean, std = mean_std(values)
+    for (attack, generator, target), cell in matrix.items():
+        metrics[f"attack_runs_{attack.lower()}"] = len(cell.runs)
+        for key, loss_target, white_box in cell_keys(attack, generator, target, own, private):
+            worst = cell.worst(white_box)
+            with_ci(metrics, f"{key}_worst", worst, n)
+            mean, std = mean_std(cell.run_accuracies())
             with_ci(metrics, key, mean, n, suffix="_mean")
-            if len(values) > 1:
+            if len(cell.runs) > 1:
                 metrics[f"{key}_std"] = std
-            if key.startswith("acc_wb_"):
-                metrics[key.replace("acc_", "acc_loss_", 1)] = clean[f"acc_clean_eval_{loss_target}"] - mean
+            if key.startswith("acc_wb_") and f"acc_clean_eval_{loss_target}" in clean:
+                metrics[key.replace("acc_", "acc_loss_", 1)] = clean[f"acc_clean_eval_{loss_target}"] - worst
+    return metrics
+
+
+def _drop_twin_bpda_loss(metrics: dict[str, float]) -> None:
+    """acc_loss_* is declared for the trial's own models only."""
+    for key in [k for k in metrics if k.startswith("acc_loss_wb_") and "_int8_bpda_" in k]:
+        del metrics[key]
+
+
+def autoattack_metrics(
+    cfg: CycleConfig,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    pgd: Cell | None,
+    num_classes: int,
+    device: str,
+    progress: Progress,
+) -> dict[str, float]:
+    """AutoAttack (standard) on the trial's float model, on a fixed subset of the attacked images: the first
+    ``autoattack_samples`` of a permutation seeded by ``cfg.seed`` (all of them when there are fewer), with
+    the headline PGD on exactly those images beside it (``acc_wb_autoattack_pgd``) when PGD was evaluated."""
+    idx = seeded_subset(len(y), cfg.autoattack_samples, cfg.seed)
+    spec = AttackSpec("AutoAttack", cfg.attack_eps, cfg.attack_alpha, cfg.attack_steps)
+    adv = generate(model, x[idx], y[idx], spec, num_classes=num_classes, seed=cfg.seed, device=device)
+    metrics: dict[str, float] = {"n_autoattack": len(idx)}
+    with_ci(metrics, "acc_wb_autoattack", accuracy(model, adv, y[idx]), len(idx))
+    if pgd is not None:
+        with_ci(metrics, "acc_wb_autoattack_pgd", float(pgd.survivors()[idx].float().mean()), len(idx))
+    progress(
+        f"autoattack: {metrics['acc_wb_autoattack']:.4f} on {len(idx)} images"
+        + (f" (PGD on the same images {metrics['acc_wb_autoattack_pgd']:.4f})" if pgd is not None else "")
+    )
     return metrics
 
 
@@ -291,6 +341,9 @@ def run_cycle(
     targets = {name: m.float_model for name, m in models.items()}
     targets.update({f"int8_{name}": m.int8_model for name, m in models.items()})
     common = dict(repeats=cfg.attack_repeats, seed=cfg.seed, num_classes=data.num_classes, progress=progress)
+    # White-box on each quantized model itself: straight-through gradients (BPDA), the trial's own int8 model
+    # (generator "bpda") and the twin's ("bpda_nonprivate").
+    bpda = {name: bpda_model(m.int8_model) for name, m in models.items()}
     with timer.phase("attack"):
         matrix = attack_matrix(
             {name: m.float_model for name, m in models.items()},
@@ -300,21 +353,48 @@ def run_cycle(
             specs,
             device=device,
             keep_examples=keep,
+            # a minimum-norm attack's examples sit on one model's boundary: white-box cells only
+            evaluated=lambda attack, g, t: transfers(attack) or g == t,
             **common,
         )
-        # White-box on the quantized model itself: straight-through gradients (BPDA).
-        matrix.update(
-            attack_matrix(
-                {BPDA: bpda_model(main.int8_model)},
-                {f"int8_{own}": main.int8_model},
-                x_eval,
-                y_eval,
-                specs,
-                device="cpu",
-                **common,
+        for name in models:
+            matrix.update(
+                attack_matrix(
+                    {BPDA if name == own else f"{BPDA}_{name}": bpda[name]},
+                    {f"int8_{name}": models[name].int8_model},
+                    x_eval,
+                    y_eval,
+                    specs,
+                    device="cpu",
+                    **common,
+                )
             )
-        )
     metrics.update(robust_metrics(matrix, own, len(models) > 1, metrics, len(y_eval)))
+    _drop_twin_bpda_loss(metrics)
+
+    attacked = {name: Attacked(m.float_model, m.float_model, device) for name, m in models.items()}
+    attacked.update({f"int8_{name}": Attacked(bpda[name], m.int8_model, "cpu") for name, m in models.items()})
+    spec = AttackSpec("PGD", cfg.attack_eps, cfg.attack_alpha, cfg.attack_steps)
+    reviewer = dict(repeats=cfg.attack_repeats, seed=cfg.seed, num_classes=data.num_classes)
+    if cfg.autoattack:
+        with timer.phase("autoattack"):
+            pgd = matrix.get(("PGD", own, own))
+            metrics.update(
+                autoattack_metrics(cfg, main.float_model, x_eval, y_eval, pgd, data.num_classes, device, progress)
+            )
+    if cfg.masking_checks:
+        with timer.phase("masking_checks"):
+            idx = seeded_subset(len(y_eval), MASKING_IMAGES, cfg.seed)
+            checks, messages = masking_checks(attacked, x_eval[idx], y_eval[idx], spec, **reviewer)
+            metrics.update(checks)
+            for line in messages:
+                progress("WARNING " + line)
+            if not messages:
+                progress(f"masking checks: no model flagged ({len(idx)} images, {len(attacked)} models)")
+    if cfg.attack_eps_grid:
+        with timer.phase("eps_curve"):
+            metrics.update(eps_curve(attacked, x_eval, y_eval, cfg.attack_eps_grid, spec, **reviewer))
+            progress(f"robustness curves: {len(cfg.attack_eps_grid)} eps x {len(attacked)} models")
 
     metrics.update(timer.as_metrics())
     metrics["time_total_s"] = round(time.perf_counter() - start, 4)

@@ -12,7 +12,10 @@ A template's placeholders match one name part each:
 - ``{target}``: the model they are evaluated on (``nonprivate``, ``dp``, ``int8_nonprivate``, ``int8_dp``);
 - ``{model}``: a private trial's other model (its non-private twin: ``nonprivate``);
 - ``{phase}``: a timed phase (``train``, ``attack``, ``adv_gen``, ``total``, ``log_model``, ...);
-- ``{name}``: anything (MLflow's system metrics).
+- ``{name}``: anything (MLflow's system metrics);
+- ``{masking}``: what a gradient-masking check ran (``pgd``, ``large_eps``, ``more_steps``, ``square``);
+- ``{check}``: a gradient-masking check (``large_eps``, ``more_steps``, ``square``) or ``any``;
+- ``{index}``: the position of an eps in ``attack_eps_grid``.
 
 Accuracy families with ``ci=True`` also emit ``<stem>_ci_low`` / ``<stem>_ci_high`` (Wilson 95% over
 images; the stem drops a trailing ``_mean``); ``std=True`` families emit ``<stem>_std`` (over attack runs).
@@ -77,15 +80,22 @@ METRICS: tuple[Metric, ...] = (
     Metric("delta", LOWER, "probability"),
     Metric("dp_bookkeeping", NONE, "flag", doc="1: book-keeping clipping trained the DP model, 0: Opacus' hooks"),
     Metric("final_train_loss", LOWER, "loss"),
-    # robust accuracy (cycle.robust_metrics): mean over attack runs
-    Metric("attack_runs_{attack}", NONE, "count", doc="runs a robust accuracy's mean is over"),
-    Metric("acc_wb_{attack}_mean", **_ROBUST, doc="white-box on the trial's float model"),
-    Metric("acc_wb_{attack}_int8_mean", **_ROBUST, doc="the same examples on its int8 version"),
-    Metric("acc_wb_{attack}_int8_bpda_mean", **_ROBUST, doc="white-box on the int8 model (straight-through)"),
-    Metric("acc_transfer_{attack}_{generator}_to_{target}_mean", **_ROBUST),
-    Metric("acc_loss_wb_{attack}", LOWER, "fraction", doc="clean on the attacked images - robust"),
-    Metric("acc_loss_wb_{attack}_int8", LOWER, "fraction"),
-    Metric("acc_loss_wb_{attack}_int8_bpda", LOWER, "fraction"),
+    # robust accuracy (cycle.robust_metrics). The headline is _worst: white-box, an image counts as robust only
+    # if it survives every restart (attack_runs_<attack> of them); transfer, the examples of the restart that
+    # fooled the generator. _mean (the mean accuracy over restarts, the names from before _worst) is weaker and
+    # secondary. Deterministic attacks run once: _worst == _mean. Minimum-norm attacks (FAB) and AutoAttack
+    # have no transfer cells and no _int8 cell (attacks/__init__.py: transfers).
+    Metric("attack_runs_{attack}", NONE, "count", doc="restarts behind a robust accuracy"),
+    Metric("acc_wb_{attack}_worst", **_ACC, doc="headline: white-box on the trial's float model, worst over restarts"),
+    Metric("acc_wb_{attack}_int8_worst", **_ACC, doc="its examples (restart that fooled it) on its int8 version"),
+    Metric("acc_wb_{attack}_int8_bpda_worst", **_ACC, doc="white-box on the int8 model via BPDA, worst over restarts"),
+    Metric("acc_wb_{attack}_int8_bpda_{model}_worst", **_ACC, doc="white-box on the twin's int8 model via BPDA"),
+    Metric("acc_transfer_{attack}_{generator}_to_{target}_worst", **_ACC, doc="examples of the fooling restart"),
+    Metric("acc_wb_{attack}_mean", **_ROBUST, doc="mean over restarts of white-box on the trial's float model"),
+    Metric("acc_wb_{attack}_int8_mean", **_ROBUST, doc="mean over restarts, the same examples on its int8 version"),
+    Metric("acc_wb_{attack}_int8_bpda_mean", **_ROBUST, doc="mean over restarts, white-box on the int8 model (BPDA)"),
+    Metric("acc_wb_{attack}_int8_bpda_{model}_mean", **_ROBUST, doc="mean over restarts, twin's int8 model (BPDA)"),
+    Metric("acc_transfer_{attack}_{generator}_to_{target}_mean", **_ROBUST, doc="mean over restarts"),
     # cross-seed transfer (psreval_tune/xseed.py, after the sweep: psreval xseed): private trials with threat none;
     # examples crafted on the models of OTHER seeds of the same setting (never the trial's own), same images
     Metric(
@@ -97,6 +107,24 @@ METRICS: tuple[Metric, ...] = (
     ),
     Metric("acc_xseed_{attack}_{generator}_to_{target}_worst", **_ACC, doc="the fooling restart's examples"),
     Metric("xseed_generators", NONE, "count", doc="other-seed models the acc_xseed_* means are over"),
+    Metric("acc_loss_wb_{attack}", LOWER, "fraction", doc="clean on the attacked images - robust (_worst)"),
+    Metric("acc_loss_wb_{attack}_int8", LOWER, "fraction", doc="clean - robust (_worst), int8"),
+    Metric("acc_loss_wb_{attack}_int8_bpda", LOWER, "fraction", doc="clean - robust (_worst), int8 via BPDA"),
+    # AutoAttack (cycle.autoattack_metrics; config autoattack): standard version, once, on n_autoattack images,
+    # a fixed subset of the attacked images (seeded by the trial's seed; autoattack_samples, capped by them)
+    Metric("acc_wb_autoattack", **_ACC, doc="AutoAttack on the trial's float model, n_autoattack images"),
+    Metric("acc_wb_autoattack_pgd", **_ACC, doc="the headline PGD (_worst) on exactly the AutoAttack images"),
+    Metric("n_autoattack", NONE, "count", doc="images AutoAttack ran on (a seeded subset of the attacked ones)"),
+    # gradient-masking checks (evaluate.masking_checks; config masking_checks): n_masking images, every model
+    # (float models white-box, int8 models through BPDA; Square on each model itself, gradient-free)
+    Metric("acc_masking_{masking}_{target}", **_ACC, doc="pgd | large_eps | more_steps | square on that model"),
+    Metric("masking_suspect_{check}", LOWER, "flag", doc="1: a model failed the check (evaluate.MASKING_DOC)"),
+    Metric("n_masking", NONE, "count", doc="images the gradient-masking checks ran on"),
+    # robustness curves (evaluate.eps_curve; config attack_eps_grid): PGD, worst over restarts, n_curve images
+    Metric("curve_eps_{index}", NONE, "pixels", doc="the index-th eps of attack_eps_grid, ascending"),
+    Metric("acc_curve_{index}_{target}", **_ACC, doc="PGD robust accuracy of a model at curve_eps_<index>"),
+    Metric("auc_curve_{target}", HIGHER, "fraction", doc="area under accuracy vs eps / eps range"),
+    Metric("n_curve", NONE, "count", doc="images behind the robustness curves (the attacked images)"),
     # wall time (timing.PhaseTimer.as_metrics, time_total_s, trainable's time_log_model_s)
     Metric("time_{phase}_s", LOWER, "seconds"),
     # threats and client-level privacy (cycle.backdoor_metrics; client DP): asr_* over n_asr images
@@ -116,6 +144,9 @@ _PARTS = {
     "target": "|".join(sorted(TARGETS, key=len, reverse=True)),
     "model": "|".join(GENERATORS),
     "phase": r"[a-z0-9_]+",
+    "masking": "pgd|large_eps|more_steps|square",
+    "check": "large_eps|more_steps|square|any",
+    "index": r"[0-9]+",
     "name": r".+",
 }
 

@@ -95,6 +95,9 @@ SLOW_TESTS = {
     "test_mlflow_native::test_sqlite_store_keeps_artifacts_beside_the_database",
     "test_idx::test_real_fashion_mnist_files_and_a_short_cycle",
     "test_xseed::test_psreval_xseed_on_a_store",
+    "test_evaluate::test_new_attacks_stay_in_eps_ball_and_are_seeded",
+    "test_evaluate::test_autoattack_is_at_least_as_strong_as_pgd_on_the_same_images",
+    "test_evaluate::test_masking_checks_flag_a_masking_model_and_not_a_plain_one",
 }
 
 

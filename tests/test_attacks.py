@@ -15,7 +15,7 @@ from psreval_tune.attacks import AttackSpec, build_attack, generate
 from psreval_tune.config import CycleConfig
 from psreval_tune.evaluate import accuracy
 
-FAB_IMAGES = 64  # FAB is the slow one; a few images suffice
+FAB_IMAGES = 16  # FAB-T (100 iterations x 9 targets) is the slow one; a few images suffice
 
 
 def _spec(name: str, eps: float, steps: int = 10) -> AttackSpec:

@@ -20,7 +20,8 @@ import torch
 from conftest import FAST_TRAINING
 
 from psreval_tune.artifacts import ARTIFACTS, TWIN_ARTIFACTS, write_outputs
-from psreval_tune.config import ATTACKS, CycleConfig
+from psreval_tune.config import DEFAULT_EVAL_ATTACKS as ATTACKS  # PGD, FGSM: FAB-T and AutoAttack are opt-in
+from psreval_tune.config import CycleConfig
 from psreval_tune.cycle import TwinCache, _fresh_model, eval_images, run_cycle
 from psreval_tune.data import load_data
 from psreval_tune.evaluate import accuracy, wilson
@@ -57,8 +58,10 @@ def _untimed(metrics: dict) -> dict:
 
 
 def _stats(stem: str, attack: str) -> list[str]:
-    """mean and Wilson interval; std only for PGD, the one attack run more than once."""
-    return [f"{stem}_{s}" for s in ("mean", "ci_low", "ci_high")] + ([f"{stem}_std"] if attack == "PGD" else [])
+    """worst case over restarts (the headline) and mean over them, each with a Wilson interval; std only for
+    PGD, the one attack run more than once."""
+    stats = [f"{stem}_{s}" for s in ("worst", "worst_ci_low", "worst_ci_high", "mean", "ci_low", "ci_high")]
+    return stats + ([f"{stem}_std"] if attack == "PGD" else [])
 
 
 def _wb_keys(attacks) -> list[str]:
@@ -149,6 +152,9 @@ def test_nonprivate_metrics(np_run, np_cfg):
     assert (m["acc_wb_pgd_ci_low"], m["acc_wb_pgd_ci_high"]) == wilson(m["acc_wb_pgd_mean"], 32)
     assert (m["acc_clean_float_ci_low"], m["acc_clean_float_ci_high"]) == wilson(m["acc_clean_float"], 359)
     assert m["acc_wb_pgd_ci_low"] < m["acc_wb_pgd_mean"] < m["acc_wb_pgd_ci_high"]
+    assert (m["acc_wb_pgd_worst_ci_low"], m["acc_wb_pgd_worst_ci_high"]) == wilson(m["acc_wb_pgd_worst"], 32)
+    assert m["acc_wb_pgd_worst"] <= m["acc_wb_pgd_mean"]  # worst case over restarts <= mean over them
+    assert m["acc_wb_fgsm_worst"] == m["acc_wb_fgsm_mean"]  # run once
     assert m["size_bytes_int8"] < m["size_bytes_float"]
     assert m["size_reduction_pct"] == pytest.approx(100 * (1 - m["size_bytes_int8"] / m["size_bytes_float"]))
     assert m["size_reduction_pct"] > 55  # cnn: observed 62.1%
@@ -219,22 +225,26 @@ def test_dp_metrics_and_transfer_matrix(dp_run, dp_cfg):
         for k in _stats(f"acc_transfer_{a.lower()}_{g}_to_{t}", a)
     ]
     twin_clean = [f"acc_clean_{k}_nonprivate{c}" for k in ("float", "int8") for c in ("", "_ci_low", "_ci_high")]
+    twin_bpda = [k for a in ATTACKS for k in _stats(f"acc_wb_{a.lower()}_int8_bpda_nonprivate", a)]
     expected = (
         set(BASE_KEYS)
         | set(_wb_keys(ATTACKS))
         | set(transfer)
         | set(twin_clean)
+        | set(twin_bpda)
         | set(_clean_eval_keys(["dp", "nonprivate"]))
         | {f"time_{p}_s" for p in PHASES}
         | {"time_train_twin_s", "time_total_s"}
     )
     assert set(m) == expected
-    assert len(transfer) == 3 * 2 * 4 * 3 + 2 * 4  # mean + interval per cell, std for PGD only
+    assert len(transfer) == 2 * 4 * (6 + 7)  # worst and mean + intervals per cell, std for PGD only
     for key in transfer:
         assert 0.0 <= m[key] <= 1.0, key
-    for a in ("pgd", "fgsm", "fab"):
+    for a in ("pgd", "fgsm"):
         # white-box is the diagonal of the matrix
         assert m[f"acc_wb_{a}_mean"] == m[f"acc_transfer_{a}_dp_to_dp_mean"]
+        assert m[f"acc_wb_{a}_worst"] == m[f"acc_transfer_{a}_dp_to_dp_worst"]
+        assert m[f"acc_wb_{a}_worst"] <= m[f"acc_wb_{a}_mean"]
         assert m[f"acc_wb_{a}_int8_mean"] == m[f"acc_transfer_{a}_dp_to_int8_dp_mean"]
         assert m[f"attack_runs_{a}"] == (2 if a == "pgd" else 1)  # deterministic attacks run once
     assert m["acc_wb_pgd_std"] == m["acc_transfer_pgd_dp_to_dp_std"]
@@ -351,9 +361,9 @@ def test_accuracy_loss_is_measured_on_the_attacked_images(np_run, np_cfg):
     assert m["acc_clean_eval_nonprivate"] == clean_here
     assert m["acc_clean_eval_int8_nonprivate"] == accuracy(model.int8_model, x_eval, y_eval)
     for a in ("pgd", "fgsm"):
-        assert m[f"acc_loss_wb_{a}"] == pytest.approx(clean_here - m[f"acc_wb_{a}_mean"])
+        assert m[f"acc_loss_wb_{a}"] == pytest.approx(clean_here - m[f"acc_wb_{a}_worst"])  # of the headline
         assert m[f"acc_loss_wb_{a}_int8"] == pytest.approx(
-            m["acc_clean_eval_int8_nonprivate"] - m[f"acc_wb_{a}_int8_mean"]
+            m["acc_clean_eval_int8_nonprivate"] - m[f"acc_wb_{a}_int8_worst"]
         )
     # the default attacks the whole test split
     assert eval_images(np_cfg.replace(eval_samples=None), data)[1].shape == data.test.y.shape

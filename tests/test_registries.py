@@ -84,26 +84,30 @@ def test_every_registered_name_is_accepted_and_listed(axis, flag, name, tmp_path
 
 
 def test_config_names_come_from_the_registries():
-    assert config.ATTACKS == ATTACKS.names() == ("PGD", "FGSM", "FAB")  # the paper's order
+    # the paper's order, then the reviewer-grade attacks (opt-in: not in the default eval_attacks)
+    assert config.ATTACKS == ATTACKS.names() == ("PGD", "FGSM", "FAB", "APGDCE", "APGDDLR", "Square", "AutoAttack")
+    assert config.DEFAULT_EVAL_ATTACKS == ("PGD", "FGSM") == CycleConfig().eval_attacks
     assert config.ARCHS == ARCHS.names() == ("cnn", "resnet9", "resnet18")
     datasets = ("digits", "cifar10", "pneumonia", "medmnist", "fashion_mnist", "mnist", "kmnist", "synthetic")
     assert config.DATASETS == DATASETS.names() == datasets
-    assert config.RANDOMIZED_ATTACKS == ("PGD",)
+    assert config.RANDOMIZED_ATTACKS == ("PGD", "APGDCE", "APGDDLR", "Square")
     assert config.THREATS == THREATS.names() and config.AGGREGATIONS == AGGREGATORS.names()
     with pytest.raises(AttributeError):
         config.NO_SUCH_AXIS  # noqa: B018
 
 
-def test_eval_attacks_default_is_every_attack_and_round_trips():
+def test_eval_attacks_default_is_the_default_attacks_and_round_trips():
     cfg = CycleConfig()
-    assert cfg.eval_attacks == ("PGD", "FGSM", "FAB")
+    assert cfg.eval_attacks == ("PGD", "FGSM")  # FAB-T and the reviewer-grade attacks are opt-in
     assert CycleConfig.from_dict(cfg.to_dict()) == cfg
-    assert cfg.to_dict()["eval_attacks"] == ["PGD", "FGSM", "FAB"]
-    assert CycleConfig(eval_attacks=None).eval_attacks == ("PGD", "FGSM", "FAB")
+    assert cfg.to_dict()["eval_attacks"] == ["PGD", "FGSM"]
+    assert CycleConfig(eval_attacks=None).eval_attacks == ("PGD", "FGSM")
     assert CycleConfig(eval_attacks=["FAB", "PGD"]).eval_attacks == ("FAB", "PGD")
-    with pytest.raises(ConfigError, match=r"^eval_attacks='CW' is not allowed; expected one of PGD, FGSM, FAB$"):
+    assert config.PAPER_ATTACKS == ("PGD", "FGSM", "FAB")
+    names = "PGD, FGSM, FAB, APGDCE, APGDDLR, Square, AutoAttack"
+    with pytest.raises(ConfigError, match=rf"^eval_attacks='CW' is not allowed; expected one of {names}$"):
         CycleConfig(eval_attacks=("PGD", "CW"))
-    with pytest.raises(ConfigError, match=r"^attack='CW' is not allowed; expected one of PGD, FGSM, FAB$"):
+    with pytest.raises(ConfigError, match=rf"^attack='CW' is not allowed; expected one of {names}$"):
         CycleConfig(attack="CW")
 
 
@@ -134,9 +138,10 @@ def test_attack_metadata():
         for steps in (1, 10):
             passes = entry.cost_passes(steps)
             assert isinstance(passes, (int, float)) and passes >= 1, entry.name
-    assert [e.name for e in ATTACKS if e.randomized] == ["PGD"]
+    assert [e.name for e in ATTACKS if e.randomized] == ["PGD", "APGDCE", "APGDDLR", "Square"]
     assert [e.name for e in ATTACKS if e.uses_alpha] == ["PGD"]
-    assert [ATTACKS.get(a).cost_passes(10) for a in ("PGD", "FGSM", "FAB")] == [10, 1, pytest.approx(66.0)]
+    # FAB-T: 100 iterations x 9 targets x ~2 passes, whatever attack_steps says
+    assert [ATTACKS.get(a).cost_passes(10) for a in ("PGD", "FGSM", "FAB")] == [10, 1, pytest.approx(1800.0)]
 
 
 def test_arch_metadata_and_builders():
@@ -212,7 +217,7 @@ def test_an_attack_registered_at_runtime_is_accepted_and_runs():
         _identity_builder
     )
     try:
-        assert config.ATTACKS == ("PGD", "FGSM", "FAB", "TEST_NOOP")
+        assert config.ATTACKS == (*("PGD", "FGSM", "FAB", "APGDCE", "APGDDLR", "Square", "AutoAttack"), "TEST_NOOP")
         cfg = CycleConfig(eval_attacks=("PGD", "TEST_NOOP"), attack="TEST_NOOP")
         assert CycleConfig.from_dict(cfg.to_dict()) == cfg
         model = build_model("cnn", 1, 10, (0.5,), (0.25,))
@@ -225,7 +230,7 @@ def test_an_attack_registered_at_runtime_is_accepted_and_runs():
         assert cost.attack_passes("TEST_NOOP", 10) == 1 and cost.trial_phases(cfg)["attack_eval"] > 0
     finally:
         ATTACKS.unregister("TEST_NOOP")
-    assert config.ATTACKS == ("PGD", "FGSM", "FAB")
+    assert config.ATTACKS == ("PGD", "FGSM", "FAB", "APGDCE", "APGDDLR", "Square", "AutoAttack")
     with pytest.raises(ConfigError, match="eval_attacks='TEST_NOOP' is not allowed"):
         CycleConfig(eval_attacks=("TEST_NOOP",))
     with pytest.raises(ValueError, match="attack='TEST_NOOP' is not allowed"):

@@ -18,6 +18,18 @@ Metadata every attack declares:
   --dry-run cost model, psreval_tune/sweeps/cost.py).
 - ``uses_alpha``: it takes a step size (``attack_alpha``); the search space
   samples the step size only for such attacks (psreval_tune/sweeps/spec.py).
+
+Optional metadata (read with :func:`transfers` and :func:`default_eval`):
+- ``transfers`` (default True): its examples may be evaluated on other models
+  (the transfer rows). A minimum-norm attack (FAB) stops at the decision
+  boundary of the model it was run on, so its examples say nothing about
+  another model: it is reported white-box only.
+- ``default_eval`` (default True): part of the default ``eval_attacks`` (PGD,
+  FGSM). FAB-T and the reviewer-grade attacks (AutoAttack and its parts) are
+  opt-in: they cost tens to hundreds of times PGD's passes (``--eval-attacks``,
+  ``--autoattack``, ``--masking-checks``; the reproduction profile runs them).
+- ``paper`` (default False): one of the PSREval paper's attacks (PGD, FGSM,
+  FAB): ``config.PAPER_ATTACKS``, what ``psreval reproduce`` evaluates.
 """
 
 from __future__ import annotations
@@ -46,6 +58,16 @@ class AttackSpec:
     @classmethod
     def from_config(cls, cfg: CycleConfig, name: str | None = None) -> AttackSpec:
         return cls(name or cfg.attack, cfg.attack_eps, cfg.attack_alpha, cfg.attack_steps)
+
+
+def transfers(name: str) -> bool:
+    """Whether the examples of attack ``name`` feed the transfer rows (False: a minimum-norm attack)."""
+    return bool(ATTACKS.get(name).meta.get("transfers", True))
+
+
+def default_eval(name: str) -> bool:
+    """Whether attack ``name`` is in the default ``eval_attacks``."""
+    return bool(ATTACKS.get(name).meta.get("default_eval", True))
 
 
 def build_attack(spec: AttackSpec, model: nn.Module, num_classes: int, seed: int) -> Any:

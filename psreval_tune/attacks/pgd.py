@@ -5,7 +5,7 @@ from __future__ import annotations
 from . import ATTACKS, AttackSpec
 
 
-@ATTACKS.register("PGD", order=0, randomized=True, cost_passes=lambda steps: steps, uses_alpha=True)
+@ATTACKS.register("PGD", order=0, randomized=True, cost_passes=lambda steps: steps, uses_alpha=True, paper=True)
 def build(spec: AttackSpec, model, num_classes: int, seed: int):
     import torchattacks
 

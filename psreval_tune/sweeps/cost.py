@@ -6,15 +6,17 @@ Nothing here starts Ray, opens a tracking store for writing or creates a file. T
 - twin training = the same for the non-private twin (its own recipe), once per distinct twin: a twin is
   keyed by its config's ``training_key`` (cycle.TwinCache), so the epsilons of one setting share it and
   a twin already in the sweep's twin cache (STORAGE/twin-cache) costs nothing;
-- attacks/eval = eval images x sum over eval attacks of (k x repeats) x generators x s/pass x ATTACK_PASS,
-  generators = the trained models (DP + twin) + the int8 model's BPDA;
+- attacks/eval = (eval images x sum over eval attacks of (k x repeats) x generators + reviewer passes)
+  x s/pass x ATTACK_PASS, generators = the trained models (DP + twin) + each one's int8 model's BPDA;
+  reviewer passes = AutoAttack, gradient-masking checks, eps grid when asked (``reviewer_passes``);
 - overhead     = TRIAL_OVERHEAD_S per trial (data, quantize, MLflow logging) + WORKER_WARMUP_S per worker
   (defaults only: a store's trial overheads hold it) + SWEEP_OVERHEAD_S once (Ray start-up, report).
 Training phases add STEP_S per optimizer step and ROUND_S (TWIN_ROUND_S) per round, attacks/eval EVAL_FIXED_S
 per trial: fixed costs that dominate small cycles (the smoke grid, digits).
 
 k is the attack's forward+backward passes per image, its registry entry's ``cost_passes(steps)``
-(psreval_tune/attacks/: PGD its steps, FGSM 1, FAB steps x FAB_COST); repeats only for ``randomized`` attacks.
+(psreval_tune/attacks/: PGD its steps, FGSM 1, FAB-T 100 x 9 targets x 2, APGD 100, Square 5000 queries / 3,
+AutoAttack the sum of its parts); repeats only for ``randomized`` attacks.
 s/pass(arch, image) = s_per_pass(arch) x max(H x W / 32^2, MIN_AREA), DP factor(arch) = the arch entry's
 ``dp_factor`` (models.py); train pool, test images and image side are the dataset entry's ``pool``, ``test``
 and ``image_size`` (psreval_tune/datasets/). The defaults are 2-core CPU measurements (benchmarks/results);
@@ -133,14 +135,36 @@ def twin_config(cfg: CycleConfig) -> CycleConfig:
     return cfg.replace(epsilon=None)  # as cycle._twin builds it
 
 
+def reviewer_passes(cfg: CycleConfig) -> float:
+    """Forward+backward passes (all images together) of the opt-in reviewer evaluation (cycle.py): AutoAttack on
+    its subset, the gradient-masking checks on theirs (configured PGD, PGD at a large eps, PGD with 5x the
+    steps, Square; every model) and PGD at every nonzero eps of the grid (every model)."""
+    from ..attacks import ATTACKS
+    from ..evaluate import MASKING_IMAGES, MORE_STEPS_FACTOR
+
+    n = eval_images(cfg)
+    models = 2 * (2 if has_twin(cfg) else 1)  # float and int8 (through BPDA), own and twin
+    pgd = cfg.attack_steps * attack_runs("PGD", cfg.attack_repeats)
+    passes = 0.0
+    if cfg.autoattack:
+        passes += min(cfg.autoattack_samples, n) * attack_passes("AutoAttack", cfg.attack_steps)
+    if cfg.masking_checks:
+        square = ATTACKS.get("Square").cost_passes(cfg.attack_steps) * attack_runs("Square", cfg.attack_repeats)
+        passes += models * min(MASKING_IMAGES, n) * (pgd * (2 + MORE_STEPS_FACTOR) + square)
+    if cfg.attack_eps_grid:
+        passes += models * n * pgd * sum(1 for e in cfg.attack_eps_grid if e > 0)
+    return passes
+
+
 def trial_phases(cfg: CycleConfig) -> dict[str, float]:
     """Default seconds per phase of one trial; twin_train as if the twin were not cached."""
     runs = sum(attack_passes(a, cfg.attack_steps) * attack_runs(a, cfg.attack_repeats) for a in cfg.eval_attacks)
-    generators = (2 if has_twin(cfg) else 1) + 1  # + the BPDA generator of the int8 model
+    generators = (2 if has_twin(cfg) else 1) * 2  # the float models and their int8 models' BPDA generators
+    passes = eval_images(cfg) * runs * generators + reviewer_passes(cfg)
     return {
         "dp_train": train_seconds(cfg),
         "twin_train": train_seconds(twin_config(cfg), TWIN_ROUND_S) if has_twin(cfg) else 0.0,
-        "attack_eval": eval_images(cfg) * runs * generators * pass_seconds(cfg) * ATTACK_PASS + EVAL_FIXED_S,
+        "attack_eval": passes * pass_seconds(cfg) * ATTACK_PASS + EVAL_FIXED_S,
         "overhead": TRIAL_OVERHEAD_S,
     }
 
