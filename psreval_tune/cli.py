@@ -250,10 +250,18 @@ def results_table(metrics: dict[str, Any]) -> str:
             ("acc_clean", "acc_wb", "size_", "epsilon_spent", "noise_multiplier", "sample_rate", "dp_steps")
         )
     ]
-    keys += [k for k in metrics if k.startswith("acc_transfer") and k.endswith("_mean")]
+    keys += [k for k in metrics if k.startswith("acc_transfer") and k.endswith(("_worst", "_mean"))]
+    keys += [k for k in metrics if k.startswith(("masking_suspect_", "auc_curve_", "n_autoattack", "n_masking"))]
     keys += [k for k in metrics if k.startswith("time_")]
     width = max(len(k) for k in keys)
-    return "\n".join(f"  {k.ljust(width)}  {_fmt(metrics[k])}" for k in keys)
+    lines = [f"  {k.ljust(width)}  {_fmt(metrics[k])}" for k in keys]
+    # a failed gradient-masking check is a warning here; it changes no number above
+    lines += [
+        f"  WARNING gradient masking suspected: check {k[len('masking_suspect_') :]} failed (evaluate.MASKING_DOC)"
+        for k, v in metrics.items()
+        if k.startswith("masking_suspect_") and k != "masking_suspect_any" and v
+    ]
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

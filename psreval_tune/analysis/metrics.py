@@ -53,6 +53,17 @@ def ci_high(name: str) -> str:
     return f"{_stem(name)}_ci_high"
 
 
+def legacy_robust(name: str) -> str:
+    """The pre-headline name of a headline robust accuracy: ``acc_wb_pgd_worst`` -> ``acc_wb_pgd_mean`` (the mean
+    over restarts), ``..._worst_ci_low`` -> ``..._ci_low``; any other name unchanged."""
+    if name.endswith("_worst"):
+        return name[: -len("_worst")] + "_mean"
+    for tail in ("_ci_low", "_ci_high"):
+        if name.endswith("_worst" + tail):
+            return name[: -len("_worst" + tail)] + tail
+    return name
+
+
 def clean_eval(target: str) -> str:
     """Clean accuracy of ``target`` (TARGETS) on exactly the images that were attacked."""
     return f"acc_clean_eval_{target}"

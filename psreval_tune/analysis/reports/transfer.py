@@ -51,7 +51,7 @@ def transfer_data(base: pd.DataFrame, attacks: list[str]) -> pd.DataFrame:
     for a in attacks:
         for g in GENERATORS:
             for t in TARGETS:
-                col = f"acc_transfer_{a.lower()}_{g}_to_{t}_mean"
+                col = f"acc_transfer_{a.lower()}_{g}_to_{t}_worst"  # the headline (older runs: the mean)
                 rows.append(base.assign(attack_eval=a, generator=g, target=t, **metric_values(base, col)))
     long = pd.concat(rows, ignore_index=True)
     data = summarize(long, ["dataset", "arch", "epsilon", "attack_eval", "generator", "target"])
