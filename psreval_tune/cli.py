@@ -270,6 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     quiet_known_warnings()
     progress = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    doing = "check the flags and folders"
     try:
         cfg = config_from_args(args)
         out = Path(args.out).expanduser()
@@ -280,16 +281,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .cycle import TwinCache, run_cycle
 
         cache = None if _optional(args.cache_dir) is None else TwinCache(Path(args.cache_dir).expanduser())
+        doing = "run the cycle (reading the data, or the twin cache)"  # what a file error interrupted
         result = run_cycle(cfg, cache=cache, progress=progress)
+        doing = "write the results"
         write_outputs(result, out, overwrite=args.overwrite)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:  # disk full, permissions changed while training: one line, the folder untouched
+    except OSError as exc:  # unreadable data, disk full, permissions changed while training: one line
         where = f" ({exc.filename})" if exc.filename else ""
         print(
-            f"error: could not write the results{where}: {exc.strerror or exc}; nothing in --out={args.out!r} "
-            "was replaced",
+            f"error: could not {doing}{where}: {exc.strerror or exc}; nothing in --out={args.out!r} was replaced",
             file=sys.stderr,
         )
         return 1

@@ -219,3 +219,21 @@ def test_missing_optional_dependency_is_found_before_work(tmp_path, monkeypatch,
         parser("x").parse_args(["--smoke", "--run-dir", str(tmp_path / "runs")])
     assert info.value.code == 2 and "torchattacks" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_error_during_the_cycle_names_the_cycle_not_the_writing(tmp_path, monkeypatch, capsys):
+    """A read error the loaders do not catch (a file vanishing or losing permissions mid-run) is not called a
+    failure to write the results; nothing is written."""
+    from psreval_tune import cli, cycle
+
+    def unreadable(*_a, **_k):
+        raise PermissionError(13, "Permission denied", "/data/train-images-idx3-ubyte")
+
+    monkeypatch.setattr(cycle, "run_cycle", unreadable)
+    out = tmp_path / "out"
+    assert cli.main(["run", "--quiet", "--out", str(out), "--cache-dir", str(tmp_path / "cache")]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "error: could not run the cycle (reading the data, or the twin cache) (/data/train-images-idx3-ubyte): "
+        f"Permission denied; nothing in --out={str(out)!r} was replaced"
+    ]
+    assert not out.exists()
