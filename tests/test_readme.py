@@ -1,4 +1,4 @@
-"""Every command in the README's bash blocks is real.
+"""Every command in the bash blocks of README.md and docs/*.md is real, and the README is a short front page.
 
 - this project's commands (`psreval ...`, `python -m psreval_tune ...`, `python sweeps/X.py ...`,
   `python -m analysis ...`, also inside `ray job submit -- ...`): their flags parse with the real
@@ -7,7 +7,11 @@
 - `make TARGET`: the target exists (`make -n`); `make test` / `make demo` are what CI and a
   new user run;
 - the cluster section's `ray` / `aws` / `ssh` commands need an AWS account: only the project
-  commands they carry are checked.
+  commands they carry are checked;
+- the README stays a front page (at most 250 lines) whose index links every page of docs/, and every
+  relative link in README.md and docs/*.md points at a file that exists;
+- the Python blocks of docs/*.md are ruff-formatted like the README's (`make lint` formats README.md;
+  docs/ is outside ruff's file walk, so it is checked here, explicitly).
 """
 
 from __future__ import annotations
@@ -23,10 +27,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+DOCS = sorted((ROOT / "docs").glob("*.md"))
+PAGES = [README, *DOCS]
 
 
-def _commands() -> list[str]:
-    text = (ROOT / "README.md").read_text()
+def _commands(pages: list[Path] = PAGES) -> list[str]:
+    text = "\n".join(p.read_text() for p in pages)
     out = []
     for block in re.findall(r"```bash\n(.*?)```", text, re.S):
         for line in re.sub(r"\\\n\s*", " ", block).splitlines():
@@ -69,11 +76,42 @@ MAKE = [c for c in COMMANDS if c.split()[0] == "make"]
 
 
 def test_the_readme_has_the_commands_a_user_needs():
-    argvs = [a for _, a in PROJECT]
-    for command in ("run", "grid", "search", "report", "ui", "analysis", "reproduce", "recipe-check"):
-        assert any(a and a[0] == command for a in argvs) or command == "ui", command
-    assert {"make demo", "make test", "make test-fast", "make ui"} <= set(MAKE)
+    front = _commands([README])
+    front_argvs = [_entry_argv(_words(c)) for c in front]
+    for command in ("run", "grid", "report", "reproduce"):  # the quick start, on the front page
+        assert any(a and a[0] == command for a in front_argvs), command
+    argvs = [a for _, a in PROJECT]  # the docs have the rest
+    for command in ("run", "grid", "search", "report", "analysis", "reproduce", "recipe-check", "xseed"):
+        assert any(a and a[0] == command for a in argvs), command
+    assert {"make demo", "make test", "make test-fast", "make ui"} <= {c for c in front if c.startswith("make")}
     assert any("ray job submit" in c for c in COMMANDS) and any(c.startswith("python sweeps/") for c in COMMANDS)
+
+
+def test_the_readme_is_a_front_page_with_an_index_of_the_docs():
+    text = README.read_text()
+    assert len(text.splitlines()) <= 250
+    linked = set(re.findall(r"\]\((docs/[^)#]+\.md)", text))
+    assert {f"docs/{p.name}" for p in DOCS} <= linked, "docs pages missing from the README's index"
+    assert "arxiv.org/abs/" in text and "@inproceedings" in text  # the paper, and how to cite it
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
+def test_relative_links_resolve(page):
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"[a-z]+:", target) or target.startswith("#"):
+            continue
+        path = (page.parent / target.split("#", 1)[0]).resolve()
+        assert path.exists(), f"{page.name}: broken link {target}"
+
+
+def test_docs_python_blocks_are_formatted():
+    ruff = Path(sys.executable).parent / "ruff"
+    pages = [str(p) for p in DOCS if "```python" in p.read_text()]
+    if not pages:
+        return
+    proc = subprocess.run([str(ruff), "format", "--check", *pages], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 class _Parsed(Exception):
