@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..config import ConfigError
+from . import ray_procs
 
 SUMMARY_COLUMNS = ["epsilon", "threat", "adv_fraction", "attack", "attack_alpha", "arch", "lr", "seed"]
 SUMMARY_METRICS = [
@@ -394,7 +395,7 @@ def _record_flags(args: argparse.Namespace, exp_path: str) -> None:
 def _only_our_record(folder: Path) -> bool:
     """A sweep folder that holds nothing but our flags record never started: its name may be reused."""
     try:
-        return [p.name for p in folder.iterdir()] == [SWEEP_FLAGS_FILE]
+        return {p.name for p in folder.iterdir()} <= {SWEEP_FLAGS_FILE, ray_procs.RECORD}
     except OSError:
         return False
 
@@ -685,6 +686,11 @@ def run_sweep(args: argparse.Namespace, spec: SweepSpec):
     run_dir = Path(args.run_dir).expanduser().resolve()
     # the code, looked up once here (in the package's folder, not the cwd) and tagged on every run
     code = dict(provenance=tuple(source_provenance().items()), system_metrics=getattr(args, "system_metrics", False))
+    on_disk = local and "://" not in storage
+    if args.resume and on_disk:  # a killed driver's local Ray may still hold its memory
+        ended = ray_procs.end_stale(exp_path)
+        if ended:
+            print(ended, flush=True)
     with ThreadPoolExecutor(1) as side:
         # A local Ray and a new MLflow store (its tables) each take ~2 s to start here: side by side. A cluster's
         # address is checked first, so that a wrong one leaves nothing written.
@@ -702,6 +708,8 @@ def run_sweep(args: argparse.Namespace, spec: SweepSpec):
     try:
         if not args.resume:
             _record_flags(args, exp_path)
+        if on_disk:
+            ray_procs.record(exp_path)  # what a --resume after a killed driver ends
         for file_name, text in spec.files.items():  # e.g. sweep.yaml: the resolved sweep file
             tracker.client.log_text(parent, text, file_name)
         print(

@@ -1,0 +1,109 @@
+"""Ray processes a killed driver leaves behind, found and ended on ``--resume``.
+
+A local Ray's servers (GCS, raylet, agents, workers) are children of the sweep's driver. A driver
+killed with SIGKILL cannot stop them, and some outlive it holding their memory. So after a local
+Ray starts, the driver records its own id and every process below it in the sweep's folder; a
+``--resume`` whose recorded driver is gone ends the recorded processes that are still alive.
+
+A process is identified by (pid, start time), never by pid alone: a recycled pid is another
+process and is left alone. Nothing is ended while the recorded driver still runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+RECORD = "ray_processes.json"
+_GRACE_S = 3.0
+
+
+def _psutil():
+    """Ray's bundled psutil: importing ray first puts it on sys.path, as in every Ray worker."""
+    import importlib
+
+    importlib.import_module("ray")
+    return importlib.import_module("psutil")
+
+
+def _identity(proc) -> dict:
+    return {"pid": proc.pid, "started": proc.create_time(), "name": proc.name()}
+
+
+def record(folder: str | os.PathLike) -> None:
+    """Write this driver's id and its child processes (the local Ray it started) to ``folder``."""
+    psutil = _psutil()
+
+    me = psutil.Process()
+    children = []
+    for child in me.children(recursive=True):
+        try:
+            children.append(_identity(child))
+        except psutil.Error:  # gone between listing and asking
+            continue
+    payload = {"driver": _identity(me), "processes": children}
+    path = Path(folder) / RECORD
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=1))
+    os.replace(tmp, path)
+
+
+def _alive(entry: dict):
+    """The process ``entry`` names, if it still runs as that same process; else None."""
+    psutil = _psutil()
+
+    try:
+        proc = psutil.Process(int(entry["pid"]))
+        return proc if abs(proc.create_time() - float(entry["started"])) < 0.01 else None
+    except (psutil.Error, KeyError, TypeError, ValueError):
+        return None
+
+
+def _with_descendants(procs: list) -> list:
+    """``procs`` and the processes they started since (workers a raylet spawned after the record)."""
+    psutil = _psutil()
+
+    found = {p.pid: p for p in procs}
+    for proc in procs:
+        try:
+            found.update({c.pid: c for c in proc.children(recursive=True)})
+        except psutil.Error:
+            continue
+    found.pop(os.getpid(), None)
+    return list(found.values())
+
+
+def end_stale(folder: str | os.PathLike) -> str | None:
+    """End the processes a dead driver recorded in ``folder``; one line saying what was done, or None."""
+    psutil = _psutil()
+
+    path = Path(folder) / RECORD
+    try:
+        payload = json.loads(path.read_text())
+        driver, entries = payload["driver"], list(payload["processes"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # no record (a sweep from before it, or not a local Ray): nothing to end
+    if _alive(driver) is not None:
+        return f"note: the sweep's earlier driver (pid {driver['pid']}) still runs; its Ray processes were left alone"
+    procs = _with_descendants([p for p in (_alive(e) for e in entries) if p is not None])
+    for proc in procs:
+        try:
+            proc.terminate()
+        except psutil.Error:
+            pass
+    _, left = psutil.wait_procs(procs, timeout=_GRACE_S)
+    for proc in left:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    _, left = psutil.wait_procs(left, timeout=_GRACE_S)
+    path.unlink(missing_ok=True)
+    if not procs:
+        return None
+    ended = sorted(p.pid for p in procs if p not in left)
+    line = f"resume: ended {len(ended)} Ray process(es) left by the killed driver (pids {', '.join(map(str, ended))})"
+    if left:
+        line += f"; still running: {', '.join(str(p.pid) for p in left)}"
+    return line

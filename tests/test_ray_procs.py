@@ -1,0 +1,91 @@
+"""--resume after a killed driver ends the Ray processes that driver left (sweeps/ray_procs.py).
+
+Stand-ins for Ray's servers are `sleep` processes: what is under test is which processes are ended
+(the recorded ones and what they started, only when the recorded driver is gone, never a recycled pid)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import pytest
+
+from psreval_tune.sweeps import ray_procs
+
+psutil = ray_procs._psutil()
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _spawn(cmd: str) -> subprocess.Popen:
+    return subprocess.Popen(["sh", "-c", cmd])
+
+
+def _entry(proc: subprocess.Popen) -> dict:
+    p = psutil.Process(proc.pid)
+    return {"pid": p.pid, "started": p.create_time(), "name": p.name()}
+
+
+def _write(folder, driver: dict, processes: list[dict]) -> None:
+    (folder / ray_procs.RECORD).write_text(json.dumps({"driver": driver, "processes": processes}))
+
+
+def _children(proc: subprocess.Popen, n: int) -> list:
+    """The ``n`` children ``proc`` forks right after it starts (polled: the shell forks when it gets to it)."""
+    deadline = time.monotonic() + 10
+    while len(children := psutil.Process(proc.pid).children()) < n and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(children) == n
+    return children
+
+
+@pytest.fixture
+def procs():
+    started: list[subprocess.Popen] = []
+    yield lambda cmd: started.append(_spawn(cmd)) or started[-1]
+    for p in started:
+        p.kill()
+        p.wait()
+
+
+def test_a_dead_drivers_processes_and_their_children_are_ended(tmp_path, procs):
+    driver, raylet = procs("sleep 60"), procs("sleep 60 & sleep 60 & wait")  # raylet: with 2 later workers
+    _write(tmp_path, _entry(driver), [_entry(raylet)])
+    workers = _children(raylet, 2)
+    driver.kill(), driver.wait()  # SIGKILL, as the fault test does to a sweep's driver
+    line = ray_procs.end_stale(tmp_path)
+    assert line.startswith("resume: ended 3 Ray process(es) left by the killed driver (pids ")
+    assert str(raylet.pid) in line and "still running" not in line
+    assert raylet.wait(timeout=10) is not None and not any(w.is_running() and w.status() != "zombie" for w in workers)
+    assert not (tmp_path / ray_procs.RECORD).exists()
+
+
+def test_nothing_is_ended_while_the_recorded_driver_runs(tmp_path, procs):
+    driver, raylet = procs("sleep 60"), procs("sleep 60")
+    _write(tmp_path, _entry(driver), [_entry(raylet)])
+    assert "still runs" in ray_procs.end_stale(tmp_path)
+    assert raylet.poll() is None
+
+
+def test_a_recycled_pid_is_another_process_and_is_left_alone(tmp_path, procs):
+    driver, other = procs("sleep 60"), procs("sleep 60")
+    recycled = {**_entry(other), "started": _entry(other)["started"] - 100}  # same pid, another start time
+    dead = {**_entry(driver), "started": 0.0}
+    _write(tmp_path, dead, [recycled])
+    assert ray_procs.end_stale(tmp_path) is None
+    assert other.poll() is None
+
+
+def test_record_lists_this_process_and_its_children(tmp_path, procs):
+    child = procs("sleep 60")
+    ray_procs.record(tmp_path)
+    payload = json.loads((tmp_path / ray_procs.RECORD).read_text())
+    assert payload["driver"]["pid"] == psutil.Process().pid
+    assert child.pid in {p["pid"] for p in payload["processes"]}
+    assert ray_procs.end_stale(tmp_path / "nothing-here") is None  # no record: nothing to end
+
+
+def test_a_damaged_record_ends_nothing(tmp_path, procs):
+    (tmp_path / ray_procs.RECORD).write_text("[1, 2")
+    assert ray_procs.end_stale(tmp_path) is None
