@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .load import DEFAULT_EXPERIMENT, DEFAULT_TRACKING_URI, AnalysisError
+from .load import DEFAULT_EXPERIMENT, AnalysisError
 
 COMMANDS = {
     "report": (None, "every report below and one HTML page (report.html) with all figures and tables"),
@@ -69,7 +69,7 @@ def check_out(out: Path, flag: str = "--out") -> None:
         if resolved == bad:
             raise AnalysisError(
                 f"{flag}={str(out)!r} is {what}; allowed: a new folder, an empty one or an "
-                "earlier report's (default: runs/reports/SWEEP)"
+                "earlier report's (default: reports/SWEEP beside the store)"
             )
     if resolved in cwd.parents or resolved in home.parents:
         raise AnalysisError(
@@ -101,14 +101,45 @@ def check_store(uri: str, flag: str = "--tracking-uri") -> None:
         raise AnalysisError(str(exc)) from None
 
 
+def store_of(tracking_uri: str | None, run_dir: str | None) -> tuple[str, Path]:
+    """(the MLflow store to read, the folder its reports go to): ``--tracking-uri`` (else $MLFLOW_TRACKING_URI)
+    or the store in ``--run-dir`` (else $PSREVAL_RUN_DIR, else runs), as psreval grid/search/xseed find it.
+    Reports go beside the store: reports/ next to an SQLite store's mlflow.db, RUN_DIR/reports for a server."""
+    if tracking_uri and run_dir:
+        raise AnalysisError("--tracking-uri names the store; it does not combine with --run-dir")
+    folder = Path(run_dir or os.environ.get("PSREVAL_RUN_DIR") or "runs").expanduser()
+    uri = tracking_uri or (None if run_dir else os.environ.get("MLFLOW_TRACKING_URI"))
+    if uri is None:
+        db = folder.resolve() / "mlflow.db"
+        if not db.is_file():
+            flag = "--run-dir" if run_dir else "the default --run-dir"
+            raise AnalysisError(
+                f"{flag}={str(folder)!r} holds no MLflow store (expected {db}); run a sweep there, or pass "
+                "--run-dir, --tracking-uri or --results"
+            )
+        uri = f"sqlite:///{db}"
+    check_store(uri)
+    if uri.startswith("sqlite:"):
+        from ..tracking import _sqlite_path
+
+        return uri, Path(_sqlite_path(uri)).expanduser().resolve().parent / "reports"
+    return uri, folder.resolve() / "reports"
+
+
 def _source_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("where the results are (MLflow, or a Tune folder with --results)")
     g.add_argument("--experiment", default=None, help=f"MLflow experiment name or id (default: {DEFAULT_EXPERIMENT})")
     g.add_argument(
+        "--run-dir",
+        default=None,
+        help="folder of the sweeps' local store, RUN_DIR/mlflow.db, as for psreval grid/search/xseed; the report "
+        "goes to RUN_DIR/reports/SWEEP (default: $PSREVAL_RUN_DIR, else runs)",
+    )
+    g.add_argument(
         "--tracking-uri",
         default=None,
-        help=f"MLflow tracking URI (default: {DEFAULT_TRACKING_URI}, the sweeps' local store "
-        "in RUN_DIR=runs; e.g. sqlite:///RUN_DIR/mlflow.db or http://127.0.0.1:5000)",
+        help="MLflow tracking URI instead of --run-dir's store, e.g. http://127.0.0.1:5000 or "
+        "sqlite:///PATH/mlflow.db (default: $MLFLOW_TRACKING_URI, else RUN_DIR's store)",
     )
     g.add_argument(
         "--sweep", default=None, help="the sweep: its parent run's name or id (default: every sweep of the experiment)"
@@ -116,15 +147,21 @@ def _source_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--results", default=None, help="a Tune experiment folder instead of MLflow, e.g. runs/ray_results/SWEEP"
     )
-    p.add_argument("--out", default=None, help="output folder (default: runs/reports/SWEEP)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output folder (default: beside the store it reads: reports/SWEEP next to an SQLite store's "
+        "mlflow.db, RUN_DIR/reports/SWEEP for a server, RUN_DIR/reports/NAME for a Tune folder "
+        "RUN_DIR/ray_results/NAME)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="psreval analysis",
         description="Tables and figures of the PSREval paper from a sweep: PNG + SVG figures, markdown "
-        "tables, trials.csv and report.html. Reads MLflow (default store: "
-        f"{DEFAULT_TRACKING_URI}) or a Tune results folder (--results).",
+        "tables, trials.csv and report.html. Reads MLflow (the store in --run-dir, default runs/mlflow.db, or "
+        "--tracking-uri) or a Tune results folder (--results).",
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (_, help_text) in COMMANDS.items():
@@ -164,25 +201,28 @@ def _run(args: argparse.Namespace) -> int:
     from .load import load_mlflow, load_tune
 
     if args.results is not None:
-        if args.experiment or args.sweep or args.tracking_uri:
+        if args.experiment or args.sweep or args.tracking_uri or args.run_dir:
             raise AnalysisError(
-                "--results reads a Tune folder; it does not combine with --experiment, --sweep or --tracking-uri"
+                "--results reads a Tune folder; it does not combine with --experiment, --sweep, --tracking-uri "
+                "or --run-dir"
             )
         if args.out:
             check_out(Path(args.out))
         trials = load_tune(args.results)
-        source = f"Tune folder {Path(args.results).expanduser().resolve()}"
-        name = Path(args.results).expanduser().resolve().name
+        folder = Path(args.results).expanduser().resolve()
+        source = f"Tune folder {folder}"
+        name = folder.name
+        # beside the Tune folder: RUN_DIR/reports/NAME for the sweeps' RUN_DIR/ray_results/NAME
+        reports = (folder.parent.parent if folder.parent.name == "ray_results" else folder.parent) / "reports"
     else:
         experiment = args.experiment or DEFAULT_EXPERIMENT
-        uri = args.tracking_uri or DEFAULT_TRACKING_URI
-        check_store(uri)
+        uri, reports = store_of(args.tracking_uri, args.run_dir)
         if args.out:
             check_out(Path(args.out))
         trials = load_mlflow(experiment, uri, args.sweep)
         source = f"MLflow {uri}, experiment {experiment!r}"
         name = args.sweep or experiment
-    out = Path(args.out) if args.out else Path("runs") / "reports" / name
+    out = Path(args.out) if args.out else reports / name
     check_out(out)
     key = COMMANDS[args.command][0]
     options = {"pareto": {"attack": args.attack}} if key in (None, "pareto") else {}

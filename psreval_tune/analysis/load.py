@@ -185,8 +185,13 @@ def tidy(rows: Iterable[dict[str, Any]], left_out: int = 0, metrics: Iterable[st
     frame["seed"] = pd.to_numeric(frame["seed"], errors="coerce").fillna(0).astype(int)
     frame["private"] = frame["epsilon"].notna()
     frame["privacy"] = [privacy_label(e) for e in frame["epsilon"]]
-    for col in metric_columns(frame):
-        frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
+    # every metric column converted at once and joined in one concat: setting them one by one leaves a frame
+    # of hundreds of blocks, and each later .assign() on it (every report does) warns "highly fragmented"
+    numeric = metric_columns(frame)
+    attrs = dict(frame.attrs)
+    values = frame[numeric].apply(pd.to_numeric, errors="coerce").astype(float)
+    frame = pd.concat([frame.drop(columns=numeric), values], axis=1)
+    frame.attrs.update(attrs)
     meta = [c for c in META_COLUMNS if c in frame.columns]
     config = sorted(c for c in config_columns(frame) if c not in meta)
     order = meta + config + DERIVED_COLUMNS + sorted(metric_columns(frame))
