@@ -74,10 +74,19 @@ def _with_descendants(procs: list) -> list:
     return list(found.values())
 
 
+def _signal(procs: list, how: str) -> list:
+    """Send each process ``how`` (terminate or kill); the ones still running after the grace period."""
+    psutil = _psutil()
+    for proc in procs:
+        try:
+            getattr(proc, how)()
+        except psutil.Error:
+            pass
+    return psutil.wait_procs(procs, timeout=_GRACE_S)[1]
+
+
 def end_stale(folder: str | os.PathLike) -> str | None:
     """End the processes a dead driver recorded in ``folder``; one line saying what was done, or None."""
-    psutil = _psutil()
-
     path = Path(folder) / RECORD
     try:
         payload = json.loads(path.read_text())
@@ -87,18 +96,7 @@ def end_stale(folder: str | os.PathLike) -> str | None:
     if _alive(driver) is not None:
         return f"note: the sweep's earlier driver (pid {driver['pid']}) still runs; its Ray processes were left alone"
     procs = _with_descendants([p for p in (_alive(e) for e in entries) if p is not None])
-    for proc in procs:
-        try:
-            proc.terminate()
-        except psutil.Error:
-            pass
-    _, left = psutil.wait_procs(procs, timeout=_GRACE_S)
-    for proc in left:
-        try:
-            proc.kill()
-        except psutil.Error:
-            pass
-    _, left = psutil.wait_procs(left, timeout=_GRACE_S)
+    left = _signal(_signal(procs, "terminate"), "kill")  # SIGTERM, then SIGKILL what did not stop
     path.unlink(missing_ok=True)
     if not procs:
         return None
