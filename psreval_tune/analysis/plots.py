@@ -172,6 +172,19 @@ def lines_ci(
     return handles
 
 
+def line_band(ax, x, mean, lo, hi, color: str, label: str, linestyle: str = "-", marker: str = "o"):
+    """A line of ``mean`` over ``x`` with a shaded band from ``lo`` to ``hi`` where both are finite (a 95%
+    interval); returns the line (the legend handle)."""
+    x, mean = np.asarray(x, dtype=float), np.asarray(mean, dtype=float)
+    lo, hi = np.asarray(lo, dtype=float), np.asarray(hi, dtype=float)
+    style = dict(color=color, linestyle=linestyle, marker=marker, markersize=4, linewidth=1.5)
+    (line,) = ax.plot(x, mean, label=label, **style)
+    band = np.isfinite(lo) & np.isfinite(hi)
+    if band.any():
+        ax.fill_between(x, np.where(band, lo, mean), np.where(band, hi, mean), color=color, alpha=0.15, linewidth=0)
+    return line
+
+
 def legend_below(
     fig,
     handles: list,

@@ -31,6 +31,7 @@ from .base import (
     threat_label,
 )
 from .claims import claims
+from .curves import curves
 from .overview import overview
 from .pareto import pareto
 from .robustness import robustness
@@ -44,6 +45,7 @@ REPORTS: dict[str, Callable[..., Report]] = {
     "train_time": train_time,
     "robustness": robustness,
     "pareto": pareto,
+    "curves": curves,
     "claims": claims,
 }
 
@@ -60,6 +62,7 @@ __all__ = [
     "attack_names",
     "claims",
     "config_label",
+    "curves",
     "markdown_table",
     "overview",
     "pareto",
