@@ -12,7 +12,17 @@ from psreval_tune import config
 
 ANALYSIS = Path(__file__).resolve().parents[1] / "psreval_tune" / "analysis"
 MAX_LINES = 60
-REPORT_KEYS = ("overview", "transfer", "adv_training", "train_time", "robustness", "pareto", "curves", "claims")
+REPORT_KEYS = (
+    "overview",
+    "transfer",
+    "adv_training",
+    "train_time",
+    "robustness",
+    "pareto",
+    "curves",
+    "masking",
+    "claims",
+)
 
 
 def _trees() -> list[tuple[Path, ast.Module]]:

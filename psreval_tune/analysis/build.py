@@ -14,6 +14,7 @@ import pandas as pd
 from .html import render_html
 from .load import AnalysisError, load_mlflow, metric_columns
 from .reports import REPORTS, Report, attack_names, present_attacks
+from .reports.masking import summary_line as masking_summary
 from .scale import scale_markdown, scale_warnings
 
 # The paper's grid, which a sweep is compared with (not the registries: a sweep may run more than the paper)
@@ -78,6 +79,9 @@ def describe(trials: pd.DataFrame, source: str) -> list[tuple[str, str]]:
         ("inference attacks", ", ".join(present_attacks(trials, "acc_wb_{a}_mean")) or "–"),
         ("seeds", f"{len(seeds)} ({', '.join(map(str, seeds))})"),
     ]
+    masking = masking_summary(trials)
+    if masking:
+        out.append(("gradient-masking checks", masking))
     unknown = trials.attrs.get("unknown_metrics") or []
     if unknown:
         out.append(("metrics not in psreval_tune/schema.py (not grouped by)", ", ".join(unknown)))

@@ -32,6 +32,7 @@ from .base import (
 )
 from .claims import claims
 from .curves import curves
+from .masking import masking
 from .overview import overview
 from .pareto import pareto
 from .robustness import robustness
@@ -46,6 +47,7 @@ REPORTS: dict[str, Callable[..., Report]] = {
     "robustness": robustness,
     "pareto": pareto,
     "curves": curves,
+    "masking": masking,
     "claims": claims,
 }
 
@@ -64,6 +66,7 @@ __all__ = [
     "config_label",
     "curves",
     "markdown_table",
+    "masking",
     "overview",
     "pareto",
     "pooled_note",
