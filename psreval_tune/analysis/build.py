@@ -76,7 +76,7 @@ def describe(trials: pd.DataFrame, source: str) -> list[tuple[str, str]]:
         ("threat", values_text(trials["threat"])),
         ("adv_fraction", values_text(trials["adv_fraction"], lambda v: f"{v:g}")),
         ("training attack", values_text(trials.loc[trials["threat"] != "none", "attack"])),
-        ("inference attacks", ", ".join(present_attacks(trials, "acc_wb_{a}_mean")) or "–"),
+        ("inference attacks", ", ".join(present_attacks(trials, "acc_wb_{a}_worst")) or "–"),
         ("seeds", f"{len(seeds)} ({', '.join(map(str, seeds))})"),
     ]
     masking = masking_summary(trials)
@@ -101,7 +101,7 @@ def coverage(trials: pd.DataFrame) -> list[str]:
                 f"{col} {', '.join(f'{v:g}' if isinstance(v, float) else str(v) for v in missing)} "
                 "(the paper's grid has them)"
             )
-    attacks = present_attacks(trials, "acc_wb_{a}_mean")
+    attacks = present_attacks(trials, "acc_wb_{a}_worst")
     missing = [a for a in attack_names() if a not in attacks]
     if missing:
         out.append(f"inference attack {', '.join(missing)} (not in eval_attacks)")

@@ -49,7 +49,7 @@ HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive at this sca
 ALPHA = 0.025  # per one-sided test: a verdict agrees with the 95% CI drawn
 MINIMUM_NORM = frozenset({"FAB"})  # attacks whose examples lie on the generator's boundary: no transfer rows
 XSEED_NEEDS = (
-    "cross-seed transfer: acc_xseed_<attack>_<generator>_to_<target>_mean, examples crafted on the models of other "
+    "cross-seed transfer: acc_xseed_<attack>_<generator>_to_<target>_worst, examples crafted on the models of other "
     "seeds of the same setting"
 )
 RULE = (
@@ -127,8 +127,9 @@ def p_values(values: list[float], kind: str, bound: float) -> tuple[float, float
 def xseed(attack: str, cell: str) -> str:
     """Cross-seed transfer accuracy of ``cell`` ('<generator>_to_<target>'): examples crafted on the generator
     model of another seed of the same setting, evaluated on this trial's target model (same images as
-    ``acc_clean_eval_<target>``)."""
-    return f"acc_xseed_{attack}_{cell}_mean"
+    ``acc_clean_eval_<target>``). The headline, the fooling restart's examples (``_worst``); ``col`` falls back,
+    trial by trial, to the mean over restarts (``_mean``) that older stores recorded."""
+    return f"acc_xseed_{attack}_{cell}_worst"
 
 
 # --- per-seed values of each claim ----------------------------------------------------------------------
@@ -244,9 +245,16 @@ def _adv(f: pd.DataFrame) -> pd.Series:
     return (f["threat"] == "adv_training") & (f["adv_fraction"] > 0)
 
 
+def _base_side(pairs: pd.DataFrame) -> pd.DataFrame:
+    """The base trial's (or model's) columns of ``pairs`` under their own names (``_base`` dropped), so that
+    ``col`` applies its fallbacks (a headline ``_worst`` read as ``_mean`` in older stores) to that side too."""
+    base = [c for c in pairs.columns if c.endswith("_base")]
+    return pairs[base].rename(columns=lambda c: c[: -len("_base")])
+
+
 def _drop(pairs: pd.DataFrame, metric: str) -> pd.Series:
     """Points of ``metric`` lost from the base trial (or model) to the treated one."""
-    return 100 * (col(pairs, f"{metric}_base") - col(pairs, metric))
+    return 100 * (col(_base_side(pairs), metric) - col(pairs, metric))
 
 
 def _model_rows(pairs: pd.DataFrame, value: pd.Series, n_img: str, **extra) -> pd.DataFrame:
@@ -321,7 +329,9 @@ def pgd_fgsm_cost(trials: pd.DataFrame) -> pd.DataFrame:
     return _rows(pairs, ratio, None, adv_fraction=pairs["adv_fraction"], epsilon=pairs["epsilon"], beside=wall)
 
 
-TWIN_WB = "acc_transfer_pgd_nonprivate_to_nonprivate_mean"  # the twin attacked through itself: white-box
+# robust accuracies are the headline, worst case over restarts (col() falls back to _mean for older stores)
+WB = "acc_wb_pgd_worst"
+TWIN_WB = "acc_transfer_pgd_nonprivate_to_nonprivate_worst"  # the twin attacked through itself: white-box
 
 
 def train_time_damage(trials: pd.DataFrame) -> pd.DataFrame:
@@ -329,7 +339,7 @@ def train_time_damage(trials: pd.DataFrame) -> pd.DataFrame:
     pairs = _pairs(trials, treated, trials["threat"] == "none", ("threat", "adv_fraction", "attack"))
     if pairs.empty:
         return _concat([])
-    robust = _privacy_gap(pairs, "acc_wb_pgd_mean", TWIN_WB)
+    robust = _privacy_gap(pairs, WB, TWIN_WB)
     clean = _privacy_gap(pairs, "acc_clean_float", "acc_clean_float_nonprivate")
     return _rows(
         pairs, robust, ATTACKED_IMAGES, epsilon=pairs["epsilon"], adv_fraction=pairs["adv_fraction"], beside=clean

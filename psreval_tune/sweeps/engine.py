@@ -29,8 +29,8 @@ SUMMARY_COLUMNS = ["epsilon", "threat", "adv_fraction", "attack", "attack_alpha"
 SUMMARY_METRICS = [
     "acc_clean_float",
     "acc_clean_int8",
-    "acc_wb_pgd_mean",
-    "acc_wb_fgsm_mean",
+    "acc_wb_pgd_worst",  # the headline robust accuracies: worst case over restarts (older trials: their _mean)
+    "acc_wb_fgsm_worst",
     "epsilon_spent",
     "size_reduction_pct",
     "time_total_s",
@@ -611,6 +611,14 @@ def _auth_failure(exc: BaseException | None) -> bool:
     return False
 
 
+def _metric(metrics: dict, name: str) -> Any:
+    """``metrics[name]``; a headline robust accuracy (``_worst``) a trial from before it lacks: its ``_mean``."""
+    from ..analysis.metrics import legacy_robust
+
+    value = metrics.get(name)
+    return metrics.get(legacy_robust(name)) if value is None else value
+
+
 def _summary(results, extra_metrics: Sequence[str] = ()) -> Any:
     import pandas as pd
 
@@ -622,7 +630,7 @@ def _summary(results, extra_metrics: Sequence[str] = ()) -> Any:
             flat.update(value if isinstance(value, dict) else {key: value})
         row = {k: flat.get(k) for k in SUMMARY_COLUMNS}
         metrics = res.metrics or {}
-        row.update({k: metrics.get(k) for k in [*SUMMARY_METRICS, *extra_metrics]})
+        row.update({k: _metric(metrics, k) for k in [*SUMMARY_METRICS, *extra_metrics]})
         row["status"] = "ERROR" if res.error else ("done" if metrics.get("cycle_complete") else "stopped early")
         row["trial_id"] = metrics.get("trial_id")
         rows.append(row)

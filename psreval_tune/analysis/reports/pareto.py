@@ -16,7 +16,7 @@ from .base import Report, Table, attack_names, cell, config_label, present_attac
 
 FIRST = ["threat", "attack", "adv_fraction", "arch"]  # named first in a configuration's label
 # Which way each objective is better, from the schema: privacy spent (epsilon), clean and robust accuracy
-OBJECTIVES = maximize(["epsilon", "acc_clean_float", "acc_wb_{attack}_mean"])
+OBJECTIVES = maximize(["epsilon", "acc_clean_float", "acc_wb_{attack}_worst"])
 
 
 def _point(key: list[str], k: tuple, group: pd.DataFrame, a: str) -> dict:
@@ -111,7 +111,7 @@ def best_table(data: pd.DataFrame, a: str) -> pd.DataFrame:
 
 def _attack(rep: Report, trials: pd.DataFrame, attack: str) -> str | None:
     """The attack whose white-box accuracy is the robustness axis (upper case), or None with a message."""
-    available = present_attacks(trials, "acc_wb_{a}_mean")
+    available = present_attacks(trials, "acc_wb_{a}_worst")
     if not available:
         rep.messages.append("Pareto front: no white-box attack results in this sweep")
         return None

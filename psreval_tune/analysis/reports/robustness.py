@@ -125,7 +125,7 @@ def prepare(rep: Report, trials: pd.DataFrame, reg: dict) -> pd.DataFrame | None
 def long_rows(rep: Report, trials: pd.DataFrame, reg: dict) -> pd.DataFrame:
     """One row per trial and metric: clean, robust_<ATTACK> (white-box) and asr (backdoor threats), in %."""
     parts = [trials.assign(metric="clean", **metric_values(trials, "acc_clean_float"))]
-    for a in present_attacks(trials, "acc_wb_{a}_mean"):
+    for a in present_attacks(trials, "acc_wb_{a}_worst"):
         parts.append(trials.assign(metric=f"robust_{a}", **metric_values(trials, f"acc_wb_{a.lower()}_worst")))
     carriers = trials[trials["threat"].isin(reg["asr"])]
     if len(carriers):

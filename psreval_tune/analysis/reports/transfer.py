@@ -92,7 +92,7 @@ def transfer_tables(trials: pd.DataFrame) -> Report:
     base = _base(rep, trials)
     if base is None:
         return rep
-    attacks = present_attacks(base, "acc_transfer_{a}_dp_to_dp_mean")
+    attacks = present_attacks(base, "acc_transfer_{a}_dp_to_dp_worst")
     rep.messages += [
         f"transfer figure: no {a} results (not in the trials' eval_attacks)" for a in attack_names() if a not in attacks
     ]
