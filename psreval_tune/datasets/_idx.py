@@ -74,6 +74,11 @@ class IdxHeader:
         return math.prod(self.dims) * IDX_TYPES[self.dtype_code][1]
 
 
+# What every MNIST-format dataset declares in its registry entry: 28x28 grayscale, 10 classes, 60,000 train and
+# 10,000 test images (each entry adds its name, folder, normalisation constants and help).
+MNIST_LIKE = dict(image_size=28, resizable=False, channels=1, num_classes=10, pool=60000, test=10000)
+
+
 def _open(path: Path, gzipped: bool):
     return gzip.open(path, "rb") if gzipped else open(path, "rb")
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from . import DATASETS
 from ._common import DataError, Loaded, check_root
-from ._idx import idx_check, load_mnist_like
+from ._idx import MNIST_LIKE, idx_check, load_mnist_like
 
 if TYPE_CHECKING:
     import torch
@@ -26,12 +26,7 @@ INSTALL_HINT = "apt-get install dataset-fashion-mnist (Debian/Ubuntu, as root; `
     help=f"Fashion-MNIST IDX files, by default Debian's dataset-fashion-mnist in {DEBIAN_ROOT}: 28x28 grayscale, "
     "10 classes",
     needs_data_root=False,
-    image_size=28,
-    resizable=False,
-    channels=1,
-    num_classes=10,
-    pool=60000,
-    test=10000,
+    **MNIST_LIKE,
     # Fixed public constants, not computed from a run's training split: the per-pixel mean and std of
     # Fashion-MNIST's 60,000 published training images (0.28604 / 0.35302 from the package's files),
     # the values the literature's loaders use. A run's public validation split alone gives them within

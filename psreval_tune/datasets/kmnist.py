@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from . import DATASETS
 from ._common import Loaded, check_root
-from ._idx import idx_check, load_mnist_like
+from ._idx import MNIST_LIKE, idx_check, load_mnist_like
 
 if TYPE_CHECKING:
     import torch
@@ -21,12 +21,7 @@ if TYPE_CHECKING:
     order=6,
     help="Kuzushiji-MNIST IDX files (train-images-idx3-ubyte[.gz], ...) in --data-root: 28x28 grayscale, 10 classes",
     needs_data_root=True,
-    image_size=28,
-    resizable=False,
-    channels=1,
-    num_classes=10,
-    pool=60000,
-    test=10000,
+    **MNIST_LIKE,
     # Fixed public constants (not from a run's training split): the per-pixel mean and std of KMNIST's
     # 60,000 published training images as its users' loaders carry them (Normalize((0.1918,), (0.3483,)));
     # not recomputed here (no KMNIST files on this machine).

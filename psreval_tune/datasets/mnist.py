@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from . import DATASETS
 from ._common import Loaded, check_root
-from ._idx import idx_check, load_mnist_like
+from ._idx import MNIST_LIKE, idx_check, load_mnist_like
 
 if TYPE_CHECKING:
     import torch
@@ -20,12 +20,7 @@ if TYPE_CHECKING:
     order=5,
     help="MNIST IDX files (train-images-idx3-ubyte[.gz], ...) in --data-root: 28x28 grayscale, 10 classes",
     needs_data_root=True,
-    image_size=28,
-    resizable=False,
-    channels=1,
-    num_classes=10,
-    pool=60000,
-    test=10000,
+    **MNIST_LIKE,
     # Fixed public constants (not from a run's training split): the per-pixel mean and std of MNIST's
     # 60,000 published training images, as PyTorch's own example uses them (pytorch/examples,
     # mnist/main.py: Normalize((0.1307,), (0.3081,))).
