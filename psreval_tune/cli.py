@@ -1,4 +1,4 @@
-"""``python -m psreval_tune run [flags]``: one cycle from the command line.
+"""``psreval run [flags]`` (also ``python -m psreval_tune run``): one cycle from the command line.
 
 Flags are generated from CycleConfig's fields (``--adv-fraction`` for
 ``adv_fraction``), so the CLI can never drift from the config. Bad input
@@ -46,6 +46,10 @@ def _registry_help() -> dict[str, str]:
 HELP = {
     **_registry_help(),
     "val_fraction": "share of the training split held out for validation (not for a dataset with its own val split)",
+    "train_samples": "training images to use: a random subset of the split, seeded by --seed, for quick runs "
+    "(synthetic: how many to draw; none = all)",
+    "test_samples": "test images to use: a random subset of the split, seeded by --seed (synthetic: how many to "
+    "draw; none = all)",
     "partition": " | ".join(config.PARTITIONS),
     "threat": "who attacks during training: " + " | ".join(config.THREATS) + " (psreval_tune/threats/)",
     "threat_params": "the threat's own parameters as key=value,key=value (see psreval_tune/threats/<name>.py)",
@@ -68,6 +72,29 @@ HELP = {
     "model -> acc_curve_<i>_<model>, auc_curve_<model>",
     "precision": "non-private training: fp32 | bf16 (torch.autocast; weights and optimizer stay fp32). "
     "DP training and the attacks stay fp32",
+    "num_clients": "clients in the federation (>= 2)",
+    "dirichlet_alpha": "--partition dirichlet: concentration of the label skew (smaller = more skewed)",
+    "adversary_client": "under a threat, the first malicious client (the --num-malicious clients follow it)",
+    "recipe": "auto (the recipe for dataset, arch and privacy in psreval_tune/recipes.toml) or a recipe's name "
+    "such as digits/resnet9/dp; a training flag you set always wins",
+    "rounds": "FedAvg rounds",
+    "local_epochs": "epochs each client trains per round",
+    "batch_size": "SGD batch size (under DP: the expected Poisson batch)",
+    "lr": "SGD learning rate",
+    "momentum": "SGD momentum",
+    "lr_schedule": "learning rate over rounds: constant | cosine | step, after --warmup-rounds",
+    "warmup_rounds": "rounds of linear learning-rate warm-up",
+    "reset_optimizer": "true: each client's momentum starts afresh every round",
+    "attack_eps": "attack budget (L-inf, pixel units in [0, 1], e.g. 0.0314 for 8/255), in training and inference",
+    "attack_alpha": "step size of iterative attacks (pixel units in [0, 1])",
+    "attack_steps": "steps of iterative attacks",
+    "delta": "DP delta",
+    "max_grad_norm": "DP-SGD per-sample clipping bound",
+    "train_twin": "private cycles: also train the non-private twin (the transfer matrix needs it)",
+    "eval_samples": "attacked test images: a seeded subset of this many ('none' = the whole test split)",
+    "attack_repeats": "runs of attacks with a random start (PGD); robust accuracy is the worst case over them",
+    "autoattack_samples": "images AutoAttack runs on (a seeded subset of the attacked images)",
+    "seed": "seed of data splits, partition, training and attacks: same seed, same numbers on CPU",
 }
 
 
@@ -151,9 +178,14 @@ def _converter(name: str, kind: Any):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m psreval_tune", description="PSREval cycles: DP + int8 + adversarial FL.")
+    parser = _Parser(prog="psreval", description="PSREval cycles: DP + int8 + adversarial FL.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="{run}")
-    run = sub.add_parser("run", help="run one cycle and write its results")
+    run = sub.add_parser(
+        "run",
+        help="run one cycle and write its results",
+        description="One cycle without Ray: federated training (DP-SGD if --epsilon), int8 quantization, "
+        "white-box and transfer attacks; a results table on stdout and its files in --out.",
+    )
     hints = typing.get_type_hints(CycleConfig)
     for f in _flag_fields():
         flag = "--" + f.name.replace("_", "-")

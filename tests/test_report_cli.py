@@ -73,7 +73,7 @@ def test_help_names_run_dir_like_its_siblings(capsys):
     with pytest.raises(SystemExit):
         cli(["report", "--help"])
     out = capsys.readouterr().out
-    assert out.startswith("usage: psreval report ") or out.startswith("usage: psreval analysis report ")
+    assert out.startswith("usage: psreval report ")
     assert "--run-dir RUN_DIR" in out and "beside the store" in out
 
 

@@ -165,7 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (_, help_text) in COMMANDS.items():
-        sp = sub.add_parser(name, help=help_text, description=help_text)
+        # `psreval report` is this parser's `report`: its usage line names the command a user types
+        prog = "psreval report" if name == "report" else None
+        sp = sub.add_parser(name, help=help_text, description=help_text, prog=prog)
         _source_flags(sp)
         if name in ("report", "pareto"):
             sp.add_argument(

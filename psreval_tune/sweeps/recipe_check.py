@@ -1,5 +1,6 @@
-"""Check that the shipped recipes train: every arch, non-private and DP at
-each of the paper's budgets, on the test split, with 95% intervals.
+"""Check that the shipped recipes train (every arch, non-private and DP at each of the paper's budgets).
+
+Test accuracy on the test split, with 95% intervals.
 
     python sweeps/recipe_check.py                      # digits: 3 archs x {non-private, 7.0, 3.4, 1.7}
     python sweeps/recipe_check.py --archs cnn --seeds 0,1,2 --doc /tmp/check.md

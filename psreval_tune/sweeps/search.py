@@ -1,5 +1,4 @@
-"""Optuna search over the PSREval space, with ASHA early stopping, on the
-validation split only.
+"""Optuna search over the PSREval space, with ASHA early stopping, on the validation split only.
 
     psreval search                                     # the shipped paper_search file: validation clean, PGD accuracy
     psreval search --smoke                             # the shipped demo_search file (make demo): minutes on 2 cores
