@@ -21,7 +21,7 @@ import pytest
 
 from psreval_tune.analysis import build_report, load_mlflow, load_tune
 from psreval_tune.analysis.cli import main as cli
-from psreval_tune.config import CycleConfig
+from psreval_tune.config import ATTACKS, CycleConfig
 from psreval_tune.tracking import Tracker, TrackingSpec, local_store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -361,7 +361,9 @@ def test_transfer_matrix_per_epsilon(full):
         "3",
     ]
     # the sweep evaluated PGD and FGSM only: FAB is named as missing
-    assert rep.messages == ["transfer figure: no FAB results (not in the trials' eval_attacks)"]
+    # every registered attack the sweep did not run (FAB, and the AutoAttack entries since issue 22) is named
+    unrun = [a for a in ATTACKS if a not in ("PGD", "FGSM")]
+    assert rep.messages == [f"transfer figure: no {a} results (not in the trials' eval_attacks)" for a in unrun]
     assert [f.name for f in rep.figures] == ["transfer_digits_cnn.png"]
 
 
@@ -397,10 +399,9 @@ def test_adversarial_training_accuracy_loss_and_time(full):
     assert md_row(md, "digits", "cnn", "DP ε=7", "FGSM", "20%")[5:] == ["15.0 ± 2.5", "3.0", "1.50", "3"]
     assert md_row(md, "digits", "cnn", "DP ε=7", "none", "0%")[5:] == ["10.0 ± 2.5", "0.0", "1.00", "3"]
     assert sorted(f.name for f in rep.figures) == ["adv_training_digits_cnn.png", "adv_training_time_digits_cnn.png"]
-    assert rep.messages == [
-        "adversarial training: no trials adversarially trained with PGD",
-        "adversarial training: no trials adversarially trained with FAB",
-    ]
+    # every registered attack but FGSM (FAB, PGD, and the AutoAttack entries since issue 22) is named
+    unused = [a for a in ATTACKS if a != "FGSM"]
+    assert rep.messages == [f"adversarial training: no trials adversarially trained with {a}" for a in unused]
 
 
 def test_train_time_attacker_clean_and_robust_vs_share(full):
