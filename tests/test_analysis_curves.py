@@ -153,3 +153,13 @@ def test_full_report_has_the_figure_and_the_table(tmp_path):
     auc = rep.extra["auc"]
     assert set(auc["privacy"]) == {"non-private", "DP ε=3.4"}
     assert set(auc.loc[auc["privacy"] == "non-private", "model"]) == {"nonprivate", "int8_nonprivate"}
+
+
+def test_the_reviewer_options_are_evaluation_only():
+    """A trial rerun with the eps grid (or AutoAttack, the masking checks) is the same trained model: the same
+    setting for dedupe and pairing, not a new one."""
+    from psreval_tune.analysis.frames import setting_columns
+
+    extra = dict(attack_eps_grid="[0.0, 0.1, 0.3]", masking_checks=True, autoattack=True, autoattack_samples=1000)
+    trials = tidy([_row(0, curve=False), _row(0, **extra)])
+    assert not {"attack_eps_grid", "masking_checks", "autoattack", "autoattack_samples"} & set(setting_columns(trials))

@@ -74,6 +74,8 @@ GROUPING_DEFAULTS: dict[str, Any] = {
 }
 # Config fields that never change the trained model (left out of "same setting" keys).
 EVAL_ONLY = {"eval_attacks", "eval_samples", "attack_repeats", "device", "data_root", "download"}
+# the reviewer-grade evaluation of issue 22 (CycleConfig.training_key leaves them out too)
+EVAL_ONLY |= {"autoattack", "autoattack_samples", "masking_checks", "attack_eps_grid"}
 
 
 class AnalysisError(ValueError):
