@@ -160,6 +160,39 @@ def _jsonable(value):
     return value
 
 
+# Packages whose version changes the numbers (or, for ray and mlflow, how a trial ran): read from their installed
+# metadata, never imported here (the cycle imports neither Ray nor MLflow). None: not installed.
+PROVENANCE_PACKAGES = ("torch", "torchvision", "torchao", "opacus", "torchattacks", "numpy", "ray", "mlflow")
+
+
+def provenance(result: CycleResult) -> dict:
+    """What code made these numbers, and when: the package version, the git commit of the checkout psreval_tune
+    was imported from ("unknown" for an installed package; git_dirty "true" when it had changes), the versions of
+    PROVENANCE_PACKAGES and Python, and the cycle's start (written_at minus time_total_s) and write times, UTC."""
+    import platform
+    from datetime import datetime, timedelta, timezone
+    from importlib.metadata import PackageNotFoundError, version
+
+    from .tracking import source_provenance  # git only: tracking imports MLflow lazily, never at import
+
+    def installed(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    now = datetime.now(timezone.utc)
+    total = result.metrics.get("time_total_s")
+    started = now - timedelta(seconds=float(total)) if isinstance(total, (int, float)) and total >= 0 else None
+    return {
+        **source_provenance(),  # psreval_version, git_commit, git_dirty
+        "python": platform.python_version(),
+        "packages": {name: installed(name) for name in PROVENANCE_PACKAGES},
+        "started_at": started.isoformat(timespec="seconds") if started else None,
+        "written_at": now.isoformat(timespec="seconds"),
+    }
+
+
 def summary(result: CycleResult) -> dict:
     return {
         "config": result.config.to_dict(),
@@ -167,6 +200,7 @@ def summary(result: CycleResult) -> dict:
         "history": result.history,
         "dp": getattr(result, "dp", None),  # which per-sample clipping ran, and why not book-keeping
         "machine": cpu_info(),  # the numbers above depend on the processor's instruction set
+        "provenance": provenance(result),  # the code and versions that made them, and when
     }
 
 

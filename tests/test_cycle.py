@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -27,6 +29,7 @@ from psreval_tune.data import load_data
 from psreval_tune.evaluate import accuracy, wilson
 from psreval_tune.hardware import cpu_info
 from psreval_tune.quantize import load_int8
+from psreval_tune.tracking import package_version
 
 BASE_KEYS = (
     "acc_clean_float",
@@ -313,8 +316,16 @@ def test_write_outputs(which, dp_run, np_run, tmp_path):
     assert os.listdir(tmp_path) == ["out"]  # the temporary sibling was renamed away
 
     summary = json.loads((out / "metrics.json").read_text())
-    assert set(summary) == {"config", "metrics", "history", "dp", "machine"}
+    assert set(summary) == {"config", "metrics", "history", "dp", "machine", "provenance"}
     assert set(summary["machine"]) == set(cpu_info())  # where the numbers were measured (ISA, torch's kernels)
+    # which code made the numbers, and when: package, commit of this checkout, library versions, start time
+    prov = summary["provenance"]
+    assert prov["psreval_version"] == package_version()
+    assert re.fullmatch(r"[0-9a-f]{40,64}", prov["git_commit"]) and prov["git_dirty"] in ("true", "false")
+    assert prov["packages"]["torch"] == torch.__version__ and prov["packages"]["opacus"]
+    assert {"ray", "torchattacks", "mlflow"} <= set(prov["packages"])
+    started, written = (datetime.fromisoformat(prov[k]) for k in ("started_at", "written_at"))
+    assert abs((written - started).total_seconds() - result.metrics["time_total_s"]) <= 1  # to the second
     assert CycleConfig.from_dict(summary["config"]) == cfg
     assert summary["metrics"] == {
         k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in result.metrics.items()
