@@ -119,6 +119,7 @@ def test_figure_draws_one_line_per_model_with_its_values_and_bands(rep):
         assert list(dp.get_xdata()) == pytest.approx(list(GRID))
         assert list(dp.get_ydata()) == pytest.approx([100 * v for v in CURVE["dp"]])
         assert lines["DP int8"].get_linestyle() == "--" and dp.get_linestyle() == "-"
+        assert lines["DP int8"].get_markerfacecolor() == "white" and dp.get_markerfacecolor() != "white"
         assert len(ax.collections) == 4  # a band per model
         assert ax.get_ylim() == (0, 102)
         assert fig.legends and len(fig.legends[0].get_texts()) == 4

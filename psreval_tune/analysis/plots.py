@@ -172,12 +172,15 @@ def lines_ci(
     return handles
 
 
-def line_band(ax, x, mean, lo, hi, color: str, label: str, linestyle: str = "-", marker: str = "o"):
+def line_band(ax, x, mean, lo, hi, color: str, label: str, linestyle: str = "-", marker: str = "o", hollow=False):
     """A line of ``mean`` over ``x`` with a shaded band from ``lo`` to ``hi`` where both are finite (a 95%
-    interval); returns the line (the legend handle)."""
+    interval); ``hollow``: open markers (a line drawn over another stays readable). Returns the line (the legend
+    handle)."""
     x, mean = np.asarray(x, dtype=float), np.asarray(mean, dtype=float)
     lo, hi = np.asarray(lo, dtype=float), np.asarray(hi, dtype=float)
-    style = dict(color=color, linestyle=linestyle, marker=marker, markersize=4, linewidth=1.5)
+    style = dict(color=color, linestyle=linestyle, marker=marker, markersize=4, linewidth=1.5, zorder=3)
+    if hollow:  # larger and beneath: a filled marker at the same point shows inside it
+        style.update(markerfacecolor="white", markersize=7, zorder=2)
     (line,) = ax.plot(x, mean, label=label, **style)
     band = np.isfinite(lo) & np.isfinite(hi)
     if band.any():

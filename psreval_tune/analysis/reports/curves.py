@@ -198,6 +198,7 @@ def _panel(ax, cell: pd.DataFrame, handles: dict) -> None:
             color=COLORS.get(base, plots.GREY),
             linestyle="--" if int8 else "-",
             marker="s" if int8 else "o",
+            hollow=int8,  # int8 often lies on its float model's line: both stay visible
             label=model_label(model),
         )
         handles.setdefault(model, line)
