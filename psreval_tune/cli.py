@@ -94,6 +94,10 @@ HELP = {
     "eval_samples": "attacked test images: a seeded subset of this many ('none' = the whole test split)",
     "attack_repeats": "runs of attacks with a random start (PGD); robust accuracy is the worst case over them",
     "autoattack_samples": "images AutoAttack runs on (a seeded subset of the attacked images)",
+    "int8_lowering": "the int8 model evaluated and attacked: inductor (compiled oneDNN int8 kernels, x86) | "
+    "reference (the PT2E graph: int8 weights, fp32 kernels) | auto (inductor when the test split has >= 1M "
+    "pixels, where the compile repays itself)",
+    "int8_latency": "time float vs int8 at batch 1 and 256 on the CPU -> latency_ms_*, throughput_int8_over_float",
     "seed": "seed of data splits, partition, training and attacks: same seed, same numbers on CPU",
 }
 

@@ -30,6 +30,7 @@ DEVICES = ("auto", "cpu", "cuda")
 # optimizer and gradients stay fp32). DP training and the attacks are fp32 whatever this says: bf16's
 # 8-bit mantissa would make the per-sample norms that clipping bounds approximate.
 PRECISIONS = ("fp32", "bf16")
+INT8_LOWERINGS = ("auto", "inductor", "reference")  # cycle.lower_models
 LR_SCHEDULES = ("constant", "cosine", "step")  # per FL round, after warmup_rounds of linear warm-up
 
 
@@ -104,6 +105,10 @@ class CycleConfig:
     autoattack_samples: int = 1000  # its fixed, seeded subset of the attacked images (capped by them)
     masking_checks: bool = False  # gradient-masking checks per model -> masking_suspect_<check>
     attack_eps_grid: tuple[float, ...] | None = None  # PGD at each eps for every model -> acc_curve_*
+    # the int8 model that is evaluated: inductor-lowered oneDNN int8 code ("inductor"), the PT2E reference graph
+    # ("reference"), or "auto": lowered where the test split is large enough to repay the compile (cycle.py)
+    int8_lowering: str = "auto"
+    int8_latency: bool = True  # time float vs int8 at batch 1 and 256 -> latency_ms_*, throughput_int8_over_float
     # run
     seed: int = 0
     device: str = "auto"
@@ -199,6 +204,7 @@ class CycleConfig:
         """
         eval_only = {"eval_attacks", "eval_samples", "attack_repeats", "device", "download", "recipe", "train_twin"}
         eval_only |= {"autoattack", "autoattack_samples", "masking_checks", "attack_eps_grid"}
+        eval_only |= {"int8_lowering", "int8_latency"}
         payload = {k: v for k, v in self.to_dict().items() if k not in eval_only}
         # Fields only another dataset reads (its entry's own_fields: medmnist_subset) train nothing here;
         # leaving them out keeps the keys from before they existed valid.
@@ -304,6 +310,9 @@ def _validate(cfg: CycleConfig) -> None:
     _choice(cfg, "device", DEVICES)
     _choice(cfg, "lr_schedule", LR_SCHEDULES)
     _choice(cfg, "precision", PRECISIONS)
+    _choice(cfg, "int8_lowering", INT8_LOWERINGS)
+    if not isinstance(cfg.int8_latency, bool):
+        _fail("int8_latency", cfg.int8_latency, "true or false")
     for name in ("num_clients", "rounds", "local_epochs", "batch_size", "attack_steps", "attack_repeats"):
         _positive_int(cfg, name)
     for name in ("image_size", "train_samples", "test_samples", "eval_samples"):

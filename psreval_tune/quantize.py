@@ -17,6 +17,19 @@ straight-through estimator (BPDA, Athalye et al. 2018), so its forward is the
 int8 model's and its input gradients are those of the float network seen
 through the int8 rounding; without it, attacks on int8 models are transfer
 attacks only.
+
+That converted graph is the *reference* int8 model: int8 in size, but it runs
+quantize/dequantize around fp32 kernels, so it is no faster than float.
+:func:`lower_int8` gives the model that would be deployed: inductor
+(``torch.compile`` with freezing, at a fixed batch of :data:`LOWERED_BATCH`,
+shorter batches padded) pattern-matches the X86InductorQuantizer graph into
+oneDNN int8 convolutions and linears (u8 activations, s8 weights, VNNI where the
+CPU has it) with fused C++ kernels between them. It is still an
+:class:`Int8Model` over the same reference graph (same state_dict, size,
+``save_int8`` program and BPDA twin); only its forward runs the lowered code.
+Where lowering is impossible (not an x86 CPU, no C++ compiler, a compile error)
+the reference graph is used and the reason returned. :func:`latency_metrics`
+times float against int8 at batch 1 and :data:`LOWERED_BATCH`.
 """
 
 from __future__ import annotations
@@ -25,6 +38,8 @@ import copy
 import io
 import logging
 import os
+import platform
+import time
 import warnings
 
 import torch
@@ -54,6 +69,86 @@ class Int8Model(nn.Module):
     def train(self, mode: bool = True) -> Int8Model:
         self.training = bool(mode)
         return self
+
+
+LOWERED_BATCH = 256  # the lowered model's compiled batch: longer inputs run in chunks, shorter ones padded
+_X86 = ("x86_64", "amd64", "i386", "i686", "x86")
+
+
+class LoweredInt8Model(Int8Model):
+    """The deployed int8 model: the reference graph's state (state_dict, size_bytes, save_int8 and bpda_model
+    all see ``graph_module``, unchanged) with a forward that runs the inductor-lowered oneDNN int8 code.
+
+    The compiled code has static shapes (inductor's int8 convolutions fail under a dynamic batch in this
+    torch): every input runs in chunks of ``batch`` images, the last one padded with zeros and cut off again
+    (each image's logits do not depend on the others in its batch), except a single image when batch 1 has
+    been compiled (:meth:`compile_batch`). It runs under inference mode (one set of guards, no recompiles) and
+    returns ordinary tensors. With gradients asked for (an input that requires grad) it runs the reference
+    graph, whose rounding gives the same (zero) gradients as before; white-box attacks use bpda_model. A
+    ``load_state_dict`` switches the lowered code off (it holds the old weights, frozen): lower again.
+    """
+
+    def __init__(self, graph_module: fx.GraphModule, compiled: nn.Module, batch: int = LOWERED_BATCH):
+        super().__init__(graph_module)
+        self.batch = batch
+        # in a dict: neither a submodule nor a tensor of this module (size_bytes, state_dict stay the reference's)
+        self._lowered: dict = {"fn": compiled, "batches": set(), "compile_s": 0.0}
+
+    @property
+    def compile_s(self) -> float:
+        """Seconds spent compiling so far (every batch size compiled)."""
+        return self._lowered["compile_s"]
+
+    @property
+    def lowered(self) -> bool:
+        return self._lowered["fn"] is not None
+
+    def compile_batch(self, batch: int) -> float:
+        """Compile the code for ``batch`` images (LOWERED_BATCH or 1) if not done yet; returns the seconds."""
+        if batch not in (1, self.batch):
+            raise ValueError(f"LoweredInt8Model compiles batch 1 or {self.batch}, not {batch}")
+        if batch in self._lowered["batches"] or not self.lowered:
+            return 0.0
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            # inductor's own oneDNN lowering copy-constructs a tensor (torch-internal, harmless)
+            warnings.filterwarnings("ignore", message=r"To copy construct from a tensor", category=UserWarning)
+            self._run(torch.zeros(batch, *_input_shape(self.graph_module)))
+        self._lowered["batches"].add(batch)
+        seconds = time.perf_counter() - start
+        self._lowered["compile_s"] += seconds
+        return seconds
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        import torch._inductor.config as inductor_config
+
+        # freezing (weights as constants, prepacked for oneDNN) for this compile only, restored after
+        with inductor_config.patch(freezing=True), torch.inference_mode():
+            buf = torch.zeros(len(x), *x.shape[1:])  # a fresh contiguous float32 inference tensor: the same guards
+            buf.copy_(x)
+            out = self._lowered["fn"](buf)
+        return out.clone()  # outside inference mode: an ordinary tensor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.lowered or (torch.is_grad_enabled() and x.requires_grad):
+            return self.graph_module(x)
+        x = x.detach().to("cpu", torch.float32)
+        if len(x) == 1 and 1 in self._lowered["batches"]:
+            return self._run(x)
+        if self.batch not in self._lowered["batches"]:
+            self.compile_batch(self.batch)
+        outs = []
+        for start in range(0, len(x), self.batch):
+            chunk = x[start : start + self.batch]
+            if len(chunk) < self.batch:
+                chunk = torch.cat([chunk, chunk.new_zeros(self.batch - len(chunk), *chunk.shape[1:])])
+            outs.append(self._run(chunk)[: min(self.batch, len(x) - start)])
+        return torch.cat(outs) if outs else self.graph_module(x)
+
+    def load_state_dict(self, *args, **kwargs):
+        out = super().load_state_dict(*args, **kwargs)
+        self._lowered.update(fn=None, batches=set())  # the compiled code froze the old weights
+        return out
 
 
 class BPDAModel(Int8Model):
@@ -160,6 +255,128 @@ def quantize_static(model: nn.Module, calibration: torch.Tensor, batch_size: int
     for p in converted.parameters():
         p.requires_grad_(False)
     return Int8Model(converted)
+
+
+def _baked_qparams(gm: fx.GraphModule) -> fx.GraphModule:
+    """A copy of a quantize_static graph whose activation quantize/dequantize pairs read their scale and
+    zero point as numbers again (the ``.default`` overloads convert_pt2e wrote), the form inductor's x86
+    int8 patterns match; the buffers of _activation_qparams_to_buffers are dropped from the copy."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec", category=FutureWarning)
+        gm = copy.deepcopy(gm)
+    overloads = {
+        _Q.quantize_per_tensor.tensor: _Q.quantize_per_tensor.default,
+        _Q.dequantize_per_tensor.tensor: _Q.dequantize_per_tensor.default,
+    }
+    for node in list(gm.graph.nodes):
+        if node.op != "call_function" or node.target not in overloads:
+            continue
+        x, scale, zero_point, *rest = node.args
+        scale = float(gm.get_buffer(scale.target).item())
+        zero_point = int(gm.get_buffer(zero_point.target).item())
+        with gm.graph.inserting_before(node):
+            new = gm.graph.call_function(overloads[node.target], (x, scale, zero_point, *rest), dict(node.kwargs))
+        node.replace_all_uses_with(new)
+        gm.graph.erase_node(node)
+    for node in list(gm.graph.nodes):
+        if node.op == "get_attr" and not node.users:
+            gm.graph.erase_node(node)
+            owner, _, attr = node.target.rpartition(".")
+            if hasattr(gm.get_submodule(owner) if owner else gm, attr):
+                delattr(gm.get_submodule(owner) if owner else gm, attr)
+    gm.graph.lint()
+    gm.recompile()
+    return gm
+
+
+def cannot_lower() -> str | None:
+    """Why :func:`lower_int8` cannot run here (None when it can): the x86 int8 kernels and a C++ compiler."""
+    machine = platform.machine()
+    if machine.lower() not in _X86:
+        return f"not an x86 CPU ({machine}): X86InductorQuantizer's oneDNN int8 kernels are x86 only"
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        get_cpp_compiler()
+    except Exception as exc:  # InvalidCxxCompiler and whatever the search raises
+        return f"no C++ compiler for inductor ({type(exc).__name__})"
+    return None
+
+
+def lower_int8(model: Int8Model, batch: int = LOWERED_BATCH) -> tuple[Int8Model, str | None]:
+    """The deployed form of a :func:`quantize_static` result: ``(lowered model, None)``, compiled for
+    ``batch`` images (its ``compile_s`` says how long that took); or ``(model, why)`` where it cannot be
+    lowered here, ``model`` being the reference graph itself.
+
+    ``torch.compile`` (inductor, static shapes) with ``torch._inductor.config.freezing`` set for the compile
+    only: inductor's freezing passes (registered by torchao's x86 quantizer module) fold each
+    dequantize -> conv/linear -> quantize pattern into ``onednn.qconv_pointwise`` / ``qlinear_pointwise``
+    with prepacked int8 weights. Inductor's FX graph cache keys frozen weights by their shapes, so a second
+    model of the same architecture (the twin, another trial on the machine) reuses the compiled code.
+    """
+    if not isinstance(model, Int8Model):
+        raise TypeError(f"lower_int8 needs a quantize_static result, got {type(model).__name__}")
+    why = cannot_lower()
+    if why is not None:
+        return model, why
+    try:
+        lowered = LoweredInt8Model(
+            model.graph_module, torch.compile(_baked_qparams(model.graph_module), dynamic=False), batch
+        )
+        lowered.compile_batch(batch)
+    except Exception as exc:  # any compile failure: the reference graph still computes the same int8 model
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return model, f"inductor lowering failed: {type(exc).__name__}: {first[:200]}"
+    return lowered, None
+
+
+def _median_ms(fn, x: torch.Tensor, repeats: int, warmup: int) -> float:
+    with torch.inference_mode():
+        for _ in range(warmup):
+            fn(x)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn(x)
+            times.append(time.perf_counter() - start)
+    return 1000 * sorted(times)[len(times) // 2]
+
+
+def latency_metrics(
+    float_model: nn.Module,
+    int8_model: nn.Module,
+    batches: tuple[int, ...] = (1, LOWERED_BATCH),
+    repeats: int = 3,
+    warmup: int = 1,
+    repeats_b1: int = 10,
+) -> dict[str, float]:
+    """Median milliseconds per batch of the float model and the int8 model, on CPU, at each of ``batches``:
+    ``latency_ms_{float,int8}_b<batch>``, and ``throughput_int8_over_float`` (float ms / int8 ms at the
+    largest batch: > 1 when int8 is faster). ``repeats`` timed calls (``repeats_b1`` at batch 1, where a call
+    costs little and a busy machine's time slices scatter most) after ``warmup`` untimed ones, on
+    images from a local generator (the global RNG is left alone). A lowered int8 model compiles any batch
+    it has not yet (batch 1) first, untimed: its compile_s counts it."""
+    shape = _input_shape(int8_model.graph_module)
+    cpu_float = float_model if all(p.device.type == "cpu" for p in float_model.parameters()) else None
+    if cpu_float is None:
+        cpu_float = copy.deepcopy(float_model).cpu()
+    was_training = cpu_float.training
+    cpu_float.eval()
+    gen = torch.Generator().manual_seed(0)
+    metrics: dict[str, float] = {}
+    try:
+        for batch in batches:
+            if isinstance(int8_model, LoweredInt8Model) and batch in (1, int8_model.batch):
+                int8_model.compile_batch(batch)
+            x = torch.rand(batch, *shape, generator=gen)
+            for kind, model in (("float", cpu_float), ("int8", int8_model)):
+                n = repeats_b1 if batch == 1 else repeats
+                metrics[f"latency_ms_{kind}_b{batch}"] = _median_ms(model, x, n, warmup)
+    finally:
+        cpu_float.train(was_training)
+    top = max(batches)
+    metrics["throughput_int8_over_float"] = metrics[f"latency_ms_float_b{top}"] / metrics[f"latency_ms_int8_b{top}"]
+    return metrics
 
 
 def save_int8(model: nn.Module, path: str | os.PathLike) -> None:

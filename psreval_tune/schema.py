@@ -40,7 +40,7 @@ TARGETS = ("nonprivate", "dp", "int8_nonprivate", "int8_dp")  # models examples 
 class Metric:
     template: str
     direction: str  # HIGHER, LOWER or NONE
-    unit: str  # fraction, percent, bytes, seconds, count, epsilon, probability, loss, flag, ratio, lr
+    unit: str  # fraction, percent, bytes, seconds, milliseconds, count, epsilon, probability, loss, flag, ratio, lr
     when: str = FINAL  # FINAL, PER_ROUND or SAMPLED
     ci: bool = False  # also <stem>_ci_low / <stem>_ci_high
     std: bool = False  # also <stem>_std
@@ -125,6 +125,41 @@ METRICS: tuple[Metric, ...] = (
     Metric("acc_curve_{index}_{target}", **_ACC, doc="PGD robust accuracy of a model at curve_eps_<index>"),
     Metric("auc_curve_{target}", HIGHER, "fraction", doc="area under accuracy vs eps / eps range"),
     Metric("n_curve", NONE, "count", doc="images behind the robustness curves (the attacked images)"),
+    # the deployed int8 model (cycle.lower_models, lowering_check, int8_latency; config int8_lowering, int8_latency).
+    # Latencies: median ms per batch after a warm-up, on the CPU (a CUDA float model timed on a CPU copy), under the
+    # ISA the trial's cpu_* tags name; no compile inside them (time_int8_compile_s has it)
+    Metric(
+        "int8_lowered",
+        NONE,
+        "flag",
+        doc="1: the int8 models ran inductor-lowered oneDNN int8 code, 0: the PT2E reference graph",
+    ),
+    Metric(
+        "int8_lowered_disagree",
+        LOWER,
+        "count",
+        doc="attacked images the lowered int8 model predicts unlike its reference graph",
+    ),
+    Metric("n_int8_lowered_check", NONE, "count", doc="images behind int8_lowered_disagree (the attacked images)"),
+    Metric("latency_ms_float_b1", LOWER, "milliseconds", doc="the trial's float model, one image"),
+    Metric("latency_ms_float_b256", LOWER, "milliseconds", doc="the trial's float model, a batch of 256"),
+    Metric(
+        "latency_ms_int8_b1", LOWER, "milliseconds", doc="its evaluated int8 model (int8_lowered says which), one image"
+    ),
+    Metric("latency_ms_int8_b256", LOWER, "milliseconds", doc="its evaluated int8 model, a batch of 256"),
+    Metric(
+        "throughput_int8_over_float",
+        HIGHER,
+        "ratio",
+        doc="latency_ms_float_b256 / latency_ms_int8_b256: > 1, int8 faster",
+    ),
+    Metric(
+        "time_int8_compile_s",
+        LOWER,
+        "seconds",
+        doc="compiling the lowered int8 models (inside time_quantize_s), batch 1 too",
+    ),
+    Metric("time_int8_latency_s", LOWER, "seconds", doc="measuring the latency_ms_* (outside every other phase)"),
     # wall time (timing.PhaseTimer.as_metrics, time_total_s, trainable's time_log_model_s)
     Metric("time_{phase}_s", LOWER, "seconds"),
     # threats and client-level privacy (cycle.backdoor_metrics; client DP): asr_* over n_asr images

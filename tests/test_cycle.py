@@ -50,6 +50,14 @@ BASE_KEYS = (
     "acc_val_wb_pgd",
     *(f"acc_clean_{k}_ci_{b}" for k in ("float", "int8") for b in ("low", "high")),
 )
+# the int8 model that ran and its speed (config int8_lowering=auto leaves digits on the reference graph, so no
+# int8_lowered_disagree / time_int8_compile_s here; tests/test_quantize.py lowers)
+INT8_KEYS = (
+    "int8_lowered",
+    *(f"latency_ms_{k}_b{b}" for k in ("float", "int8") for b in (1, 256)),
+    "throughput_int8_over_float",
+    "time_int8_latency_s",
+)
 PRIVACY_KEYS = ("epsilon_spent", "noise_multiplier", "sample_rate", "dp_steps", "delta", "dp_bookkeeping")
 PHASES = ("data", "train", "quantize", "eval", "attack")
 GENERATORS = ("nonprivate", "dp")
@@ -57,7 +65,8 @@ TARGETS = ("nonprivate", "dp", "int8_nonprivate", "int8_dp")
 
 
 def _untimed(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if not k.startswith("time_")}
+    """Without the wall times and the latencies (timings too: they differ between runs)."""
+    return {k: v for k, v in metrics.items() if not k.startswith(("time_", "latency_ms_", "throughput_"))}
 
 
 def _stats(stem: str, attack: str) -> list[str]:
@@ -138,6 +147,7 @@ def test_nonprivate_metrics(np_run, np_cfg):
         | set(_clean_eval_keys(["nonprivate"]))
         | {f"time_{p}_s" for p in PHASES}
         | {"time_total_s"}
+        | set(INT8_KEYS)
     )
     assert set(m) == expected  # no transfer matrix and no twin without DP
     for key in PRIVACY_KEYS:
@@ -194,6 +204,20 @@ def test_timings_cover_the_phases(np_run):
 
 
 @pytest.mark.timeout(300)
+def test_int8_latency_metrics(np_run):
+    """Float vs int8 latency at batch 1 and 256, positive; digits is below cycle.LOWER_MIN_PIXELS, so auto
+    evaluates the reference graph and says so (tests/test_quantize.py covers the lowered model)."""
+    result, _, messages = np_run
+    m = result.metrics
+    for key in INT8_KEYS:
+        assert m[key] is not None and math.isfinite(m[key]), key
+    assert all(m[k] > 0 for k in INT8_KEYS if k != "int8_lowered")
+    assert m["throughput_int8_over_float"] == m["latency_ms_float_b256"] / m["latency_ms_int8_b256"]
+    assert m["int8_lowered"] == 0.0 and "int8_lowered_disagree" not in m
+    assert any(msg.startswith("int8: the PT2E reference graph") and "int8_lowering=auto" in msg for msg in messages)
+
+
+@pytest.mark.timeout(300)
 def test_examples_for_the_image_grid(np_run, np_cfg):
     ex = np_run[0].examples
     assert ex["clean"].shape == ex["adversarial"].shape == (8, 1, 8, 8)
@@ -238,6 +262,7 @@ def test_dp_metrics_and_transfer_matrix(dp_run, dp_cfg):
         | set(_clean_eval_keys(["dp", "nonprivate"]))
         | {f"time_{p}_s" for p in PHASES}
         | {"time_train_twin_s", "time_total_s"}
+        | set(INT8_KEYS)
     )
     assert set(m) == expected
     assert len(transfer) == 2 * 4 * (6 + 7)  # worst and mean + intervals per cell, std for PGD only

@@ -8,6 +8,9 @@ at least as strong as transfer attacks from the float model.
 The trained model is a cnn, trained here non-federated on digits with plain
 SGD (2 epochs, lr 0.05, momentum 0.9, batch 32: ~97% clean test accuracy in
 about a second on an idle machine) and calibrated on the public validation split as a cycle does.
+
+The lowered int8 model (inductor, oneDNN int8 kernels) is checked for what it computes: the reference graph's
+predictions, deterministically, at any batch size; whether it is faster lives in benchmarks/int8_latency.py.
 """
 
 from __future__ import annotations
@@ -20,9 +23,23 @@ import torch.nn.functional as F
 import torchattacks
 from torch import nn
 
+from psreval_tune import quantize
+from psreval_tune.config import CycleConfig
+from psreval_tune.cycle import TrainedModel, int8_latency, lower_models, lowering_check
 from psreval_tune.evaluate import accuracy, predict
 from psreval_tune.models import build_model
-from psreval_tune.quantize import BPDAModel, Int8Model, bpda_model, load_int8, quantize_static, save_int8, size_bytes
+from psreval_tune.quantize import (
+    BPDAModel,
+    Int8Model,
+    LoweredInt8Model,
+    bpda_model,
+    load_int8,
+    lower_int8,
+    quantize_static,
+    save_int8,
+    size_bytes,
+)
+from psreval_tune.timing import PhaseTimer
 
 _Q = torch.ops.quantized_decomposed
 
@@ -239,3 +256,110 @@ def test_whitebox_bpda_is_at_least_as_strong_as_transfer(cnn_pair, digits):
     assert 0.05 <= acc_bpda < acc_clean - 0.2, (acc_clean, acc_bpda)
     assert 0.05 <= acc_transfer < acc_clean - 0.2, (acc_clean, acc_transfer)
     assert acc_bpda <= acc_transfer + 0.02, (acc_bpda, acc_transfer)  # observed 0.360 vs 0.365 (clean 0.970)
+
+
+# --- the lowered (deployed) int8 model ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lowered(cnn_pair, digits):
+    """The cycle's lowering (cycle.lower_models, int8_lowering=inductor) of cnn_pair's int8 model:
+    (TrainedModel after it, metrics it returned, its progress lines, its PhaseTimer)."""
+    model, qmodel = cnn_pair
+    trained = TrainedModel("nonprivate", model, int8_model=qmodel)
+    messages: list[str] = []
+    timer = PhaseTimer()
+    cfg = CycleConfig(dataset="digits", arch="cnn", int8_lowering="inductor")
+    metrics = lower_models(cfg, digits, {"nonprivate": trained}, timer, messages.append)
+    return trained, metrics, messages, timer
+
+
+@pytest.mark.timeout(300)
+def test_lowered_int8_predicts_as_the_reference_graph(lowered, cnn_pair, digits, tmp_path):
+    trained, metrics, messages, timer = lowered
+    _, qmodel = cnn_pair
+    low = trained.int8_model
+    assert metrics == {"int8_lowered": 1.0} and trained.int8_reference is qmodel
+    assert isinstance(low, LoweredInt8Model) and low.lowered and low.compile_s > 0
+    assert messages == [m for m in messages if m.startswith("int8: lowered by inductor")] and len(messages) == 1
+    assert timer.seconds["int8_compile"] >= low.compile_s
+    x = digits.test.x  # 359 images: one padded chunk of 256 and one of 103
+    with torch.no_grad():
+        ref, out = qmodel(x), low(x)
+    # same int8 arithmetic, other kernels: logits within a few int8 steps, predictions all but a handful
+    assert float((ref - out).abs().max()) < 0.05, float((ref - out).abs().max())  # observed ~1e-3
+    check = lowering_check(trained, x)
+    assert check["n_int8_lowered_check"] == 359 and check["int8_lowered_disagree"] <= 3, check  # observed 0
+    assert abs(accuracy(low, x, digits.test.y) - accuracy(qmodel, x, digits.test.y)) <= 3 / 359
+    # deterministic, and an image's logits do not depend on the rest of its batch (padding included)
+    with torch.no_grad():
+        assert torch.equal(low(x), out)
+        assert torch.equal(low(x[:37]), out[:37])
+        assert torch.equal(low(torch.cat([x, x[:200]]))[359:], out[:200])  # chunks of 256 across the seam
+    assert not out.requires_grad and not out.is_inference()
+    # the same int8 model on the outside: state, size, exported program, BPDA twin
+    assert size_bytes(low) == size_bytes(qmodel)
+    assert all(torch.equal(a, b) for a, b in zip(low.state_dict().values(), qmodel.state_dict().values()))
+    save_int8(low, tmp_path / "lowered.pt2")
+    with torch.no_grad():
+        assert torch.equal(load_int8(tmp_path / "lowered.pt2")(x), ref)
+        assert torch.equal(bpda_model(low)(x), bpda_model(qmodel)(x))
+    # gradients asked for: the reference graph answers (white-box attacks go through bpda_model)
+    xg = x[:4].clone().requires_grad_(True)
+    assert torch.equal(low(xg).detach(), qmodel(x[:4]))
+
+
+@pytest.mark.timeout(300)
+def test_latency_metrics_exclude_the_compile(lowered, cnn_pair):
+    trained, *_ = lowered
+    low = trained.int8_model
+    before = low.compile_s
+    timer = PhaseTimer()
+    m = int8_latency(trained, timer)
+    keys = [f"latency_ms_{k}_b{b}" for k in ("float", "int8") for b in (1, 256)]
+    assert set(m) == {*keys, "throughput_int8_over_float"}
+    assert all(m[k] > 0 for k in m)
+    assert m["throughput_int8_over_float"] == m["latency_ms_float_b256"] / m["latency_ms_int8_b256"]
+    # batch 1 was compiled first, in its own phase, and counted as compile time, not latency
+    assert low.compile_s > before
+    assert low.compile_s - before <= timer.seconds["int8_compile"] <= low.compile_s - before + 0.1
+    assert "int8_latency" in timer.seconds
+    with torch.no_grad():
+        x = torch.rand(1, 1, 8, 8)
+        assert torch.allclose(low(x), cnn_pair[1](x), atol=0.05)  # the batch-1 code computes the same model
+
+
+@pytest.mark.timeout(60)
+def test_lowering_falls_back_to_the_reference_graph_and_says_why(cnn_pair, digits, monkeypatch):
+    model, qmodel = cnn_pair
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no inductor today")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    same, why = lower_int8(qmodel)
+    assert same is qmodel and why == "inductor lowering failed: RuntimeError: no inductor today"
+    # in the cycle: every model stays on the reference graph, one progress line says why, the flag says which
+    trained = TrainedModel("dp", model, int8_model=qmodel)
+    messages: list[str] = []
+    cfg = CycleConfig(dataset="digits", arch="cnn", int8_lowering="inductor")
+    metrics = lower_models(cfg, digits, {"dp": trained}, PhaseTimer(), messages.append)
+    assert metrics == {"int8_lowered": 0.0} and trained.int8_model is qmodel and trained.int8_reference is None
+    assert messages == [
+        "int8: the PT2E reference graph (int8 weights, quantize/dequantize around fp32 kernels): inductor lowering "
+        "failed: RuntimeError: no inductor today"
+    ]
+    assert lowering_check(trained, digits.test.x) == {}
+    # nothing to lower on another processor, or without a C++ compiler
+    monkeypatch.setattr(quantize.platform, "machine", lambda: "arm64")
+    assert lower_int8(qmodel)[1].startswith("not an x86 CPU (arm64)")
+    monkeypatch.setattr(quantize.platform, "machine", lambda: "x86_64")
+    import torch._inductor.cpp_builder as cpp_builder
+
+    monkeypatch.setattr(cpp_builder, "get_cpp_compiler", broken)
+    assert lower_int8(qmodel) == (qmodel, "no C++ compiler for inductor (RuntimeError)")
+    # auto leaves a small test split (digits: 359 images of 8x8) on the reference graph, reference always
+    for lowering, says in (("auto", "too few to repay the compile"), ("reference", "int8_lowering=reference")):
+        messages.clear()
+        metrics = lower_models(cfg.replace(int8_lowering=lowering), digits, {"dp": trained}, None, messages.append)
+        assert metrics == {"int8_lowered": 0.0} and says in messages[0], messages
