@@ -1,10 +1,14 @@
 """int8 vs float inference latency, per instruction set: what the cycle's int8 model runs at here.
 
-The cycle's int8 model is the converted PT2E graph (quantize.quantize_static): int8 weights and
-activations, but quantize/dequantize around fp32 kernels until inductor lowers it, so its speed
-depends on the processor far more than its size does. This runs the float model and that int8 model
-at batch 1 and 256 under each ``--isas`` level, each in its own process (oneDNN and ATen read their
-caps once, at start):
+The converted PT2E graph (quantize.quantize_static, the "reference" int8 model) has int8 weights and
+activations but runs quantize/dequantize around fp32 kernels; quantize.lower_int8 lowers it with
+inductor (torch.compile with freezing) to oneDNN int8 kernels, the model a cycle deploys, evaluates
+and attacks (cycle.lower_models). Their speed depends on the processor far more than their size does.
+This runs the float model, the reference int8 graph and the lowered int8 model at batch 1 and 256
+under each ``--isas`` level, each in its own process (oneDNN and ATen read their caps once, at
+start), and reports the lowered model's compile seconds (not in any latency) and how its
+predictions compare with the reference graph's on the timed images (an untrained model on random
+images: near-ties make this a harsher check than trained models on real images):
 
     default  whatever this CPU has
     AVX2     ONEDNN_MAX_CPU_ISA=AVX2 and ATEN_CPU_CAPABILITY=avx2: an AVX2-only x86 CPU (no AVX-512,
@@ -14,8 +18,8 @@ caps once, at start):
     .venv/bin/python benchmarks/int8_latency.py                      # cnn and resnet9, default and AVX2
     .venv/bin/python benchmarks/int8_latency.py --isas default,AVX2,AVX512_CORE --archs resnet9
 
-Prints a table (median ms per batch, int8 over float throughput) and writes JSON with each level's
-cpu_info, so every figure names the ISA it was measured under.
+Prints a table (median ms per batch; int8/float and lowered/float throughput, > 1 = faster than float)
+and writes JSON with each level's cpu_info, so every figure names the ISA it was measured under.
 """
 
 from __future__ import annotations
@@ -37,27 +41,41 @@ SHAPES = {"cnn": (1, 8, 8), "resnet9": (3, 32, 32)}  # digits' and CIFAR-10's im
 
 
 def measure_one(arch: str, batches: list[int], repeats: int) -> list[dict]:
-    """Float and int8 latency of ``arch`` in this process (under whatever caps it started with)."""
+    """Float, reference int8 and lowered int8 latency of ``arch`` in this process (under whatever caps it
+    started with)."""
+    import time
+
     import torch
 
     from psreval_tune.hardware import cpu_info
     from psreval_tune.models import build_model
-    from psreval_tune.quantize import quantize_static, size_bytes
+    from psreval_tune.quantize import LoweredInt8Model, lower_int8, quantize_static, size_bytes
 
     torch.manual_seed(0)
     c, h, w = SHAPES[arch]
     model = build_model(arch, c, 10, [0.5] * c, [0.25] * c).eval()
     int8 = quantize_static(model, torch.rand(64, c, h, w))
+    start = time.perf_counter()
+    lowered, why = lower_int8(int8)
+    compile_s = {256: time.perf_counter() - start}
     rows = []
     for batch in batches:
+        if isinstance(lowered, LoweredInt8Model) and batch == 1:
+            compile_s[1] = lowered.compile_batch(1)
         x = torch.rand(batch, c, h, w)
-        row = {"arch": arch, "batch": batch, **cpu_info()}
+        row = {"arch": arch, "batch": batch, **cpu_info(), "lowered": why is None, "lowering_fallback": why}
         with torch.no_grad():
-            for name, m in (("float", model), ("int8", int8)):
+            for name, m in (("float", model), ("int8", int8), ("int8_lowered", lowered)):
                 times = common.measure(lambda m=m: m(x), "cpu", warmup=2, repeats=repeats)
                 row[f"ms_{name}"] = 1000 * common.summary(times)["median"]
+            ref, low = int8(x), lowered(x)
         row["throughput_int8_over_float"] = row["ms_float"] / row["ms_int8"]
+        row["throughput_lowered_over_float"] = row["ms_float"] / row["ms_int8_lowered"]
+        row["lowered_disagree"] = int((ref.argmax(1) != low.argmax(1)).sum())
+        row["lowered_max_logit_diff"] = float((ref - low).abs().max())
+        row["compile_s_lowered"] = compile_s.get(batch, compile_s[256])
         row["size_bytes_float"], row["size_bytes_int8"] = size_bytes(model), size_bytes(int8)
+        row["size_bytes_int8_lowered"] = size_bytes(lowered)
         rows.append(row)
     return rows
 
@@ -94,12 +112,13 @@ def main() -> None:
             f"error: {bad[0]!r} is not allowed; --isas takes {', '.join(ISA_ENV)}, --archs {', '.join(SHAPES)}"
         )
     rows = [row for isa in args.isas.split(",") for row in run_level(isa, args)]
-    keys = ("isa", "cpu_torch_capability", "cpu_int8_vnni", "arch", "batch", "ms_float", "ms_int8")
-    print(
-        common.table(
-            [*keys, "int8/float throughput"], [[r[k] for k in keys] + [r["throughput_int8_over_float"]] for r in rows]
-        )
-    )
+    keys = ("isa", "cpu_torch_capability", "cpu_int8_vnni", "arch", "batch", "ms_float", "ms_int8", "ms_int8_lowered")
+    ratios = ("throughput_int8_over_float", "throughput_lowered_over_float", "lowered_disagree", "compile_s_lowered")
+    heads = ["int8/float throughput", "lowered/float throughput", "lowered vs int8: disagree", "compile s"]
+    print(common.table([*keys, *heads], [[r[k] for k in (*keys, *ratios)] for r in rows]))
+    for r in rows:
+        if r["lowering_fallback"]:
+            print(f"{r['isa']} {r['arch']}: not lowered ({r['lowering_fallback']}); ms_int8_lowered = reference")
     common.write_json(
         "int8_latency", {"benchmark": "int8_latency", "machine": common.machine_info("cpu"), "rows": rows}, args.out
     )

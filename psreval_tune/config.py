@@ -31,6 +31,13 @@ DEVICES = ("auto", "cpu", "cuda")
 # 8-bit mantissa would make the per-sample norms that clipping bounds approximate.
 PRECISIONS = ("fp32", "bf16")
 INT8_LOWERINGS = ("auto", "inductor", "reference")  # cycle.lower_models
+# int8_lowering=auto lowers the int8 models only when the test split has at least this many pixels (images x H x W).
+# Compiling costs seconds per model (2.6-14 s measured for the cnn on 2 busy cores; the first compile of a process
+# is the dearest), while the reference graph's int8 work in a cycle is ~9-13 passes over the attacked images per
+# int8 model (clean accuracy, every transfer cell, the BPDA cells): the lowered model saves ~1.2 ms an image at
+# 28x28 (cnn, batch 256: reference 1.8 ms, lowered 0.65 ms), so ~1,300 such images (1M pixels) repay ~15 s of
+# compile. Digits' 359 test images of 8x8 (23k pixels) would spend seconds compiling to save milliseconds.
+LOWER_MIN_PIXELS = 1_000_000
 LR_SCHEDULES = ("constant", "cosine", "step")  # per FL round, after warmup_rounds of linear warm-up
 
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .attacks import AttackSpec, generate, transfers
-from .config import CycleConfig, resolve_device
+from .config import LOWER_MIN_PIXELS, CycleConfig, resolve_device
 from .data import DataBundle, load_data
 from .evaluate import (
     MASKING_IMAGES,
@@ -135,14 +135,6 @@ def _twin(
         return trained[0]
     progress(f"[nonprivate] twin {twin_cfg.training_key()} loaded from cache")
     return TrainedModel("nonprivate", model.to(device), history=payload["history"], cached=True)
-
-
-# int8_lowering=auto lowers the int8 models only when the test split has at least this many pixels (images x H x W).
-# Compiling costs seconds per model (measured 2.6-10 s for the digits cnn on 2 busy cores: the first compile of a
-# process is the dearest), while the reference graph evaluates a small split in milliseconds: digits' 360 test images
-# of 8x8 (23,040 pixels) cost 0.1 s of int8 work in a whole cycle. From ~1,000 images of 32x32 on, the int8 work
-# (clean accuracy + every transfer cell on the int8 targets) runs longer than the compile, and lowering pays.
-LOWER_MIN_PIXELS = 1_000_000
 
 
 def lower_models(

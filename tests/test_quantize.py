@@ -363,3 +363,18 @@ def test_lowering_falls_back_to_the_reference_graph_and_says_why(cnn_pair, digit
         messages.clear()
         metrics = lower_models(cfg.replace(int8_lowering=lowering), digits, {"dp": trained}, None, messages.append)
         assert metrics == {"int8_lowered": 0.0} and says in messages[0], messages
+
+
+def test_cost_model_counts_the_int8_compiles():
+    """sweeps/cost.py: one compile per lowered int8 model, batch 1 for the latencies; none where auto leaves a
+    small test split on the reference graph."""
+    from psreval_tune.sweeps import cost
+
+    digits = CycleConfig(dataset="digits", arch="cnn", epsilon=3.4)
+    assert cost.int8_compiles(digits) == 0  # 359 x 8 x 8 pixels < LOWER_MIN_PIXELS
+    assert cost.int8_compiles(digits.replace(int8_lowering="inductor")) == 3  # own, twin, own at batch 1
+    assert cost.int8_compiles(digits.replace(int8_lowering="inductor", int8_latency=False, epsilon=None)) == 1
+    big = CycleConfig(dataset="synthetic", arch="cnn", image_size=32, test_samples=1000)  # 1,024,000 pixels
+    assert cost.int8_compiles(big) == 2
+    assert cost.trial_phases(big)["overhead"] == cost.TRIAL_OVERHEAD_S + 2 * cost.INT8_COMPILE_S
+    assert cost.int8_compiles(big.replace(int8_lowering="reference")) == 0

@@ -10,7 +10,8 @@ Nothing here starts Ray, opens a tracking store for writing or creates a file. T
   x s/pass x ATTACK_PASS, generators = the trained models (DP + twin) + each one's int8 model's BPDA;
   reviewer passes = AutoAttack, gradient-masking checks, eps grid when asked (``reviewer_passes``);
 - overhead     = TRIAL_OVERHEAD_S per trial (data, quantize, MLflow logging) + WORKER_WARMUP_S per worker
-  (defaults only: a store's trial overheads hold it) + SWEEP_OVERHEAD_S once (Ray start-up, report).
+  (defaults only: a store's trial overheads hold it) + SWEEP_OVERHEAD_S once (Ray start-up, report)
+  + INT8_COMPILE_S per compile of a lowered int8 model where the trial lowers (``int8_compiles``).
 Training phases add STEP_S per optimizer step and ROUND_S (TWIN_ROUND_S) per round, attacks/eval EVAL_FIXED_S
 per trial: fixed costs that dominate small cycles (the smoke grid, digits).
 
@@ -59,6 +60,9 @@ EVAL_FIXED_S = 0.2  # per trial: clean and validation metrics, attack set-up
 TRIAL_OVERHEAD_S = 1.0  # per trial outside the phases: data, quantize, MLflow params/metrics/model/artifacts
 WORKER_WARMUP_S = 3.0  # per worker (slot), its first trial: first DP step, first quantization, first MLflow model
 SWEEP_OVERHEAD_S = 20.0  # once: imports, Ray start-up, MLflow store, worker start, summary, report
+# Per inductor compile of a lowered int8 model (cycle.lower_models): measured 2.6-14 s for the cnn and 32 s for
+# resnet9 on 2 busy cores, cheaper for a second model of the same architecture in one process.
+INT8_COMPILE_S = 10.0
 
 
 def attack_passes(attack: str, steps: int) -> float:
@@ -156,6 +160,23 @@ def reviewer_passes(cfg: CycleConfig) -> float:
     return passes
 
 
+def int8_compiles(cfg: CycleConfig) -> int:
+    """Inductor compiles of a trial's int8 models (cycle.lower_models): one per int8 model (own, twin) where the
+    trial lowers (int8_lowering inductor, or auto on a test split of >= LOWER_MIN_PIXELS), plus batch 1 of its
+    own for the latency metrics (int8_latency)."""
+    from ..config import LOWER_MIN_PIXELS
+    from ..datasets import image_size_of
+
+    data = _dataset(cfg)
+    test = data.test
+    if cfg.test_samples is not None:  # as eval_images
+        test = cfg.test_samples if data.meta.get("draws_samples") else min(cfg.test_samples, test)
+    lowers = cfg.int8_lowering == "inductor" or (
+        cfg.int8_lowering == "auto" and test * image_size_of(cfg) ** 2 >= LOWER_MIN_PIXELS
+    )
+    return (2 if has_twin(cfg) else 1) + int(cfg.int8_latency) if lowers else 0
+
+
 def trial_phases(cfg: CycleConfig) -> dict[str, float]:
     """Default seconds per phase of one trial; twin_train as if the twin were not cached."""
     runs = sum(attack_passes(a, cfg.attack_steps) * attack_runs(a, cfg.attack_repeats) for a in cfg.eval_attacks)
@@ -165,7 +186,7 @@ def trial_phases(cfg: CycleConfig) -> dict[str, float]:
         "dp_train": train_seconds(cfg),
         "twin_train": train_seconds(twin_config(cfg), TWIN_ROUND_S) if has_twin(cfg) else 0.0,
         "attack_eval": passes * pass_seconds(cfg) * ATTACK_PASS + EVAL_FIXED_S,
-        "overhead": TRIAL_OVERHEAD_S,
+        "overhead": TRIAL_OVERHEAD_S + int8_compiles(cfg) * INT8_COMPILE_S,
     }
 
 
