@@ -288,6 +288,8 @@ def results_table(metrics: dict[str, Any]) -> str:
     ]
     keys += [k for k in metrics if k.startswith("acc_transfer") and k.endswith(("_worst", "_mean"))]
     keys += [k for k in metrics if k.startswith(("masking_suspect_", "auc_curve_", "n_autoattack", "n_masking"))]
+    # which int8 model ran (lowered or the reference graph), how it agrees with the reference, how fast it is
+    keys += [k for k in metrics if k.startswith(("int8_lowered", "n_int8_lowered", "latency_ms_", "throughput_int8"))]
     keys += [k for k in metrics if k.startswith("time_")]
     width = max(len(k) for k in keys)
     lines = [f"  {k.ljust(width)}  {_fmt(metrics[k])}" for k in keys]
