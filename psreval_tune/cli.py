@@ -302,6 +302,22 @@ def results_table(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _warn_small_data(cfg: CycleConfig):
+    """A round hook that prints trial_warnings.small_data once, after the first round (the data as loaded)."""
+    from .trial_warnings import of_federation
+
+    said: list[bool] = []
+
+    def hook(_result, fed) -> None:
+        if not said:
+            said.append(True)
+            line = of_federation(cfg, fed)
+            if line:
+                print(line, file=sys.stderr, flush=True)
+
+    return hook
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from ._warnings import quiet_known_warnings
@@ -320,7 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         cache = None if _optional(args.cache_dir) is None else TwinCache(Path(args.cache_dir).expanduser())
         doing = "run the cycle (reading the data, or the twin cache)"  # what a file error interrupted
-        result = run_cycle(cfg, cache=cache, progress=progress)
+        result = run_cycle(cfg, cache=cache, progress=progress, on_round=_warn_small_data(cfg))
         doing = "write the results"
         write_outputs(result, out, overwrite=args.overwrite)
     except ConfigError as exc:

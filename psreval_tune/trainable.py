@@ -262,15 +262,6 @@ def _load_checkpoint(rounds: int | None = None, fell_back: list[str] | None = No
     return load_checkpoint(tune.get_checkpoint(), rounds, log=lambda msg: print(msg, flush=True), fell_back=fell_back)
 
 
-def data_warning(cfg: CycleConfig, fed: Federation) -> str | None:
-    """trial_warnings.small_data of the data as the cycle loaded it (None without it: a fake cycle)."""
-    data = getattr(fed, "data", None)
-    if data is None:
-        return None
-    n_test = len(data.test) if cfg.eval_samples is None else min(cfg.eval_samples, len(data.test))
-    return trial_warnings.small_data(n_test, [len(c.y_clean) for c in fed.clients], cfg.batch_size)
-
-
 def dataset_name(cfg: CycleConfig) -> str:
     """The data's name on MLflow dataset inputs: the dataset, with the MedMNIST subset."""
     return f"medmnist-{cfg.medmnist_subset}" if cfg.dataset == "medmnist" else cfg.dataset
@@ -369,7 +360,7 @@ def run_trial(params: dict, infra: TrialInfra) -> None:
             if not splits_logged:  # the data as the cycle loaded it, once per attempt
                 if tracker is not None:
                     log_splits(tracker, run_id, cfg, fed.data)
-                warn(data_warning(cfg, fed), trial_warnings.TAG_SMALL_DATA)
+                warn(trial_warnings.of_federation(cfg, fed), trial_warnings.TAG_SMALL_DATA)
                 splits_logged.append(True)
             on_round(r, fed)
 

@@ -39,6 +39,15 @@ def small_data(n_test: int, client_sizes: Sequence[int], batch_size: int | None)
     return f"{PREFIX}data too small for the intervals: {'; '.join(problems)}" if problems else None
 
 
+def of_federation(cfg, fed) -> str | None:
+    """``small_data`` of the data as a cycle loaded it (a CycleConfig and its Federation; None without data)."""
+    data = getattr(fed, "data", None)
+    if data is None:  # a fake cycle in a test
+        return None
+    n_test = len(data.test) if cfg.eval_samples is None else min(cfg.eval_samples, len(data.test))
+    return small_data(n_test, [len(c.y_clean) for c in fed.clients], cfg.batch_size)
+
+
 def resumed_from(path: str, rnd: int) -> str:
     return f"{PREFIX}resumed from the older checkpoint {path} (after round {rnd}): the latest did not load"
 

@@ -237,3 +237,26 @@ def test_a_file_error_during_the_cycle_names_the_cycle_not_the_writing(tmp_path,
         f"Permission denied; nothing in --out={str(out)!r} was replaced"
     ]
     assert not out.exists()
+
+
+def test_psreval_run_warns_when_the_data_are_too_small_for_its_intervals(tmp_path, monkeypatch, capsys):
+    """The console line a sweep trial shows (trial_warnings.small_data), for a single cycle too."""
+    from types import SimpleNamespace
+
+    from psreval_tune import cli, cycle
+
+    clients = [SimpleNamespace(y_clean=[0] * 3), SimpleNamespace(y_clean=[0] * 900)]
+    fed = SimpleNamespace(data=SimpleNamespace(test=[0] * 5), clients=clients)
+
+    def tiny_cycle(cfg, *, on_round, **_kw):
+        on_round(None, fed)
+        on_round(None, fed)  # said once, not per round
+        raise PermissionError(13, "Permission denied", "/stop-here")  # end before any output
+
+    monkeypatch.setattr(cycle, "run_cycle", tiny_cycle)
+    cli.main(["run", "--quiet", "--batch-size", "64", "--out", str(tmp_path / "o"), "--cache-dir", str(tmp_path / "c")])
+    warning, _error = capsys.readouterr().err.splitlines()
+    assert warning == (
+        "! data too small for the intervals: 5 test images (fewer than 100: a 95% interval spans up to ±44 points); "
+        "client 0 holds 3 examples, fewer than the batch size 64"
+    )

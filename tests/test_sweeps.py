@@ -3,6 +3,7 @@ local Ray), then checked through MlflowClient and Tune's result files."""
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import time
@@ -21,6 +22,8 @@ from sweep_helpers import (
     wait_for,
     wait_healthy,
 )
+
+from psreval_tune.sweeps import ray_procs
 
 SMOKE_TRIALS = 6  # paper_grid --smoke: epsilon {3.4, 7} x {none, adv_training 0.2, train_time_attack 0.2}
 ARTIFACTS = {"metrics.json", "model_float.pt", "model_int8.pt2", "adv_examples.png"}
@@ -121,6 +124,18 @@ def test_search_asha_stops_a_trial_and_shows_pareto(tmp_path):
     assert all(status[tid] == "KILLED" for tid in stopped)
 
 
+def _settled_survivors(recorded: list[dict], quiet_s: float = 5.0, most_s: float = 30.0) -> list[dict]:
+    """The recorded processes still alive once none has exited for ``quiet_s`` seconds."""
+    alive = [e for e in recorded if ray_procs._alive(e) is not None]
+    deadline, settled = time.monotonic() + most_s, time.monotonic() + quiet_s
+    while time.monotonic() < min(deadline, settled):
+        time.sleep(0.5)
+        now = [e for e in alive if ray_procs._alive(e) is not None]
+        if len(now) != len(alive):
+            alive, settled = now, time.monotonic() + quiet_s
+    return alive
+
+
 @pytest.mark.timeout(900)
 def test_driver_killed_then_resume_finishes_every_trial_once(tmp_path):
     log = tmp_path / "first.log"
@@ -137,16 +152,25 @@ def test_driver_killed_then_resume_finishes_every_trial_once(tmp_path):
 
         wait_for(mid_sweep, timeout=400, interval=2, what="a finished trial in the sweep")
         time.sleep(3)
-        first.send_signal(signal.SIGKILL)  # the driver only ...
+        first.send_signal(signal.SIGKILL)  # the driver only: its local Ray's processes are left to the resume
         first.wait(timeout=30)
-    finally:
-        kill_group(first)  # ... then what it left of its local Ray, as a crashed machine would
-    _, before = sweep_runs(uri)
-    finished_before = {t.data.tags["psreval.trial_id"]: t.info.end_time for t in before if t.info.status == "FINISHED"}
-    assert 1 <= len(finished_before) < SMOKE_TRIALS
+        recorded = json.loads((exp_dir / ray_procs.RECORD).read_text())["processes"]
+        left = _settled_survivors(recorded)  # some exit by themselves once they see the driver gone
+        _, before = sweep_runs(uri)
+        finished_before = {
+            t.data.tags["psreval.trial_id"]: t.info.end_time for t in before if t.info.status == "FINISHED"
+        }
+        assert 1 <= len(finished_before) < SMOKE_TRIALS
 
-    resumed = run_script("sweeps/paper_grid.py", *args, "--resume", timeout=700)
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+        resumed = run_script("sweeps/paper_grid.py", *args, "--resume", timeout=700)
+        assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+        # the resume found the processes the killed driver left, by their own ids, and ended them
+        assert not [e for e in recorded if ray_procs._alive(e) is not None]
+        if left:  # Ray processes that outlived the SIGKILLed driver (and what they started since)
+            names = [e["name"] for e in left]
+            assert "Ray process(es) left by the killed driver" in resumed.stdout, (names, resumed.stdout[-2000:])
+    finally:
+        kill_group(first)  # whatever is left of the first local Ray, should the test fail before the resume
     results = tune_results(tmp_path / "ray_results" / "killed")
     assert len(results) == SMOKE_TRIALS
     assert all(lines[-1].get("cycle_complete") for lines in results.values())
