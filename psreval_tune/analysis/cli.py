@@ -20,6 +20,8 @@ COMMANDS = {
     ),
     "train-time": ("train_time", "train-time attacker: accuracy vs the adversary's share, DP vs non-private (Fig. 5)"),
     "pareto": ("pareto", "privacy-utility-robustness Pareto front across epsilon"),
+    "curves": ("curves", "robust accuracy against attack epsilon per model, with its area (--attack-eps-grid)"),
+    "masking": ("masking", "trials whose gradient-masking checks failed, and each check's numbers (--masking-checks)"),
 }
 
 
