@@ -363,6 +363,16 @@ def test_lowering_falls_back_to_the_reference_graph_and_says_why(cnn_pair, digit
         messages.clear()
         metrics = lower_models(cfg.replace(int8_lowering=lowering), digits, {"dp": trained}, None, messages.append)
         assert metrics == {"int8_lowered": 0.0} and says in messages[0], messages
+    # auto on a CPU without VNNI (an AVX2-only CPU): int8 kernels may saturate there, the reference graph runs
+    from psreval_tune import cycle
+
+    monkeypatch.setattr(cycle, "LOWER_MIN_PIXELS", 0)
+    monkeypatch.setattr(cycle, "cpu_info", lambda: {"cpu_int8_vnni": False})
+    messages.clear()
+    assert lower_models(cfg.replace(int8_lowering="auto"), digits, {"dp": trained}, None, messages.append) == {
+        "int8_lowered": 0.0
+    }
+    assert "no VNNI on this CPU" in messages[0], messages
 
 
 def test_cost_model_counts_the_int8_compiles():

@@ -76,6 +76,7 @@ GROUPING_DEFAULTS: dict[str, Any] = {
 EVAL_ONLY = {"eval_attacks", "eval_samples", "attack_repeats", "device", "data_root", "download"}
 # the reviewer-grade evaluation of issue 22 (CycleConfig.training_key leaves them out too)
 EVAL_ONLY |= {"autoattack", "autoattack_samples", "masking_checks", "attack_eps_grid"}
+EVAL_ONLY |= {"int8_lowering", "int8_latency"}  # which int8 program runs and whether it is timed (issue 23)
 
 
 class AnalysisError(ValueError):
