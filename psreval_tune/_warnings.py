@@ -16,6 +16,15 @@ KNOWN = (
 )
 
 
+# (message, module that issues it): generic messages silenced only where a dependency raises them.
+KNOWN_IN = (
+    # inductor's own int8 lowering (quantize.lower_int8) copies a zero-point tensor with torch.tensor(...)
+    (r"To copy construct from a tensor, it is recommended", r"torch\._inductor\.mkldnn_lowerings"),
+)
+
+
 def quiet_known_warnings() -> None:
     for pattern in KNOWN:
         warnings.filterwarnings("ignore", message=pattern)
+    for pattern, module in KNOWN_IN:
+        warnings.filterwarnings("ignore", message=pattern, module=module)
