@@ -43,8 +43,6 @@ from torch import nn
 from .attacks import AttackSpec, transfers
 from .evaluate import Cell, attack_matrix, mean_std, wilson
 
-GENERATORS = ("nonprivate", "dp")  # schema.GENERATORS: the float models examples are crafted on
-TARGETS = ("nonprivate", "dp", "int8_nonprivate", "int8_dp")  # schema.TARGETS
 COUNT = "xseed_generators"
 
 
