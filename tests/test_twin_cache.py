@@ -347,9 +347,12 @@ def test_three_concurrent_trials_on_two_nodes_train_their_shared_twin_once(tmp_p
     assert sorted(r["twin_from_cache"] for r in final.values()) == [0.0, 1.0, 1.0]
     assert sum("time_train_twin_s" in r for r in final.values()) == 1
     assert [r["pid"] for r in final.values() if r["twin_from_cache"] == 0.0] == [records[0]["pid"]]
-    # the other two waited for that trial (host, pid) while it trained, then loaded its twin
+    # the other two loaded the twin that trial trained; any of them that polled while it trained named it
+    # as the trainer (one that polled only after it finished finds the twin without waiting: CI saw 1 of 2)
     trainer = f"is being trained by host {records[0]['host']} pid {records[0]['pid']}"
-    assert logs.count(trainer) == 2 and logs.count("loaded from cache") == 2, (logs.count(trainer), trainer)
+    named = logs.count("is being trained by") - logs.count("is being trained by host test-gate")
+    assert logs.count("loaded from cache") == 2, logs.count("loaded from cache")
+    assert logs.count(trainer) == named <= 2, (logs.count(trainer), named, trainer)
     print(f"twin trained once in {records[0]['seconds']} s by pid {records[0]['pid']}; the other two waited for it")
     # and every trial reports the same twin
     for key in ("acc_clean_float_nonprivate", "acc_clean_int8_nonprivate", "acc_clean_eval_nonprivate"):
