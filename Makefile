@@ -55,7 +55,7 @@ lint: $(STAMP)
 
 # A small Optuna search on digits on a local Ray (a few minutes on 2 cores).
 demo: $(STAMP)
-	$(VENV)/bin/psreval search --smoke --num-samples 6 --max-concurrent 2 --run-dir $(RUN_DIR)
+	$(VENV)/bin/psreval grid demo --name demo-$$(date +%Y%m%d-%H%M%S) --max-concurrent 2 --run-dir $(RUN_DIR)
 	@echo
 	@echo "Open the trials: make ui (it prints the address of the runs table, http://127.0.0.1:$(UI_PORT)/...)."
 	@echo "One cycle without Ray: $(VENV)/bin/psreval run --dataset digits --epsilon 3.4 --out runs/cycle"

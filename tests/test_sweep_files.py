@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = {
     "paper_grid": "grid",
     "paper_smoke": "grid",
+    "demo": "grid",
     "demo_search": "search",
     "paper_search": "search",
     "robust_fl": "grid",
