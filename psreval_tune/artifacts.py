@@ -204,21 +204,45 @@ def summary(result: CycleResult) -> dict:
     }
 
 
-def save_image_grid(result: CycleResult, path: Path) -> None:
-    """Top row clean test images, bottom row their adversarial versions."""
+def example_captions(result: CycleResult) -> dict:
+    """What the image grid says: the attack and its budget, the model it was crafted against, and per
+    image its true label and the model's prediction on the clean and on the adversarial version."""
     import torch
 
-    from ._torchvision import import_torchvision
+    cfg, ex = result.config, result.examples
+    own = "dp" if cfg.private else "nonprivate"
+    model = result.models[own].float_model.eval()
+    with torch.no_grad():
+        clean, adv = (model(ex[k]).argmax(1).tolist() for k in ("clean", "adversarial"))
+    who = f"the DP model (epsilon {cfg.epsilon:g})" if cfg.private else "the non-private model"
+    return {
+        "title": f"{cfg.eval_attacks[0]} at {255 * cfg.attack_eps:g}/255 (white-box) against {who}",
+        "true": ex["labels"].tolist(),
+        "clean": clean,
+        "adversarial": adv,
+    }
 
-    utils = import_torchvision().utils
-    ex = result.examples
-    images = torch.cat([ex["clean"], ex["adversarial"]])
-    grid = utils.make_grid(images, nrow=len(ex["clean"]), padding=2, pad_value=1.0)
-    size = grid.shape[-1]
-    if size < 512:  # 8x8 digits would be a thumbnail; upscale with crisp pixels
-        scale = max(1, 512 // size)
-        grid = torch.nn.functional.interpolate(grid[None], scale_factor=scale, mode="nearest")[0]
-    utils.save_image(grid, str(path))
+
+def save_image_grid(result: CycleResult, path: Path) -> None:
+    """Top row clean test images, bottom row their adversarial versions, each captioned with its true
+    label and the model's prediction (red where the attack changed a correct prediction)."""
+    from matplotlib.figure import Figure  # no pyplot: no global state, no display backend
+
+    ex, cap = result.examples, example_captions(result)
+    n = len(cap["true"])
+    fig = Figure(figsize=(1.3 * n, 3.4))
+    axes = fig.subplots(2, n, squeeze=False)
+    for row, key in enumerate(("clean", "adversarial")):
+        for i, ax in enumerate(axes[row]):
+            img = ex[key][i].detach().cpu().permute(1, 2, 0).squeeze(-1).clamp(0, 1).numpy()
+            ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+            fooled = key == "adversarial" and cap["clean"][i] == cap["true"][i] != cap[key][i]
+            label = f"true {cap['true'][i]}\npred {cap[key][i]}" if row == 0 else f"pred {cap[key][i]}"
+            ax.set_title(label, fontsize=8, color="red" if fooled else "black")
+        axes[row][0].set_ylabel(key, fontsize=9)
+    fig.suptitle(cap["title"], fontsize=10)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
 
 
 def _write_files(result: CycleResult, folder: Path) -> None:

@@ -21,7 +21,7 @@ import pytest
 import torch
 from conftest import FAST_TRAINING
 
-from psreval_tune.artifacts import ARTIFACTS, TWIN_ARTIFACTS, write_outputs
+from psreval_tune.artifacts import ARTIFACTS, TWIN_ARTIFACTS, example_captions, write_outputs
 from psreval_tune.config import DEFAULT_EVAL_ATTACKS as ATTACKS  # PGD, FGSM: FAB-T and AutoAttack are opt-in
 from psreval_tune.config import CycleConfig
 from psreval_tune.cycle import TwinCache, _fresh_model, eval_images, run_cycle
@@ -373,9 +373,16 @@ def test_write_outputs(which, dp_run, np_run, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with Image.open(png) as img:
         img.verify()
-    with Image.open(png) as img:
-        # 8 clean + 8 adversarial 8x8 digits, padding 2, upscaled by 512 // 82 = 6
-        assert img.size == (6 * (8 * 10 + 2), 6 * (2 * 10 + 2))
+    with Image.open(png) as img:  # 2 rows of 8 captioned images, wider than tall
+        assert img.size[0] > 2 * img.size[1] > 400
+    # the captions: the attack, its budget and target, each image's true label and the predictions
+    cap = example_captions(result)
+    assert cap["title"].startswith(f"{cfg.eval_attacks[0]} at 8/255")
+    assert ("DP model" in cap["title"]) == (which == "dp")
+    model = result.models[which].float_model
+    assert cap["true"] == result.examples["labels"].tolist()
+    assert cap["clean"] == model(result.examples["clean"]).argmax(1).tolist()
+    assert cap["adversarial"] == model(result.examples["adversarial"]).argmax(1).tolist()
 
 
 @pytest.mark.timeout(300)
