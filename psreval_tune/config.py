@@ -10,11 +10,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import recipes
+from .checks import finite_number
 from .hardware import bf16_note, warn_once
 
 # The names of attacks, datasets, architectures, threats and aggregation rules are read from their
@@ -250,10 +250,6 @@ def _positive_int(cfg: CycleConfig, name: str, optional: bool = False) -> None:
         _fail(name, value, "an integer >= 1")
 
 
-def _finite_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _resolve_recipe(cfg: CycleConfig) -> None:
     """Fill the training fields left as None from the recipe (frozen: object.__setattr__)."""
     asked = cfg.recipe
@@ -297,9 +293,9 @@ def _validate_federation(cfg: CycleConfig) -> None:
     _positive_int(cfg, "num_malicious")
     if cfg.threat != "none" and cfg.num_malicious >= cfg.num_clients:
         _fail("num_malicious", cfg.num_malicious, f"an integer in [1, num_clients={cfg.num_clients}) under a threat")
-    if not _finite_number(cfg.client_fraction) or not 0 < cfg.client_fraction <= 1:
+    if not finite_number(cfg.client_fraction) or not 0 < cfg.client_fraction <= 1:
         _fail("client_fraction", cfg.client_fraction, "a number in (0, 1]")
-    if not _finite_number(cfg.client_clip) or cfg.client_clip <= 0:
+    if not finite_number(cfg.client_clip) or cfg.client_clip <= 0:
         _fail("client_clip", cfg.client_clip, "a number > 0")
     if threat.needs_fraction and cfg.adv_fraction == 0:
         _fail("adv_fraction", cfg.adv_fraction, f"a number in (0, 1) when threat={cfg.threat}")
@@ -342,25 +338,25 @@ def _validate(cfg: CycleConfig) -> None:
         or not 0 <= cfg.adversary_client < cfg.num_clients
     ):
         _fail("adversary_client", cfg.adversary_client, f"an integer in [0, {cfg.num_clients - 1}]")
-    if not _finite_number(cfg.adv_fraction) or not 0 <= cfg.adv_fraction < 1:
+    if not finite_number(cfg.adv_fraction) or not 0 <= cfg.adv_fraction < 1:
         _fail("adv_fraction", cfg.adv_fraction, "a number in [0, 1)")
-    if not _finite_number(cfg.val_fraction) or not 0 < cfg.val_fraction < 0.5:
+    if not finite_number(cfg.val_fraction) or not 0 < cfg.val_fraction < 0.5:
         _fail("val_fraction", cfg.val_fraction, "a number in (0, 0.5)")
-    if not _finite_number(cfg.dirichlet_alpha) or cfg.dirichlet_alpha <= 0:
+    if not finite_number(cfg.dirichlet_alpha) or cfg.dirichlet_alpha <= 0:
         _fail("dirichlet_alpha", cfg.dirichlet_alpha, "a number > 0")
     for name in ("lr", "max_grad_norm"):
         value = getattr(cfg, name)
-        if not _finite_number(value) or value <= 0:
+        if not finite_number(value) or value <= 0:
             _fail(name, value, "a number > 0")
-    if not _finite_number(cfg.momentum) or not 0 <= cfg.momentum < 1:
+    if not finite_number(cfg.momentum) or not 0 <= cfg.momentum < 1:
         _fail("momentum", cfg.momentum, "a number in [0, 1)")
-    if not _finite_number(cfg.attack_eps) or not 0 < cfg.attack_eps <= 1:
+    if not finite_number(cfg.attack_eps) or not 0 < cfg.attack_eps <= 1:
         _fail("attack_eps", cfg.attack_eps, "a number in (0, 1] (pixel units, images are in [0, 1])")
-    if not _finite_number(cfg.attack_alpha) or not 0 < cfg.attack_alpha <= cfg.attack_eps:
+    if not finite_number(cfg.attack_alpha) or not 0 < cfg.attack_alpha <= cfg.attack_eps:
         _fail("attack_alpha", cfg.attack_alpha, f"a number in (0, attack_eps={cfg.attack_eps:.4g}]")
-    if cfg.epsilon is not None and (not _finite_number(cfg.epsilon) or cfg.epsilon <= 0):
+    if cfg.epsilon is not None and (not finite_number(cfg.epsilon) or cfg.epsilon <= 0):
         _fail("epsilon", cfg.epsilon, "a number > 0, or none for non-private training")
-    if not _finite_number(cfg.delta) or not 0 < cfg.delta < 1:
+    if not finite_number(cfg.delta) or not 0 < cfg.delta < 1:
         _fail("delta", cfg.delta, "a number in (0, 1)")
     if not cfg.eval_attacks:
         _fail("eval_attacks", list(cfg.eval_attacks), "a non-empty subset of " + ", ".join(attacks))
@@ -381,7 +377,7 @@ def _validate_reviewer(cfg: CycleConfig) -> None:
     _positive_int(cfg, "autoattack_samples")
     grid = cfg.attack_eps_grid
     if grid is not None and (
-        not grid or not all(_finite_number(e) and 0 <= e <= 1 for e in grid) or len(set(grid)) != len(grid)
+        not grid or not all(finite_number(e) and 0 <= e <= 1 for e in grid) or len(set(grid)) != len(grid)
     ):
         _fail("attack_eps_grid", list(grid), "distinct numbers in [0, 1] (pixel units), e.g. 0,2/255,8/255")
 

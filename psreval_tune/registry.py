@@ -20,6 +20,8 @@ import pkgutil
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
+from .checks import finite_number
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -98,13 +100,9 @@ class Param:
     allowed: str
 
 
-def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
-
-
 def number_in(low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> Callable[[Any], bool]:
     def check(v: Any) -> bool:
-        return _number(v) and (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+        return finite_number(v) and (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
 
     return check
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import re
 import socket
@@ -27,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
+from .checks import finite_number
 from .hardware import cpu_tags
 
 if TYPE_CHECKING:
@@ -360,11 +360,7 @@ def _metrics(values: Mapping[str, Any], step: int) -> list[Metric]:
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    return [
-        Metric(k, float(v), now, step)
-        for k, v in values.items()
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
-    ]
+    return [Metric(k, float(v), now, step) for k, v in values.items() if finite_number(v)]
 
 
 class Tracker:

@@ -332,3 +332,20 @@ def test_one_file_adds_an_attack_a_dataset_and_an_arch(tmp_path):
         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path), "OMP_NUM_THREADS": "1"},
     )
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
+
+
+def test_one_finite_number_check():
+    """checks.finite_number, what config, the registries' number_in, sweep files, the searcher and tracking use:
+    NaN, +-inf, an int past a float's range, bools, strings and None are not finite numbers."""
+    import math
+
+    from psreval_tune.checks import finite_number
+    from psreval_tune.config import ConfigError, CycleConfig
+    from psreval_tune.registry import number_in
+
+    assert all(finite_number(v) for v in (0, -3, 2.5, 1e308, 10**300))
+    assert not any(finite_number(v) for v in (math.nan, math.inf, -math.inf, 10**400, True, "1", None, [1.0]))
+    assert not number_in(0.0, math.inf)(math.nan) and not number_in(0.0, 1.0)(10**400)
+    for bad in (math.nan, math.inf, 10**400):  # 10**400 was an OverflowError traceback, not a ConfigError
+        with pytest.raises(ConfigError, match="lr="):
+            CycleConfig(lr=bad)

@@ -30,11 +30,11 @@ import functools
 import itertools
 import json
 import logging
-import math
 import sys
 from typing import Any, Iterator, Sequence
 
 from .. import recipes
+from ..checks import finite_number
 from ..config import CycleConfig
 from . import spec
 from .engine import SweepError, SweepSpec, _csv, add_cost_flags, exit_status, main_guard, parser, report, run_sweep
@@ -149,7 +149,7 @@ def _key(config: dict[str, Any]) -> str:
 
 def _finite_values(values: Any) -> bool:
     values = values if isinstance(values, list) else [values]
-    return all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+    return all(finite_number(v) for v in values)
 
 
 def __getattr__(name: str):

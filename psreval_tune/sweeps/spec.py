@@ -61,6 +61,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from .. import config
+from ..checks import finite_number
 from ..config import ConfigError, CycleConfig
 from .engine import SweepError
 
@@ -361,10 +362,6 @@ def _int(value: Any, where: str, low: int, fail) -> int:
     return value
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def check_value(name: str, value: Any, where: str, fail) -> Any:
     """A value for CycleConfig field ``name``, type-checked from the field's annotation (ranges and
     choices are CycleConfig's to check). Returns it normalised (ints given for floats stay ints)."""
@@ -378,7 +375,7 @@ def check_value(name: str, value: Any, where: str, fail) -> Any:
         return value
     if base == "int" and isinstance(value, int) and not isinstance(value, bool):
         return value
-    if base == "float" and _number(value):
+    if base == "float" and finite_number(value):
         return value
     if base == "str" and isinstance(value, str):
         return value
@@ -508,7 +505,7 @@ def _param(name: str, spec: Any, fail) -> dict[str, Any]:
             if key not in spec:
                 raise fail(f"{where} has no {key}; a range needs low and high")
             v = spec[key]
-            if (is_int and (isinstance(v, bool) or not isinstance(v, int))) or not _number(v):
+            if (is_int and (isinstance(v, bool) or not isinstance(v, int))) or not finite_number(v):
                 raise fail(f"{where}.{key}={v!r} is not allowed; expected {'an integer' if is_int else 'a number'}")
         if not spec["low"] < spec["high"]:
             raise fail(f"{where}: low={spec['low']!r}, high={spec['high']!r} is not allowed; expected low < high")
@@ -586,7 +583,7 @@ def _resources(value: Any, fail) -> dict[str, Any]:
         if key in res:
             v = res[key]
             low_ok = v > 0 if key == "cpus_per_trial" else v >= 0
-            if not _number(v) or not low_ok or (v > 1 and v != int(v)):
+            if not finite_number(v) or not low_ok or (v > 1 and v != int(v)):
                 raise fail(
                     f"resources.{key}={v!r} is not allowed; expected a number "
                     f"{'> 0' if key == 'cpus_per_trial' else '>= 0'} (whole, or a fraction below 1)"
