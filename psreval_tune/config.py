@@ -10,17 +10,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import recipes
 from .checks import finite_number
+from .errors import ConfigError
 from .hardware import bf16_note, warn_once
 
-# The names of attacks, datasets, architectures, threats and aggregation rules are read from their
-# registries (psreval_tune/attacks/, datasets/, models.py, threats/, aggregators/) on first use:
-# config.ATTACKS, config.DATASETS, config.ARCHS, config.THREATS, config.AGGREGATIONS (module __getattr__
-# below; those modules import this one, so it imports them only inside functions).
 PARTITIONS = ("iid", "dirichlet")
 DP_MODES = ("sample", "client")  # sample: DP-SGD in every client (Opacus); client: DP-FedAvg at the server
 ACCOUNTANTS = ("rdp", "prv", "gdp")
@@ -41,8 +39,98 @@ LOWER_MIN_PIXELS = 1_000_000
 LR_SCHEDULES = ("constant", "cosine", "step")  # per FL round, after warmup_rounds of linear warm-up
 
 
-class ConfigError(ValueError):
-    """A user-supplied value is not allowed. The message is one line."""
+class _Names(Sequence):
+    """A registry's names (a tuple's worth of str), read from the registry on every use, so entries
+    registered later count. The registries import nothing from this module; they are imported only
+    when a name is read, because some load torch (threats/, aggregators/, models.py), which importing
+    config, and so ``psreval --help``, must not."""
+
+    def __init__(self, read: Any, doc: str):
+        self._read = read
+        self.__doc__ = doc
+
+    def __call__(self) -> tuple[str, ...]:
+        return tuple(self._read())
+
+    def __getitem__(self, index: Any) -> Any:
+        return self()[index]
+
+    def __len__(self) -> int:
+        return len(self())
+
+    def __iter__(self) -> Any:
+        return iter(self())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self()
+
+    def __eq__(self, other: object) -> bool:
+        return self() == (other() if isinstance(other, _Names) else other)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable as its registry
+
+    def __repr__(self) -> str:
+        return repr(self())
+
+
+def _attacks() -> tuple[str, ...]:
+    from .attacks import ATTACKS
+
+    return ATTACKS.names()
+
+
+def _default_eval_attacks() -> tuple[str, ...]:
+    from .attacks import ATTACKS, default_eval
+
+    return tuple(n for n in ATTACKS.names() if default_eval(n))
+
+
+def _paper_attacks() -> tuple[str, ...]:
+    from .attacks import ATTACKS
+
+    return tuple(e.name for e in ATTACKS if e.meta.get("paper"))
+
+
+def _randomized_attacks() -> tuple[str, ...]:
+    from .attacks import ATTACKS
+
+    return tuple(e.name for e in ATTACKS if e.randomized)
+
+
+def _datasets() -> tuple[str, ...]:
+    from .datasets import DATASETS
+
+    return DATASETS.names()
+
+
+def _archs() -> tuple[str, ...]:
+    from .models import ARCHS
+
+    return ARCHS.names()
+
+
+def _threats() -> tuple[str, ...]:
+    from .threats import THREATS
+
+    return THREATS.names()
+
+
+def _aggregations() -> tuple[str, ...]:
+    from .aggregators import AGGREGATORS
+
+    return AGGREGATORS.names()
+
+
+# The names of attacks, datasets, architectures, threats and aggregation rules, from their registries
+# (psreval_tune/attacks/, datasets/, models.py, threats/, aggregators/).
+ATTACKS = _Names(_attacks, "the attack registry's names")
+DEFAULT_EVAL_ATTACKS = _Names(_default_eval_attacks, "eval_attacks' default: the attacks whose entry has default_eval")
+PAPER_ATTACKS = _Names(_paper_attacks, "the PSREval paper's attacks (entries with paper=True): the reproduction's")
+RANDOMIZED_ATTACKS = _Names(_randomized_attacks, "attacks with a random start: the only ones whose repeats differ")
+DATASETS = _Names(_datasets, "the dataset registry's names")
+ARCHS = _Names(_archs, "the architecture registry's names")
+THREATS = _Names(_threats, "the threat registry's names")
+AGGREGATIONS = _Names(_aggregations, "the aggregation registry's names")
 
 
 # record()'s two keys beside the fields: the recipe fields the caller set (comma-separated) and the recipe asked
@@ -104,7 +192,7 @@ class CycleConfig:
     # evaluation
     train_twin: bool = True  # private cycles: also train the non-private twin (transfer matrix)
     # default: the attacks whose entry has default_eval (PGD, FGSM); FAB-T, APGD, Square, AutoAttack by name
-    eval_attacks: tuple[str, ...] = field(default_factory=lambda: _names("DEFAULT_EVAL_ATTACKS"))
+    eval_attacks: tuple[str, ...] = field(default_factory=DEFAULT_EVAL_ATTACKS)
     eval_samples: int | None = None  # test images attacked at inference (None = the whole test split)
     attack_repeats: int = 3  # runs of randomized attacks (PGD); deterministic ones run once
     # reviewer-grade evaluation (cycle.py; off by default, on in the reproduction profile)
@@ -126,7 +214,7 @@ class CycleConfig:
     def __post_init__(self) -> None:
         # tuples arrive as lists from JSON/CLI; normalise before validating
         if self.eval_attacks is None:  # the default attacks
-            object.__setattr__(self, "eval_attacks", _names("DEFAULT_EVAL_ATTACKS"))
+            object.__setattr__(self, "eval_attacks", DEFAULT_EVAL_ATTACKS())
         elif not isinstance(self.eval_attacks, tuple):
             object.__setattr__(self, "eval_attacks", tuple(self.eval_attacks))
         if self.attack_eps_grid is not None and not isinstance(self.attack_eps_grid, tuple):
@@ -137,8 +225,8 @@ class CycleConfig:
                 object.__setattr__(self, name, {})
             elif not isinstance(value, dict):
                 _fail(name, value, "a mapping of parameter names to values")
-        _choice(self, "dataset", _names("DATASETS"))
-        _choice(self, "arch", _names("ARCHS"))
+        _choice(self, "dataset", DATASETS())
+        _choice(self, "arch", ARCHS())
         _resolve_recipe(self)
         _validate(self)
 
@@ -306,7 +394,7 @@ def _validate_federation(cfg: CycleConfig) -> None:
 def _validate(cfg: CycleConfig) -> None:
     _choice(cfg, "partition", PARTITIONS)
     _validate_federation(cfg)
-    attacks = _names("ATTACKS")
+    attacks = ATTACKS()
     _choice(cfg, "attack", attacks)
     _choice(cfg, "accountant", ACCOUNTANTS)
     _choice(cfg, "grad_sampler", GRAD_SAMPLERS)
@@ -400,51 +488,6 @@ def _validate_dataset_and_arch(cfg: CycleConfig) -> None:
     threat_check = THREATS.get(cfg.threat).meta.get("check")
     if threat_check is not None:
         threat_check(cfg)  # the threat's parameters the data bounds (backdoor: target label, trigger size)
-
-
-def _names(name: str) -> tuple[str, ...]:
-    return __getattr__(name)
-
-
-def __getattr__(name: str) -> Any:
-    # Names read from the registries, on first use: the registries' modules import this one.
-    if name == "ATTACKS":
-        from .attacks import ATTACKS
-
-        return ATTACKS.names()
-    if name == "DEFAULT_EVAL_ATTACKS":  # eval_attacks' default: the entries with default_eval
-        from .attacks import ATTACKS, default_eval
-
-        return tuple(n for n in ATTACKS.names() if default_eval(n))
-    if name == "PAPER_ATTACKS":  # the PSREval paper's attacks (their entries' paper=True): the reproduction's
-        from .attacks import ATTACKS
-
-        return tuple(e.name for e in ATTACKS if e.meta.get("paper"))
-    if name == "RANDOMIZED_ATTACKS":  # attacks with a random start: the only ones whose repeats differ
-        from .attacks import ATTACKS
-
-        return tuple(e.name for e in ATTACKS if e.randomized)
-    if name == "DATASETS":
-        from .datasets import DATASETS
-
-        return DATASETS.names()
-    if name == "ARCHS":
-        from .models import ARCHS
-
-        return ARCHS.names()
-    if name in ("MEDMNIST_SUBSETS", "MEDMNIST_SIZES"):
-        from .datasets import medmnist
-
-        return getattr(medmnist, name)
-    if name == "THREATS":
-        from .threats import THREATS
-
-        return THREATS.names()
-    if name == "AGGREGATIONS":
-        from .aggregators import AGGREGATORS
-
-        return AGGREGATORS.names()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def resolve_device(name: str, precision: str = "fp32") -> str:

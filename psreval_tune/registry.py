@@ -18,9 +18,34 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Protocol
 
 from .checks import finite_number
+
+
+class ConfigView(Protocol):
+    """The CycleConfig fields a registry entry's functions read (a dataset's ``load``/``check``, a threat's
+    check and context, an attack's spec). The entries are given the CycleConfig itself; they name this
+    view, not config.py, because config.py validates against the registries (it imports them).
+    tests/test_imports.py checks each name here is a CycleConfig field."""
+
+    dataset: str
+    data_root: str | None
+    download: bool
+    image_size: int | None
+    medmnist_subset: str
+    train_samples: int | None
+    test_samples: int | None
+    num_clients: int
+    adversary_client: int
+    num_malicious: int
+    threat: str
+    threat_params: dict
+    attack: str
+    attack_eps: float
+    attack_alpha: float
+    attack_steps: int
+    seed: int
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from ..config import CycleConfig
+    from ..registry import ConfigView
 
 ATTACKS = Registry("attack")
 
@@ -56,7 +56,7 @@ class AttackSpec:
     steps: int
 
     @classmethod
-    def from_config(cls, cfg: CycleConfig, name: str | None = None) -> AttackSpec:
+    def from_config(cls, cfg: ConfigView, name: str | None = None) -> AttackSpec:
         return cls(name or cfg.attack, cfg.attack_eps, cfg.attack_alpha, cfg.attack_steps)
 
 

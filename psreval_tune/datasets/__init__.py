@@ -39,31 +39,31 @@ from ..registry import Registry, discover
 from ._common import DataError, Loaded, Split
 
 if TYPE_CHECKING:
-    from ..config import CycleConfig
+    from ..registry import ConfigView
 
 DATASETS = Registry("dataset")
 
 __all__ = ["DATASETS", "DataError", "Loaded", "Split", "channels_of", "image_size_of", "num_classes_of"]
 
 
-def _resolve(name: str, key: str, cfg: CycleConfig) -> Any:
+def _resolve(name: str, key: str, cfg: ConfigView) -> Any:
     value = DATASETS.get(name).meta.get(key)
     return value(cfg) if callable(value) else value
 
 
-def channels_of(cfg: CycleConfig) -> int | None:
+def channels_of(cfg: ConfigView) -> int | None:
     """Image channels of cfg's dataset, or None where only the data says."""
     return _resolve(cfg.dataset, "channels", cfg)
 
 
-def image_size_of(cfg: CycleConfig) -> int | None:
+def image_size_of(cfg: ConfigView) -> int | None:
     """Image side of cfg's dataset: --image-size where the dataset is resizable and it is set, else the
     entry's own side (None where only the data says)."""
     entry = DATASETS.get(cfg.dataset)
     return (cfg.image_size if entry.meta.get("resizable") else None) or entry.meta.get("image_size")
 
 
-def num_classes_of(cfg: CycleConfig) -> int | None:
+def num_classes_of(cfg: ConfigView) -> int | None:
     """Classes of cfg's dataset, or None where only the data says (pneumonia's class folders)."""
     return _resolve(cfg.dataset, "num_classes", cfg)
 

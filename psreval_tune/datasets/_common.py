@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..config import ConfigError
+from ..errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
 
-    from ..config import CycleConfig
+    from ..registry import ConfigView
 
 
 class DataError(ConfigError):
@@ -69,7 +69,7 @@ def check_memory(count: int, channels: int, size: int, what: str) -> None:
         )
 
 
-def check_root(cfg: CycleConfig) -> Path:
+def check_root(cfg: ConfigView) -> Path:
     root = Path(str(cfg.data_root)).expanduser()
     if not root.is_dir() and not cfg.download:
         raise DataError(

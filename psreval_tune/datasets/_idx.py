@@ -30,7 +30,7 @@ import numpy as np
 from ._common import DataError, Loaded, Split, check_memory
 
 if TYPE_CHECKING:
-    from ..config import CycleConfig
+    from ..registry import ConfigView
 
 # dtype code -> (name, item bytes); IDX stores multi-byte items big-endian.
 IDX_TYPES = {
@@ -200,7 +200,7 @@ def find_files(root: Path, dataset: str, folders: tuple[str, ...]) -> dict[str, 
     raise DataError(f"no {dataset} IDX files in {where}; expected {', '.join(v + '[.gz]' for v in PARTS.values())}")
 
 
-def load_mnist_like(cfg: CycleConfig, root: Path, dataset: str, folders: tuple[str, ...], classes: int) -> Loaded:
+def load_mnist_like(cfg: ConfigView, root: Path, dataset: str, folders: tuple[str, ...], classes: int) -> Loaded:
     """Train and test splits of 28x28 grayscale images from the four standard IDX files in root (no
     official validation split: data.load_data holds out val_fraction of train, as for CIFAR-10)."""
     files = find_files(root, dataset, folders)
@@ -236,8 +236,8 @@ def load_mnist_like(cfg: CycleConfig, root: Path, dataset: str, folders: tuple[s
 def idx_check(dataset: str):
     """Config check of an IDX dataset: there is nothing to download (the files are local)."""
 
-    def check(cfg: CycleConfig) -> None:
-        from ..config import ConfigError
+    def check(cfg: ConfigView) -> None:
+        from ..errors import ConfigError
 
         if cfg.download:
             raise ConfigError(

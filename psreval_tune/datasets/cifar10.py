@@ -14,7 +14,7 @@ from ._common import DataError, Loaded, Split, check_root
 if TYPE_CHECKING:
     import torch
 
-    from ..config import CycleConfig
+    from ..registry import ConfigView
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -102,7 +102,7 @@ def _download_cifar10(root: Path, spec: Any) -> None:
     test=10000,
     downloadable=True,
 )
-def load(cfg: CycleConfig, gen: torch.Generator) -> Loaded:
+def load(cfg: ConfigView, gen: torch.Generator) -> Loaded:
     """CIFAR-10's python-pickle batches, read through the restricted unpickler.
 
     torchvision's CIFAR10 class would ``pickle.load`` the batch files, which

@@ -10,7 +10,7 @@ from ._common import Loaded, Split
 if TYPE_CHECKING:
     import torch
 
-    from ..config import CycleConfig
+    from ..registry import ConfigView
 
 
 @DATASETS.register(
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     pool=1438,
     test=359,
 )
-def load(cfg: CycleConfig, gen: torch.Generator) -> Loaded:
+def load(cfg: ConfigView, gen: torch.Generator) -> Loaded:
     import torch
     from sklearn.datasets import load_digits
 

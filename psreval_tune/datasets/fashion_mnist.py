@@ -14,7 +14,7 @@ from ._idx import MNIST_LIKE, idx_check, load_mnist_like
 if TYPE_CHECKING:
     import torch
 
-    from ..config import CycleConfig
+    from ..registry import ConfigView
 
 DEBIAN_ROOT = Path("/usr/share/datasets/fashion-mnist")
 INSTALL_HINT = "apt-get install dataset-fashion-mnist (Debian/Ubuntu, as root; `make install` does it)"
@@ -34,7 +34,7 @@ INSTALL_HINT = "apt-get install dataset-fashion-mnist (Debian/Ubuntu, as root; `
     norm=((0.2860,), (0.3530,)),
     check=idx_check("fashion_mnist"),
 )
-def load(cfg: CycleConfig, gen: torch.Generator) -> Loaded:
+def load(cfg: ConfigView, gen: torch.Generator) -> Loaded:
     if cfg.data_root:
         root = check_root(cfg)
     elif DEBIAN_ROOT.is_dir():

@@ -13,7 +13,7 @@ from ._idx import MNIST_LIKE, idx_check, load_mnist_like
 if TYPE_CHECKING:
     import torch
 
-    from ..config import CycleConfig
+    from ..registry import ConfigView
 
 
 @DATASETS.register(
@@ -28,5 +28,5 @@ if TYPE_CHECKING:
     norm=((0.1918,), (0.3483,)),
     check=idx_check("kmnist"),
 )
-def load(cfg: CycleConfig, gen: torch.Generator) -> Loaded:
+def load(cfg: ConfigView, gen: torch.Generator) -> Loaded:
     return load_mnist_like(cfg, check_root(cfg), "kmnist", ("raw", "KMNIST/raw"), 10)

@@ -9,14 +9,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..config import ConfigError
+from ..errors import ConfigError
 from . import DATASETS
 from ._common import DataError, Loaded, Split, check_memory, check_root
 
 if TYPE_CHECKING:
     import torch
 
-    from ..config import CycleConfig
+    from ..registry import ConfigView
 
 # MedMNIST 2D single-label subsets: name -> (classes, image channels), from medmnist.INFO.
 # ChestMNIST is left out: it is multi-label, and a cycle trains one label per image.
@@ -42,7 +42,7 @@ def _fail(name: str, value, allowed: str) -> None:
     raise ConfigError(f"{name}={value!r} is not allowed; expected {allowed}")
 
 
-def check(cfg: CycleConfig) -> None:
+def check(cfg: ConfigView) -> None:
     """The config's MedMNIST fields (run by config validation when dataset=medmnist)."""
     if cfg.medmnist_subset not in MEDMNIST_SUBSETS:
         _fail("medmnist_subset", cfg.medmnist_subset, "one of " + ", ".join(MEDMNIST_SUBSETS))
@@ -125,7 +125,7 @@ def _npz_headers(path: Path, keys: list[str]) -> dict[str, tuple[tuple[int, ...]
     own_fields=("medmnist_subset",),
     check=check,
 )
-def load(cfg: CycleConfig, gen: torch.Generator) -> Loaded:
+def load(cfg: ConfigView, gen: torch.Generator) -> Loaded:
     """A MedMNIST .npz from data_root, with its official train / val / test splits.
 
     The arrays are read with ``allow_pickle=False`` only, after their headers

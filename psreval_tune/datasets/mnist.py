@@ -12,7 +12,7 @@ from ._idx import MNIST_LIKE, idx_check, load_mnist_like
 if TYPE_CHECKING:
     import torch
 
-    from ..config import CycleConfig
+    from ..registry import ConfigView
 
 
 @DATASETS.register(
@@ -27,5 +27,5 @@ if TYPE_CHECKING:
     norm=((0.1307,), (0.3081,)),
     check=idx_check("mnist"),
 )
-def load(cfg: CycleConfig, gen: torch.Generator) -> Loaded:
+def load(cfg: ConfigView, gen: torch.Generator) -> Loaded:
     return load_mnist_like(cfg, check_root(cfg), "mnist", ("raw", "MNIST/raw"), 10)

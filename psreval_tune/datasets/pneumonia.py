@@ -11,7 +11,7 @@ from ._common import MAX_IMAGE_PIXELS, DataError, Loaded, Split, check_memory, c
 if TYPE_CHECKING:
     import torch
 
-    from ..config import CycleConfig
+    from ..registry import ConfigView
 
 SIZE = 64  # image side when --image-size is none
 
@@ -28,7 +28,7 @@ SIZE = 64  # image side when --image-size is none
     pool=5216,
     test=624,
 )
-def load(cfg: CycleConfig, gen: torch.Generator) -> Loaded:
+def load(cfg: ConfigView, gen: torch.Generator) -> Loaded:
     """ImageFolder layout ROOT/{train,test}/<class>/*.jpeg, decoded to grayscale."""
     import torch
     from PIL import Image, UnidentifiedImageError

@@ -10,7 +10,7 @@ from ._common import Loaded, Split, check_memory
 if TYPE_CHECKING:
     import torch
 
-    from ..config import CycleConfig
+    from ..registry import ConfigView
 
 SIZE, CLASSES, CHANNELS, TRAIN, TEST = 16, 10, 3, 2000, 500
 
@@ -28,7 +28,7 @@ SIZE, CLASSES, CHANNELS, TRAIN, TEST = 16, 10, 3, 2000, 500
     test=TEST,
     draws_samples=True,
 )
-def load(cfg: CycleConfig, gen: torch.Generator) -> Loaded:
+def load(cfg: ConfigView, gen: torch.Generator) -> Loaded:
     import torch
 
     size, classes, channels = cfg.image_size or SIZE, CLASSES, CHANNELS

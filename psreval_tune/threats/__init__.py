@@ -32,7 +32,7 @@ from torch import nn
 from ..registry import Registry, discover
 
 if TYPE_CHECKING:
-    from ..config import CycleConfig
+    from ..registry import ConfigView
 
 THREATS = Registry("threat")
 KINDS = ("none", "data", "update")
@@ -42,7 +42,7 @@ KINDS = ("none", "data", "update")
 class PoisonContext:
     """What a data threat sees: its client's clean data and the current global model."""
 
-    cfg: CycleConfig
+    cfg: ConfigView
     model: nn.Module  # the plain global model (never the Opacus wrapper: the accountant is untouched)
     x: torch.Tensor
     y: torch.Tensor
@@ -68,7 +68,7 @@ def data_poisoner(entry: Any) -> Any:
     return entry.obj if entry.kind == "data" else entry.meta.get("poison")
 
 
-def malicious_clients(cfg: CycleConfig) -> list[int]:
+def malicious_clients(cfg: ConfigView) -> list[int]:
     """The adversary's client ids (none without a threat)."""
     if cfg.threat == "none":
         return []

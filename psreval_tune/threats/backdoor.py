@@ -13,9 +13,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import ConfigError, CycleConfig
+from ..errors import ConfigError
 from ..evaluate import model_device
-from ..registry import Param, integer_at_least, number_in
+from ..registry import ConfigView, Param, integer_at_least, number_in
 from . import THREATS, PoisonContext
 
 POISON_RATE = 0.5
@@ -82,7 +82,7 @@ def _check_target(target: int, classes: int, dataset: str) -> None:
         )
 
 
-def check_config(cfg: CycleConfig) -> None:
+def check_config(cfg: ConfigView) -> None:
     """The parameters the data bounds, checked when the config is built (before any work) wherever the
     dataset's registry entry declares its classes and image size; poison() checks the rest on the data."""
     from ..datasets import image_size_of, num_classes_of
