@@ -30,7 +30,6 @@ from .artifacts import write_outputs
 from .config import CycleConfig
 from .cycle import run_cycle
 from .federated import Federation, RoundResult
-from .sweeps.progress import trial_progress
 from .tracking import TAG_MODEL_ERROR, TAG_TRIAL, Tracker, TrackingSpec, one_line
 from .twin_cache import TwinCache
 
@@ -107,6 +106,10 @@ class TrialInfra:
     checkpoint_every_s: float = 0.0
     # A result for Tune after every round (schedulers such as ASHA decide on them), not only with checkpoints.
     report_every_round: bool = True
+    # Makes the trial's progress callback from (cfg, Tune's trial context): a sweep passes
+    # sweeps.progress.trial_progress (printed, and the trial's phase to the sweep's console);
+    # None: each message is printed (the trial's log). The trial layer does not import the sweep's console.
+    progress: Callable[[CycleConfig, Any], Callable[[str], None]] | None = None
 
 
 class RoundReporter:
@@ -309,6 +312,10 @@ def _report_recorded(tracker: Tracker, run_id: str, infra: TrialInfra) -> None:
     tune.report({**pending, **metrics, "cycle_complete": 1})
 
 
+def _print(message: str) -> None:
+    print(message, flush=True)
+
+
 def run_trial(params: dict, infra: TrialInfra) -> None:
     quiet_known_warnings()
     fit_to_allotment()  # torch threads = the trial's CPUs, not the machine's cores
@@ -334,7 +341,7 @@ def run_trial(params: dict, infra: TrialInfra) -> None:
         else None
     )
     splits_logged: list[bool] = []
-    progress = trial_progress(cfg, ctx)  # printed, and its phase (and warnings) to the sweep's console
+    progress = infra.progress(cfg, ctx) if infra.progress is not None else _print
 
     def warn(line: str | None, tag: str) -> None:
         if line is None:

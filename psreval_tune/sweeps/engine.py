@@ -736,6 +736,7 @@ def run_sweep(args: argparse.Namespace, spec: SweepSpec):
             # reports synchronously): a FIFO grid gets one per checkpoint and the final one, a scheduler that
             # stops trials early (ASHA) one per round.
             report_every_round=spec.scheduler is not None,
+            progress=progress.trial_progress,  # printed, and each trial's phase (and warnings) to the live table
         )
         trainable = tune.with_resources(
             tune.with_parameters(run_trial, infra=infra), {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial}
