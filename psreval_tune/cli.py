@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import config, recipes
+from .cli_parser import Parser
 from .config import ConfigError, CycleConfig
 
 
@@ -102,15 +103,6 @@ HELP = {
 }
 
 
-class _Parser(argparse.ArgumentParser):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("allow_abbrev", False)  # --ep must not silently mean --epsilon
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str) -> typing.NoReturn:  # one line, exit 2, no usage dump
-        self.exit(2, f"error: {message} (see --help)\n")
-
-
 _TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
 
 
@@ -182,8 +174,8 @@ def _converter(name: str, kind: Any):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="psreval", description="PSREval cycles: DP + int8 + adversarial FL.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="{run}")
+    parser = Parser(prog="psreval", description="PSREval cycles: DP + int8 + adversarial FL.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser, metavar="{run}")
     run = sub.add_parser(
         "run",
         help="run one cycle and write its results",

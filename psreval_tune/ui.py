@@ -18,14 +18,14 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .cli import _Parser
+from .cli_parser import Parser
 from .config import ConfigError
 
 DEFAULT_EXPERIMENT = "psreval"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="psreval ui", description=__doc__.splitlines()[0])
+    p = Parser(prog="psreval ui", description=__doc__.splitlines()[0])
     p.add_argument(
         "--run-dir", default="runs", help="folder of the sweeps' local store, runs/mlflow.db (default: runs)"
     )

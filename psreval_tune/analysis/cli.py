@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from ..cli_parser import Parser
 from .load import DEFAULT_EXPERIMENT, AnalysisError
 
 COMMANDS = {
@@ -23,15 +24,6 @@ COMMANDS = {
     "curves": ("curves", "robust accuracy against attack epsilon per model, with its area (--attack-eps-grid)"),
     "masking": ("masking", "trials whose gradient-masking checks failed, and each check's numbers (--masking-checks)"),
 }
-
-
-class _Parser(argparse.ArgumentParser):
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("allow_abbrev", False)  # --sw must not silently mean --sweep
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str):  # one line, exit 2, no usage dump
-        self.exit(2, f"error: {message} (see --help)\n")
 
 
 class AttackNames:
@@ -159,13 +151,13 @@ def _source_flags(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = Parser(
         prog="psreval analysis",
         description="Tables and figures of the PSREval paper from a sweep: PNG + SVG figures, markdown "
         "tables, trials.csv and report.html. Reads MLflow (the store in --run-dir, default runs/mlflow.db, or "
         "--tracking-uri) or a Tune results folder (--results).",
     )
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name, (_, help_text) in COMMANDS.items():
         # `psreval report` is this parser's `report`: its usage line names the command a user types
         prog = "psreval report" if name == "report" else None

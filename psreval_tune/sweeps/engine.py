@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from ..cli_parser import Parser
 from ..config import ConfigError
 from . import ray_procs
 
@@ -41,13 +42,8 @@ class SweepError(ConfigError):
     """A sweep cannot start as asked. One line, exit 2."""
 
 
-class _Parser(argparse.ArgumentParser):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("allow_abbrev", False)  # --smok must not silently mean --smoke
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str):  # one line, exit 2, no usage dump
-        self.exit(2, f"error: {message} (see --help)\n")
+class _SweepParser(Parser):
+    """The sweep scripts' parser: also checks the flags' values (and the infrastructure) once parsed."""
 
     def parse_args(self, args=None, namespace=None):  # type: ignore[override]
         parsed = super().parse_args(args, namespace)
@@ -82,7 +78,7 @@ def _csv(kind: Callable[[str], Any]) -> Callable[[str], list]:
 
 def parser(description: str) -> argparse.ArgumentParser:
     """The infrastructure flags both sweep scripts take; each adds its own."""
-    p = _Parser(description=description)
+    p = _SweepParser(description=description)
     env = os.environ.get
     p.add_argument(
         "--address",

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from ..cli_parser import Parser
 from ..config import ConfigError
 
 TWIN_FILES = ("model_float.pt", "model_float_nonprivate.pt", "model_int8.pt2", "model_int8_nonprivate.pt2")
@@ -240,17 +241,8 @@ def _one_setting(trials: list[_Trial], tracker, device: str, progress, outcome: 
         progress(f"xseed: {where}: {time.perf_counter() - start:.1f} s")
 
 
-class _Parser(argparse.ArgumentParser):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("allow_abbrev", False)
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str):  # one line, exit 2, no usage dump
-        self.exit(2, f"error: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = Parser(
         prog="psreval xseed",
         description="Cross-seed transfer (partial white-box) metrics of a finished sweep: examples crafted on "
         "the models of OTHER seeds of the same setting, evaluated on each private trial's models; logged onto "
