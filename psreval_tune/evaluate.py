@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .attacks import ATTACKS, AttackSpec, generate
+from .intervals import wilson  # also evaluate.wilson: what the cycle, xseed and the recipe check import
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -43,20 +44,6 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 
 def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
-def wilson(p: float, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """95% Wilson score interval of an accuracy ``p`` measured on ``n`` images.
-
-    Better than p +- z*sqrt(p(1-p)/n) near 0 and 1, where robust accuracies
-    live. For a mean over attack runs on the same images, n is still the
-    number of images: the runs are not independent samples.
-    """
-    if n <= 0:
-        return math.nan, math.nan
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def runs_of(spec: AttackSpec, repeats: int) -> int:

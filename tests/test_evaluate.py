@@ -182,3 +182,28 @@ def test_eps_curve_falls_to_about_zero(trained_cnn, digits):
     assert m["curve_eps_2"] == 0.3 and m["n_curve"] == 48
     assert 0 < m["auc_curve_nonprivate"] < accs[0]
     assert not schema.unknown(list(m))
+
+
+# --- the Wilson interval ------------------------------------------------------------------------------------------
+def test_wilson_interval_is_one_function_within_0_1_with_known_values():
+    """evaluate.wilson and analysis.metrics.wilson are intervals.wilson; at p = 0 and p = 1 the bounds stay in
+    [0, 1] (rounding put them a hair outside before the analysis' copy clamped) and match the closed form:
+    0 successes of n give [0, z^2 / (n + z^2)] (0/10: [0, 0.2775], the textbook value), n of n its mirror."""
+    import math
+
+    from psreval_tune import evaluate, intervals
+    from psreval_tune.analysis import metrics
+
+    assert evaluate.wilson is intervals.wilson is metrics.wilson
+    z2 = intervals.Z95**2
+    for n in (1, 10, 32, 359, 1000, 10**6):
+        for p in (0.0, 1.0):
+            low, high = intervals.wilson(p, n)
+            assert 0.0 <= low <= high <= 1.0
+        assert intervals.wilson(0.0, n) == (pytest.approx(0.0, abs=1e-12), pytest.approx(z2 / (n + z2), rel=1e-12))
+        assert intervals.wilson(1.0, n) == (pytest.approx(n / (n + z2), rel=1e-12), pytest.approx(1.0, abs=1e-12))
+    assert intervals.wilson(0.0, 10) == (pytest.approx(0.0, abs=1e-12), pytest.approx(0.27753, abs=1e-5))
+    assert intervals.wilson(1.0, 10) == (pytest.approx(0.72247, abs=1e-5), pytest.approx(1.0, abs=1e-12))
+    assert intervals.wilson(0.5, 100) == (pytest.approx(0.40383, abs=1e-5), pytest.approx(0.59617, abs=1e-5))
+    for p, n in ((math.nan, 10), (0.5, 0), (0.5, None), (0.5, math.nan), (math.inf, 10)):
+        assert all(math.isnan(b) for b in intervals.wilson(p, n)), (p, n)

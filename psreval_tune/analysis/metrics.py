@@ -8,9 +8,8 @@ Everything here names one metric family, so no report spells a name by hand:
 
 from __future__ import annotations
 
-import math
-
 from .. import schema
+from ..intervals import wilson  # noqa: F401 - metrics.wilson: the one Wilson interval (as evaluate.wilson)
 
 # Per-round values (their last value is not a final metric)
 PER_ROUND = frozenset(m.template for m in schema.METRICS if m.when == schema.PER_ROUND)
@@ -25,7 +24,6 @@ TARGETS = schema.TARGETS
 GENERATORS = schema.GENERATORS
 CLEAN_IMAGES = "n_test"  # clean accuracies (acc_clean_float, ...) use the whole test split
 ATTACKED_IMAGES = "n_eval"  # robust accuracies and acc_clean_eval_* use the attacked images
-Z95 = 1.959963984540054
 
 
 def better(name: str) -> str:
@@ -72,12 +70,3 @@ def clean_eval(target: str) -> str:
 def images(name: str) -> str:
     """The image-count metric behind accuracy ``name``."""
     return CLEAN_IMAGES if name.startswith(("acc_clean_float", "acc_clean_int8")) else ATTACKED_IMAGES
-
-
-def wilson(p: float, n: float, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval of a proportion ``p`` measured on ``n`` images."""
-    if not (n and n > 0) or not math.isfinite(p):
-        return math.nan, math.nan
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return centre - half, centre + half
