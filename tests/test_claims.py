@@ -8,13 +8,24 @@ s - 1 is 1).
 
 from __future__ import annotations
 
+import html
 import math
+import re
 
 import pandas as pd
 import pytest
 
 from psreval_tune.analysis import build_report
-from psreval_tune.analysis.claims import CLAIMS, FAILS, HOLDS, INCONCLUSIVE, claims_table, xseed_matrix
+from psreval_tune.analysis.claims import (
+    CLAIMS,
+    FAILS,
+    HOLDS,
+    INCONCLUSIVE,
+    NOT_APPLICABLE,
+    claims_table,
+    format_claims,
+    xseed_matrix,
+)
 from psreval_tune.analysis.load import config_columns, tidy
 from psreval_tune.analysis.metrics import ci_high, ci_low, legacy_robust, wilson
 from psreval_tune.analysis.reproduction import explain, seeds_to_decide, write_reproduction
@@ -514,3 +525,97 @@ def test_the_headline_is_read_not_the_mean_over_restarts():
     trials.loc[tta, "acc_wb_pgd_mean"] += 0.2  # the mean over restarts moves by 20 points, the headline by 2
     trials.loc[tta, "acc_wb_pgd_worst"] += 0.02
     assert row(claims_table(trials), "h")["effect"] == pytest.approx(headline + 2.0)
+
+
+# --- claims the paper states for other architectures -----------------------------------------------------------
+
+
+def cnn_store(size: float = 66.0) -> pd.DataFrame:
+    """The frame with a cnn in place of resnet9, whose int8 model is ``size``% smaller (the paper's 70% is about
+    its ResNets)."""
+    return frame().assign(arch="cnn", size_reduction_pct=size)
+
+
+def test_claim_a_is_not_applicable_to_a_cnn_while_resnet9_gets_a_verdict():
+    table = claims_table(pd.concat([frame().assign(size_reduction_pct=66.0), cnn_store()], ignore_index=True))
+    a = table[table["claim"] == "a"].set_index("arch")
+    assert (a.loc["resnet9", "verdict"], a.loc["resnet9", "applicable"]) == (FAILS, True)  # 66% < 70%: measured
+    cnn = a.loc["cnn"]
+    assert (cnn["verdict"], cnn["verdict_holm"], cnn["applicable"]) == (NOT_APPLICABLE, NOT_APPLICABLE, False)
+    assert cnn["effect"] == pytest.approx(66.0) and math.isnan(cnn["p"]) and math.isnan(cnn["p_holm"])
+    assert "about resnet9, resnet18 (not cnn)" in cnn["note"]
+    b = table[(table["claim"] == "b-dp") & (table["arch"] == "cnn")]
+    assert b["verdict"].tolist() == [HOLDS]  # claims about any architecture still test the cnn
+    shown = format_claims(table)[(table["claim"] == "a") & (table["arch"] == "cnn")].iloc[0]
+    assert (shown["verdict"], shown["verdict (Holm)"], shown["p (Holm)"]) == (NOT_APPLICABLE, NOT_APPLICABLE, "–")
+    assert shown["effect [95% CI]"] == "66.0 [66.0, 66.0]%"
+    assert row(claims_table(frame()), "a")["verdict"] == HOLDS  # resnet9 at 74.4%
+
+
+def test_not_applicable_rows_are_no_member_of_the_holm_family():
+    trials = cnn_store()
+    trials["size_reduction_pct"] = 66.0 + trials["seed"]  # seed-dependent: a resnet9 row would be t-tested
+    table = claims_table(trials)
+    a = row(table, "a")
+    assert a["verdict"] == NOT_APPLICABLE and math.isnan(a["p"]) and math.isnan(a["p_against_holm"])
+    assert a["effect"] == pytest.approx(67.0) and a["ci_low"] < a["ci_high"]  # the effect is still measured
+    tested = table[table["applicable"] & table["p"].notna()]
+    assert tested["p_holm"].tolist() == pytest.approx(holm(tested["p"].tolist()).tolist())
+    resnet = claims_table(trials.assign(arch="resnet9"))
+    assert row(resnet, "a")["verdict_holm"] == FAILS and row(resnet, "a")["p_against_holm"] < 0.025
+    assert resnet["p_holm"].notna().sum() == table["p_holm"].notna().sum() + 1  # a joins the family there only
+
+
+def test_reproduction_says_not_applicable(tmp_path):
+    out = write_reproduction(cnn_store(), tmp_path / "reproduction.md", tmp_path / "fig", command="cmd")
+    md = out.read_text()
+    assert "| digits, cnn | 66.0 [66.0, 66.0]% | > 70% | none: the paper's statement is about resnet9, resnet18 |" in md
+    assert "| – | not applicable | not applicable |" in md
+    tail = md.split("## Claims that do not hold or are inconclusive (after the Holm correction)")[1]
+    assert "**a — " not in tail.split("Not applicable:")[0]  # no 'does not hold' paragraph for it
+    assert "Not applicable: **a — int8 PTQ shrinks the model by more than 70%" in tail
+    assert "1 is not applicable" in md and "Not applicable: a on cnn (the paper's statement is about" in md
+
+
+# --- the report page ----------------------------------------------------------------------------------------------
+
+
+def test_no_index_name_becomes_a_column():
+    from psreval_tune.analysis.reports import transfer
+
+    table = transfer(frame(settings=("none",))).tables[0].frame
+    assert table.columns.name is None and "target" not in table.columns
+    assert xseed_matrix(frame(settings=("none",))).columns.name is None
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    full = build_report(pd.concat([frame(), cnn_store()], ignore_index=True), out)
+    return full, (out / "report.html").read_text(), (out / "report.md").read_text()
+
+
+def test_the_page_opens_with_the_summary_and_the_claims_table(page):
+    full, text, md = page
+    lead, table = text.index("<p class='lead'>"), text.index('<table class="dataframe tbl wrap"')
+    assert text.index("<div class='scale'>") < lead < table < text.index("<figure")
+    assert table < text.index("<section id='overview'>") and text.count("<section id='claims'>") == 1
+    assert md.index("## Paper claims") < md.index("- **source**") < md.index("## Performance overview")
+    assert "</table></div>" in text and text.count("<div class='tbl-wrap'>") == text.count('<table class="dataframe')
+
+
+def test_the_summary_paragraph_is_read_from_the_data(page):
+    full, text, _ = page
+    claims = next(r.data for r in full.reports if r.key == "claims")
+    counts = claims.loc[~claims["verdict"].str.startswith("not measured"), "verdict_holm"].value_counts()
+    summary = html.unescape(re.search(r"<p class='lead'>(.*?)</p>", text).group(1))
+    assert summary.startswith("This sweep ran 24 trials on digits (cnn, resnet9), 3 seeds (0, 1, 2), 360 attacked")
+    for verdict, words in ((HOLDS, "hold"), (FAILS, "do not hold"), (INCONCLUSIVE, "are inconclusive")):
+        assert f"{counts[verdict]} {words}" in summary, verdict
+    assert counts[NOT_APPLICABLE] == 1 and "1 is not applicable" in summary
+    assert "Not measured (this sweep lacks their trials): f-20." in summary
+
+
+def test_no_header_cell_is_empty(page):
+    _, text, _ = page
+    assert re.findall(r"<th[^>]*>\s*</th>", text) == []

@@ -5,55 +5,26 @@ from __future__ import annotations
 
 import math
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
+from .claims import PAPER_ARCHS
 from .html import render_html
 from .load import AnalysisError, load_mlflow, metric_columns
 from .reports import REPORTS, Report, attack_names, present_attacks
+from .reports.base import FullReport, values_text
 from .reports.masking import summary_line as masking_summary
 from .scale import scale_markdown, scale_warnings
 
 # The paper's grid, which a sweep is compared with (not the registries: a sweep may run more than the paper)
 PAPER_AXES = {
-    "arch": ("resnet9", "resnet18"),
+    "arch": PAPER_ARCHS,
     "epsilon": (1.7, 3.4, 7.0),
     "threat": ("none", "adv_training", "train_time_attack"),
     "adv_fraction": (0.1, 0.2, 0.3, 0.4),
 }
-
-
-@dataclass
-class FullReport:
-    reports: list[Report]
-    summary: list[tuple[str, str]]  # (what, value) lines about the sweep
-    coverage: list[str]  # paper axes this sweep does not cover
-    warnings: list[str] = field(default_factory=list)  # why this sweep's scale cannot support conclusions
-    html: Path | None = None
-    messages: list[str] = field(default_factory=list)  # every report's missing-cell messages
-    failed: list[str] = field(default_factory=list)  # reports that raised (traceback in KEY.error.txt)
-
-    def lines(self) -> list[str]:
-        """What the CLI prints."""
-        out = [f"scale warning: {w}" for w in self.warnings]
-        out += [f"{k}: {v}" for k, v in self.summary]
-        out += [f"not covered: {c}" for c in self.coverage]
-        for rep in self.reports:
-            figs = ", ".join(f.name for f in rep.figures) or "no figure"
-            out.append(f"{rep.key}: {figs}; table {rep.key}.md")
-            out += [f"  missing: {m}" for m in rep.messages]
-        if self.html is not None:
-            out.append(f"report: {self.html}")
-        return out
-
-
-def values_text(series: pd.Series, fmt=str) -> str:
-    """'a, b, c': the distinct values of ``series``, sorted."""
-    vals = sorted(series.dropna().unique().tolist())
-    return ", ".join(fmt(v) for v in vals) or "–"
 
 
 def describe(trials: pd.DataFrame, source: str) -> list[tuple[str, str]]:
@@ -131,6 +102,34 @@ def _clear(out: Path, keys: Sequence[str]) -> None:
             path.unlink()
 
 
+def _run(keys: list[str], trials: pd.DataFrame, out: Path, options) -> tuple[list[Report], list[str]]:
+    """Each report of ``keys``, written into ``out``; one that raises keeps a report naming the failure (its
+    traceback in KEY.error.txt) and its key in the second list."""
+    reports, failed = [], []
+    for key in keys:
+        try:
+            reports.append(REPORTS[key](trials, out, **dict((options or {}).get(key, {}))))
+        except Exception as exc:  # one broken figure must not cost the others
+            rep = Report(key, key, "")
+            rep.messages.append(f"{key} report failed: {type(exc).__name__}: {exc}")
+            (out / f"{key}.error.txt").write_text(traceback.format_exc())
+            reports.append(rep)
+            failed.append(key)
+    return reports, failed
+
+
+def _markdown(heading: str, full: FullReport) -> str:
+    """report.md, in the page's order: title, scale warning, the claims (summary and table), the sweep, the rest."""
+    lead = full.lead()
+    md = [f"# {heading}", "", *scale_markdown(full.warnings)]
+    md += [lead.markdown() + "\n"] if lead else []
+    md += [f"- **{k}**: {v}" for k, v in full.summary] + [""]
+    if full.coverage:
+        md += ["Not covered by this sweep: " + "; ".join(full.coverage), ""]
+    md += [r.markdown() + "\n" for r in full.reports if r is not lead]
+    return "\n".join(md)
+
+
 def build_report(
     trials: pd.DataFrame,
     out_dir: str | Path,
@@ -149,16 +148,7 @@ def build_report(
     keys = list(only or REPORTS)
     _clear(out, keys)
     trials.to_csv(out / "trials.csv", index=False)
-    reports, failed = [], []
-    for key in keys:
-        try:
-            reports.append(REPORTS[key](trials, out, **dict((options or {}).get(key, {}))))
-        except Exception as exc:  # one broken figure must not cost the others
-            rep = Report(key, key, "")
-            rep.messages.append(f"{key} report failed: {type(exc).__name__}: {exc}")
-            (out / f"{key}.error.txt").write_text(traceback.format_exc())
-            reports.append(rep)
-            failed.append(key)
+    reports, failed = _run(keys, trials, out, options)
     # the claims table gives the differences the image intervals are compared with (none if it failed)
     claims = pd.DataFrame() if "claims" in failed else next((r.data for r in reports if r.key == "claims"), None)
     full = FullReport(
@@ -169,14 +159,8 @@ def build_report(
         messages=[m for r in reports for m in r.messages],
         failed=failed,
     )
-    sweeps = values_text(trials["sweep"])
-    heading = title or f"PSREval report — {sweeps}"
-    md = [f"# {heading}", "", *scale_markdown(full.warnings)]
-    md += [f"- **{k}**: {v}" for k, v in full.summary] + [""]
-    if full.coverage:
-        md += ["Not covered by this sweep: " + "; ".join(full.coverage), ""]
-    md += [r.markdown() + "\n" for r in reports]
-    (out / "report.md").write_text("\n".join(md))
+    heading = title or f"PSREval report — {values_text(trials['sweep'])}"
+    (out / "report.md").write_text(_markdown(heading, full))
     full.html = out / "report.html"
     full.html.write_text(render_html(heading, full, out))
     return full
@@ -213,4 +197,4 @@ def report_sweep(
     return full
 
 
-__all__ = ["FullReport", "build_report", "coverage", "describe", "report_sweep", "metric_columns"]
+__all__ = ["FullReport", "build_report", "coverage", "describe", "report_sweep", "metric_columns", "values_text"]

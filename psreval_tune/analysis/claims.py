@@ -19,7 +19,10 @@ Tests (``RULE``), each on the per-seed values, one-sided at ``ALPHA`` = 2.5% so 
 - Holm's step-down correction runs over every tested row of the table, once for the "holds" tests and once for
   the "does not hold" tests (2.5% each: 5% family-wise over all verdicts);
 - fewer than 2 seeds give no test (inconclusive), except for a quantity that does not depend on the seed
-  (model size), which is read exactly and is no member of the Holm family.
+  (model size), which is read exactly and is no member of the Holm family;
+- a claim declares the architectures its statement is about (``Claim.archs``: claim a's 70% is the paper's
+  ResNet number); a row of another architecture is **not applicable**: its effect and CI are shown, it has
+  no test, no verdict and is no member of the Holm family.
 
 Transfer (partial white-box) claims read only cross-seed transfer accuracies (``xseed``): adversarial examples
 crafted on a model trained separately from the target (another seed of the same setting) and evaluated on the
@@ -46,6 +49,8 @@ from .metrics import ATTACKED_IMAGES, CLEAN_IMAGES, GENERATORS, TARGETS, clean_e
 from .stats import fmt_ci, holm, mean_ci, summarize, t_test, tost
 
 HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive at this scale"
+NOT_APPLICABLE = "not applicable"  # the paper's statement is about other architectures: no test, no verdict
+PAPER_ARCHS = ("resnet9", "resnet18")  # the architectures the paper measured
 ALPHA = 0.025  # per one-sided test: a verdict agrees with the 95% CI drawn
 MINIMUM_NORM = frozenset({"FAB"})  # attacks whose examples lie on the generator's boundary: no transfer rows
 XSEED_NEEDS = (
@@ -60,7 +65,8 @@ RULE = (
     "if the reverse test rejects (the CI lies wholly on the wrong side, or outside ±b), else is inconclusive at "
     "this scale. Holm's correction runs over every tested row of the table (separately for 'holds' and 'does not "
     "hold', 2.5% each); both the raw and the Holm-adjusted p and verdict are shown. Fewer than 2 seeds give no "
-    "test (inconclusive), except for model size, which does not depend on the seed and is read exactly."
+    "test (inconclusive), except for model size, which does not depend on the seed and is read exactly. A row "
+    "of an architecture the paper's statement is not about is not applicable: its effect is shown, untested."
 )
 COLUMNS = [
     "claim",
@@ -83,6 +89,7 @@ COLUMNS = [
     "p_against",
     "p_against_holm",
     "beside",
+    "applicable",
     "kind",
     "bound",
     "std",
@@ -105,6 +112,11 @@ class Claim:
     beside: str = ""  # what the rows' ``beside`` column is, in words ("" if none)
     note: str = ""
     exact: bool = False  # does not depend on the seed
+    archs: tuple[str, ...] = ()  # the architectures the paper's statement (and its bound) is about; () any
+
+    def applies(self, arch) -> bool:
+        """Whether the paper's statement is about ``arch`` (a row of another arch is "not applicable")."""
+        return not self.archs or arch in self.archs
 
 
 def decide(p: float, p_against: float) -> str:
@@ -376,7 +388,8 @@ def xseed_matrix(trials: pd.DataFrame) -> pd.DataFrame:
     ]
     robust["generator"] = robust["generator"].map(MODEL_NAMES) + " (other seed)"
     robust["epsilon"] = robust["epsilon"].map(lambda e: f"{e:g}")
-    table = robust.pivot(index=by[:-1], columns="target", values="cell").reset_index()
+    # no columns name: the pivot's "target" would read as an empty column of the rendered table
+    table = robust.pivot(index=by[:-1], columns="target", values="cell").reset_index().rename_axis(columns=None)
     return table.rename(columns={t: f"→ {t.replace('_', ' ')}" for t in TARGETS}).rename(columns={"epsilon": "ε"})
 
 
@@ -401,6 +414,7 @@ CLAIMS = (
         "any finished trial",
         size_reduction,
         exact=True,
+        archs=PAPER_ARCHS,  # 70% is the paper's ResNet number: a model with other layers shrinks by another share
     ),
     Claim(
         "b-dp",
@@ -635,44 +649,62 @@ def describe_test(claim: Claim) -> str:
     return ("exact (no seed dependence)" if claim.exact else name) + (f"; every {claim.every}" if claim.every else "")
 
 
+def _not_applicable(claim: Claim, arch) -> dict:
+    """What a row of an arch the paper's statement is not about shows instead of a test: no p, no verdict."""
+    about = ", ".join(claim.archs)
+    return {
+        "p": math.nan,
+        "p_against": math.nan,
+        "test": f"none: the paper's statement is about {about}",
+        "verdict": NOT_APPLICABLE,
+        "applicable": False,
+        "why": f"the paper's statement and its bound are about {about} (not {arch}): the measured effect is shown, "
+        "untested",
+    }
+
+
+def _group_row(claim: Claim, key: tuple, g: pd.DataFrame) -> dict:
+    """One table row's measured columns, test and verdict, for one (dataset, arch, *claim.by) group."""
+    found = _measured(claim, g)
+    vs = found.pop("vs")
+    vs = f"least favourable: against {LABELS['adv_fraction'][1](vs)}" if claim.every else ""
+    found["verdict"] = decide(found["p"], found["p_against"])
+    if not claim.applies(key[1]):
+        found.update(_not_applicable(claim, key[1]))
+    why = found.pop("why", "")
+    return {
+        **found,
+        "dataset": key[0],
+        "arch": key[1],
+        "split": _split(claim.by, key[2:]),
+        "images": g["n_img"].min() if g["n_img"].notna().any() else math.nan,
+        "beside": _beside(claim, g),
+        "note": "; ".join(x for x in (why, vs, _pooled(g, claim.by), claim.note) if x),
+    }
+
+
 def _summary(claim: Claim, rows: pd.DataFrame) -> list[dict]:
     """One table row per (dataset, arch, *claim.by) of a claim's long rows; one 'not measured' row if none."""
     base = {"claim": claim.key, "text": claim.text, "measure": claim.measure, "unit": claim.unit,
-            "kind": claim.kind, "bound": claim.bound, "test": describe_test(claim)}  # fmt: skip
+            "kind": claim.kind, "bound": claim.bound, "test": describe_test(claim), "applicable": True}  # fmt: skip
     if rows.empty:
         needs = f"not measured (needs {claim.needs})"
         return [{**base, "dataset": "–", "arch": "–", "split": "", "seeds": 0, "verdict": needs, "note": claim.note}]
-    out = []
-    for key, g in rows.groupby(["dataset", "arch", *claim.by], sort=True, dropna=False):
-        found = _measured(claim, g)
-        vs = f"least favourable: against {LABELS['adv_fraction'][1](found.pop('vs'))}" if claim.every else ""
-        found.pop("vs", None)
-        out.append(
-            {
-                **base,
-                **found,
-                "dataset": key[0],
-                "arch": key[1],
-                "split": _split(claim.by, key[2:]),
-                "images": g["n_img"].min() if g["n_img"].notna().any() else math.nan,
-                "verdict": decide(found["p"], found["p_against"]),
-                "beside": _beside(claim, g),
-                "note": "; ".join(x for x in (vs, _pooled(g, claim.by), claim.note) if x),
-            }
-        )
-    return out
+    groups = rows.groupby(["dataset", "arch", *claim.by], sort=True, dropna=False)
+    return [{**base, **_group_row(claim, key, g)} for key, g in groups]
 
 
 def _holm(table: pd.DataFrame) -> pd.DataFrame:
-    """p_holm, p_against_holm (Holm over the table's tested rows, exact rows left out) and verdict_holm."""
-    tested = ~table["test"].str.startswith("exact")
+    """p_holm, p_against_holm (Holm over the table's tested rows; exact and not applicable rows left out) and
+    verdict_holm."""
+    tested = ~table["test"].str.startswith("exact") & table["applicable"]
     for name in ("p", "p_against"):
         table[f"{name}_holm"] = table[name].where(~tested)
         table.loc[tested, f"{name}_holm"] = holm(table.loc[tested, name].to_numpy(dtype=float))
-    measured = table["effect"].notna()
+    decided = table["effect"].notna() & table["applicable"]
     table["verdict_holm"] = table["verdict"]
-    table.loc[measured, "verdict_holm"] = [
-        decide(p, q) for p, q in zip(table.loc[measured, "p_holm"], table.loc[measured, "p_against_holm"])
+    table.loc[decided, "verdict_holm"] = [
+        decide(p, q) for p, q in zip(table.loc[decided, "p_holm"], table.loc[decided, "p_against_holm"])
     ]
     return table
 
@@ -681,10 +713,12 @@ def claims_table(trials: pd.DataFrame) -> pd.DataFrame:
     """One row per claim and (dataset, arch, the claim's split): claim, text, dataset, arch, split, measure, effect,
     ci_low, ci_high (t-based 95% CI over seeds of per-seed paired values), unit, seeds, images (fewest images
     behind one accuracy of one trial; NaN for size and passes), test, p, p_holm, verdict, verdict_holm,
-    p_against(_holm) (the reverse test), beside, kind, bound, std (over seeds), note."""
+    p_against(_holm) (the reverse test), beside, applicable (False: the paper's statement is about other
+    architectures, verdict "not applicable"), kind, bound, std (over seeds), note."""
     trials = dedupe_trials(trials)
     rows = [r for claim in CLAIMS for r in _summary(claim, claim.values(trials))]
     table = pd.DataFrame(rows, columns=COLUMNS)
+    table["applicable"] = table["applicable"].astype(bool)
     for name in ("effect", "ci_low", "ci_high", "images", "p", "p_against", "std"):
         table[name] = table[name].astype(float)
     return _holm(table)
@@ -693,7 +727,7 @@ def claims_table(trials: pd.DataFrame) -> pd.DataFrame:
 # --- drawing ------------------------------------------------------------------------------------------------
 
 UNIT_TEXT = {"points": " points", "%": "%", "×": "×"}
-VERDICT_COLORS = {HOLDS: "#55A868", FAILS: "#C44E52", INCONCLUSIVE: "#8C8C8C"}
+VERDICT_COLORS = {HOLDS: "#55A868", FAILS: "#C44E52", INCONCLUSIVE: "#8C8C8C", NOT_APPLICABLE: "#C8C8C8"}
 PANELS = {
     "%": "model size reduction (%)",
     "points": "accuracy difference (percentage points)",
@@ -788,7 +822,7 @@ def _panel(ax, rows: pd.DataFrame, unit: str) -> None:
 
 def plot_claims(table: pd.DataFrame, out_dir, stem: str = "claims") -> list:
     """Effect and 95% CI per claim row, coloured by the Holm-adjusted verdict (green holds, red does not hold, grey
-    inconclusive), one panel per unit;
+    inconclusive, light grey not applicable), one panel per unit;
     dashed line: the claim's threshold; green band: a 'within ±b' claim's range. Returns [png, svg]."""
     from matplotlib.lines import Line2D
 
@@ -806,7 +840,8 @@ def plot_claims(table: pd.DataFrame, out_dir, stem: str = "claims") -> list:
     )
     for ax, unit in zip(axes[:, 0], units):
         _panel(ax, table[table["unit"] == unit].reset_index(drop=True), unit)
-    handles = [Line2D([], [], marker="o", linestyle="none", color=c, label=v) for v, c in VERDICT_COLORS.items()]
+    shown = [v for v in VERDICT_COLORS if v != NOT_APPLICABLE or (table["verdict_holm"] == v).any()]
+    handles = [Line2D([], [], marker="o", linestyle="none", color=VERDICT_COLORS[v], label=v) for v in shown]
     fig.suptitle("The paper's claims: measured effect and 95% CI over seeds (colour: Holm-adjusted verdict)")
-    plots.legend_below(fig, handles, ns=table["seeds"], ncol=3)
+    plots.legend_below(fig, handles, ns=table["seeds"], ncol=len(handles))
     return plots.save(fig, out_dir, stem)

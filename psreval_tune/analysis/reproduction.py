@@ -15,10 +15,11 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from .build import describe, values_text
+from .build import describe
 from .claims import (
     FAILS,
     HOLDS,
+    NOT_APPLICABLE,
     RULE,
     XSEED_NEEDS,
     claims_table,
@@ -33,6 +34,8 @@ from .claims import (
 from .frames import col, dedupe_trials, image_count
 from .metrics import ATTACKED_IMAGES, CLEAN_IMAGES
 from .reports import markdown_table
+from .reports.base import values_text
+from .reports.claims import plain_summary
 from .scale import MIN_SEEDS, scale_markdown, scale_warnings
 from .stats import t_critical
 
@@ -89,9 +92,8 @@ def _p_text(row: pd.Series) -> str:
 def explain(row: pd.Series) -> str:
     """A short paragraph on a claim row that does not hold or is inconclusive (raw or after Holm)."""
     images = f", {int(row['images']):,} images per trial" if np.isfinite(row["images"]) else ""
-    where = ", ".join(x for x in (row["dataset"], row["arch"], row["split"]) if x)
     text = (
-        f"**{row['claim']} — {row['text']}** ({where}). Measured as {row['measure']}: {fmt_effect(row)} over "
+        f"**{row['claim']} — {row['text']}** ({_where(row)}). Measured as {row['measure']}: {fmt_effect(row)} over "
         f"{int(row['seeds'])} seed(s){images}. The claim needs {criterion(row)}"
     )
     if row["verdict"] == FAILS:
@@ -171,6 +173,8 @@ def render_reproduction(
     md += [
         "## Claims",
         "",
+        plain_summary(table, trials),
+        "",
         RULE,
         "",
         markdown_table(format_claims(table)),
@@ -183,12 +187,27 @@ def render_reproduction(
     md += [f"- {line}" for line in measures(bold=True)]
     md += ["", "## Transfer between separately trained models", "", XSEED_TEXT, ""] + _cells(xseed_matrix(trials))
     md += ["", "## What the privacy budget covers", ""] + privacy_lines(trials)
+    return "\n".join(md + open_claims(table)).rstrip() + "\n"
+
+
+def open_claims(table: pd.DataFrame) -> list[str]:
+    """The last section: a paragraph per claim row that does not hold or is inconclusive after Holm, then the
+    rows that are not applicable (with their measured effect) and the claims not measured."""
     missing = table["verdict"].str.startswith("not measured")
-    open_rows = table[~missing & (table["verdict_holm"] != HOLDS)]
-    md += ["", "## Claims that do not hold or are inconclusive (after the Holm correction)", ""]
-    md += [explain(r) + "\n" for _, r in open_rows.iterrows()] or ["Every measured claim holds.", ""]
+    other = table["verdict"] == NOT_APPLICABLE
+    open_rows = table[~missing & ~other & (table["verdict_holm"] != HOLDS)]
+    md = ["", "## Claims that do not hold or are inconclusive (after the Holm correction)", ""]
+    md += [explain(r) + "\n" for _, r in open_rows.iterrows()] or ["Every measured claim that applies holds.", ""]
+    md += [
+        f"Not applicable: **{r['claim']} — {r['text']}** ({_where(r)}), measured {fmt_effect(r)}: {r['note']}.\n"
+        for _, r in table[other].iterrows()
+    ]
     md += [f"Not measured: **{r.claim}** — {r.verdict}." for r in table[missing].itertuples()]
-    return "\n".join(md).rstrip() + "\n"
+    return md
+
+
+def _where(row: pd.Series) -> str:
+    return ", ".join(x for x in (row["dataset"], row["arch"], row["split"]) if x)
 
 
 XSEED_TEXT = (

@@ -1,4 +1,5 @@
-"""What every report shares: the ``Report`` it returns, markdown tables, privacy ordering, table cells.
+"""What every report shares: the ``Report`` it returns, the ``FullReport`` of a sweep (all of them, as
+``analysis.build`` writes them and ``analysis.html`` renders them), markdown tables, privacy ordering, table cells.
 
 Nothing here draws: matplotlib is used by the ``draw_*`` functions of each report module only.
 """
@@ -62,6 +63,7 @@ def attack_rank(attack) -> int:
 class Table:
     caption: str
     frame: pd.DataFrame  # formatted for reading (strings)
+    wrap: bool = False  # long text cells: wrap them in the HTML page (else each cell stays on one line)
 
 
 @dataclass
@@ -76,9 +78,11 @@ class Report:
     messages: list[str] = field(default_factory=list)  # what the sweep does not cover
     notes: list[str] = field(default_factory=list)  # how to read it: slices, pooling, n
     params: dict[str, Any] = field(default_factory=dict)  # what the drawing needs besides data (e.g. the attack)
+    summary: str = ""  # one plain-language paragraph on what the report found (the claims'), shown first
 
     def markdown(self, level: int = 2) -> str:
         out = [f"{'#' * level} {self.title}", "", f"*{self.paper}*", ""]
+        out += [self.summary, ""] if self.summary else []
         out += [f"> **missing:** {m}" for m in self.messages] + ([""] if self.messages else [])
         out += [f"- {n}" for n in self.notes] + ([""] if self.notes else [])
         for fig in self.figures:
@@ -95,6 +99,42 @@ class Report:
     def note(self, text: str | None) -> None:
         if text:
             self.notes.append(text)
+
+
+@dataclass
+class FullReport:
+    """Every report of a sweep, and what the page says about the sweep above them."""
+
+    reports: list[Report]
+    summary: list[tuple[str, str]]  # (what, value) lines about the sweep
+    coverage: list[str]  # paper axes this sweep does not cover
+    warnings: list[str] = field(default_factory=list)  # why this sweep's scale cannot support conclusions
+    html: Path | None = None
+    messages: list[str] = field(default_factory=list)  # every report's missing-cell messages
+    failed: list[str] = field(default_factory=list)  # reports that raised (traceback in KEY.error.txt)
+
+    def lines(self) -> list[str]:
+        """What the CLI prints."""
+        out = [f"scale warning: {w}" for w in self.warnings]
+        out += [f"{k}: {v}" for k, v in self.summary]
+        out += [f"not covered: {c}" for c in self.coverage]
+        for rep in self.reports:
+            figs = ", ".join(f.name for f in rep.figures) or "no figure"
+            out.append(f"{rep.key}: {figs}; table {rep.key}.md")
+            out += [f"  missing: {m}" for m in rep.messages]
+        if self.html is not None:
+            out.append(f"report: {self.html}")
+        return out
+
+    def lead(self) -> Report | None:
+        """The report the page opens with: the claims (their table and plain-language summary), if it ran."""
+        return next((r for r in self.reports if r.key == "claims" and r.summary), None)
+
+
+def values_text(series: pd.Series, fmt=str) -> str:
+    """'a, b, c': the distinct values of ``series``, sorted."""
+    vals = sorted(series.dropna().unique().tolist())
+    return ", ".join(fmt(v) for v in vals) or "–"
 
 
 def markdown_table(frame: pd.DataFrame) -> str:

@@ -70,6 +70,7 @@ def transfer_table(data: pd.DataFrame) -> pd.DataFrame:
             sort=False,
         )
         .reset_index()
+        .rename_axis(columns=None)  # the pivot's "target" would read as an empty column of the rendered table
     )
     table = table[
         ["dataset", "arch", "epsilon", "attack", "generator", *[t for t in TARGETS if t in table.columns], "n"]
