@@ -17,6 +17,7 @@ from typing import Any, Sequence
 from . import config, recipes
 from .cli_parser import Parser
 from .config import ConfigError, CycleConfig
+from .headline import headline
 
 
 def _registry_help() -> dict[str, str]:
@@ -345,6 +346,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted; nothing written", file=sys.stderr)
         return 130
     print(f"\nPSREval cycle: dataset={cfg.dataset} arch={cfg.arch} epsilon={cfg.epsilon} threat={cfg.threat}")
+    print(headline(result.metrics, list(cfg.eval_attacks)))
+    print("\nevery metric (fractions; metrics.json has them all):")
     print(results_table(result.metrics))
     print(f"\nresults: {out}/metrics.json  (weights, int8 weights and adv_examples.png beside it)")
     return 0

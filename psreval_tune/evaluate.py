@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
@@ -123,7 +124,14 @@ def attack_matrix(
         pairs = {g: [t for t in targets if evaluated is None or evaluated(spec.name, g, t)] for g in generators}
         for r in range(repeats_here):
             for gname, gmodel in generators.items():
+                started = time.perf_counter()
                 adv = generate(gmodel, x, y, spec, num_classes=num_classes, seed=seed + r, device=device)
+                if progress is not None:  # what runs, on which model, how fast: attacks are most of a cycle
+                    took = time.perf_counter() - started
+                    progress(
+                        f"attack {spec.name} run {r + 1}/{repeats_here}: crafted on {gname}, {len(x)} images in "
+                        f"{took:.1f} s ({len(x) / max(took, 1e-9):.0f}/s); evaluated on {', '.join(pairs[gname])}"
+                    )
                 if keep_examples is not None and r == 0:
                     keep_examples(spec.name, gname, adv)
                 if repeats_here > 1:  # the examples of the first restart that fooled the generator, per image
