@@ -17,6 +17,7 @@ from typing import Any, Sequence
 from . import config, recipes
 from .cli_parser import Parser
 from .config import ConfigError, CycleConfig
+from .deps import check_dependencies
 from .headline import headline
 
 
@@ -231,20 +232,6 @@ def config_from_args(args: argparse.Namespace) -> CycleConfig:
 
 
 # Imported by the cycle (attacks, DP). Found missing before any work, not after training.
-REQUIRED_MODULES = {
-    "torchattacks": "pip install --no-deps torchattacks==3.5.1 (see README, Install choices)",
-    "opacus": "pip install -r requirements.txt",
-}
-
-
-def check_dependencies() -> None:
-    import importlib.util
-
-    for module, how in REQUIRED_MODULES.items():
-        if importlib.util.find_spec(module) is None:
-            raise ConfigError(f"the {module} package is not installed; install it with: {how}")
-
-
 def check_locations(args: argparse.Namespace) -> None:
     """--out and --cache-dir, before any work: nothing is created here."""
     from .artifacts import OutputError, check_out_dir, check_writable_dir

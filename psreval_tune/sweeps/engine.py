@@ -494,7 +494,7 @@ def preflight(args: argparse.Namespace, storage: str, name: str, exp_path: str) 
 def check_infrastructure(args: argparse.Namespace) -> None:
     """Run dir, storage, tracking store, Ray address and local CPUs: each refused in seconds with one
     line. Run when the flags are parsed (before a script builds its search space) and again by run_sweep."""
-    from ..cli import check_dependencies
+    from ..deps import check_dependencies
     from ..tracking import TrackingError, check_tracking_uri
 
     try:
