@@ -371,7 +371,7 @@ def calibration(args: Any) -> Calibration:
     A store that cannot be reached or read is refused in seconds, one line (SweepError)."""
     from ..analysis.load import AnalysisError
     from ..tracking import TrackingError, check_tracking_uri, one_line, redact
-    from .engine import SweepError
+    from .failures import SweepError
 
     uri = store_uri(args)
     if uri is None:
@@ -395,7 +395,7 @@ def cached_twins(args: Any) -> tuple[set[str], str]:
     """Training keys of the twins already in the sweep's twin cache (STORAGE/twin-cache, for this
     code version: twin_cache.py), and where that cache is."""
     from ..twin_cache import cache_location, cached_training_keys
-    from .engine import _storage
+    from .checks import _storage
 
     where = cache_location(_storage(args))
     if "://" not in where and not os.path.isdir(where):

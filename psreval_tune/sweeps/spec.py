@@ -63,7 +63,7 @@ from typing import Any, Iterator, Sequence
 from .. import config
 from ..checks import finite_number
 from ..config import ConfigError, CycleConfig
-from .engine import SweepError
+from .failures import SweepError
 
 FILES_DIR = Path(__file__).with_name("files")
 MAX_BYTES = 1 << 20
