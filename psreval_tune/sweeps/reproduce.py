@@ -4,6 +4,8 @@
     python sweeps/reproduce.py --smoke --doc /tmp/repro.md    # the plumbing in minutes (no conclusions)
     python sweeps/reproduce.py --dataset cifar10 --data-root ~/data --address auto --gpus-per-trial 0.25 \
         --attack-repeats 10 --doc docs/reproduction-cifar10.md           # the paper's scale, on a cluster
+    python sweeps/reproduce.py --dataset fashion_mnist --arch cnn --epsilons 1.7,3.4,7.0 --settings none \
+        --attacks PGD,FGSM --seeds 0,1,2,3,4 --dry-run                   # plan a cut design first
 
 One grid, every trial a DP model (epsilon 3.4) and its non-private twin
 trained with the recipes (psreval_tune/recipes.toml), quantized, and
@@ -14,8 +16,10 @@ PGD with 3 random starts, FGSM and FAB):
     adv_training 40% with PGD, FGSM   -> robustness gain, utility cost, PGD/FGSM cost (paper: up to 8x at 40%)
     train_time_attack 40% with PGD    -> DP against a train-time attacker
 
-x seeds 0, 1, 2. After the trials, each threat-none trial is attacked with
-examples crafted on the models of the OTHER seeds of its setting (cross-seed
+x seeds 0, 1, 2 (--seeds). ``--epsilons`` runs the no-threat setting at several budgets (claims c, d, e are
+judged per budget), ``--settings`` cuts the design to some settings (the claims of the others then read
+"not measured"), ``--attacks`` chooses the attacks run on the whole test split. After the trials, each
+threat-none trial is attacked with examples crafted on the models of the OTHER seeds of its setting (cross-seed
 transfer, psreval_tune/xseed.py; ``psreval xseed`` reruns that step on a
 store), which claims c, d and e read. Then the claims table (analysis/claims.py: effect, 95% interval
 over seeds, paired by seed, verdict) is rendered to docs/reproduction.md with
@@ -36,15 +40,17 @@ from ray import tune
 from .. import config
 from ..tracking import git_commit
 from ..trainable import cycle_config
-from .engine import SweepSpec, exit_status, main_guard, parser, report, run_sweep, write_report
+from .engine import SweepSpec, _csv, add_cost_flags, exit_status, main_guard, parser, report, run_sweep, write_report
 from .paper_grid import DELTA, EVAL_SAMPLES
 
-SETTINGS = (
-    {"threat": "none", "adv_fraction": 0.0, "attack": "PGD"},
-    {"threat": "adv_training", "adv_fraction": 0.4, "attack": "PGD"},
-    {"threat": "adv_training", "adv_fraction": 0.4, "attack": "FGSM"},
-    {"threat": "train_time_attack", "adv_fraction": 0.4, "attack": "PGD"},
-)
+# The four settings of the paper's section 4, by name (--settings cuts the design to some of them).
+SETTINGS = {
+    "none": {"threat": "none", "adv_fraction": 0.0, "attack": "PGD"},
+    "adv_pgd": {"threat": "adv_training", "adv_fraction": 0.4, "attack": "PGD"},
+    "adv_fgsm": {"threat": "adv_training", "adv_fraction": 0.4, "attack": "FGSM"},
+    "train_time_pgd": {"threat": "train_time_attack", "adv_fraction": 0.4, "attack": "PGD"},
+}
+NO_THREAT = "none"  # the setting claims a-e read: run at every --epsilons value, the others at --epsilon
 SMOKE = {
     "rounds": 2,
     "eval_samples": 64,
@@ -55,6 +61,16 @@ SMOKE = {
 }
 
 
+def settings(args) -> list[dict[str, Any]]:
+    """The setting axis: the no-threat setting at each of --epsilons (claims c/d/e per privacy regime), every
+    other chosen setting at --epsilon."""
+    out = []
+    for name in args.settings:
+        epsilons = args.epsilons if name == NO_THREAT else [args.epsilon]
+        out += [{**SETTINGS[name], "epsilon": eps} for eps in epsilons]
+    return out
+
+
 def grid(args) -> dict[str, Any]:
     dataset = "digits" if args.smoke else args.dataset
     fixed = {
@@ -62,20 +78,30 @@ def grid(args) -> dict[str, Any]:
         "data_root": args.data_root,
         "download": args.download,
         "arch": args.arch,
-        "epsilon": args.epsilon,
         "delta": DELTA.get(dataset, 1e-5),
         "eval_samples": EVAL_SAMPLES.get(dataset),
         "attack_repeats": args.attack_repeats or 3,
-        "eval_attacks": list(config.PAPER_ATTACKS),  # the paper's: PGD, FGSM, FAB (its FAB-T)
+        "eval_attacks": list(args.attacks),  # default the paper's: PGD, FGSM, FAB (its FAB-T)
         # a reviewer's checks (issue 22): AutoAttack on a fixed subset, the gradient-masking flags
         "autoattack": True,
         "masking_checks": True,
         **(SMOKE if args.smoke else {}),
     }
-    axes = {"setting": list(SETTINGS), "seed": list(args.seeds)}
+    axes = {"setting": settings(args), "seed": list(args.seeds)}
     for combo in itertools.product(*axes.values()):  # a bad value fails the command, not 12 trials
         cycle_config({**fixed, **dict(zip(axes, combo))})
     return {**fixed, **{k: tune.grid_search(v) for k, v in axes.items()}}
+
+
+def dry_run(args) -> int:
+    """--dry-run: the trials, twins and estimated cost of this design (sweeps/cost.py); nothing starts."""
+    from . import cost
+
+    space = grid(args)
+    fixed = {k: v for k, v in space.items() if not (isinstance(v, dict) and "grid_search" in v)}
+    axes = {k: v["grid_search"] for k, v in space.items() if k not in fixed}
+    configs = [cycle_config({**fixed, **dict(zip(axes, combo))}) for combo in itertools.product(*axes.values())]
+    return cost.dry_run(args, configs, len(configs), f"reproduce on {configs[0].dataset} ({args.arch})")
 
 
 def regenerate_command(args) -> str:
@@ -87,6 +113,12 @@ def regenerate_command(args) -> str:
         flags += ["--dataset", args.dataset, "--data-root", "DATA"]
     if list(args.seeds) != [0, 1, 2]:
         flags += ["--seeds", ",".join(map(str, args.seeds))]
+    if args.epsilons != [args.epsilon] or args.epsilon != 3.4:
+        flags += ["--epsilon", f"{args.epsilon:g}", "--epsilons", ",".join(f"{e:g}" for e in args.epsilons)]
+    if list(args.settings) != list(SETTINGS):
+        flags += ["--settings", ",".join(args.settings)]
+    if list(args.attacks) != list(config.PAPER_ATTACKS):
+        flags += ["--attacks", ",".join(args.attacks)]
     return " ".join(["python sweeps/reproduce.py", *flags])
 
 
@@ -149,7 +181,31 @@ def write_doc(args, tracking, seconds: float) -> Path:
 def main(argv: Sequence[str] | None = None) -> int:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--arch", default="resnet9", help="architecture (default: resnet9, the paper's)")
-    p.add_argument("--epsilon", type=float, default=3.4, help="DP budget of every trial (default: 3.4)")
+    p.add_argument(
+        "--epsilon", type=float, default=3.4, help="DP budget of the adversarial settings' trials (default: 3.4)"
+    )
+    p.add_argument(
+        "--epsilons",
+        type=_csv(float),
+        default=None,
+        help="DP budgets of the no-threat setting, comma-separated; claims c, d, e are judged at each "
+        "(default: --epsilon; the paper's three: 1.7,3.4,7.0)",
+    )
+    p.add_argument(
+        "--settings",
+        type=_csv(str),
+        default=list(SETTINGS),
+        help=f"which of the paper's settings to run, comma-separated (default: all: {', '.join(SETTINGS)}); "
+        "a cut design says in its document which claims it leaves unmeasured",
+    )
+    p.add_argument(
+        "--attacks",
+        type=_csv(str),
+        default=list(config.PAPER_ATTACKS),
+        help=f"attacks on the whole test split (default: the paper's, {', '.join(config.PAPER_ATTACKS)}); "
+        "AutoAttack, which contains FAB-T, runs on its fixed subset whatever this says",
+    )
+    add_cost_flags(p)
     p.add_argument(
         "--doc",
         default="docs/reproduction.md",
@@ -158,6 +214,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--machine", default="2-core CPU machine, no GPU", help="what ran it, for the document")
     p.set_defaults(seeds=[0, 1, 2], max_concurrent=2)
     args = p.parse_args(argv)
+    args.epsilons = args.epsilons or [args.epsilon]
+    unknown = [name for name in args.settings if name not in SETTINGS]
+    if unknown:
+        p.error(f"--settings {unknown[0]!r} is not a setting; expected some of: {', '.join(SETTINGS)}")
+    if args.dry_run:  # before anything starts or is written
+        return dry_run(args)
     space = grid(args)
     start = time.perf_counter()
     # the sweep's report comes after the cross-seed step (its claims read the cross-seed metrics), so the
