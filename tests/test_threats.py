@@ -67,6 +67,32 @@ def test_alie_rows_are_mu_minus_z_sigma_with_paper_z():
     assert torch.allclose(corrupt("alie", u, z=1.5)[MALICIOUS[0]], honest.mean(0) - 1.5 * honest.std(0))
 
 
+@pytest.mark.parametrize(
+    "n, m, z",
+    [
+        # s = floor(n/2 + 1) - m, z = Phi^-1((n - s) / n), worked by hand once:
+        (10, 2, 0.2533471031357998),  # s = 6 - 2 = 4, Phi^-1(6/10)
+        (50, 10, 0.46769879911450835),  # s = 26 - 10 = 16, Phi^-1(34/50)
+        (100, 20, 0.49585034734745304),  # s = 51 - 20 = 31, Phi^-1(69/100)
+        (25, 5, 0.46769879911450835),  # s = 13 - 5 = 8, Phi^-1(17/25): the paper's CIFAR setting
+    ],
+)
+def test_alie_default_z_is_the_papers_z_max(n, m, z):
+    assert default_z(n, m) == pytest.approx(z, rel=1e-12)
+
+
+def test_alie_default_z_follows_the_rounds_n_and_m_and_an_explicit_z_overrides_it():
+    # n and m are the round's: 10 rows of which 2 malicious -> z(10, 2) = 0.2533
+    u = updates()
+    malicious = [1, 8]
+    honest = u[[i for i in range(N) if i not in malicious]]
+    out = THREATS.get("alie").obj(u, malicious, ctx(z=None))
+    assert torch.allclose(out[1], honest.mean(0) - 0.2533471031357998 * honest.std(0))
+    loud = THREATS.get("alie").obj(u, malicious, ctx(z=5.0))
+    assert torch.allclose(loud[8], honest.mean(0) - 5.0 * honest.std(0))
+    assert CycleConfig(threat="alie", num_clients=10, num_malicious=2).threat_params == {"z": None}
+
+
 @pytest.mark.parametrize("n, m", [(10, 6), (10, 9), (1, 1), (2, 1), (3, 1)])
 def test_alie_default_z_is_finite_and_non_negative_at_the_edges(n, m):
     z = default_z(n, m)
@@ -90,6 +116,18 @@ def test_ipm_rows_are_minus_epsilon_honest_mean_and_flip_the_inner_product():
     big = corrupt("ipm", u, epsilon=3.0)
     assert torch.allclose(big.mean(0), honest_mean * (7 - 3 * 3.0) / 10)
     assert float(big.mean(0) @ honest_mean) < 0
+
+
+def test_ipm_default_epsilon_is_stealthy_and_loud_is_one_param_away():
+    from psreval_tune.threats import ipm
+
+    lo, hi = ipm.STEALTHY
+    assert (lo, hi) == (0.1, 0.5) and lo <= ipm.EPSILON <= hi
+    assert CycleConfig(threat="ipm", num_clients=10, num_malicious=3).threat_params == {"epsilon": 0.5}
+    loud = CycleConfig(threat="ipm", num_clients=10, num_malicious=3, threat_params={"epsilon": 4.0})
+    assert loud.threat_params == {"epsilon": 4.0}
+    u = updates() + 1.0
+    assert torch.allclose(corrupt("ipm", u)[0], -0.5 * u[HONEST].mean(0))  # no epsilon given: the default 0.5
 
 
 @pytest.mark.parametrize("name", ["sign_flip", "scaling", "alie", "ipm"])

@@ -2,7 +2,12 @@
 Distributed Learning", NeurIPS 2019): every malicious client sends mu - z * sigma, the honest
 updates' coordinate-wise mean shifted by z of their standard deviations. The shift is small enough
 that each coordinate stays within the spread of honest values (so median, trimmed mean and Krum keep
-it) yet consistent across coordinates and clients, so it biases the aggregate every round."""
+it) yet consistent across coordinates and clients, so it biases the aggregate every round.
+
+z defaults to the paper's z_max for this round's n updates of which m are malicious (``default_z``):
+s = floor(n/2 + 1) - m, z = Phi^-1((n - s) / n); e.g. n = 10, m = 3: z = 0.524; n = 50, m = 10:
+z = 0.468. ``z`` set explicitly overrides it: a "loud" setting such as the robust_fl grids' z = 5
+moves every coordinate five standard deviations and is no longer the paper's stealthy attack."""
 
 from __future__ import annotations
 
