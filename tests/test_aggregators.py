@@ -80,6 +80,39 @@ def test_trimmed_mean_is_the_plain_mean_when_nothing_is_trimmed():
     assert torch.equal(run("trimmed_mean", updates, weights=[0.7, 0.1, 0.1, 0.1]), mean)
 
 
+def test_trimmed_mean_default_trims_the_assumed_byzantine_count():
+    # 3 of 10 malicious, all at 1e9: the default (trim_ratio unset) trims k = f = 3 per side,
+    # beta = f/n = 0.3, so none of the three survives: -5, -4, 1 and the attackers go, mean of 2, 3, 4, 9
+    ten = column([-5.0, -4.0, 1.0, 2.0, 3.0, 4.0, 9.0, 1e9, 1e9, 1e9])
+    assert torch.equal(run("trimmed_mean", ten, num_byzantine=3), torch.tensor([4.5], dtype=torch.float64))
+    # the misconfigured case stays reachable by an explicit beta: 0.2 trims 2 per side, one attacker is kept
+    leak = run("trimmed_mean", ten, num_byzantine=3, trim_ratio=0.2)
+    assert leak.item() == pytest.approx((1 + 2 + 3 + 4 + 9 + 1e9) / 6)
+    # no Byzantine client assumed (no threat): the old fixed 0.2, k = floor(0.2 * 10) = 2
+    assert run("trimmed_mean", ten).item() == pytest.approx(leak.item())
+    # f above what can be trimmed is capped at (n - 1) // 2: the median of 5 values
+    assert torch.equal(run("trimmed_mean", column([1.0, 2.0, 3.0, 4.0, 5.0]), num_byzantine=4), column([3.0])[0])
+
+
+def test_trimmed_mean_default_beta_in_a_federation_is_num_malicious_over_num_clients():
+    # the server's assumption (federated.py): num_malicious under a threat, 0 without one
+    from psreval_tune.aggregators.trimmed_mean import round_trim_count
+
+    cfg = CycleConfig(aggregation="trimmed_mean", num_clients=10, threat="ipm", num_malicious=3)
+    assert cfg.aggregation_params == {"trim_ratio": None}
+    ctx = RoundContext(1, torch.zeros(1), torch.full((10,), 0.1), 3, cfg.aggregation_params)
+    assert round_trim_count(ctx, 10) == 3 >= math.ceil(3 / 10 * 10)  # beta = 0.3 = f/n
+    explicit = CycleConfig(
+        aggregation="trimmed_mean",
+        num_clients=10,
+        threat="ipm",
+        num_malicious=3,
+        aggregation_params={"trim_ratio": 0.2},
+    )
+    ctx = RoundContext(1, torch.zeros(1), torch.full((10,), 0.1), 3, explicit.aggregation_params)
+    assert round_trim_count(ctx, 10) == 2
+
+
 def test_trim_count():
     assert [trim_count(0.2, n) for n in (1, 2, 4, 5, 9, 10, 50)] == [0, 0, 0, 1, 1, 2, 10]
     assert trim_count(0.29, 100) == 29  # 0.29 * 100 == 28.999999999999996
@@ -239,7 +272,7 @@ def test_config_accepts_each_rule_with_its_defaults(name):
 
 
 def test_declared_defaults():
-    assert CycleConfig(aggregation="trimmed_mean").aggregation_params == {"trim_ratio": 0.2}
+    assert CycleConfig(aggregation="trimmed_mean").aggregation_params == {"trim_ratio": None}  # f/n, else 0.2
     assert CycleConfig(aggregation="krum").aggregation_params == {"f": None}
     assert CycleConfig(aggregation="multikrum").aggregation_params == {"f": None, "m": None}
     assert CycleConfig(aggregation="centered_clipping").aggregation_params == {"iters": 3, "tau": 1.0}
