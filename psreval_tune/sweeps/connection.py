@@ -1,5 +1,6 @@
 """Ray itself: probing a cluster's address, the resources a trial may ask for, connecting to a cluster or
-starting a local Ray, and a restored Tuner's console settings.
+starting a local Ray, a restored Tuner's console settings, and the exact log messages of Ray (and Optuna)
+a sweep silences.
 
 Every use of Ray's private API in psreval_tune is here, each marked ``PRIVATE API`` with the Ray version
 it was checked on and what happens without it. Checked on Ray 2.60.0 (``ray.__version__``).
@@ -8,7 +9,9 @@ it was checked on and what happens without it. Checked on Ray 2.60.0 (``ray.__ve
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import re
 
 from .failures import SweepError
 
@@ -199,3 +202,55 @@ def _restored_console(tuner, verbose: int, callbacks: list) -> bool:
     run_config.callbacks = [c for c in run_config.callbacks or [] if not isinstance(c, replaced)] + list(callbacks)
     run_config.verbose = verbose
     return True
+
+
+# --- log messages a sweep silences, by their exact text ----------------------------------------------
+
+
+class DropExact(logging.Filter):
+    """Drops the records of one logger whose whole message matches one of ``patterns``."""
+
+    def __init__(self, *patterns: str):
+        super().__init__()
+        self.patterns = [re.compile(p, re.S) for p in patterns]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001
+            return True
+        return not any(p.fullmatch(message) for p in self.patterns)
+
+
+# Always: messages about what the sweep does on purpose.
+ALWAYS = {
+    # Per-round results carry the final objectives as NaN (TrialInfra.final_objectives); a plain
+    # OptunaSearch tells those of a trial ASHA stopped to Optuna, which refuses them, and Ray logs it.
+    # search.PsrevalOptunaSearch tells such a trial PRUNED instead; this covers a search resumed with
+    # the plain one (its searcher state is restored from before).
+    "ray.tune.search.optuna.optuna_search": (r"The value nan is not acceptable(; The value nan is not acceptable)*",),
+}
+# Without --verbose: Ray's start-up banners.
+# PRIVATE API (checked on Ray 2.60.0): the names of the ray._private modules that log these banners.
+# Without them (a module renamed or moved): the filter is on a logger nobody uses, and the banner shows.
+BANNERS = {
+    "ray._private.authentication.authentication_token_setup": (
+        r"Token authentication is enabled for this Ray cluster\. Set RAY_AUTH_MODE=disabled to opt out\. "
+        r"For more information, see \S+",
+    ),
+    "ray._private.worker": (
+        r"Connecting to existing Ray cluster at address: \S+\.\.\.",
+        r"(Started a local Ray instance|Connected to Ray cluster)\.( View the dashboard at .*)?",
+    ),
+}
+
+
+def quiet_logs(verbose: bool) -> None:
+    """Install the filters (once per process) on exactly the loggers that log those messages."""
+    for table_ in (ALWAYS,) if verbose else (ALWAYS, BANNERS):
+        for name, patterns in table_.items():
+            logger = logging.getLogger(name)
+            if not any(
+                isinstance(f, DropExact) and [p.pattern for p in f.patterns] == list(patterns) for f in logger.filters
+            ):
+                logger.addFilter(DropExact(*patterns))

@@ -53,6 +53,7 @@ from .connection import (  # noqa: F401 - re-exported
     check_cluster_resources,
     connect,
     probe_tcp,
+    quiet_logs,
 )
 from .failures import (  # noqa: F401 - re-exported
     DISK_FULL_TEXT,
@@ -195,10 +196,9 @@ def _is_local(args: argparse.Namespace) -> bool:
 def _connect_and_track(args: argparse.Namespace, name: str, run_dir: Path, storage: str, exp_path: str, verbose: bool):
     """Connect to Ray (or start a local one) and open the MLflow store: the sweep's Tracker."""
     from ..tracking import Tracker, source_provenance
-    from . import progress
 
     local = _is_local(args)
-    progress.quiet_logs(verbose)  # before Ray starts: its start-up banners
+    quiet_logs(verbose)  # before Ray starts: its start-up banners
     # the code, looked up once here (in the package's folder, not the cwd) and tagged on every run
     code = dict(provenance=tuple(source_provenance().items()), system_metrics=getattr(args, "system_metrics", False))
     if args.resume and local and "://" not in storage:  # a killed driver's local Ray may still hold its memory

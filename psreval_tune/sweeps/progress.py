@@ -12,14 +12,14 @@ would add training iterations, which ASHA counts. Here the per-round reports are
 The board is looked up by name (psreval-progress-SWEEP in namespace psreval), so a resumed sweep's
 callback (restored from tuner.pkl) finds the board of the driver that resumed it.
 
-Also here: the exact log messages of Ray and Optuna a sweep silences (``quiet_logs``).
+The exact log messages of Ray and Optuna a sweep silences (``quiet_logs``) are in connection.py (Ray's
+private logger names with them); importable from here too.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import shutil
 import sys
 import threading
@@ -28,6 +28,7 @@ from typing import Any, Callable, TextIO
 
 from ray.tune import Callback
 
+from .connection import ALWAYS, BANNERS, DropExact, quiet_logs  # noqa: F401 - re-exported
 from .console_table import WIDTH, Board, EventLog, erase, header, redraw, table
 
 NAMESPACE = "psreval"
@@ -378,53 +379,3 @@ def _is_terminal(stream: Any) -> bool:
         return bool(stream.isatty())
     except Exception:  # noqa: BLE001 - closed or not a file
         return False
-
-
-# --- log messages a sweep silences, by their exact text ----------------------------------------------
-
-
-class DropExact(logging.Filter):
-    """Drops the records of one logger whose whole message matches one of ``patterns``."""
-
-    def __init__(self, *patterns: str):
-        super().__init__()
-        self.patterns = [re.compile(p, re.S) for p in patterns]
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # noqa: BLE001
-            return True
-        return not any(p.fullmatch(message) for p in self.patterns)
-
-
-# Always: messages about what the sweep does on purpose.
-ALWAYS = {
-    # Per-round results carry the final objectives as NaN (TrialInfra.final_objectives); a plain
-    # OptunaSearch tells those of a trial ASHA stopped to Optuna, which refuses them, and Ray logs it.
-    # search.PsrevalOptunaSearch tells such a trial PRUNED instead; this covers a search resumed with
-    # the plain one (its searcher state is restored from before).
-    "ray.tune.search.optuna.optuna_search": (r"The value nan is not acceptable(; The value nan is not acceptable)*",),
-}
-# Without --verbose: Ray's start-up banners.
-BANNERS = {
-    "ray._private.authentication.authentication_token_setup": (
-        r"Token authentication is enabled for this Ray cluster\. Set RAY_AUTH_MODE=disabled to opt out\. "
-        r"For more information, see \S+",
-    ),
-    "ray._private.worker": (
-        r"Connecting to existing Ray cluster at address: \S+\.\.\.",
-        r"(Started a local Ray instance|Connected to Ray cluster)\.( View the dashboard at .*)?",
-    ),
-}
-
-
-def quiet_logs(verbose: bool) -> None:
-    """Install the filters (once per process) on exactly the loggers that log those messages."""
-    for table_ in (ALWAYS,) if verbose else (ALWAYS, BANNERS):
-        for name, patterns in table_.items():
-            logger = logging.getLogger(name)
-            if not any(
-                isinstance(f, DropExact) and [p.pattern for p in f.patterns] == list(patterns) for f in logger.filters
-            ):
-                logger.addFilter(DropExact(*patterns))
