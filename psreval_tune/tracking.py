@@ -46,6 +46,100 @@ MODEL_NAME = "model_float"  # the trial's float model: mlflow.pytorch.load_model
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # the UI opens it on the runs table
 PACKAGE_DIR = Path(__file__).resolve().parent
 TAG_FAILURE = "psreval.failure"  # why a run ended FAILED (one line)
+TAG_NOTE = "mlflow.note.content"  # a run's description in the MLflow UI (Markdown)
+
+# The runs table a sweep's printed address opens (psreval_tune.ui): a view of the MLflow UI stored as the
+# experiment tag VIEW_TAG_PREFIX + key, which MLflow 3's UI (3.17: its saved/shared views) loads when the
+# address carries ``viewStateShareKey=<key>``. Its search facets and table settings: the sweep's runs only
+# (a filter on TAG_SWEEP, which also makes the table flat: MLflow nests child runs under a collapsed parent
+# only when there is neither a filter nor a sort other than by creation time), the headline metric first
+# (best first), and the key metrics and params as columns (MLflow shows none of them by default).
+VIEW_TAG_PREFIX = "mlflow.sharedViewState."
+HEADLINE_METRIC = "acc_wb_pgd_worst"
+KEY_METRICS = (
+    "acc_clean_float",
+    "acc_clean_int8",
+    "acc_wb_pgd_worst",
+    "acc_wb_fgsm_worst",
+    "epsilon_spent",
+    "size_reduction_pct",
+)
+LOWER_IS_BETTER = frozenset({"epsilon_spent", "time_total_s"})  # the rest: accuracies, size reduction
+KEY_PARAMS = ("epsilon", "threat", "adv_fraction", "attack", "arch", "seed")
+_OPENED_VIEWS: dict[tuple[str, str], str] = {}  # (tracking URI, experiment id) -> view key of the last sweep run
+
+
+def sweep_view_key(sweep_name: str) -> str:
+    """The key of a sweep's runs-table view: ``psreval-`` and 16 hex digits of SHA-256 of the sweep's name
+    (a tag key and a URL parameter whatever the name holds)."""
+    import hashlib
+
+    return "psreval-" + hashlib.sha256(sweep_name.encode()).hexdigest()[:16]
+
+
+def sweep_filter(sweep_name: str) -> str | None:
+    """The MLflow search filter of a sweep's runs (its run and its trials); None for a name that no quoting
+    of MLflow's filter language holds (both quote characters)."""
+    for quote in ("'", '"'):
+        if quote not in sweep_name:
+            return f"tags.`{TAG_SWEEP}` = {quote}{sweep_name}{quote}"
+    return None
+
+
+def sweep_view_state(sweep_name: str) -> dict[str, Any] | None:
+    """What the sweep's view sets in the runs table (keys of MLflow's UI: search facets and UI state)."""
+    where = sweep_filter(sweep_name)
+    if where is None:
+        return None
+    return {
+        "searchFilter": where,
+        "orderByKey": f"metrics.`{HEADLINE_METRIC}`",
+        "orderByAsc": False,
+        "selectedColumns": [
+            *(f"metrics.`{m}`" for m in KEY_METRICS),
+            *(f"params.`{p}`" for p in KEY_PARAMS),
+            "attributes.`Models`",
+        ],
+        "runsHiddenMode": "SHOW_ALL",  # charts: every trial, not MLflow's first 10
+    }
+
+
+def sweep_view_url_query(sweep_name: str, key: str | None) -> str:
+    """The query of the runs-table address of a sweep: its view's key, or (no view stored) the view's filter
+    and sort as URL parameters (flat, but MLflow's default columns)."""
+    from urllib.parse import urlencode
+
+    if key is not None:
+        return urlencode({"viewStateShareKey": key})
+    state = sweep_view_state(sweep_name)
+    if state is None:
+        return ""
+    return urlencode({"searchFilter": state["searchFilter"], "orderByKey": state["orderByKey"], "orderByAsc": "false"})
+
+
+def store_sweep_view(client: Any, experiment_id: str, sweep_name: str) -> str | None:
+    """Store (or refresh) the runs-table view of a sweep as the experiment's tag VIEW_TAG_PREFIX + key, in the
+    envelope MLflow's UI reads (name, createdAt, updatedAt, state: the view's JSON); it is also listed among
+    the experiment's saved views. Returns the key; None if the store refused it (the address then carries
+    the filter instead, without the columns) or the name cannot be filtered on."""
+    state = sweep_view_state(sweep_name)
+    if state is None:
+        return None
+    key = sweep_view_key(sweep_name)
+    now = int(time.time() * 1000)
+    envelope = {"name": f"sweep {sweep_name}: trials", "createdAt": now, "updatedAt": now, "state": json.dumps(state)}
+    try:
+        client.set_experiment_tag(experiment_id, VIEW_TAG_PREFIX + key, json.dumps(envelope))
+    except Exception as exc:  # noqa: BLE001 - a read-only store, a server without the permission: no view
+        why = f"{type(exc).__name__}: {one_line(exc)}"
+        warnings.warn(f"no runs-table view for sweep {sweep_name!r} ({why})", stacklevel=2)
+        return None
+    return key
+
+
+def opened_view(tracking_uri: str, experiment_id: str | None) -> str | None:
+    """The view key of the sweep run this process opened last in that experiment (Tracker.sweep_run)."""
+    return _OPENED_VIEWS.get((tracking_uri, str(experiment_id)))
 
 
 @dataclass(frozen=True)
@@ -401,18 +495,114 @@ class Tracker:
         return run_id
 
     def sweep_run(self, params: Mapping[str, Any] | None = None) -> str:
-        """The sweep's parent run: found again on resume, created otherwise."""
+        """The sweep's parent run: found again on resume, created otherwise. Also stores the sweep's runs-table
+        view (sweep_view) and gives a new run its description; finish() adds the sweep's summary to both."""
         found = self._find(**{TAG_SWEEP: self.spec.sweep_name, TAG_KIND: "sweep"})
+        view = self.sweep_view()
         if found:
-            return self._reopen(found)
-        run = self.client.create_run(
-            self.experiment_id,
-            run_name=self.spec.sweep_name,
-            tags={TAG_SWEEP: self.spec.sweep_name, TAG_KIND: "sweep", **self.provenance()},
+            run_id = self._reopen(found)
+        else:
+            run_id = self.client.create_run(
+                self.experiment_id,
+                run_name=self.spec.sweep_name,
+                tags={
+                    TAG_SWEEP: self.spec.sweep_name,
+                    TAG_KIND: "sweep",
+                    TAG_NOTE: self._sweep_note(view, None, str((params or {}).get("kind", ""))),
+                    **self.provenance(),
+                },
+            ).info.run_id
+            if params:
+                self.log_params(run_id, params)
+        self._sweep_runs = {*getattr(self, "_sweep_runs", ()), run_id}
+        return run_id
+
+    def sweep_view(self) -> str | None:
+        """Store (or refresh) this sweep's runs-table view (store_sweep_view); its key, None if refused."""
+        key = store_sweep_view(self.client, self.experiment_id, self.spec.sweep_name)
+        if key is not None:
+            _OPENED_VIEWS[(self.spec.tracking_uri, str(self.experiment_id))] = key
+        return key
+
+    def _sweep_note(self, view: str | None, summary: Mapping[str, Any] | None, kind: str = "") -> str:
+        """The sweep run's description (Markdown): what it is, the link to its trials, its summary if any."""
+        name = self.spec.sweep_name
+        query = sweep_view_url_query(name, view)
+        link = f"#/experiments/{self.experiment_id}/runs?{query}&workflowType=machine_learning"
+        lines = [
+            f"**Sweep `{name}`**{f' ({kind})' if kind else ''} of psreval_tune: this run holds the sweep's "
+            "parameters, files and summary; each trial is a child run.",
+            "",
+            f"[The trials, one row each with their metrics]({link})",
+        ]
+        if summary is None:
+            lines += ["", "Running: the summary (trials done, best and median metrics) comes when it ends."]
+            return "\n".join(lines)
+        unfinished = f", {summary['unfinished']} unfinished" if summary["unfinished"] else ""
+        counts = f"{summary['trials']} trials: {summary['finished']} finished, {summary['failed']} failed{unfinished}."
+        lines += ["", counts]
+        rows = summary["metrics"]
+        if rows:
+            lines += ["", "| metric | best | median | best trial | finished trials with it |", "|---|---|---|---|---|"]
+            for key, (best, median, best_trial, count) in rows.items():
+                lines.append(f"| {key} | {best:.4g} | {median:.4g} | {best_trial} | {count} |")
+        return "\n".join(lines)
+
+    def sweep_summary(self, run_id: str) -> dict[str, Any]:
+        """The sweep's trials counted by status, and best and median of each key metric over its finished
+        trials (best: highest, or lowest for LOWER_IS_BETTER), with the best trial's run name."""
+        import statistics
+
+        runs = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`{TAG_PARENT}` = '{run_id}'", max_results=10000
         )
-        if params:
-            self.log_params(run.info.run_id, params)
-        return run.info.run_id
+        statuses = [r.info.status for r in runs]
+        finished = [r for r in runs if r.info.status == "FINISHED"]
+        metrics: dict[str, tuple[float, float, str, int]] = {}
+        for key in KEY_METRICS:
+            have = [(r.data.metrics[key], r.info.run_name or r.info.run_id) for r in finished if key in r.data.metrics]
+            have = [(v, n) for v, n in have if finite_number(v)]
+            if not have:
+                continue
+            pick = min if key in LOWER_IS_BETTER else max
+            best, best_trial = pick(have, key=lambda vn: vn[0])
+            metrics[key] = (best, statistics.median(v for v, _ in have), best_trial, len(have))
+        failed = statuses.count("FAILED")
+        return {
+            "trials": len(runs),
+            "finished": len(finished),
+            "failed": failed,
+            "unfinished": len(runs) - len(finished) - failed,
+            "metrics": metrics,
+        }
+
+    def summarize_sweep(self, run_id: str) -> dict[str, Any]:
+        """Log the sweep's summary on its run: metrics sweep/trials, sweep/trials_finished, sweep/trials_failed,
+        best/<metric> and median/<metric> of each key metric; and the description with the summary table."""
+        summary = self.sweep_summary(run_id)
+        values: dict[str, Any] = {
+            "sweep/trials": summary["trials"],
+            "sweep/trials_finished": summary["finished"],
+            "sweep/trials_failed": summary["failed"],
+        }
+        for key, (best, median, _, _) in summary["metrics"].items():
+            values[f"best/{key}"] = best
+            values[f"median/{key}"] = median
+        self.log_metrics(run_id, values, step=0)
+        run = self.client.get_run(run_id)
+        view = sweep_view_key(self.spec.sweep_name)
+        if VIEW_TAG_PREFIX + view not in self.client.get_experiment(self.experiment_id).tags:
+            view = None
+        self.client.set_tag(run_id, TAG_NOTE, self._sweep_note(view, summary, run.data.params.get("kind", "")))
+        return summary
+
+    def _summarize_quietly(self, run_id: str) -> None:
+        if run_id not in getattr(self, "_sweep_runs", ()):
+            return
+        try:
+            self.summarize_sweep(run_id)
+        except Exception as exc:  # noqa: BLE001 - the summary never stops the sweep run from ending
+            warnings.warn(f"no summary on the sweep run {run_id} ({type(exc).__name__}: {one_line(exc)})", stacklevel=3)
 
     def trial_run(self, parent_id: str, trial_id: str, run_name: str) -> tuple[str, bool]:
         """(run id, True if it already existed) of a trial, nested under the sweep."""
@@ -466,6 +656,8 @@ class Tracker:
         self.client.log_text(run_id, json.dumps(payload, indent=2, default=str), name)
 
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
+        """End a run; the sweep run this tracker opened (sweep_run) gets its summary first."""
+        self._summarize_quietly(run_id)
         self.client.set_terminated(run_id, status=status)
 
     def status(self, run_id: str) -> str:
@@ -479,6 +671,7 @@ class Tracker:
         """FAILED with the reason as a tag; a FINISHED run is never changed."""
         if self.status(run_id) == "FINISHED":
             return
+        self._summarize_quietly(run_id)
         self.client.set_tag(run_id, TAG_FAILURE, one_line(reason))
         self.client.set_terminated(run_id, status="FAILED")
 

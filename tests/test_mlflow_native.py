@@ -88,13 +88,16 @@ def test_sqlite_store_keeps_artifacts_beside_the_database(tmp_path, monkeypatch,
     assert list(store.glob("mlartifacts/*/artifacts/x.json"))
     assert list(cwd.iterdir()) == []  # no mlruns/ (or anything else) in the working directory
 
-    # `psreval ui` prints the runs table of that experiment before it starts the UI
+    # `psreval ui` prints the runs table of the latest sweep's runs before it starts the UI
     started = []
     monkeypatch.setattr(os, "execv", lambda *a: started.append(a))
     assert ui.main(["--tracking-uri", spec.tracking_uri, "--port", "5123"]) == 0
     assert started and "--backend-store-uri" in started[0][1]
-    url = ui.runs_view_url("127.0.0.1", 5123, tracker.experiment_id)
-    assert url == f"http://127.0.0.1:5123/#/experiments/{tracker.experiment_id}/runs?workflowType=machine_learning"
+    view = f"viewStateShareKey={tracking.sweep_view_key('s')}"
+    url = ui.runs_view_url("127.0.0.1", 5123, tracker.experiment_id, view)
+    assert (
+        url == f"http://127.0.0.1:5123/#/experiments/{tracker.experiment_id}/runs?{view}&workflowType=machine_learning"
+    )
     assert f"MLflow UI: {url}  (Ctrl-C to stop)" in capsys.readouterr().out
 
 
@@ -214,7 +217,9 @@ def test_sweep_records_code_model_datasets_system_metrics_beside_its_store(tmp_p
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("psreval")
     assert exp.artifact_location == (store / "mlartifacts").as_uri()
-    url = ui.runs_view_url("127.0.0.1", 5000, exp.experiment_id)
+    # the runs table of this sweep (tests/test_mlflow_ui_trials.py opens one)
+    view = f"viewStateShareKey={tracking.sweep_view_key('native')}"
+    url = ui.runs_view_url("127.0.0.1", 5000, exp.experiment_id, view)
     assert f"results: {url} after `psreval ui --tracking-uri {uri}`" in proc.stdout
 
     parents, trials = sweep_runs(uri)

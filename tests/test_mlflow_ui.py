@@ -3,20 +3,25 @@ page must list the smoke sweep's parent run and its six trial runs.
 
 Chromium is Debian's `chromium` package; the `chromium` fixture installs it with
 apt-get when it is missing (the test fails if it cannot; PSREVAL_SKIP_BROWSER=1
-skips it). The screenshot is kept as test-artifacts/mlflow_ui.png.
+skips it). The screenshots are kept as test-artifacts/mlflow_ui.png and
+test-artifacts/mlflow_ui_sweep.png.
 
-By default MLflow nests child runs under their parent, collapsed, so the runs tab
-shows only "smoke" (with an expander). MLflow nests only while the table is sorted
-by creation time (or not sorted at all), so the test also opens the runs tab sorted
-by run name (`orderByKey=tags.`mlflow.runName``), which lists all seven runs flat;
-that page is the one screenshotted. Both are opened at the address `psreval ui` and a
-sweep's last line print (psreval_tune.ui: `#/experiments/<id>/runs?workflowType=machine_learning`,
-MLflow 3's machine-learning runs table rather than its GenAI view).
+The plain runs tab (`#/experiments/<id>/runs?workflowType=machine_learning`, MLflow 3's
+machine-learning runs table rather than its GenAI view) nests child runs under their
+parent, collapsed, so it shows only "smoke" (with an expander). MLflow nests only while
+the table is sorted by creation time (or not sorted at all) and has no search filter, so
+the test also opens it sorted by run name (`orderByKey=tags.`mlflow.runName``), which
+lists all seven runs flat. Last, the address the sweep printed (and `psreval ui` prints):
+the sweep's own view (psreval_tune.ui, `viewStateShareKey=<key>`): its runs flat, filtered
+on its tag, sorted by acc_wb_pgd_worst, with the key metrics as columns (their headers in
+the page). tests/test_mlflow_ui_trials.py checks that view's rows and values on a small
+store without a sweep.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -30,12 +35,15 @@ import pytest
 from mlflow import MlflowClient
 from sweep_helpers import ROOT, env, free_port, kill_group, sweep_runs, wait_for
 
+from psreval_tune.tracking import KEY_METRICS, sweep_view_key
 from psreval_tune.ui import experiment_runs_url
 
 CHROMIUM = Path("/usr/bin/chromium")
 APT_TIMEOUT = 600  # apt-get update + install together
 ARTIFACTS = ROOT / "test-artifacts"
 SCREENSHOT = ARTIFACTS / "mlflow_ui.png"
+SWEEP_SHOT = ARTIFACTS / "mlflow_ui_sweep.png"
+WIDE = (2400, 1000)  # ag-grid renders only the columns in view
 WINDOW = (1600, 1000)
 SMOKE_TRIALS = 6
 
@@ -164,7 +172,14 @@ def _run_links(dom: str, experiment_id: str) -> dict[str, str]:
     return parser.links
 
 
-def _render(chromium: Path, url: str, profile: Path, budget_ms: int, screenshot: Path | None = None) -> str:
+def _render(
+    chromium: Path,
+    url: str,
+    profile: Path,
+    budget_ms: int,
+    screenshot: Path | None = None,
+    window: tuple[int, int] = WINDOW,
+) -> str:
     """The page's DOM after `budget_ms` of virtual time (and a PNG of it, if asked)."""
     shutil.rmtree(profile, ignore_errors=True)
     profile.mkdir(parents=True)
@@ -181,7 +196,7 @@ def _render(chromium: Path, url: str, profile: Path, budget_ms: int, screenshot:
         "--disable-dev-shm-usage",
         "--hide-scrollbars",
         f"--user-data-dir={profile}",
-        f"--window-size={WINDOW[0]},{WINDOW[1]}",
+        f"--window-size={window[0]},{window[1]}",
         f"--virtual-time-budget={budget_ms}",
         "--dump-dom",
     ]
@@ -215,14 +230,14 @@ def _render_until(chromium, url, profile, want: set[str], experiment_id, screens
     return dom, links
 
 
-def _assert_png(path: Path) -> None:
+def _assert_png(path: Path, window: tuple[int, int] = WINDOW) -> None:
     from PIL import Image
 
     assert path.is_file(), f"chromium wrote no screenshot at {path}"
     size = path.stat().st_size
     assert size > 10_000, f"{path} is only {size} bytes"
     with Image.open(path) as img:
-        assert img.format == "PNG" and img.size == WINDOW, (img.format, img.size)
+        assert img.format == "PNG" and img.size == window, (img.format, img.size)
         img.verify()
     with Image.open(path) as img:
         colours = img.convert("RGB").getcolors(maxcolors=1 << 16)
@@ -231,7 +246,7 @@ def _assert_png(path: Path) -> None:
 
 @pytest.mark.skipif(os.environ.get("PSREVAL_SKIP_BROWSER") == "1", reason="PSREVAL_SKIP_BROWSER=1")
 @pytest.mark.timeout(900)
-def test_mlflow_ui_lists_the_sweep_runs(chromium, mlflow_ui, tmp_path):
+def test_mlflow_ui_lists_the_sweep_runs(chromium, mlflow_ui, smoke_sweep, tmp_path):
     started = time.monotonic()  # the server is up already; this times the browser checks
     url, store, log = mlflow_ui
     experiment = MlflowClient(store).get_experiment_by_name("psreval")
@@ -246,8 +261,8 @@ def test_mlflow_ui_lists_the_sweep_runs(chromium, mlflow_ui, tmp_path):
     expected = {r.info.run_id: r.info.run_name for r in [parent, *trials]}
     ARTIFACTS.mkdir(exist_ok=True)
 
-    # 1. The runs tab at the address `psreval ui` and a sweep's last line print (workflowType=machine_learning:
-    # MLflow 3's machine-learning view, not its GenAI one): the sweep's parent run, its children nested under it.
+    # 1. The plain runs tab (workflowType=machine_learning: MLflow 3's machine-learning view, not its GenAI one;
+    # what `psreval ui` prints for an experiment without sweeps): the sweep's parent run, its children nested.
     default_url = experiment_runs_url(url, exp_id)
     assert default_url == f"{url}/#/experiments/{exp_id}/runs?workflowType=machine_learning"
     dom, links = _render_until(chromium, default_url, tmp_path / "profile-default", {parent.info.run_id}, exp_id)
@@ -271,6 +286,34 @@ def test_mlflow_ui_lists_the_sweep_runs(chromium, mlflow_ui, tmp_path):
     assert 'aria-label="Sort: Run Name"' in dom, "the page ignored orderByKey"
     assert f"<strong>{len(expected)}</strong> matching runs" in dom
     _assert_png(SCREENSHOT)
+
+    # 3. The address the sweep printed last (`results: URL after ...`, for the default port 5000), on this
+    # server: the sweep's view, every run of the sweep a row, flat, with the key metrics as columns.
+    _, proc = smoke_sweep
+    printed = re.findall(r"^results: (\S+) after ", proc.stdout, re.M)
+    assert printed, f"the sweep printed no results line:\n{proc.stdout[-3000:]}"
+    view_url = printed[-1].replace("http://127.0.0.1:5000", url, 1)
+    view = f"viewStateShareKey={sweep_view_key('smoke')}"
+    assert view_url == f"{url}/#/experiments/{exp_id}/runs?{view}&workflowType=machine_learning", view_url
+    dom = ""
+    for budget_ms in (15_000, 45_000):
+        dom = _render(chromium, view_url, tmp_path / "profile-view", budget_ms, SWEEP_SHOT, window=WIDE)
+        links = _run_links(dom, exp_id)
+        if set(expected) <= set(links):
+            break
+    (ARTIFACTS / "mlflow_ui_sweep.html").write_text(dom)
+    where = f"DOM in {ARTIFACTS / 'mlflow_ui_sweep.html'}"
+    assert "Error loading shared view state" not in dom, where
+    missing = {name for run_id, name in expected.items() if links.get(run_id) != name}
+    assert not missing, f"{view_url} does not list {sorted(missing)}; run links: {links}; {where}"
+    assert set(links) == set(expected), f"the page lists runs that are not the sweep's: {links}"
+    assert f"<strong>{len(expected)}</strong> matching runs" in dom, where
+    assert 'aria-label="Sort: acc_wb_pgd_worst"' in dom, where
+    logged = [m for m in KEY_METRICS if any(m in t.data.metrics for t in trials)]
+    assert "acc_clean_float" in logged and "acc_wb_pgd_worst" in logged, logged
+    headers = set(re.findall(r'data-testid="sort-header-([^"]+)"', dom))
+    assert set(logged) <= headers, f"metric columns {logged}, headers {sorted(headers)}; {where}"
+    _assert_png(SWEEP_SHOT, WIDE)
 
     server_errors = [line for line in log.read_text().splitlines() if '" 5' in line and "HTTP/1.1" in line]
     assert not server_errors, server_errors
