@@ -61,6 +61,8 @@ HELP = {
     "adv_fraction": "share of the training data the malicious clients hold together, in [0, 1); 0 = an equal share",
     "aggregation": "server rule: " + " | ".join(config.AGGREGATIONS) + " (psreval_tune/aggregators/)",
     "aggregation_params": "the rule's own parameters as key=value,key=value (see psreval_tune/aggregators/<name>.py)",
+    "bucketing": "bucketing (Karimireddy et al. 2022) around the rule: shuffle the updates, average buckets of "
+    "this many (the paper's s = 2), aggregate the bucket means; none = off",
     "client_fraction": "share of clients sampled each round, in (0, 1]",
     "dp_mode": "sample (DP-SGD in every client, sample-level epsilon) | client (DP-FedAvg, client-level epsilon)",
     "client_clip": "dp_mode=client: L2 bound on each client's update",

@@ -159,6 +159,9 @@ class CycleConfig:
     dirichlet_alpha: float = 0.5
     aggregation: str = "fedavg"  # a name in the aggregators registry (psreval_tune/aggregators/)
     aggregation_params: dict = field(default_factory=dict)  # the rule's own parameters; defaults filled on build
+    # bucketing (Karimireddy et al. 2022) around the rule: shuffle, average buckets of this many updates,
+    # aggregate the bucket means; None: off (1 is the rule itself)
+    bucketing: int | None = None
     client_fraction: float = 1.0  # share of clients sampled each round (Poisson under dp_mode=client)
     adversary_client: int = 0  # the first malicious client
     num_malicious: int = 1  # malicious clients under a threat: adversary_client, adversary_client+1, ...
@@ -311,6 +314,8 @@ class CycleConfig:
                 payload.pop(name, None)
         if self.precision == "fp32" or self.private:  # the same model as before the field (DP is fp32 always)
             payload.pop("precision")
+        if self.bucketing is None:  # the same model as before the field
+            payload.pop("bucketing")
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -387,6 +392,14 @@ def _validate_federation(cfg: CycleConfig) -> None:
         _fail("client_clip", cfg.client_clip, "a number > 0")
     if threat.needs_fraction and cfg.adv_fraction == 0:
         _fail("adv_fraction", cfg.adv_fraction, f"a number in (0, 1) when threat={cfg.threat}")
+    if cfg.bucketing is not None and (
+        isinstance(cfg.bucketing, bool) or not isinstance(cfg.bucketing, int) or cfg.bucketing < 1
+    ):
+        _fail(
+            "bucketing", cfg.bucketing, "an integer >= 1 (the bucket size s, 2 in the paper), or none for no bucketing"
+        )
+    if cfg.bucketing is not None and cfg.dp_mode == "client":
+        _fail("bucketing", cfg.bucketing, "none when dp_mode=client (DP-FedAvg clips and noises the plain mean)")
     if cfg.dp_mode == "client" and cfg.aggregation != "fedavg":
         _fail("aggregation", cfg.aggregation, "fedavg when dp_mode=client (DP-FedAvg clips and noises the mean)")
 

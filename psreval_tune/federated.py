@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from .aggregators import RoundContext, aggregate
+from .aggregators import AGGREGATORS, RoundContext, aggregate
 from .config import CycleConfig
 from .data import DataBundle, partition
 from .evaluate import accuracy
@@ -230,6 +230,10 @@ class Federation:
 
             self.client_dp = ClientDP(cfg, len(self.clients))
         self.history: list[RoundResult] = []
+        # the server's last aggregated update (None before the first round), kept (and checkpointed: d
+        # float64 numbers) only for a rule whose entry has uses_history: centered clipping's centre
+        self.previous_update: torch.Tensor | None = None
+        self.keeps_history = AGGREGATORS.get(cfg.aggregation).meta.get("uses_history", False)
         self.poisoner = data_poisoner(self.threat)
         self.fresh_poison = self.poisoner is not None and self.threat.meta.get("fresh_each_round", False)
         if self.poisoner is not None and not self.fresh_poison:
@@ -290,8 +294,19 @@ class Federation:
             update = self.client_dp.aggregate(updates)
         else:
             assumed = min(self.cfg.num_malicious, len(chosen)) if self.cfg.threat != "none" else 0
-            ctx = RoundContext(rnd, flatten(global_state, layout), weights, assumed, self.cfg.aggregation_params)
+            ctx = RoundContext(
+                rnd,
+                flatten(global_state, layout),
+                weights,
+                assumed,
+                self.cfg.aggregation_params,
+                previous_update=self.previous_update,
+                bucket_size=self.cfg.bucketing,
+                seed=self.cfg.seed * 1_000_003 + rnd,  # bucketing's shuffle, apart from the other seeded streams
+            )
             update = aggregate(self.cfg.aggregation, updates, ctx)
+        if self.keeps_history:
+            self.previous_update = update.detach().clone()
         self.model.load_state_dict(apply_update(global_state, update, layout, states, weights))
 
     def run_round(self, rnd: int) -> RoundResult:
@@ -327,6 +342,7 @@ class Federation:
             "clients": [c.state_dict() for c in self.clients],
             "client_dp": self.client_dp.state_dict() if self.client_dp is not None else None,
             "torch_rng": torch.get_rng_state(),
+            "previous_update": self.previous_update,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -340,6 +356,8 @@ class Federation:
             self.client_dp.load_state_dict(state["client_dp"])
         self.history = [RoundResult(**r) for r in state["history"]]
         torch.set_rng_state(state["torch_rng"])
+        # checkpoints from before the key resume with no history: centered clipping re-centres on zero once
+        self.previous_update = state.get("previous_update")
 
     def train(self, on_round: Callable[[RoundResult], None] | None = None) -> nn.Module:
         for rnd in range(len(self.history) + 1, self.cfg.rounds + 1):

@@ -4,6 +4,7 @@ strategies): no model, no training; every test runs in milliseconds."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -190,7 +191,9 @@ def test_centered_clipping_bounds_an_outliers_influence():
     for tau_ in (0.5, 1.0, 3.0):
         for replacement in (honest[:1], torch.zeros(1, 7, dtype=torch.float64)):
             clean = torch.cat([honest, replacement])
-            moved = run("centered_clipping", updates, tau=tau_) - run("centered_clipping", clean, tau=tau_)
+            moved = run("centered_clipping", updates, tau=tau_, iters=3) - run(
+                "centered_clipping", clean, tau=tau_, iters=3
+            )
             assert moved.norm() <= 2 * tau_ * 3 / n + 1e-12
 
 
@@ -207,6 +210,135 @@ def test_centered_clipping_from_zero_moves_at_most_tau_per_iteration():
     updates = torch.tensor([[30.0, 40.0]], dtype=torch.float64)  # norm 50
     out = run("centered_clipping", updates, tau=2.0, iters=4)
     assert torch.allclose(out, torch.tensor([4.8, 6.4], dtype=torch.float64), rtol=0, atol=1e-12)  # norm 8
+
+
+def cc_around(updates, v, **params) -> torch.Tensor:
+    """centered_clipping with the server's previous aggregate ``v`` as its centre."""
+    x = torch.as_tensor(updates, dtype=torch.float64)
+    ctx = replace(
+        ctx_for("centered_clipping", len(x), **params), previous_update=torch.as_tensor(v, dtype=torch.float64)
+    )
+    return aggregate("centered_clipping", x, ctx)
+
+
+def test_centered_clipping_centres_on_the_previous_aggregate():
+    v = torch.tensor([1.0, 1.0], dtype=torch.float64)
+    # all honest updates equal u within tau of v: the result is u
+    u = torch.tensor([1.3, 0.6], dtype=torch.float64)  # ||u - v|| = 0.5
+    assert torch.allclose(cc_around(u.repeat(4, 1), v, tau=1.0, iters=1), u, rtol=0, atol=1e-15)
+    # farther than tau: after one iteration v + tau * (u - v) / ||u - v||
+    u = torch.tensor([4.0, 5.0], dtype=torch.float64)  # u - v = (3, 4), norm 5
+    out = cc_around(u.repeat(4, 1), v, tau=2.0, iters=1)
+    assert torch.allclose(out, torch.tensor([1.0 + 2.0 * 0.6, 1.0 + 2.0 * 0.8], dtype=torch.float64), atol=1e-15)
+    # the same updates clipped around zero (the previous behaviour) would give a different answer
+    assert not torch.allclose(run("centered_clipping", u.repeat(4, 1), tau=2.0, iters=1), out)
+    # no previous aggregate (the first round): the centre is zero
+    zero = replace(ctx_for("centered_clipping", 4, tau=2.0), previous_update=None)
+    assert torch.allclose(aggregate("centered_clipping", u.repeat(4, 1), zero), 2.0 * u / u.norm(), atol=1e-15)
+
+
+@pytest.mark.parametrize("iters", [1, 2, 5])
+def test_centered_clipping_far_outlier_moves_the_centre_at_most_tau_over_n_per_iteration(iters):
+    # 4 honest updates at the centre v itself and one outlier 1e6 away: n = 5, tau = 1.5
+    v = torch.tensor([0.5, -2.0, 1.0], dtype=torch.float64)
+    direction = torch.tensor([2.0, -1.0, 2.0], dtype=torch.float64) / 3  # unit
+    updates = torch.cat([v.repeat(4, 1), (v + 1e6 * direction)[None]])
+    n, tau = 5, 1.5
+    out = cc_around(updates, v, tau=tau, iters=iters)
+    # the first iteration moves v by exactly tau / n towards the outlier; later ones pull back
+    # towards the honest four, so the total shift stays within tau / n * iters and along direction
+    moved = out - v
+    assert moved.norm() <= tau / n * iters + 1e-12
+    assert torch.allclose(moved / moved.norm(), direction, atol=1e-12)
+    if iters == 1:
+        assert torch.allclose(moved, tau / n * direction, atol=1e-12)
+
+
+def test_centered_clipping_ignores_a_previous_aggregate_of_the_wrong_shape_or_not_finite():
+    u = torch.tensor([[3.0, 4.0]], dtype=torch.float64)
+    want = run("centered_clipping", u, tau=1.0)  # around zero: (0.6, 0.8)
+    assert torch.allclose(want, torch.tensor([0.6, 0.8], dtype=torch.float64))
+    for bad in (torch.ones(3, dtype=torch.float64), torch.tensor([float("nan"), 0.0], dtype=torch.float64)):
+        assert torch.equal(cc_around(u, bad, tau=1.0), want)
+
+
+# --- bucketing (Karimireddy, He and Jaggi 2022) ---------------------------------------------------
+
+
+def bucket_ctx(name: str, n: int, s, seed: int = 0, num_byzantine: int = 0, **params) -> RoundContext:
+    return replace(ctx_for(name, n, num_byzantine=num_byzantine, **params), bucket_size=s, seed=seed)
+
+
+def test_bucketing_with_s_1_is_the_inner_rule():
+    x = torch.randn(9, 5, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    for name in AGGREGATORS.names():
+        assert torch.equal(aggregate(name, x, bucket_ctx(name, 9, 1)), aggregate(name, x, ctx_for(name, 9))), name
+
+
+@pytest.mark.parametrize("name", AGGREGATORS.names())
+def test_bucketing_with_s_n_is_the_mean(name):
+    x = torch.randn(6, 4, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    out = aggregate(name, x, bucket_ctx(name, 6, 6))
+    assert torch.allclose(out, x.mean(dim=0), rtol=0, atol=1e-12)
+    assert torch.allclose(aggregate(name, x, bucket_ctx(name, 6, 50)), x.mean(dim=0), rtol=0, atol=1e-12)  # s > n
+
+
+def test_bucketing_makes_ceil_n_over_s_buckets_of_shuffled_means():
+    from psreval_tune.aggregators._bucketing import bucketed
+
+    x = torch.arange(7, dtype=torch.float64)[:, None] * torch.ones(1, 3, dtype=torch.float64)
+    w = torch.full((7,), 1 / 7, dtype=torch.float64)
+    for s, count in ((1, 7), (2, 4), (3, 3), (4, 2), (7, 1)):
+        means, weights = bucketed(x, w, s, torch.Generator().manual_seed(0))
+        assert means.shape == (count, 3) and len(weights) == count == math.ceil(7 / s)
+        assert torch.allclose(weights.sum(), torch.tensor(1.0, dtype=torch.float64))
+    # s = 2 of 7: three pairs and one single; each bucket is the mean of distinct clients, all used once
+    order = torch.randperm(7, generator=torch.Generator().manual_seed(0))
+    means, weights = bucketed(x, w, 2, torch.Generator().manual_seed(0))
+    want = [x[order[i : i + 2]].mean(dim=0) for i in range(0, 7, 2)]
+    assert torch.equal(means, torch.stack(want))
+    assert torch.allclose(weights, torch.tensor([2 / 7, 2 / 7, 2 / 7, 1 / 7], dtype=torch.float64))
+
+
+def test_bucketing_is_fixed_by_its_seed():
+    x = torch.randn(10, 8, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    a = aggregate("median", x, bucket_ctx("median", 10, 2, seed=11))
+    assert torch.equal(a, aggregate("median", x, bucket_ctx("median", 10, 2, seed=11)))
+    assert not torch.equal(a, aggregate("median", x, bucket_ctx("median", 10, 2, seed=12)))
+    # the known answer: the median of the five pair means in the seed's shuffle
+    order = torch.randperm(10, generator=torch.Generator().manual_seed(11))
+    pairs = torch.stack([x[order[i : i + 2]].mean(dim=0) for i in range(0, 10, 2)])
+    assert torch.equal(a, pairs.sort(dim=0).values[2])
+
+
+def test_bucketing_hands_the_inner_rule_at_most_one_byzantine_per_bucket():
+    # Krum's f is capped by the number of buckets (6 updates in 2 buckets of 3, 4 assumed Byzantine)
+    x = torch.randn(6, 3, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    out = aggregate("krum", x, bucket_ctx("krum", 6, 3, num_byzantine=4))
+    assert torch.isfinite(out).all()
+
+
+def test_bucketing_config_field():
+    assert CycleConfig().bucketing is None
+    cfg = CycleConfig(aggregation="median", bucketing=2)
+    assert cfg.bucketing == 2
+    assert CycleConfig().training_key() == CycleConfig(bucketing=None).training_key()
+    assert cfg.training_key() != CycleConfig(aggregation="median").training_key()
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, "2", True])
+def test_bucketing_bad_values_are_refused_in_one_line(bad):
+    with pytest.raises(ConfigError) as err:
+        CycleConfig(aggregation="median", bucketing=bad)
+    assert str(err.value) == (
+        f"bucketing={bad!r} is not allowed; expected an integer >= 1 (the bucket size s, 2 in the paper), "
+        "or none for no bucketing"
+    )
+
+
+def test_bucketing_is_refused_under_client_level_dp():
+    with pytest.raises(ConfigError, match=r"^bucketing=2 is not allowed; expected none when dp_mode=client"):
+        CycleConfig(epsilon=8.0, dp_mode="client", num_clients=10, bucketing=2)
 
 
 def test_non_finite_outlier_is_rejected():
@@ -275,7 +407,11 @@ def test_declared_defaults():
     assert CycleConfig(aggregation="trimmed_mean").aggregation_params == {"trim_ratio": None}  # f/n, else 0.2
     assert CycleConfig(aggregation="krum").aggregation_params == {"f": None}
     assert CycleConfig(aggregation="multikrum").aggregation_params == {"f": None, "m": None}
-    assert CycleConfig(aggregation="centered_clipping").aggregation_params == {"iters": 3, "tau": 1.0}
+    assert CycleConfig(aggregation="centered_clipping").aggregation_params == {
+        "iters": cc_module.ITERS,
+        "tau": cc_module.TAU,
+    }
+    assert cc_module.ITERS == 1  # the paper's L
     cfg = CycleConfig(aggregation="multikrum", aggregation_params={"f": 1, "m": 3})
     assert cfg.aggregation_params == {"f": 1, "m": 3}
 

@@ -105,3 +105,42 @@ def test_client_dp_accountant_survives_a_resume(small_cfg, digits):
     assert resumed.privacy() == whole.privacy()
     assert [r.epsilon for r in resumed.history] == [r.epsilon for r in whole.history]
     assert torch.equal(_params(resumed), _params(whole))
+
+
+@pytest.mark.slow
+def test_centered_clipping_centres_on_the_previous_round_and_the_centre_survives_a_resume(
+    small_cfg, digits, monkeypatch
+):
+    """The server hands the rule its last aggregate (none in round 1), and checkpoints it: a resumed
+    federation's round 2 is the uninterrupted one's, bucketing's seeded shuffle included."""
+    import psreval_tune.federated as federated
+
+    cfg = small_cfg.replace(aggregation="centered_clipping", num_clients=4, bucketing=2, rounds=2)
+    seen = []
+    real = federated.aggregate
+
+    def spy(name, updates, ctx):
+        seen.append((ctx.previous_update, ctx.bucket_size, ctx.seed))
+        return real(name, updates, ctx)
+
+    monkeypatch.setattr(federated, "aggregate", spy)
+    whole = _fed(cfg, digits)
+    whole.train()
+    assert seen[0][0] is None and seen[1][0] is not None
+    assert [s[1] for s in seen] == [2, 2] and seen[0][2] != seen[1][2]  # a fresh shuffle each round
+    first = _fed(cfg, digits)
+    first.run_round(1)
+    assert torch.equal(seen[1][0], first.previous_update)  # round 2 was centred on round 1's aggregate
+    buf = io.BytesIO()
+    torch.save(first.state_dict(), buf)
+    buf.seek(0)
+    resumed = _fed(cfg, digits)
+    resumed.load_state_dict(torch.load(buf, weights_only=True))
+    assert torch.equal(resumed.previous_update, first.previous_update)
+    resumed.train()
+    assert torch.equal(_params(resumed), _params(whole))
+
+
+def test_only_a_rule_that_reads_history_has_it_kept(small_cfg, digits):
+    assert not _fed(small_cfg, digits).keeps_history  # fedavg: no d-sized centre in memory or checkpoints
+    assert _fed(small_cfg.replace(aggregation="centered_clipping"), digits).keeps_history
