@@ -228,7 +228,8 @@ def _results_line(args: argparse.Namespace, tracker, name: str, exp_path: str) -
     """Where the results are, printed last whatever happens."""
     from ..ui import results_hint
 
-    where = results_hint(tracker.spec.tracking_uri, tracker.experiment_id, None if args.tracking_uri else args.run_dir)
+    run_dir = None if args.tracking_uri else args.run_dir
+    where = results_hint(tracker.spec.tracking_uri, tracker.experiment_id, run_dir, sweep=name)  # its trials' view
     return f"\nresults: {where}  (MLflow UI, experiment {args.experiment_name!r}, run {name!r}); Tune folder {exp_path}"
 
 
