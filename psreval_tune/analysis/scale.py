@@ -44,7 +44,8 @@ def _paired(claims: pd.DataFrame | None) -> pd.DataFrame:
     if claims is None or "effect" not in claims or claims.empty:
         return pd.DataFrame()
     low, high = claims["ci_low"].astype(float), claims["ci_high"].astype(float)
-    return claims[(claims["unit"] == "points") & np.isfinite(low) & np.isfinite(high)]
+    applicable = claims["applicable"].astype(bool) if "applicable" in claims else True  # n/a rows judge nothing
+    return claims[(claims["unit"] == "points") & np.isfinite(low) & np.isfinite(high) & applicable]
 
 
 def _images(trials: pd.DataFrame, claims: pd.DataFrame | None) -> str | None:
