@@ -29,7 +29,7 @@ table.tbl { border-collapse: collapse; font-size: .86em; table-layout: auto; }
 table.tbl th, table.tbl td { border: 1px solid #ddd; padding: .25em .55em; text-align: right; white-space: nowrap; }
 table.tbl th { background: #f3f5f8; } table.tbl td:nth-child(-n+3) { text-align: left; }
 table.tbl.wrap { width: 100%; }
-table.tbl.wrap th, table.tbl.wrap td { white-space: normal; overflow-wrap: anywhere; text-align: left; }
+table.tbl.wrap th, table.tbl.wrap td { white-space: normal; overflow-wrap: break-word; text-align: left; }
 table.summary td { border: none; padding: .1em .8em .1em 0; text-align: left; white-space: normal; }
 figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { font-size: .85em; color: #555; } nav a { margin-right: 1em; }
