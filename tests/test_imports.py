@@ -178,3 +178,56 @@ def test_a_circle_is_found():
 if __name__ == "__main__":  # python tests/test_imports.py: one circle per knot
     for cycle in _cycles(import_graph()):
         print(" -> ".join(cycle))
+
+
+# --- the layers (docs/architecture.md): who may import Ray, MLflow, the sweep layer and analysis ---------
+# Third-party packages that tie a module to a layer, and the modules allowed to import them (prefixes).
+LAYER_LIBS = {
+    "ray": ("psreval_tune.sweeps", "psreval_tune.trainable", "psreval_tune.tracking"),
+    "mlflow": ("psreval_tune.tracking", "psreval_tune.ui", "psreval_tune.analysis"),
+    "optuna": ("psreval_tune.sweeps",),
+}
+# psreval_tune subpackages and who may import them: the sweep layer is on top (nothing below imports it);
+# analysis is read by the sweep entry points (their reports) and by itself, never by a trial or the cycle.
+LAYER_PACKAGES = {
+    "psreval_tune.sweeps": ("psreval_tune.sweeps",),
+    "psreval_tune.analysis": ("psreval_tune.analysis", "psreval_tune.sweeps"),
+}
+
+
+def _third_party(tree: ast.AST) -> set[str]:
+    out = set()
+    for node in _imports(tree):
+        if isinstance(node, ast.Import):
+            out |= {a.name.split(".")[0] for a in node.names}
+        elif node.level == 0 and node.module:
+            out.add(node.module.split(".")[0])
+    return out
+
+
+def _allowed(mod: str, prefixes: tuple[str, ...]) -> bool:
+    return any(mod == p or mod.startswith(p + ".") for p in prefixes)
+
+
+def test_the_cycle_layer_imports_neither_ray_nor_mlflow():
+    """The cycle (data, models, training, quantization, attacks) runs without Ray or MLflow: only the
+    trial adapter (trainable), tracking, the UI, the sweep layer and analysis import them."""
+    wrong = []
+    for mod, path in _modules().items():
+        libs = _third_party(ast.parse(path.read_text()))
+        wrong += [f"{mod} imports {lib}" for lib, ok in LAYER_LIBS.items() if lib in libs and not _allowed(mod, ok)]
+    assert not wrong, wrong
+    assert {"ray", "mlflow"} <= _third_party(ast.parse((ROOT / "tracking.py").read_text()))  # the scan sees them
+
+
+def test_nothing_below_imports_the_sweep_layer_or_analysis():
+    graph = import_graph()
+    wrong = [
+        f"{mod} imports {dep}"
+        for mod, deps in graph.items()
+        for dep in deps
+        for package, ok in LAYER_PACKAGES.items()
+        if _allowed(dep, (package,)) and not _allowed(mod, ok)
+    ]
+    assert not wrong, wrong
+    assert any(_allowed(d, ("psreval_tune.analysis",)) for d in graph["psreval_tune.sweeps.reproduce"])
