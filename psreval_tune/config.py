@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import recipes
+from .baselines import NO_THREAT, PLAIN_MEAN
 from .checks import finite_number
 from .errors import ConfigError
 from .hardware import bf16_note, warn_once
@@ -384,7 +385,7 @@ def _validate_federation(cfg: CycleConfig) -> None:
     threat = _registry_choice(cfg, "threat", THREATS)
     _choice(cfg, "dp_mode", DP_MODES)
     _positive_int(cfg, "num_malicious")
-    if cfg.threat != "none" and cfg.num_malicious >= cfg.num_clients:
+    if cfg.threat != NO_THREAT and cfg.num_malicious >= cfg.num_clients:
         _fail("num_malicious", cfg.num_malicious, f"an integer in [1, num_clients={cfg.num_clients}) under a threat")
     if not finite_number(cfg.client_fraction) or not 0 < cfg.client_fraction <= 1:
         _fail("client_fraction", cfg.client_fraction, "a number in (0, 1]")
@@ -400,7 +401,7 @@ def _validate_federation(cfg: CycleConfig) -> None:
         )
     if cfg.bucketing is not None and cfg.dp_mode == "client":
         _fail("bucketing", cfg.bucketing, "none when dp_mode=client (DP-FedAvg clips and noises the plain mean)")
-    if cfg.dp_mode == "client" and cfg.aggregation != "fedavg":
+    if cfg.dp_mode == "client" and cfg.aggregation != PLAIN_MEAN:
         _fail("aggregation", cfg.aggregation, "fedavg when dp_mode=client (DP-FedAvg clips and noises the mean)")
 
 

@@ -36,6 +36,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from .aggregators import AGGREGATORS, RoundContext, aggregate
+from .baselines import NO_THREAT
 from .config import CycleConfig
 from .data import DataBundle, partition
 from .evaluate import accuracy
@@ -293,7 +294,7 @@ class Federation:
         if self.client_dp is not None:
             update = self.client_dp.aggregate(updates)
         else:
-            assumed = min(self.cfg.num_malicious, len(chosen)) if self.cfg.threat != "none" else 0
+            assumed = min(self.cfg.num_malicious, len(chosen)) if self.cfg.threat != NO_THREAT else 0
             ctx = RoundContext(
                 rnd,
                 flatten(global_state, layout),

@@ -27,6 +27,7 @@ from ray import tune
 from . import trial_warnings
 from ._warnings import quiet_known_warnings
 from .artifacts import write_outputs
+from .baselines import NO_THREAT, PLAIN_MEAN
 from .config import CycleConfig
 from .cycle import run_cycle
 from .federated import Federation, RoundResult
@@ -151,8 +152,8 @@ def trial_label(cfg: CycleConfig) -> str:
     eps = "nonprivate" if cfg.epsilon is None else f"eps{cfg.epsilon:g}"
     if cfg.private and cfg.dp_mode == "client":
         eps += "client"
-    threat = cfg.threat if cfg.threat == "none" else f"{cfg.threat}{cfg.adv_fraction or cfg.num_malicious:g}"
-    agg = "" if cfg.aggregation == "fedavg" else f"-{cfg.aggregation}"
+    threat = cfg.threat if cfg.threat == NO_THREAT else f"{cfg.threat}{cfg.adv_fraction or cfg.num_malicious:g}"
+    agg = "" if cfg.aggregation == PLAIN_MEAN else f"-{cfg.aggregation}"
     return f"{cfg.dataset}-{cfg.arch}-{eps}-{threat}-{cfg.attack}{agg}-s{cfg.seed}"
 
 
@@ -266,8 +267,12 @@ def _load_checkpoint(rounds: int | None = None, fell_back: list[str] | None = No
 
 
 def dataset_name(cfg: CycleConfig) -> str:
-    """The data's name on MLflow dataset inputs: the dataset, with the MedMNIST subset."""
-    return f"medmnist-{cfg.medmnist_subset}" if cfg.dataset == "medmnist" else cfg.dataset
+    """The data's name on MLflow dataset inputs: the dataset, with the values of the fields only it reads (its
+    entry's ``own_fields``: MedMNIST's subset, as in medmnist-pneumoniamnist)."""
+    from .datasets import DATASETS
+
+    own = DATASETS.get(cfg.dataset).meta.get("own_fields", ())
+    return "-".join([cfg.dataset, *(str(getattr(cfg, name)) for name in own)])
 
 
 def log_splits(tracker: Tracker, run_id: str, cfg: CycleConfig, data) -> None:

@@ -19,6 +19,7 @@ The graph is read statically (``ast``, nothing imported), over every module of t
 from __future__ import annotations
 
 import ast
+import re
 import time
 from collections import deque
 from pathlib import Path
@@ -231,3 +232,18 @@ def test_nothing_below_imports_the_sweep_layer_or_analysis():
     ]
     assert not wrong, wrong
     assert any(_allowed(d, ("psreval_tune.analysis",)) for d in graph["psreval_tune.sweeps.reproduce"])
+
+
+def test_baseline_names_are_compared_through_their_declaration():
+    """The no-threat threat, the plain-mean rule and MedMNIST's subset handling: declared once
+    (psreval_tune/baselines.py, the dataset entry's own_fields); no module compares a threat, aggregation
+    or dataset with the literal name."""
+    literal = re.compile(r"""(threat|aggregation|dataset|attack)["'\]\)]*\s*[!=]=\s*["'](none|fedavg|medmnist)["']""")
+    found = [
+        f"{path.relative_to(ROOT.parent)}:{n}: {line.strip()}"
+        for path in ROOT.rglob("*.py")
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if literal.search(line)
+    ]
+    assert not found, found
+    assert literal.search('if cfg.threat == "none":') and literal.search("trials['threat'] != 'fedavg'")

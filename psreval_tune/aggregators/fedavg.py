@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from ..baselines import PLAIN_MEAN
 from . import AGGREGATORS, RoundContext
 
 
-@AGGREGATORS.register("fedavg", order=0, robust=False)
+@AGGREGATORS.register(PLAIN_MEAN, order=0, robust=False)
 def fedavg(updates: torch.Tensor, ctx: RoundContext) -> torch.Tensor:
     return ctx.weights @ updates

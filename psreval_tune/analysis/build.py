@@ -10,6 +10,7 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
+from ..baselines import NO_THREAT
 from .claims import PAPER_ARCHS
 from .html import render_html
 from .load import AnalysisError, load_mlflow, metric_columns
@@ -22,7 +23,7 @@ from .scale import scale_markdown, scale_warnings
 PAPER_AXES = {
     "arch": PAPER_ARCHS,
     "epsilon": (1.7, 3.4, 7.0),
-    "threat": ("none", "adv_training", "train_time_attack"),
+    "threat": (NO_THREAT, "adv_training", "train_time_attack"),
     "adv_fraction": (0.1, 0.2, 0.3, 0.4),
 }
 
@@ -46,7 +47,7 @@ def describe(trials: pd.DataFrame, source: str) -> list[tuple[str, str]]:
         ("epsilon (DP model)", ", ".join(privacy)),
         ("threat", values_text(trials["threat"])),
         ("adv_fraction", values_text(trials["adv_fraction"], lambda v: f"{v:g}")),
-        ("training attack", values_text(trials.loc[trials["threat"] != "none", "attack"])),
+        ("training attack", values_text(trials.loc[trials["threat"] != NO_THREAT, "attack"])),
         ("inference attacks", ", ".join(present_attacks(trials, "acc_wb_{a}_worst")) or "–"),
         ("seeds", f"{len(seeds)} ({', '.join(map(str, seeds))})"),
     ]
@@ -65,7 +66,7 @@ def coverage(trials: pd.DataFrame) -> list[str]:
     for col, expected in PAPER_AXES.items():
         have = set(trials[col].dropna().tolist())
         if col == "adv_fraction":
-            have = set(trials.loc[trials["threat"] != "none", col].tolist())
+            have = set(trials.loc[trials["threat"] != NO_THREAT, col].tolist())
         missing = [v for v in expected if not any(_same(v, h) for h in have)]
         if missing:
             out.append(

@@ -44,6 +44,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from ..baselines import NO_THREAT
 from .frames import PRIVACY_ONLY, col, dedupe_trials, image_count, model_rows, setting_columns
 from .metrics import ATTACKED_IMAGES, CLEAN_IMAGES, GENERATORS, TARGETS, clean_eval
 from .stats import fmt_ci, holm, mean_ci, summarize, t_test, tost
@@ -167,7 +168,7 @@ def _concat(parts: list[pd.DataFrame]) -> pd.DataFrame:
 
 
 def _no_threat(trials: pd.DataFrame, private_only: bool = False) -> pd.DataFrame:
-    base = trials[trials["threat"] == "none"]
+    base = trials[trials["threat"] == NO_THREAT]
     return base[base["private"]] if private_only else base
 
 
@@ -285,12 +286,12 @@ def _model_rows(pairs: pd.DataFrame, value: pd.Series, n_img: str, **extra) -> p
 
 
 def adv_robust_gain(trials: pd.DataFrame) -> pd.DataFrame:
-    pairs = _model_pairs(trials, _adv, lambda m: m["threat"] == "none", ("threat", "adv_fraction", "attack"))
+    pairs = _model_pairs(trials, _adv, lambda m: m["threat"] == NO_THREAT, ("threat", "adv_fraction", "attack"))
     return _model_rows(pairs, -_drop(pairs, "robust_pgd"), ATTACKED_IMAGES)
 
 
 def adv_clean_cost(trials: pd.DataFrame) -> pd.DataFrame:
-    pairs = _model_pairs(trials, _adv, lambda m: m["threat"] == "none", ("threat", "adv_fraction", "attack"))
+    pairs = _model_pairs(trials, _adv, lambda m: m["threat"] == NO_THREAT, ("threat", "adv_fraction", "attack"))
     return _model_rows(pairs, _drop(pairs, "acc_float"), CLEAN_IMAGES)
 
 
@@ -311,7 +312,7 @@ def _privacy_gap(pairs: pd.DataFrame, dp: str, nonprivate: str) -> pd.Series:
 
 def adv_cost_gap(trials: pd.DataFrame) -> pd.DataFrame:
     pairs = _pairs(
-        trials, _adv(trials) & trials["private"], trials["threat"] == "none", ("threat", "adv_fraction", "attack")
+        trials, _adv(trials) & trials["private"], trials["threat"] == NO_THREAT, ("threat", "adv_fraction", "attack")
     )
     if pairs.empty:
         return _concat([])
@@ -348,7 +349,7 @@ TWIN_WB = "acc_transfer_pgd_nonprivate_to_nonprivate_worst"  # the twin attacked
 
 def train_time_damage(trials: pd.DataFrame) -> pd.DataFrame:
     treated = (trials["threat"] == "train_time_attack") & (trials["adv_fraction"] > 0) & trials["private"]
-    pairs = _pairs(trials, treated, trials["threat"] == "none", ("threat", "adv_fraction", "attack"))
+    pairs = _pairs(trials, treated, trials["threat"] == NO_THREAT, ("threat", "adv_fraction", "attack"))
     if pairs.empty:
         return _concat([])
     robust = _privacy_gap(pairs, WB, TWIN_WB)

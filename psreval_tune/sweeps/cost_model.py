@@ -34,6 +34,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
+from ..baselines import NO_THREAT
 from ..config import CycleConfig
 
 PHASES = ("dp_train", "twin_train", "attack_eval", "overhead")
@@ -125,7 +126,7 @@ def local_steps(cfg: CycleConfig) -> float:
 def train_seconds(cfg: CycleConfig, round_s: float = ROUND_S) -> float:
     """Training of cfg's own model (DP when private), adversarial data generation, per-step and per-round
     costs included."""
-    k = attack_passes(cfg.attack, cfg.attack_steps) * ATTACK_PASS if cfg.threat != "none" else 0.0
+    k = attack_passes(cfg.attack, cfg.attack_steps) * ATTACK_PASS if cfg.threat != NO_THREAT else 0.0
     passes = cfg.rounds * train_images(cfg) * (cfg.local_epochs + cfg.adv_fraction * k)
     fixed = cfg.rounds * (round_s + local_steps(cfg) * STEP_S)
     return passes * pass_seconds(cfg) * (_arch(cfg).dp_factor if cfg.private else 1.0) + fixed

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from ..baselines import NO_THREAT
 from ..cli_parser import Parser
 from ..config import ConfigError
 
@@ -142,7 +143,7 @@ def run_xseed(
     tracker = Tracker(TrackingSpec(tracking_uri, experiment, sweep))
     outcome = Outcome(parent_run_id=find_sweep_run(tracker.client, tracker.experiment_id, sweep).info.run_id)
     threat = frame["threat"] if "threat" in frame.columns else "none"
-    rows = frame[frame["private"].astype(bool) & (threat == "none")]
+    rows = frame[frame["private"].astype(bool) & (threat == NO_THREAT)]
     if rows.empty:
         progress(f"xseed: sweep {sweep!r} has no finished private trials with threat none; nothing to do")
         return outcome

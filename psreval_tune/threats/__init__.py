@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from ..baselines import NO_THREAT
 from ..registry import Registry, discover
 
 if TYPE_CHECKING:
@@ -70,7 +71,7 @@ def data_poisoner(entry: Any) -> Any:
 
 def malicious_clients(cfg: ConfigView) -> list[int]:
     """The adversary's client ids (none without a threat)."""
-    if cfg.threat == "none":
+    if cfg.threat == NO_THREAT:
         return []
     return [(cfg.adversary_client + i) % cfg.num_clients for i in range(cfg.num_malicious)]
 

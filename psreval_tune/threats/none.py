@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..baselines import NO_THREAT
 from . import THREATS
 
-THREATS.register("none", order=0, kind="none", needs_fraction=False)(None)
+THREATS.register(NO_THREAT, order=0, kind="none", needs_fraction=False)(None)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ...baselines import NO_THREAT
 from .. import plots
 from ..frames import col as _col
 from ..frames import loss_reference, model_rows
@@ -87,11 +88,11 @@ def _loss_tables(rep: Report, adv: pd.DataFrame, rows: list) -> None:
 def time_data(adv: pd.DataFrame, base: pd.DataFrame) -> pd.DataFrame:
     """Training time of the trial's own model (DP-SGD for private trials) per privacy setting, attack and
     fraction; adv_gen_mean (its adversarial generation) and the ratio to the same setting without a threat."""
-    timed = pd.concat([adv, base.assign(attack="none", adv_fraction=0.0)], ignore_index=True)
+    timed = pd.concat([adv, base.assign(attack=NO_THREAT, adv_fraction=0.0)], ignore_index=True)
     time = summarize(timed.assign(value=_col(timed, "time_train_s")), TIME_KEY)
     gen = summarize(timed.assign(value=_col(timed, "time_adv_gen_s")), TIME_KEY)
     time = time.merge(gen[[*TIME_KEY, "mean"]].rename(columns={"mean": "adv_gen_mean"}), how="left", on=TIME_KEY)
-    ref = time[time.attack == "none"][["dataset", "arch", "privacy", "mean"]].rename(columns={"mean": "ref"})
+    ref = time[time.attack == NO_THREAT][["dataset", "arch", "privacy", "mean"]].rename(columns={"mean": "ref"})
     time = time.merge(ref, how="left", on=["dataset", "arch", "privacy"])
     time["ratio_vs_no_threat"] = time["mean"] / time["ref"]
     return time.drop(columns="ref")
@@ -106,7 +107,7 @@ def time_table(time: pd.DataFrame) -> pd.DataFrame:
         }
     )
     table["adv_fraction"] = table["adv_fraction"].map(lambda f: f"{f:.0%}")
-    table["_a"] = [-1 if a == "none" else attack_rank(a) for a in table["attack"]]
+    table["_a"] = [-1 if a == NO_THREAT else attack_rank(a) for a in table["attack"]]
     table = sort_np_first(table, ["dataset", "arch"], ["_a", "adv_fraction"])
     columns = [*TIME_KEY, "training time (s)", "of which adv. generation (s)", "× no threat", "n"]
     return table[columns]
@@ -191,13 +192,13 @@ def _time_figure(t: pd.DataFrame, ds: str, arch: str, out_dir: Path | None) -> l
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    privs = [p for p in privacy_order_np_first(t["privacy"]) if ((t.privacy == p) & (t.attack != "none")).any()]
+    privs = [p for p in privacy_order_np_first(t["privacy"]) if ((t.privacy == p) & (t.attack != NO_THREAT)).any()]
     fig, axes = plots.figure(1, len(privs), panel=(5.0, 3.4), sharey=True)
     handles, tops = [], []
     for k, priv in enumerate(privs):
-        h, top = _time_panel(axes[0][k], t[(t.privacy == priv) & (t.attack != "none")])
+        h, top = _time_panel(axes[0][k], t[(t.privacy == priv) & (t.attack != NO_THREAT)])
         handles = handles if len(handles) >= len(h) else h
-        tops.append(_reference(axes[0][k], t[(t.privacy == priv) & (t.attack == "none")], priv, top))
+        tops.append(_reference(axes[0][k], t[(t.privacy == priv) & (t.attack == NO_THREAT)], priv, top))
         if k == 0:
             axes[0][k].set_ylabel("training time (s)")
     for k in range(len(privs)):
@@ -207,7 +208,7 @@ def _time_figure(t: pd.DataFrame, ds: str, arch: str, out_dir: Path | None) -> l
         Line2D([], [], color=plots.GREY, linestyle="--", label="trained without a threat"),
     ]
     fig.suptitle(f"Adversarial training: time to train the model, per attack — {ds}, {arch}")
-    plots.legend_below(fig, handles, [h.get_label() for h in handles], ns=t[t.attack != "none"]["n"])
+    plots.legend_below(fig, handles, [h.get_label() for h in handles], ns=t[t.attack != NO_THREAT]["n"])
     return plots.save(fig, out_dir, stem("adv_training_time", ds, arch))[:1]
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ... import schema
+from ...baselines import NO_THREAT
 from ..frames import PRIVACY_ONLY, setting_columns
 from ..frames import col as _col
 from ..load import EVAL_ONLY
@@ -232,7 +233,7 @@ def config_label(row, cols: Sequence[str]) -> str:
         v = row[c]
         if c == "threat":
             parts.append(threat_label(v))
-        elif c in ("adv_fraction", "attack") and row.get("threat") == "none":
+        elif c in ("adv_fraction", "attack") and row.get("threat") == NO_THREAT:
             continue  # meaningless without a training-time threat
         elif c == "adv_fraction":
             parts.append(f"{v:.0%}")

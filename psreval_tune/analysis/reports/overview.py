@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ...baselines import NO_THREAT
 from .. import plots
 from ..frames import col as _col
 from ..frames import dedupe_trials, model_rows, model_values
@@ -18,7 +19,7 @@ PRECISIONS = ("float", "int8")
 
 def _base(rep: Report, trials: pd.DataFrame) -> pd.DataFrame:
     """Trials trained without a threat; all trials (with a message) when the sweep has none."""
-    base = trials[trials["threat"] == "none"]
+    base = trials[trials["threat"] == NO_THREAT]
     if base.empty:
         rep.messages.append(
             "performance overview: no trials with threat none (clean training); "

@@ -8,6 +8,7 @@ from typing import Callable, Sequence
 
 import pandas as pd
 
+from ...baselines import NO_THREAT
 from .. import plots
 from ..frames import dedupe_trials
 from .base import Report, attack_names, facets, privacy_order, privacy_order_np_first, stem
@@ -41,7 +42,7 @@ def threat_split(rep: Report, trials: pd.DataFrame, threat: str, what: str, verb
         return None
     used = [a for a in attack_names() if (under["attack"] == a).any()]
     rep.messages += [f"{what}: no trials {verb} {a}" for a in attack_names() if a not in used]
-    return under, trials[trials["threat"] == "none"], used
+    return under, trials[trials["threat"] == NO_THREAT], used
 
 
 def metric_title(metric: str, attack: str) -> str:

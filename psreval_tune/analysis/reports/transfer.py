@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ...baselines import NO_THREAT
 from .. import plots
 from ..frames import dedupe_trials, metric_values
 from ..stats import summarize
@@ -35,7 +36,7 @@ def _base(rep: Report, trials: pd.DataFrame) -> pd.DataFrame | None:
             "transfer figure: needs private trials (epsilon set; each trains its non-private twin); this sweep has none"
         )
         return None
-    base = private[private["threat"] == "none"]
+    base = private[private["threat"] == NO_THREAT]
     if base.empty:
         rep.messages.append(
             "transfer figure: no private trials with threat none (inference-time attacks on "
