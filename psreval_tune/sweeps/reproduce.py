@@ -38,6 +38,7 @@ from typing import Any, Sequence
 from ray import tune
 
 from .. import config
+from ..baselines import NO_THREAT
 from ..tracking import git_commit
 from ..trainable import cycle_config
 from .engine import SweepSpec, _csv, add_cost_flags, exit_status, main_guard, parser, report, run_sweep, write_report
@@ -45,12 +46,11 @@ from .paper_grid import DELTA, EVAL_SAMPLES
 
 # The four settings of the paper's section 4, by name (--settings cuts the design to some of them).
 SETTINGS = {
-    "none": {"threat": "none", "adv_fraction": 0.0, "attack": "PGD"},
+    NO_THREAT: {"threat": NO_THREAT, "adv_fraction": 0.0, "attack": "PGD"},  # claims a-e; every --epsilons value
     "adv_pgd": {"threat": "adv_training", "adv_fraction": 0.4, "attack": "PGD"},
     "adv_fgsm": {"threat": "adv_training", "adv_fraction": 0.4, "attack": "FGSM"},
     "train_time_pgd": {"threat": "train_time_attack", "adv_fraction": 0.4, "attack": "PGD"},
 }
-NO_THREAT = "none"  # the setting claims a-e read: run at every --epsilons value, the others at --epsilon
 SMOKE = {
     "rounds": 2,
     "eval_samples": 64,
@@ -71,7 +71,9 @@ def settings(args) -> list[dict[str, Any]]:
     return out
 
 
-def grid(args) -> dict[str, Any]:
+def design(args) -> tuple[dict[str, Any], dict[str, list]]:
+    """(fixed fields, axes) of the reproduction grid; every trial's config is validated here, so a bad value
+    fails the command, not 12 trials."""
     dataset = "digits" if args.smoke else args.dataset
     fixed = {
         "dataset": dataset,
@@ -88,8 +90,16 @@ def grid(args) -> dict[str, Any]:
         **(SMOKE if args.smoke else {}),
     }
     axes = {"setting": settings(args), "seed": list(args.seeds)}
-    for combo in itertools.product(*axes.values()):  # a bad value fails the command, not 12 trials
-        cycle_config({**fixed, **dict(zip(axes, combo))})
+    return fixed, axes
+
+
+def trial_configs(fixed: dict[str, Any], axes: dict[str, list]) -> list:
+    return [cycle_config({**fixed, **dict(zip(axes, combo))}) for combo in itertools.product(*axes.values())]
+
+
+def grid(args) -> dict[str, Any]:
+    fixed, axes = design(args)
+    trial_configs(fixed, axes)  # validated before Ray starts
     return {**fixed, **{k: tune.grid_search(v) for k, v in axes.items()}}
 
 
@@ -97,10 +107,7 @@ def dry_run(args) -> int:
     """--dry-run: the trials, twins and estimated cost of this design (sweeps/cost.py); nothing starts."""
     from . import cost
 
-    space = grid(args)
-    fixed = {k: v for k, v in space.items() if not (isinstance(v, dict) and "grid_search" in v)}
-    axes = {k: v["grid_search"] for k, v in space.items() if k not in fixed}
-    configs = [cycle_config({**fixed, **dict(zip(axes, combo))}) for combo in itertools.product(*axes.values())]
+    configs = trial_configs(*design(args))
     return cost.dry_run(args, configs, len(configs), f"reproduce on {configs[0].dataset} ({args.arch})")
 
 
