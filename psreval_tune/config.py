@@ -406,9 +406,25 @@ def _validate_federation(cfg: CycleConfig) -> None:
 
 
 def _validate(cfg: CycleConfig) -> None:
+    attacks = ATTACKS()
+    _validate_names(cfg, attacks)
+    _validate_counts(cfg)
+    _validate_numbers(cfg)
+    if not cfg.eval_attacks:
+        _fail("eval_attacks", list(cfg.eval_attacks), "a non-empty subset of " + ", ".join(attacks))
+    for name in cfg.eval_attacks:
+        if name not in attacks:
+            _fail("eval_attacks", name, "one of " + ", ".join(attacks))
+    _validate_reviewer(cfg)
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
+        _fail("seed", cfg.seed, "an integer >= 0")
+    _validate_dataset_and_arch(cfg)
+
+
+def _validate_names(cfg: CycleConfig, attacks: tuple[str, ...]) -> None:
+    """Fields naming one of a fixed set (the federation's registries included) and the switches."""
     _choice(cfg, "partition", PARTITIONS)
     _validate_federation(cfg)
-    attacks = ATTACKS()
     _choice(cfg, "attack", attacks)
     _choice(cfg, "accountant", ACCOUNTANTS)
     _choice(cfg, "grad_sampler", GRAD_SAMPLERS)
@@ -418,6 +434,10 @@ def _validate(cfg: CycleConfig) -> None:
     _choice(cfg, "int8_lowering", INT8_LOWERINGS)
     if not isinstance(cfg.int8_latency, bool):
         _fail("int8_latency", cfg.int8_latency, "true or false")
+
+
+def _validate_counts(cfg: CycleConfig) -> None:
+    """Integer fields: sizes, rounds, steps, the warmup and the adversary's client index."""
     for name in ("num_clients", "rounds", "local_epochs", "batch_size", "attack_steps", "attack_repeats"):
         _positive_int(cfg, name)
     for name in ("image_size", "train_samples", "test_samples", "eval_samples"):
@@ -440,6 +460,10 @@ def _validate(cfg: CycleConfig) -> None:
         or not 0 <= cfg.adversary_client < cfg.num_clients
     ):
         _fail("adversary_client", cfg.adversary_client, f"an integer in [0, {cfg.num_clients - 1}]")
+
+
+def _validate_numbers(cfg: CycleConfig) -> None:
+    """Fractions, rates and budgets: the data split, the optimizer, the attack and the privacy budget."""
     if not finite_number(cfg.adv_fraction) or not 0 <= cfg.adv_fraction < 1:
         _fail("adv_fraction", cfg.adv_fraction, "a number in [0, 1)")
     if not finite_number(cfg.val_fraction) or not 0 < cfg.val_fraction < 0.5:
@@ -460,15 +484,6 @@ def _validate(cfg: CycleConfig) -> None:
         _fail("epsilon", cfg.epsilon, "a number > 0, or none for non-private training")
     if not finite_number(cfg.delta) or not 0 < cfg.delta < 1:
         _fail("delta", cfg.delta, "a number in (0, 1)")
-    if not cfg.eval_attacks:
-        _fail("eval_attacks", list(cfg.eval_attacks), "a non-empty subset of " + ", ".join(attacks))
-    for name in cfg.eval_attacks:
-        if name not in attacks:
-            _fail("eval_attacks", name, "one of " + ", ".join(attacks))
-    _validate_reviewer(cfg)
-    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
-        _fail("seed", cfg.seed, "an integer >= 0")
-    _validate_dataset_and_arch(cfg)
 
 
 def _validate_reviewer(cfg: CycleConfig) -> None:

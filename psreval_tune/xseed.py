@@ -132,13 +132,7 @@ def xseed_group(
     key: the target's ``eval_attacks``); minimum-norm ones are left out. Returns ``{key: metrics}``.
     """
     say = progress or (lambda msg: None)
-    by_key = {t.key: t for t in trials}
-    if len(by_key) != len(trials):
-        raise ValueError("two trials share one key")
-    wanted = list(by_key) if targets is None else list(targets)
-    missing = [k for k in wanted if k not in by_key or k not in images]
-    if missing:
-        raise ValueError(f"target {missing[0]!r}: no such trial, or no images for it")
+    by_key, wanted = _index_targets(trials, images, targets)
 
     def specs_of(key: Hashable) -> list[AttackSpec]:
         return transfer_specs(specs[key] if isinstance(specs, Mapping) else specs)
@@ -151,37 +145,82 @@ def xseed_group(
             check_separate(by_key[k], g)  # before any attack runs
     for g in trials:
         users = [k for k in wanted if any(x is g for x in gens_of[k])]
-        # targets with the same images and attacks share one crafting on g
-        batches: list[tuple[tuple[torch.Tensor, torch.Tensor], list[AttackSpec], list[Hashable]]] = []
-        for k in users:
-            for imgs, sp, keys in batches:
-                if sp == specs_of(k) and _same_images(imgs, images[k]):
-                    keys.append(k)
-                    break
-            else:
-                batches.append((images[k], specs_of(k), [k]))
-        for (x, y), sp, keys in batches:
+        for (x, y), sp, keys in _shared_craftings(users, images, specs_of):
             if not sp:
                 continue
-            flat = {(k, name): m for k in keys for name, m in by_key[k].targets().items()}
-            # attack_matrix names targets by string; index them and map back
-            names = {f"t{i}": pair for i, pair in enumerate(flat)}
-            matrix = attack_matrix(
-                g.generators(),
-                {n: flat[pair] for n, pair in names.items()},
-                x,
-                y,
-                list(sp),
-                repeats=repeats,
-                seed=g.seed,
-                num_classes=num_classes,
-                device=device,
-            )
-            for (attack, gname, tname), cell in matrix.items():
-                k, target = names[tname]
-                cells[k].setdefault((attack, gname, target), []).append(cell)
+            crafted = _craft_and_evaluate(g, {k: by_key[k] for k in keys}, x, y, sp, repeats, num_classes, device)
+            for k, cell_key, cell in crafted:
+                cells[k].setdefault(cell_key, []).append(cell)
             say(f"generator seed {g.seed}: {', '.join(s.name for s in sp)} on {len(y)} images -> {len(keys)} target(s)")
     return {k: _metrics(cells[k], len(gens_of[k]), len(images[k][1])) for k in wanted if gens_of[k]}
+
+
+def _index_targets(
+    trials: Sequence[TrialModels],
+    images: Mapping[Hashable, tuple[torch.Tensor, torch.Tensor]],
+    targets: Sequence[Hashable] | None,
+) -> tuple[dict[Hashable, TrialModels], list[Hashable]]:
+    """The trials by key and the target keys asked for (default: every trial); a ValueError for two trials
+    with one key, or a target that is no trial or has no images."""
+    by_key = {t.key: t for t in trials}
+    if len(by_key) != len(trials):
+        raise ValueError("two trials share one key")
+    wanted = list(by_key) if targets is None else list(targets)
+    missing = [k for k in wanted if k not in by_key or k not in images]
+    if missing:
+        raise ValueError(f"target {missing[0]!r}: no such trial, or no images for it")
+    return by_key, wanted
+
+
+def _shared_craftings(
+    users: Sequence[Hashable],
+    images: Mapping[Hashable, tuple[torch.Tensor, torch.Tensor]],
+    specs_of: Callable[[Hashable], list[AttackSpec]],
+) -> list[tuple[tuple[torch.Tensor, torch.Tensor], list[AttackSpec], list[Hashable]]]:
+    """One generator's craftings: (images, attacks, target keys), targets with the same images and attacks
+    sharing one, in the order of ``users``."""
+    batches: list[tuple[tuple[torch.Tensor, torch.Tensor], list[AttackSpec], list[Hashable]]] = []
+    for k in users:
+        for imgs, sp, keys in batches:
+            if sp == specs_of(k) and _same_images(imgs, images[k]):
+                keys.append(k)
+                break
+        else:
+            batches.append((images[k], specs_of(k), [k]))
+    return batches
+
+
+def _craft_and_evaluate(
+    generator: TrialModels,
+    targets: Mapping[Hashable, TrialModels],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    specs: Sequence[AttackSpec],
+    repeats: int,
+    num_classes: int,
+    device: str,
+) -> list[tuple[Hashable, tuple[str, str, str], Cell]]:
+    """Examples crafted on ``generator``'s models, evaluated on the four models of every target trial:
+    (target key, (attack, generator model, target model), cell) per matrix cell."""
+    flat = {(k, name): m for k, trial in targets.items() for name, m in trial.targets().items()}
+    # attack_matrix names targets by string; index them and map back
+    names = {f"t{i}": pair for i, pair in enumerate(flat)}
+    matrix = attack_matrix(
+        generator.generators(),
+        {n: flat[pair] for n, pair in names.items()},
+        x,
+        y,
+        list(specs),
+        repeats=repeats,
+        seed=generator.seed,
+        num_classes=num_classes,
+        device=device,
+    )
+    out = []
+    for (attack, gname, tname), cell in matrix.items():
+        k, target = names[tname]
+        out.append((k, (attack, gname, target), cell))
+    return out
 
 
 def _metrics(cells: Mapping[tuple[str, str, str], list[Cell]], generators: int, n: int) -> dict[str, float]:

@@ -142,7 +142,7 @@ def run_xseed(
 
     tracker = Tracker(TrackingSpec(tracking_uri, experiment, sweep))
     outcome = Outcome(parent_run_id=find_sweep_run(tracker.client, tracker.experiment_id, sweep).info.run_id)
-    threat = frame["threat"] if "threat" in frame.columns else "none"
+    threat = frame["threat"] if "threat" in frame.columns else NO_THREAT
     rows = frame[frame["private"].astype(bool) & (threat == NO_THREAT)]
     if rows.empty:
         progress(f"xseed: sweep {sweep!r} has no finished private trials with threat none; nothing to do")
@@ -182,17 +182,7 @@ def _one_setting(trials: list[_Trial], tracker, device: str, progress, outcome: 
     seeds = sorted({t.cfg.seed for t in trials})
     first = trials[0].cfg
     where = f"{first.dataset}/{first.arch}/eps {first.epsilon:g}"
-    todo = []
-    for t in trials:
-        others = len([s for s in seeds if s != t.cfg.seed])
-        if others == 0:
-            progress(f"xseed: {t.name}: no other seed of its setting ({where}): nothing to measure")
-            outcome.without.append(t.name)
-        elif t.logged_generators == others:
-            progress(f"xseed: {t.name}: already measured over {others} generator seed(s): skipped")
-            outcome.skipped.append(t.name)
-        else:
-            todo.append(t)
+    todo = _to_measure(trials, seeds, where, progress, outcome)
     if not todo:
         return
     for t in trials:
@@ -226,20 +216,42 @@ def _one_setting(trials: list[_Trial], tracker, device: str, progress, outcome: 
             targets=[t.run_id for t in targets],
             progress=lambda msg: progress(f"xseed:   {msg}"),
         )
-        for t in targets:
-            metrics = results.get(t.run_id, {})
-            if not metrics:
-                outcome.without.append(t.name)
-                continue
-            tracker.log_metrics(t.run_id, metrics, step=t.cfg.rounds)
-            outcome.logged.append(t.name)
-            pgd = metrics.get("acc_xseed_pgd_dp_to_dp_mean")
-            shown = f"; PGD dp->dp {pgd:.3f} (clean-on-same-images beside it in the report)" if pgd is not None else ""
-            progress(
-                f"xseed: {t.name} (seed {t.cfg.seed}): {len(metrics)} metrics logged over "
-                f"{int(metrics[COUNT])} generator seed(s){shown}"
-            )
+        _log_results(targets, results, tracker, progress, outcome)
         progress(f"xseed: {where}: {time.perf_counter() - start:.1f} s")
+
+
+def _to_measure(trials: list[_Trial], seeds: list[int], where: str, progress, outcome: Outcome) -> list[_Trial]:
+    """The trials of one setting still to measure; the others go to ``outcome`` (no other seed: without;
+    already measured over as many generator seeds as there are now: skipped)."""
+    todo = []
+    for t in trials:
+        others = len([s for s in seeds if s != t.cfg.seed])
+        if others == 0:
+            progress(f"xseed: {t.name}: no other seed of its setting ({where}): nothing to measure")
+            outcome.without.append(t.name)
+        elif t.logged_generators == others:
+            progress(f"xseed: {t.name}: already measured over {others} generator seed(s): skipped")
+            outcome.skipped.append(t.name)
+        else:
+            todo.append(t)
+    return todo
+
+
+def _log_results(targets: list[_Trial], results: dict, tracker, progress, outcome: Outcome) -> None:
+    """Each target's metrics onto its run (step: its rounds), or the target to ``outcome.without``."""
+    for t in targets:
+        metrics = results.get(t.run_id, {})
+        if not metrics:
+            outcome.without.append(t.name)
+            continue
+        tracker.log_metrics(t.run_id, metrics, step=t.cfg.rounds)
+        outcome.logged.append(t.name)
+        pgd = metrics.get("acc_xseed_pgd_dp_to_dp_mean")
+        shown = f"; PGD dp->dp {pgd:.3f} (clean-on-same-images beside it in the report)" if pgd is not None else ""
+        progress(
+            f"xseed: {t.name} (seed {t.cfg.seed}): {len(metrics)} metrics logged over "
+            f"{int(metrics[COUNT])} generator seed(s){shown}"
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
