@@ -675,6 +675,13 @@ class Tracker:
         self.client.set_tag(run_id, TAG_FAILURE, one_line(reason))
         self.client.set_terminated(run_id, status="FAILED")
 
+    def trial_tags(self, parent_id: str) -> dict[str, dict[str, str]]:
+        """The tags of each trial run of the sweep run ``parent_id``, by trial id (e.g. its warnings)."""
+        runs = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`{TAG_PARENT}` = '{parent_id}'", max_results=10000
+        )
+        return {r.data.tags.get(TAG_TRIAL, r.info.run_id): dict(r.data.tags) for r in runs}
+
     def unfinished_trial_runs(self, parent_id: str) -> list:
         """The sweep's trial runs that are not FINISHED (RUNNING, FAILED, KILLED)."""
         runs = self.client.search_runs(

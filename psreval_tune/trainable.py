@@ -321,102 +321,165 @@ def _print(message: str) -> None:
     print(message, flush=True)
 
 
+class TrialRecord:
+    """The trial's MLflow run as run_trial writes it; without tracking every call does nothing. A retried or
+    resumed trial (``existed``) does not log again the rounds and final metrics an earlier attempt logged."""
+
+    def __init__(self, tracker: Tracker | None = None, run_id: str | None = None, existed: bool = False):
+        self.tracker, self.run_id, self.monitor = tracker, run_id, None
+        self.rounds: set[int] = set()
+        self.final: set[str] = set()
+        if tracker is not None and existed:
+            self.rounds = tracker.logged_steps(run_id, "acc_val")
+            self.final = set(tracker.client.get_run(run_id).data.metrics) - set(ROUND_METRICS)
+        if tracker is not None and tracker.spec.system_metrics:
+            self.monitor = tracker.system_metrics(run_id, resume=existed)
+
+    def tag(self, key: str, value: str) -> None:
+        if self.tracker is not None:
+            self.tracker.client.set_tag(self.run_id, key, one_line(value))
+
+    def log_round(self, r: RoundResult) -> None:
+        if self.tracker is not None and r.round not in self.rounds:
+            self.tracker.log_metrics(self.run_id, round_metrics(r), step=r.round)
+            self.rounds.add(r.round)
+
+    def log_splits(self, cfg: CycleConfig, data) -> None:
+        if self.tracker is not None:
+            log_splits(self.tracker, self.run_id, cfg, data)
+
+    def finish(self, cfg: CycleConfig, result, final: dict[str, float], out: Path, trial_id: str) -> None:
+        """The final metrics, the artifacts in ``out``, the DP path's tags and the float model; then FINISHED."""
+        tracker, run_id = self.tracker, self.run_id
+        if tracker is None:
+            return
+        tracker.log_metrics(run_id, {k: v for k, v in final.items() if k not in self.final}, step=cfg.rounds)
+        tracker.log_artifacts(run_id, out)
+        dp = getattr(result, "dp", None)
+        if dp is not None:
+            self.tag(TAG_DP_CLIPPING, dp["clipping"])
+            if dp["fallback"]:
+                self.tag(TAG_DP_FALLBACK, dp["fallback"])
+        seconds = log_float_model(tracker, run_id, result, trial_id)
+        if seconds is not None and "time_log_model_s" not in self.final:
+            tracker.log_metrics(run_id, {"time_log_model_s": seconds}, step=cfg.rounds)
+        self.stop_monitor()  # its last samples, while the run is RUNNING
+        tracker.finish(run_id, "FINISHED")
+
+    def fail(self, exc: BaseException) -> None:
+        if self.tracker is not None:
+            try:
+                self.tracker.fail(self.run_id, f"{type(exc).__name__}: {exc}")
+            except Exception:  # noqa: BLE001 - the store itself failed (disk full): the driver closes the run
+                pass
+
+    def stop_monitor(self) -> None:
+        if self.monitor is not None:
+            self.monitor.finish()  # no-op if stopped; its thread also stops once the run is no longer RUNNING
+
+
+def _open_record(infra: TrialInfra, ctx, cfg: CycleConfig) -> TrialRecord | None:
+    """The trial's run, opened (or reopened) with its params; None when it is already FINISHED (reported to
+    Tune from the run instead: _report_recorded)."""
+    if infra.tracking is None:
+        return TrialRecord()
+    tracker = Tracker(infra.tracking)
+    found = tracker.trial_run_id(infra.parent_run_id, ctx.get_trial_id())
+    if found is not None and tracker.status(found) == "FINISHED":  # never reopened, never FAILED
+        _report_recorded(tracker, found, infra)
+        return None
+    run_id, existed = tracker.trial_run(infra.parent_run_id, ctx.get_trial_id(), trial_label(cfg))
+    tracker.log_params(run_id, cfg.record())
+    return TrialRecord(tracker, run_id, existed)
+
+
+Warn = Callable[[str | None, str], None]
+
+
+def _warner(progress: Callable[[str], None], record: TrialRecord) -> Warn:
+    """warn(line, tag): a trial_warnings line to the trial's progress (the sweep's console) and its run's tag."""
+
+    def warn(line: str | None, tag: str) -> None:
+        if line is not None:
+            progress(line)
+            record.tag(tag, line)
+
+    return warn
+
+
+def _resume(cfg: CycleConfig, warn: Warn, record: TrialRecord) -> dict | None:
+    """The checkpoint's state to resume from (None: round 1); a fallback is a warning, and every resume
+    says where it continued (tag psreval.resumed_from)."""
+    fell_back: list[str] = []
+    state = _load_checkpoint(cfg.rounds, fell_back)
+    for line in fell_back:
+        warn(line, trial_warnings.TAG_RESUME)
+    where = trial_warnings.resumed_from_tag(state, fell_back)
+    if where is not None:
+        record.tag(trial_warnings.TAG_RESUMED_FROM, where)
+    return state
+
+
+def _round_hook(cfg: CycleConfig, infra: TrialInfra, record: TrialRecord, warn: Warn) -> Callable:
+    """run_cycle's on_round: RoundReporter, and once per attempt, after its first round, the data as the
+    cycle loaded it (MLflow dataset inputs, and the small-data warning)."""
+    reporter = RoundReporter(cfg, infra, record.log_round)
+    seen: list[bool] = []
+
+    def on_round(r: RoundResult, fed: Federation) -> None:
+        if not seen:
+            record.log_splits(cfg, fed.data)
+            warn(trial_warnings.of_federation(cfg, fed), trial_warnings.TAG_SMALL_DATA)
+            seen.append(True)
+        reporter(r, fed)
+
+    return on_round
+
+
+def _twin_cache(infra: TrialInfra) -> TwinCache | None:
+    if not infra.cache_dir:
+        return None
+    try:
+        return TwinCache(infra.cache_dir)
+    except Exception as exc:  # noqa: BLE001 - a storage this process cannot open: train the twin here
+        print(f"warning: no twin cache at {infra.cache_dir} ({one_line(f'{type(exc).__name__}: {exc}', 300)})")
+        return None
+
+
+def final_metrics(cfg: CycleConfig, result) -> dict[str, float]:
+    """The cycle's numbers for Tune and MLflow: no None or NaN; twin_from_cache (1: the twin came from the
+    cache, 0: trained here) for a private trial with a twin."""
+    final = {k: v for k, v in result.metrics.items() if v is not None and not (isinstance(v, float) and math.isnan(v))}
+    if "nonprivate" in result.models and cfg.private:
+        final["twin_from_cache"] = float(result.models["nonprivate"].cached)
+    return final
+
+
 def run_trial(params: dict, infra: TrialInfra) -> None:
     quiet_known_warnings()
     fit_to_allotment()  # torch threads = the trial's CPUs, not the machine's cores
     cfg = cycle_config(params)
     ctx = tune.get_context()
-    tracker = Tracker(infra.tracking) if infra.tracking is not None else None
-    run_id = None
-    logged_rounds: set[int] = set()
-    logged_final: set[str] = set()
-    if tracker is not None:
-        found = tracker.trial_run_id(infra.parent_run_id, ctx.get_trial_id())
-        if found is not None and tracker.status(found) == "FINISHED":  # never reopened, never FAILED
-            _report_recorded(tracker, found, infra)
-            return
-        run_id, existed = tracker.trial_run(infra.parent_run_id, ctx.get_trial_id(), trial_label(cfg))
-        tracker.log_params(run_id, cfg.record())
-        if existed:  # a retried or resumed trial: what its earlier attempts logged is not logged again
-            logged_rounds = tracker.logged_steps(run_id, "acc_val")
-            logged_final = set(tracker.client.get_run(run_id).data.metrics) - set(ROUND_METRICS)
-    monitor = (
-        tracker.system_metrics(run_id, resume=existed)
-        if (tracker is not None and infra.tracking.system_metrics)
-        else None
-    )
-    splits_logged: list[bool] = []
+    record = _open_record(infra, ctx, cfg)
+    if record is None:
+        return
     progress = infra.progress(cfg, ctx) if infra.progress is not None else _print
-
-    def warn(line: str | None, tag: str) -> None:
-        if line is None:
-            return
-        progress(line)
-        if tracker is not None:
-            tracker.client.set_tag(run_id, tag, one_line(line))
-
+    warn = _warner(progress, record)
     try:
-        fell_back: list[str] = []
-        resume = _load_checkpoint(cfg.rounds, fell_back)
-        for line in fell_back:
-            warn(line, trial_warnings.TAG_RESUME)
-
-        def log_round(r: RoundResult) -> None:
-            if tracker is not None and r.round not in logged_rounds:
-                tracker.log_metrics(run_id, round_metrics(r), step=r.round)
-                logged_rounds.add(r.round)
-
-        on_round = RoundReporter(cfg, infra, log_round)
-
-        def on_round_and_splits(r: RoundResult, fed: Federation) -> None:
-            if not splits_logged:  # the data as the cycle loaded it, once per attempt
-                if tracker is not None:
-                    log_splits(tracker, run_id, cfg, fed.data)
-                warn(trial_warnings.of_federation(cfg, fed), trial_warnings.TAG_SMALL_DATA)
-                splits_logged.append(True)
-            on_round(r, fed)
-
-        cache = None
-        if infra.cache_dir:
-            try:
-                cache = TwinCache(infra.cache_dir)
-            except Exception as exc:  # noqa: BLE001 - a storage this process cannot open: train the twin here
-                print(f"warning: no twin cache at {infra.cache_dir} ({one_line(f'{type(exc).__name__}: {exc}', 300)})")
-        result = run_cycle(cfg, cache=cache, on_round=on_round_and_splits, resume=resume, progress=progress)
+        resume = _resume(cfg, warn, record)
+        on_round = _round_hook(cfg, infra, record, warn)
+        result = run_cycle(cfg, cache=_twin_cache(infra), on_round=on_round, resume=resume, progress=progress)
         out = write_outputs(result, Path(ctx.get_trial_dir()) / "artifacts")
-        final = {
-            k: v for k, v in result.metrics.items() if v is not None and not (isinstance(v, float) and math.isnan(v))
-        }
-        if "nonprivate" in result.models and cfg.private:  # 1: the twin came from the cache, 0: trained here
-            final["twin_from_cache"] = float(result.models["nonprivate"].cached)
-        if tracker is not None:
-            tracker.log_metrics(run_id, {k: v for k, v in final.items() if k not in logged_final}, step=cfg.rounds)
-            tracker.log_artifacts(run_id, out)
-            dp = getattr(result, "dp", None)
-            if dp is not None:
-                tracker.client.set_tag(run_id, TAG_DP_CLIPPING, dp["clipping"])
-                if dp["fallback"]:
-                    tracker.client.set_tag(run_id, TAG_DP_FALLBACK, one_line(dp["fallback"]))
-            seconds = log_float_model(tracker, run_id, result, ctx.get_trial_id())
-            if seconds is not None and "time_log_model_s" not in logged_final:
-                tracker.log_metrics(run_id, {"time_log_model_s": seconds}, step=cfg.rounds)
-            if monitor is not None:
-                monitor.finish()  # its last samples, while the run is RUNNING
-            tracker.finish(run_id, "FINISHED")
+        final = final_metrics(cfg, result)
+        record.finish(cfg, result, final, out, ctx.get_trial_id())
     except Exception as exc:
-        # Only errors of the cycle itself. Ray stops a trial (ASHA, end of
-        # sweep) with a BaseException from tune.report: the driver's
-        # TrackingCallback closes those runs; a killed process never gets here
-        # and its run is reopened when the trial is retried.
-        if tracker is not None:
-            try:
-                tracker.fail(run_id, f"{type(exc).__name__}: {exc}")
-            except Exception:  # noqa: BLE001 - the store itself failed (disk full): the driver closes the run
-                pass
+        # Only errors of the cycle itself. Ray stops a trial (ASHA, end of sweep) with a BaseException from
+        # tune.report: the driver's TrackingCallback closes those runs; a killed process never gets here and
+        # its run is reopened when the trial is retried.
+        record.fail(exc)
         raise
     finally:
-        if monitor is not None:
-            monitor.finish()  # no-op if stopped; its thread also stops once the run is no longer RUNNING
+        record.stop_monitor()
     # The last round's numbers too: schedulers read the per-round metric in every result.
     tune.report({**round_metrics(RoundResult(**result.history[-1])), **final, "cycle_complete": 1})
 

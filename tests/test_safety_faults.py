@@ -310,12 +310,24 @@ def console_lines(stdout: str, trial: str = "t0001") -> list[str]:
     return ct.table([ct.merge({"trial": trial, "status": "RUNNING"}, phase.state)], width=200)
 
 
+def event_log_lines(stdout: str, trial: str = "t0001") -> list[str]:
+    """What a piped sweep console (console_table.EventLog: a log file, CI) prints for that trial."""
+    from psreval_tune.sweeps import console_table as ct
+
+    phase = ct.TrialPhase(rounds=3, twin=False)
+    for line in stdout.splitlines():
+        phase.apply(line)
+    return ct.EventLog(width=400).lines([ct.merge({"trial": trial, "status": "RUNNING"}, phase.state)], 1.0)
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("damage", ["latest", "all"])
 def test_resume_fallback_is_a_tag_and_a_console_line(tmp_path, monkeypatch, store, capsys, damage):
     """A retried trial whose latest checkpoint is damaged resumes from the one before it (or, none loading,
-    from round 1): its MLflow run has the tag psreval.warning.resume and the console table a '!' line."""
-    from psreval_tune.trial_warnings import TAG_RESUME
+    from round 1): its MLflow run has the tags psreval.warning.resume and psreval.resumed_from, the console
+    table and the piped console's event log a '!' line, and the sweep's end lists it under the summary."""
+    from psreval_tune.sweeps.results import print_trial_warnings
+    from psreval_tune.trial_warnings import TAG_RESUME, TAG_RESUMED_FROM
 
     session = FakeSession(monkeypatch, tmp_path, fail_after_round=3)
     with pytest.raises(RuntimeError, match="injected"):
@@ -330,9 +342,38 @@ def test_resume_fallback_is_a_tag_and_a_console_line(tmp_path, monkeypatch, stor
     tag = run.data.tags[TAG_RESUME]
     expect = "resumed from the older checkpoint" if damage == "latest" else "resumed from round 1"
     assert expect in tag and ("after round 2" in tag) == (damage == "latest"), tag
-    shown = console_lines(capsys.readouterr().out)
+    assert run.data.tags[TAG_RESUMED_FROM] == (
+        "round 3 (older checkpoint after round 2: the latest is damaged)"
+        if damage == "latest"
+        else "round 1 (checkpoint damaged)"
+    )
+    out = capsys.readouterr().out
+    shown = console_lines(out)
     assert any(line.startswith(f"! t0001: {expect}") for line in shown), shown
     assert "training !" in shown[1], shown
+    assert [line for line in event_log_lines(out) if line.startswith("!")] == [f"! t0001: {tag[2:]}"]
+    assert print_trial_warnings(store.tracker, store.parent) == [f"! t0001: {tag[2:]}"]
+    assert capsys.readouterr().out == f"! t0001: {tag[2:]}\n"
+
+
+@pytest.mark.timeout(120)
+def test_a_plain_resume_is_tagged_without_a_warning(tmp_path, monkeypatch, store, capsys):
+    """An intact checkpoint: psreval.resumed_from says where training continued; no warning anywhere."""
+    from psreval_tune.sweeps.results import print_trial_warnings
+    from psreval_tune.trial_warnings import TAG_RESUME, TAG_RESUMED_FROM
+
+    session = FakeSession(monkeypatch, tmp_path, fail_after_round=2)
+    with pytest.raises(RuntimeError, match="injected"):
+        trainable.run_trial(dict(PARAMS), store.infra)
+    (first,) = trial_runs(store)
+    assert TAG_RESUMED_FROM not in first.data.tags  # a first attempt resumes nothing
+    session.fail_after_round = None
+    trainable.run_trial(dict(PARAMS), store.infra)
+    (run,) = trial_runs(store)
+    assert run.data.tags[TAG_RESUMED_FROM] == "round 3 (checkpoint after round 2)"
+    assert TAG_RESUME not in run.data.tags and session.rounds_run == [1, 2, 3]
+    assert "! " not in capsys.readouterr().out
+    assert print_trial_warnings(store.tracker, store.parent) == []
 
 
 @pytest.mark.timeout(120)
@@ -346,18 +387,28 @@ def test_small_data_is_a_tag_and_a_console_line(tmp_path, monkeypatch, store, ca
     trainable.run_trial({**PARAMS, "batch_size": 32}, store.infra)
     (run,) = trial_runs(store)
     tag = run.data.tags[TAG_SMALL_DATA]
-    assert "1 test images (fewer than 100" in tag and "client 0 holds 3 examples" in tag, tag
-    assert "batch size 32" in tag
+    assert tag == (
+        "! data too small for the intervals: 1 test image (fewer than 100: a 95% interval spans up to ±98 "
+        "points); client 0 holds 3 examples, fewer than the batch size 32"
+    )
     out = capsys.readouterr().out
     assert out.count("! data too small") == 1
     assert any(line.startswith("! t0001: data too small") for line in console_lines(out))
+    assert [line for line in event_log_lines(out) if line.startswith("!")] == [f"! t0001: {tag[2:]}"]
 
 
-def test_enough_data_gives_no_warning():
-    from psreval_tune.trial_warnings import small_data
+def test_small_data_thresholds():
+    from psreval_tune.trial_warnings import MIN_TEST_IMAGES, small_data
 
+    assert MIN_TEST_IMAGES == 100
     assert small_data(359, [700, 700], 32) is None
-    assert "±10 points" in small_data(99, [700, 700], 32)
+    assert small_data(100, [32, 32], 32, n_attacked=100) is None  # at the thresholds: no warning
+    assert "99 test images (fewer than 100: a 95% interval spans up to ±10 points)" in small_data(99, [700, 700], 32)
+    attacked = small_data(10_000, [700, 700], 32, n_attacked=16)  # eval_samples=16 of a full test split
+    assert attacked.endswith("16 attacked images (fewer than 100: a 95% interval spans up to ±24 points)")
+    assert small_data(500, [3, 40, 0], 32).endswith(
+        "2 clients (0, 2) hold as few as 0 examples, fewer than the batch size 32"
+    )
 
 
 # --- 3. disk full while a sweep runs: the driver --------------------------------------------

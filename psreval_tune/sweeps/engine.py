@@ -77,6 +77,7 @@ from .results import (  # noqa: F401 - re-exported
     _print_table,
     _summary,
     exit_status,
+    print_trial_warnings,
     report,
     with_tmp_csv,
     write_report,
@@ -342,6 +343,7 @@ def _summarize(results, spec: SweepSpec, tracker, parent: str, name: str, run_di
     """The summary table, printed and logged (summary.csv), and the sweep's report."""
     summary = _summary(results, spec.summary_metrics)
     _print_table(f"sweep {name}: {len(summary)} trials", summary)
+    print_trial_warnings(tracker, parent)
     with_tmp_csv(tracker, parent, summary, "summary.csv")
     if spec.report is not None:
         write_report(spec.report, tracker.spec, parent, run_dir / "reports" / name)

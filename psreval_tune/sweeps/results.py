@@ -54,6 +54,21 @@ def _print_table(title: str, frame) -> None:
         print(frame.to_string(index=False) if len(frame) else "  (no trials)")
 
 
+def print_trial_warnings(tracker, parent_run_id: str) -> list[str]:
+    """Under the summary table, each trial's warnings as its MLflow run holds them (trial_warnings.TAGS: a
+    resume from an older checkpoint or from round 1, data too small), the '! TRIAL: ...' lines the live
+    console showed, which a scrolled or piped console may have lost. Never fails the sweep."""
+    from ..trial_warnings import sweep_lines
+
+    try:
+        lines = sweep_lines(tracker.trial_tags(parent_run_id))
+    except Exception as exc:  # noqa: BLE001 - a store that cannot be read here costs these lines only
+        lines = [f"warning: the trials' warnings could not be read from MLflow ({type(exc).__name__}: {exc})"]
+    for line in lines:
+        print(line, flush=True)
+    return lines
+
+
 def report(*args: Any, **kwargs: Any):
     """analysis.report_sweep, imported when the trials are done (a broken analysis costs the
     report, never the sweep)."""
