@@ -24,7 +24,7 @@ def _spawn(cmd: str) -> subprocess.Popen:
 
 def _entry(proc: subprocess.Popen) -> dict:
     p = psutil.Process(proc.pid)
-    return {"pid": p.pid, "started": p.create_time(), "name": p.name()}
+    return {"pid": p.pid, "started": p.create_time(), "name": p.name(), "cmdline": p.cmdline()}
 
 
 def _write(folder, driver: dict, processes: list[dict]) -> None:
@@ -89,3 +89,35 @@ def test_record_lists_this_process_and_its_children(tmp_path, procs):
 def test_a_damaged_record_ends_nothing(tmp_path, procs):
     (tmp_path / ray_procs.RECORD).write_text("[1, 2")
     assert ray_procs.end_stale(tmp_path) is None
+
+
+def test_the_record_keeps_each_command_line(tmp_path, procs):
+    child = procs("sleep 61")
+    ray_procs.record(tmp_path)
+    (entry,) = [p for p in json.loads((tmp_path / ray_procs.RECORD).read_text())["processes"] if p["pid"] == child.pid]
+    assert entry["cmdline"] == ["sh", "-c", "sleep 61"]
+
+
+def test_a_process_under_another_command_line_is_left_alone_and_named(tmp_path, procs):
+    """Same pid and start time, but not the recorded command line: not ended; the line names it, beside
+    the one that still matches and is ended."""
+    driver, ours, other = procs("sleep 60"), procs("exec sleep 60"), procs("exec sleep 60")
+    for proc in (ours, other):  # the shell has become sleep: the command line recorded is the one it keeps
+        deadline = time.monotonic() + 10
+        while psutil.Process(proc.pid).cmdline() != ["sleep", "60"] and time.monotonic() < deadline:
+            time.sleep(0.02)
+    _write(tmp_path, _entry(driver), [_entry(ours), {**_entry(other), "cmdline": ["gcs_server", "--port=1"]}])
+    driver.kill(), driver.wait()
+    line = ray_procs.end_stale(tmp_path)
+    assert line == (
+        f"resume: ended 1 Ray process(es) left by the killed driver (pids {ours.pid}); left alone, their command "
+        f"line changed: {other.pid} (now 'sleep 60', recorded 'gcs_server --port=1')"
+    )
+    assert ours.wait(timeout=10) is not None and other.poll() is None
+
+
+def test_a_ray_worker_retitling_itself_is_still_the_recorded_process():
+    assert ray_procs.same_command(["ray::IDLE"], ["ray::ImplicitFunc.train"])
+    assert ray_procs.same_command(None, ["anything"])  # a record from before command lines were kept
+    assert not ray_procs.same_command(["ray::IDLE"], ["python", "other.py"])
+    assert not ray_procs.same_command(["/usr/bin/raylet", "--a"], ["/usr/bin/raylet", "--b"])

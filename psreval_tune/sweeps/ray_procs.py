@@ -5,8 +5,10 @@ killed with SIGKILL cannot stop them, and some outlive it holding their memory. 
 Ray starts, the driver records its own id and every process below it in the sweep's folder; a
 ``--resume`` whose recorded driver is gone ends the recorded processes that are still alive.
 
-A process is identified by (pid, start time), never by pid alone: a recycled pid is another
-process and is left alone. Nothing is ended while the recorded driver still runs.
+A process is identified by (pid, start time) and its command line, never by pid alone: a recycled pid
+is another process, and a process whose command line is no longer the recorded one is left alone and named
+in the resume's line (a Ray worker's own retitling, ``ray::IDLE`` -> ``ray::ImplicitFunc.train``, still
+matches). Nothing is ended while the recorded driver still runs.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 
 RECORD = "ray_processes.json"
 _GRACE_S = 3.0
+RAY_TITLE = "ray::"  # a Ray worker's process title (setproctitle), renamed per task it runs
 
 
 def _psutil():
@@ -28,7 +31,7 @@ def _psutil():
 
 
 def _identity(proc) -> dict:
-    return {"pid": proc.pid, "started": proc.create_time(), "name": proc.name()}
+    return {"pid": proc.pid, "started": proc.create_time(), "name": proc.name(), "cmdline": proc.cmdline()}
 
 
 def record(folder: str | os.PathLike) -> None:
@@ -50,7 +53,7 @@ def record(folder: str | os.PathLike) -> None:
 
 
 def _alive(entry: dict):
-    """The process ``entry`` names, if it still runs as that same process; else None."""
+    """The process ``entry`` names, if it still runs as that same process (pid and start time); else None."""
     psutil = _psutil()
 
     try:
@@ -58,6 +61,41 @@ def _alive(entry: dict):
         return proc if abs(proc.create_time() - float(entry["started"])) < 0.01 else None
     except (psutil.Error, KeyError, TypeError, ValueError):
         return None
+
+
+def same_command(recorded: list[str] | None, now: list[str]) -> bool:
+    """Whether a process still runs the command line recorded for it (None: a record from before command
+    lines were kept). A Ray worker retitles itself (ray::IDLE, ray::ImplicitFunc.train): still the same."""
+    if recorded is None or now == recorded:
+        return True
+    return bool(recorded and now) and recorded[0].startswith(RAY_TITLE) and now[0].startswith(RAY_TITLE)
+
+
+def _shown(cmdline: list) -> str:
+    return repr(" ".join(map(str, cmdline))[:60])
+
+
+def _ours(entries: list[dict]) -> tuple[list, list[str]]:
+    """The recorded processes still running as recorded, and 'PID (now CMD)' for each one alive under
+    another command line (left alone)."""
+    psutil = _psutil()
+    procs, changed = [], []
+    for entry in entries:
+        proc = _alive(entry)
+        if proc is None:
+            continue
+        try:
+            now = proc.cmdline()
+        except psutil.Error:
+            continue
+        recorded = entry.get("cmdline")
+        if not isinstance(recorded, (list, type(None))):  # a damaged record: not a process we can vouch for
+            recorded = [str(recorded)]
+        if same_command(recorded, now):
+            procs.append(proc)
+        else:
+            changed.append(f"{proc.pid} (now {_shown(now)}, recorded {_shown(recorded)})")
+    return procs, changed
 
 
 def _with_descendants(procs: list) -> list:
@@ -95,13 +133,16 @@ def end_stale(folder: str | os.PathLike) -> str | None:
         return None  # no record (a sweep from before it, or not a local Ray): nothing to end
     if _alive(driver) is not None:
         return f"note: the sweep's earlier driver (pid {driver['pid']}) still runs; its Ray processes were left alone"
-    procs = _with_descendants([p for p in (_alive(e) for e in entries) if p is not None])
+    ours, changed = _ours(entries)
+    procs = _with_descendants(ours)
     left = _signal(_signal(procs, "terminate"), "kill")  # SIGTERM, then SIGKILL what did not stop
     path.unlink(missing_ok=True)
-    if not procs:
+    if not procs and not changed:
         return None
     ended = sorted(p.pid for p in procs if p not in left)
-    line = f"resume: ended {len(ended)} Ray process(es) left by the killed driver (pids {', '.join(map(str, ended))})"
+    parts = [f"ended {len(ended)} Ray process(es) left by the killed driver (pids {', '.join(map(str, ended))})"]
     if left:
-        line += f"; still running: {', '.join(str(p.pid) for p in left)}"
-    return line
+        parts.append(f"still running: {', '.join(str(p.pid) for p in left)}")
+    if changed:
+        parts.append(f"left alone, their command line changed: {', '.join(changed)}")
+    return "resume: " + "; ".join(parts)
