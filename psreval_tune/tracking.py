@@ -196,104 +196,120 @@ def check_tracking_uri(
 
     http(s): something must accept a connection and answer HTTP without a 5xx;
     sqlite: the folder must exist and be writable, an existing file must be an
-    SQLite database; file: a folder (or a new path in an existing folder);
-    databases: their port must accept a connection. ``must_exist``: the store
-    must already be there (reading, never creating one)."""
+    SQLite database that holds an MLflow store and passes a (time-bounded) integrity check;
+    a folder (file:// or a plain path): this tool's line saying what to pass instead, unless
+    MLFLOW_ALLOW_FILE_STORE is set; databases: their port must accept a connection.
+    ``must_exist``: the store must already be there (reading, never creating one)."""
     shown = redact(uri)
     parsed = urllib.parse.urlparse(uri)
     scheme = parsed.scheme.lower()
     base = scheme.split("+", 1)[0]
     if scheme in ("http", "https"):
-        if not parsed.hostname:
-            raise TrackingError(f"{flag}={shown} is not allowed: no host; expected {URI_FORMS}")
-        try:
-            port = parsed.port or (443 if scheme == "https" else 80)
-        except ValueError:
-            raise TrackingError(f"{flag}={shown} is not allowed: bad port; expected {URI_FORMS}") from None
-        why = probe_tcp(parsed.hostname, port, timeout)
-        if why is None:
-            try:
-                with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout + 2) as resp:
-                    status = resp.status
-            except urllib.error.HTTPError as exc:
-                status = exc.code
-            except (urllib.error.URLError, OSError, ValueError) as exc:
-                reason = getattr(exc, "reason", exc)
-                why = f"no HTTP answer ({reason})"
-                status = None
-            # 200: an MLflow server; 401/403: one behind authentication. Anything else (404 from some
-            # other web server, 5xx that MLflow would retry for minutes) is not a tracking server.
-            if status is not None and status not in (200, 401, 403):
-                why = f"{uri.rstrip('/')}/health answers HTTP {status}, not an MLflow server"
-                why = why.replace(uri, shown)
-        if why:
-            raise TrackingError(
-                f"{flag}={shown}: no MLflow server reachable ({why}); start it (`make ui`, "
-                "`mlflow server`) or pass another tracking URI"
-            )
-        return
-    if scheme == "sqlite":
-        raw = _sqlite_path(uri)
-        if raw in ("", ":memory:"):
-            raise TrackingError(
-                f"{flag}={shown} is not allowed: an in-memory store is not shared with the "
-                "trials; expected sqlite:///PATH"
-            )
-        path = Path(raw).expanduser()
-        if must_exist and not path.exists():
-            raise TrackingError(
-                f"{flag}={shown}: no MLflow store at {path} (run a sweep first, or pass the store's --tracking-uri)"
-            )
-        if not path.parent.is_dir():
-            raise TrackingError(
-                f"{flag}={shown}: folder {path.parent} does not exist; create it or point the URI at an existing folder"
-            )
-        if path.exists():
-            if not path.is_file():
-                raise TrackingError(f"{flag}={shown}: {path} is not a file; expected an SQLite database")
-            try:
-                with open(path, "rb") as fh:
-                    head = fh.read(16)
-            except OSError as exc:
-                raise TrackingError(f"{flag}={shown}: {path} is not readable ({exc.strerror})") from None
-            if head and head != SQLITE_MAGIC:
-                raise TrackingError(
-                    f"{flag}={shown}: {path} is not an SQLite database (it does not start with "
-                    "SQLite's header); point the URI at an MLflow store or a new file"
-                )
-            why = sqlite_problem(path) if head else None
-            if why:
-                raise TrackingError(f"{flag}={shown}: {path} {why}; point the URI at an MLflow store or a new file")
-        if not must_exist and not os.access(path.parent, os.W_OK | os.X_OK):
-            raise TrackingError(f"{flag}={shown}: folder {path.parent} is not writable by this user")
-        return
-    if scheme in ("", "file") or (len(scheme) == 1 and uri[1:2] == ":"):  # a path (or a Windows drive)
+        _check_server(uri, parsed, flag, shown, timeout)
+    elif scheme == "sqlite":
+        _check_sqlite(uri, flag, shown, must_exist)
+    elif scheme in ("", "file") or (len(scheme) == 1 and uri[1:2] == ":"):  # a path (or a Windows drive)
         path = Path(urllib.parse.unquote(parsed.path) if scheme == "file" else uri).expanduser()
-        if path.exists() and not path.is_dir():
-            raise TrackingError(f"{flag}={shown}: {path} is not a folder; a file store is a folder")
-        if not path.exists() and (must_exist or not path.parent.is_dir()):
-            raise TrackingError(f"{flag}={shown}: {path if must_exist else path.parent} does not exist")
-        if not _file_store_allowed():
-            raise TrackingError(file_store_refusal(flag, shown, path, must_exist))
-        return
-    if base in DB_PORTS:
+        _check_folder_store(path, flag, shown, must_exist)
+    elif base in DB_PORTS:
         if not parsed.hostname:
             raise TrackingError(f"{flag}={shown} is not allowed: no host; expected {URI_FORMS}")
         why = probe_tcp(parsed.hostname, parsed.port or DB_PORTS[base], timeout)
         if why:
             raise TrackingError(f"{flag}={shown}: the database is not reachable ({why})")
-        return
-    if base in ("databricks", "databricks-uc", "uc"):
-        return
-    raise TrackingError(f"{flag}={shown} is not allowed: unknown scheme {parsed.scheme!r}; expected {URI_FORMS}")
+    elif base not in ("databricks", "databricks-uc", "uc"):
+        raise TrackingError(f"{flag}={shown} is not allowed: unknown scheme {parsed.scheme!r}; expected {URI_FORMS}")
+
+
+def _check_server(uri: str, parsed: urllib.parse.ParseResult, flag: str, shown: str, timeout: float) -> None:
+    """An http(s) store: something accepts a connection and answers GET /health as an MLflow server does."""
+    scheme = parsed.scheme.lower()
+    if not parsed.hostname:
+        raise TrackingError(f"{flag}={shown} is not allowed: no host; expected {URI_FORMS}")
+    try:
+        port = parsed.port or (443 if scheme == "https" else 80)
+    except ValueError:
+        raise TrackingError(f"{flag}={shown} is not allowed: bad port; expected {URI_FORMS}") from None
+    why = probe_tcp(parsed.hostname, port, timeout)
+    if why is None:
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout + 2) as resp:
+                status = resp.status
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            why = f"no HTTP answer ({reason})"
+            status = None
+        # 200: an MLflow server; 401/403: one behind authentication. Anything else (404 from some
+        # other web server, 5xx that MLflow would retry for minutes) is not a tracking server.
+        if status is not None and status not in (200, 401, 403):
+            why = f"{uri.rstrip('/')}/health answers HTTP {status}, not an MLflow server"
+            why = why.replace(uri, shown)
+    if why:
+        raise TrackingError(
+            f"{flag}={shown}: no MLflow server reachable ({why}); start it (`make ui`, "
+            "`mlflow server`) or pass another tracking URI"
+        )
+
+
+def _check_sqlite(uri: str, flag: str, shown: str, must_exist: bool) -> None:
+    """An SQLite store: a file in an existing folder; an existing file must be a readable MLflow store."""
+    raw = _sqlite_path(uri)
+    if raw in ("", ":memory:"):
+        raise TrackingError(
+            f"{flag}={shown} is not allowed: an in-memory store is not shared with the trials; expected sqlite:///PATH"
+        )
+    path = Path(raw).expanduser()
+    if must_exist and not path.exists():
+        raise TrackingError(
+            f"{flag}={shown}: no MLflow store at {path} (run a sweep first, or pass the store's --tracking-uri)"
+        )
+    if not path.parent.is_dir():
+        raise TrackingError(
+            f"{flag}={shown}: folder {path.parent} does not exist; create it or point the URI at an existing folder"
+        )
+    if path.exists():
+        if not path.is_file():
+            raise TrackingError(f"{flag}={shown}: {path} is not a file; expected an SQLite database")
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(16)
+        except OSError as exc:
+            raise TrackingError(f"{flag}={shown}: {path} is not readable ({exc.strerror})") from None
+        if head and head != SQLITE_MAGIC:
+            raise TrackingError(
+                f"{flag}={shown}: {path} is not an SQLite database (it does not start with "
+                "SQLite's header); point the URI at an MLflow store or a new file"
+            )
+        why = sqlite_problem(path) if head else None
+        if why:
+            raise TrackingError(f"{flag}={shown}: {path} {why}; point the URI at an MLflow store or a new file")
+    if not must_exist and not os.access(path.parent, os.W_OK | os.X_OK):
+        raise TrackingError(f"{flag}={shown}: folder {path.parent} is not writable by this user")
+
+
+def _check_folder_store(path: Path, flag: str, shown: str, must_exist: bool) -> None:
+    """A folder as the store (MLflow's file store): refused with this tool's line, unless the user opts in
+    (MLFLOW_ALLOW_FILE_STORE, as MLflow itself asks); MLflow's own answer is a deprecation paragraph."""
+    if path.exists() and not path.is_dir():
+        raise TrackingError(f"{flag}={shown}: {path} is not a folder; a file store is a folder")
+    if not path.exists() and (must_exist or not path.parent.is_dir()):
+        raise TrackingError(f"{flag}={shown}: {path if must_exist else path.parent} does not exist")
+    if not _file_store_allowed():
+        raise TrackingError(file_store_refusal(flag, shown, path, must_exist))
 
 
 MLFLOW_TABLES = ("experiments", "runs")
+# How long the integrity check of an existing SQLite store may take (PRAGMA quick_check reads every page: a
+# few ms per MB); a larger store is left unjudged here, and a damaged page is then one line when it is read.
+QUICK_CHECK_S = 2.0
 
 
-def sqlite_problem(path: Path) -> str | None:
+def sqlite_problem(path: Path, seconds: float = QUICK_CHECK_S) -> str | None:
     """Why an SQLite file (its header is right) cannot be an MLflow store, or None. Read-only. A file
-    whose header is followed by garbage otherwise ends in a SQLAlchemy traceback inside MLflow."""
+    whose header is followed by garbage, or with a damaged page, otherwise ends in a SQLAlchemy error
+    inside MLflow (a traceback, or a line that names no file)."""
     import sqlite3
 
     try:
@@ -302,32 +318,65 @@ def sqlite_problem(path: Path) -> str | None:
         return f"cannot be opened ({exc})"
     try:
         tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if tables and not set(MLFLOW_TABLES) <= tables:
+            return "is an SQLite database but not an MLflow store (no experiments and runs tables)"
+        return _quick_check(con, seconds)
     except sqlite3.OperationalError:  # locked by a writer, or the like: not damage; MLflow waits as it would
         return None
     except sqlite3.DatabaseError as exc:  # "file is not a database", "database disk image is malformed"
         return f"is damaged (SQLite: {exc})"
     finally:
         con.close()
-    if tables and not set(MLFLOW_TABLES) <= tables:
-        return "is an SQLite database but not an MLflow store (no experiments and runs tables)"
-    return None
+
+
+def _quick_check(con: Any, seconds: float) -> str | None:
+    """SQLite's PRAGMA quick_check (every page's structure), interrupted after ``seconds``: None when it
+    passes or ran out of time."""
+    import sqlite3
+
+    deadline = time.monotonic() + seconds
+    con.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
+    try:
+        rows = con.execute("PRAGMA quick_check(3)").fetchall()
+    except sqlite3.OperationalError:  # interrupted: a large store, judged when it is read
+        return None
+    finally:
+        con.set_progress_handler(None, 0)
+    found = [line for row in rows for line in str(row[0]).splitlines() if line != "ok" and not line.startswith("***")]
+    return f"is damaged (SQLite's quick_check: {'; '.join(found)})" if found else None
 
 
 def _file_store_allowed() -> bool:
     return os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").strip().lower() in ("1", "true", "yes")
 
 
+def _looks_like_file_store(folder: Path) -> bool:
+    """MLflow's file store: experiment folders with a meta.yaml (0/ is the default experiment), or .trash."""
+    try:
+        return (folder / ".trash").is_dir() or any((d / "meta.yaml").is_file() for d in folder.iterdir())
+    except OSError:
+        return False
+
+
 def file_store_refusal(flag: str, shown: str, path: Path, reading: bool) -> str:
-    """This tool's line for a folder tracking URI: MLflow refuses its file store with a paragraph."""
-    if reading:
-        what = (
-            "convert it with `mlflow migrate-filestore` and pass the sqlite:///PATH it writes, or set "
-            "MLFLOW_ALLOW_FILE_STORE=true to read the folder as it is"
+    """This tool's line for a folder tracking URI (MLflow answers it with a deprecation paragraph): what to
+    pass instead. The store a sweep wrote into that folder (FOLDER/mlflow.db) when there is one."""
+    folder = path if path.is_dir() or reading else path.parent
+    db = folder / "mlflow.db"
+    head = f"{flag}={shown} names a folder, not a store this tool opens (MLflow no longer opens folders by default)"
+    if db.is_file():
+        return f"{head}; pass sqlite:///{db} (the MLflow store in that folder)"
+    if reading and _looks_like_file_store(folder):
+        return (
+            f"{head}; it holds an old MLflow file store: convert it with `mlflow migrate-filestore` and pass the "
+            "sqlite:///PATH it writes, or set MLFLOW_ALLOW_FILE_STORE=true to read it as it is"
         )
-    else:
-        db = (path if path.is_dir() else path.parent) / "mlflow.db"
-        what = f"pass sqlite:///{db} (a new store in that folder) or http://HOST:PORT of a server"
-    return f"{flag}={shown} is a folder (MLflow's file store, which MLflow no longer opens by default); {what}"
+    if reading:
+        return (
+            f"{head}, and it holds no MLflow store (no mlflow.db); pass sqlite:///PATH/mlflow.db of a sweep's "
+            "store or http://127.0.0.1:PORT of an MLflow server"
+        )
+    return f"{head}; pass sqlite:///{db} (a new store in that folder) or http://127.0.0.1:PORT of an MLflow server"
 
 
 @contextlib.contextmanager

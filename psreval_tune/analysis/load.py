@@ -29,6 +29,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -318,12 +319,30 @@ def load_mlflow(
     try:
         return _load_mlflow(experiment, uri, sweep)
     except Exception as exc:
-        # A store SQLite cannot read past its first page ("database disk image is malformed") fails inside
-        # MLflow's SQLAlchemy layer, after every check: one line naming the store, not a traceback.
-        if not type(exc).__module__.startswith("sqlalchemy"):
+        # A store SQLite cannot read past its first pages ("database disk image is malformed") fails inside
+        # MLflow's SQLAlchemy layer, after every check: one line naming the store, not a traceback (nor
+        # MLflow's wrapped "(sqlite3.DatabaseError) ..." that names no file).
+        detail = _store_error(exc)
+        if detail is None:
             raise
-        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        raise AnalysisError(f"the MLflow store {uri} cannot be read ({first})") from None
+        where = Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else uri
+        raise AnalysisError(
+            f"the MLflow store {where} cannot be read ({detail}); restore it from a copy, or pass another "
+            "--tracking-uri"
+        ) from None
+
+
+def _store_error(exc: Exception) -> str | None:
+    """A database error from the store's SQL layer, raised as is (SQLAlchemy) or wrapped by MLflow (an
+    MlflowException whose text starts with "(sqlite3.DatabaseError) ..."), as one line; None for others."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    if type(exc).__module__.startswith("sqlalchemy"):
+        return first
+    wrapped = re.match(r"\((sqlite3|sqlalchemy|psycopg2|pymysql|pyodbc)[.\w]*\) (.*)", first)
+    if type(exc).__name__ == "MlflowException" and wrapped:
+        return f"{first[1 : first.index(')')]}: {wrapped.group(2)}"
+    return None
 
 
 def _load_mlflow(experiment: str, tracking_uri: str, sweep: str | None) -> pd.DataFrame:
@@ -353,6 +372,8 @@ def _load_mlflow(experiment: str, tracking_uri: str, sweep: str | None) -> pd.Da
             "source": "mlflow",
         }
         config = {k: _parse(v) for k, v in run.data.params.items()}
+        # params are text in MLflow: only where a number belongs can their type be wrong
+        _check_config(config, f"MLflow run {run.info.run_id} in {uri}, param", kinds=("int", "float"))
         rows.append(_row(meta, config, metrics, keys))
     if not rows:
         raise AnalysisError(
@@ -369,40 +390,85 @@ def _json_type(value: Any) -> str:
     return names.get(type(value), "null" if value is None else type(value).__name__)
 
 
+def _read_text(path: Path, what: str, errors: str = "strict") -> str:
+    """A Tune file's text, or one line saying why it cannot be read (never an OSError's traceback)."""
+    try:
+        return path.read_text(encoding="utf-8", errors=errors)
+    except UnicodeDecodeError:
+        raise AnalysisError(f"{path}: not UTF-8 text; expected {what}") from None
+    except OSError as exc:
+        raise AnalysisError(f"{path} cannot be read ({exc.strerror or exc}); expected a readable file") from None
+
+
+def _parse_json(text: str, path: Path, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise AnalysisError(f"{path}: not JSON (line {exc.lineno}: {exc.msg}); expected {what}") from None
+    except RecursionError:  # json recurses once per nesting level
+        raise AnalysisError(f"{path}: nested too deeply; expected {what}") from None
+
+
 def _json_lines(path: Path) -> list[dict]:
     """result.json's reports. A line torn by a killed process is skipped; a whole line that is not a JSON
-    object (a list, a number) is not one of Tune's reports: the folder is refused."""
+    object (a list, a number, a 10^5-deep nesting) is not one of Tune's reports: the folder is refused."""
     out = []
-    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+    what = "Tune's result.json (one JSON object per line)"
+    for number, line in enumerate(_read_text(path, what, errors="replace").splitlines(), 1):
         if line.strip():
             try:
                 value = json.loads(line)
             except json.JSONDecodeError:
                 continue
+            except RecursionError:
+                raise AnalysisError(f"{path}: line {number} is nested too deeply; expected a JSON object") from None
             if not isinstance(value, dict):
                 raise AnalysisError(f"{path}: line {number} is a JSON {_json_type(value)}; expected a JSON object")
             out.append(value)
     return out
 
 
-# Checks of a Tune folder's values, by CycleConfig field type (lists arrive comma-joined by flatten_config).
+def _names(value: Any) -> bool:
+    return isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+
+
+def _numbers(value: Any) -> bool:
+    return isinstance(value, str) or (isinstance(value, list) and all(_number(v) for v in value))
+
+
+# Checks of a trial's config values, by CycleConfig field type. A list field arrives as a JSON list (params.json)
+# or comma-joined text (flatten_config, MLflow); a mapping field (threat_params) as a JSON object.
 FIELD_TYPES = {f.name: str(f.type) for f in dataclasses.fields(CycleConfig)}
 TYPE_CHECKS = {
     "bool": ("true or false", lambda v: isinstance(v, bool)),
     "int": ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
     "float": ("a number", _number),
     "str": ("text", lambda v: isinstance(v, str)),
-    "tuple[str, ...]": ("a list of names", lambda v: isinstance(v, str)),
+    "tuple[str, ...]": ("a list of names", _names),
+    "tuple[float, ...]": ("a list of numbers", _numbers),
+    "dict": ("a mapping", lambda v: isinstance(v, Mapping)),
 }
 
 
-def _check_config(config: Mapping[str, Any], where: Path) -> None:
-    """A config value of the wrong type would be coerced (a text epsilon to NaN: 'non-private')."""
+def _fields(config: Mapping[str, Any]) -> Iterable[tuple[str, Any]]:
+    """(field, value) of a param space as given: a pseudo-axis value's fields (a grid's ``setting``) merged
+    in, lists and mappings as they are (flatten_config would join them into text first)."""
     for key, value in config.items():
+        if isinstance(value, Mapping) and key not in FIELD_TYPES:
+            yield from _fields(value)
+        else:
+            yield key, value
+
+
+def _check_config(config: Mapping[str, Any], where: Path | str, kinds: Iterable[str] | None = None) -> None:
+    """A config value of the wrong type would be coerced (a text epsilon to NaN: 'non-private'; a list seed
+    to 0). ``kinds``: only the fields of these types (MLflow's params are text: only numbers can be wrong)."""
+    for key, value in _fields(config):
         kind = FIELD_TYPES.get(key, "")
         optional = kind.endswith(" | None")
-        expected, ok = TYPE_CHECKS.get(kind.removesuffix(" | None"), ("", None))
-        if ok is None or (value is None and optional) or ok(value):
+        base = kind.removesuffix(" | None")
+        expected, ok = TYPE_CHECKS.get(base, ("", None))
+        if ok is None or (kinds is not None and base not in kinds) or (value is None and optional) or ok(value):
             continue
         raise AnalysisError(
             f"{where}: {key}={value!r} ({_json_type(value)}) is not allowed; "
@@ -411,7 +477,7 @@ def _check_config(config: Mapping[str, Any], where: Path) -> None:
 
 
 def _check_metrics(final: Mapping[str, Any], where: Path) -> None:
-    """A declared final metric must be a number (or null): text or a list is never reported as one."""
+    """A declared final metric must be a number (or null): text, a list or a boolean is never reported as one."""
     for key, value in final.items():
         match = schema.lookup(key)
         if match is None or key in TUNE_KEYS or key in CONFIG_FIELDS or value is None or _number(value):
@@ -425,26 +491,34 @@ def _object(path: Path, value: Any, what: str) -> dict:
     return value
 
 
+def _summary_config(path: Path) -> dict[str, Any]:
+    """The resolved config in a trial's artifacts/metrics.json: optional, so a file that is not one (torn, not
+    JSON, no config mapping) adds nothing; a config whose values have the wrong types is refused."""
+    try:
+        data = json.loads(_read_text(path, "metrics.json of a trial"))
+    except (json.JSONDecodeError, RecursionError, AnalysisError):
+        return {}
+    config = data.get("config") if isinstance(data, dict) else None
+    if not isinstance(config, dict):
+        return {}
+    _check_config(config, path)
+    return flatten_config(config)
+
+
 def _tune_config(folder: Path, final: Mapping[str, Any]) -> dict[str, Any]:
     """A Tune trial's config: its param space (params.json, else the result's ``config``), over the
     resolved config of its ``artifacts/metrics.json`` where present. Never its results."""
-    config: dict[str, Any] = {}
     summary = folder / "artifacts" / "metrics.json"
-    if summary.is_file():
-        try:
-            config.update(flatten_config(json.loads(summary.read_text()).get("config", {})))
-        except (json.JSONDecodeError, AttributeError):
-            pass
-        _check_config(config, summary)
+    config = _summary_config(summary) if summary.is_file() else {}
     params = folder / "params.json"
-    source = params if params.is_file() else folder / "result.json"
-    try:
-        space = json.loads(params.read_text()) if params.is_file() else final.get("config", {})
-    except json.JSONDecodeError:
-        raise AnalysisError(f"{params}: not JSON; expected a JSON object (the trial's config)") from None
-    space = flatten_config(_object(source, space or {}, "the trial's config"))
+    what = "a JSON object (the trial's config)"
+    if params.is_file():
+        source, space = params, _parse_json(_read_text(params, what), params, what)
+    else:
+        source, space = folder / "result.json", final.get("config", {})
+    space = _object(source, space or {}, "the trial's config")
     _check_config(space, source)
-    return {**config, **space}
+    return {**config, **flatten_config(space)}
 
 
 def load_tune(path: str | Path) -> pd.DataFrame:
@@ -464,11 +538,19 @@ def load_tune(path: str | Path) -> pd.DataFrame:
     root = Path(text).expanduser()
     if not root.is_dir():
         raise AnalysisError(f"--results {text}: no such folder")
-    trial_dirs = (
-        [root]
-        if (root / "result.json").is_file()
-        else sorted(d for d in root.iterdir() if d.is_dir() and (d / "result.json").is_file())
-    )
+    if not os.access(root, os.R_OK | os.X_OK):
+        raise AnalysisError(f"--results {text}: the folder is not readable by this user; expected a readable folder")
+    try:
+        trial_dirs = (
+            [root]
+            if (root / "result.json").is_file()
+            else sorted(d for d in root.iterdir() if d.is_dir() and (d / "result.json").is_file())
+        )
+    except OSError as exc:  # a folder this user may not list (no read permission)
+        raise AnalysisError(
+            f"--results {text}: {exc.filename or root} cannot be read ({exc.strerror or exc}); expected a "
+            "readable Tune folder"
+        ) from None
     if not trial_dirs:
         raise AnalysisError(f"--results {text}: no Tune trial folders in it (expected */result.json)")
     sweep = root.parent.name if trial_dirs == [root] else root.name
