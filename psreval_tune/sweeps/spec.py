@@ -41,15 +41,17 @@ a param that was not sampled is false. A param with one choice is fixed.
 ``attack``, gets ``when: {attack: [...]}`` listing the attacks that take a
 step size (the attack registry's ``uses_alpha``: PGD, not FGSM or FAB).
 
-Only ``yaml.safe_load`` reads a file (plus ``yaml.compose`` to find duplicate
-keys); every error is one line naming the file, the key and what is allowed
+Only PyYAML's safe loader reads a file (``SafeLoader``, or its libyaml twin ``CSafeLoader``: plain data,
+never an object; plus ``yaml.compose`` to find duplicate keys and ``yaml.parse`` to count nodes and nesting
+before anything is built); every error is one line naming the file, the key and what is allowed
 (a SweepFileError: exit 2 before Ray starts). The resolved sweep (file plus
 flag overrides, every default filled in) is dumped back as YAML, logged to the
 sweep's MLflow run as ``sweep.yaml``, and reproduces the same trials when run
 again as a sweep file.
 
 Here: finding and reading a file (``load``), the flags applied over it, and its resolution (``resolve``,
-``dump``, the grid's trials). What a file may hold is ``spec_schema.py``; its checks, ``spec_validate.py``.
+``dump``, the grid's trials). What a file may hold is ``spec_schema.py``; its checks, ``spec_validate.py``;
+reading its YAML within bounds (alias bombs, nesting, duplicate keys), ``spec_yaml.py``.
 Their names are importable from here too.
 """
 
@@ -91,6 +93,7 @@ from .spec_validate import (  # noqa: F401 - the checks, importable from here as
     check_value,
     validate,
 )
+from .spec_yaml import parse
 
 # --- finding and reading ----------------------------------------------------------------
 
@@ -119,8 +122,6 @@ def locate(name: str) -> tuple[Path, str]:
 
 def load(name: str, kind: str | None = None) -> SweepFile:
     """Read and validate a sweep file (path or shipped name); ``kind`` is what the command runs."""
-    import yaml
-
     path, source = locate(name)
     try:
         if path.stat().st_size > MAX_BYTES:
@@ -134,88 +135,10 @@ def load(name: str, kind: str | None = None) -> SweepFile:
         raise SweepFileError(
             f"{source}: cannot be read ({exc.strerror or exc}); expected a readable YAML file"
         ) from None
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        _check_size(root, source)
-        _no_duplicate_keys(root, source)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise SweepFileError(f"{source}: not valid YAML ({_yaml_error(exc)})") from None
-    except RecursionError:  # the composer recurses once per nesting level
-        raise SweepFileError(
-            f"{source}: nested too deeply; expected a sweep file (a few levels of mappings and lists)"
-        ) from None
+    data = parse(text, source)
     sweep = SweepFile(source, path, text, {})
     sweep.doc = validate(data, sweep, kind)
     return sweep
-
-
-def _yaml_error(exc: Exception) -> str:
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-    return f"{where}{problem}"
-
-
-def _children(node: Any) -> list:
-    import yaml
-
-    if isinstance(node, yaml.MappingNode):
-        return [n for pair in node.value for n in pair]
-    return list(node.value) if isinstance(node, yaml.SequenceNode) else []
-
-
-def _check_size(root: Any, source: str) -> None:
-    """Refuse a document whose nodes, every alias expanded, exceed MAX_NODES, or that contains itself.
-
-    An alias is the very node object its anchor names, so sizes are memoised per object: the count costs
-    one visit per distinct node, however many times aliases repeat it."""
-    sizes: dict[int, int] = {}
-    busy = -1  # being counted: met again below itself means an alias to an enclosing node
-
-    def size(node: Any) -> int:
-        known = sizes.get(id(node))
-        if known == busy:
-            raise SweepFileError(
-                f"{source}: an alias refers to a node that contains it (line {node.start_mark.line + 1}); "
-                "expected a finite document"
-            )
-        if known is None:
-            sizes[id(node)] = busy
-            sizes[id(node)] = 1 + sum(size(child) for child in _children(node))
-        return sizes[id(node)]
-
-    total = 0 if root is None else size(root)
-    if total > MAX_NODES:
-        raise SweepFileError(
-            f"{source}: {total} YAML nodes with its aliases (*name) expanded is not allowed; expected at most "
-            f"{MAX_NODES} (write the values out, or use fewer aliases)"
-        )
-
-
-def _no_duplicate_keys(root: Any, source: str) -> None:
-    """safe_load keeps the last of two equal keys silently; a sweep file must not have any.
-    Each node once (an alias repeats a node already checked)."""
-    import yaml
-
-    seen_nodes: set[int] = set()
-    todo = [] if root is None else [root]
-    while todo:
-        node = todo.pop()
-        if id(node) in seen_nodes:
-            continue
-        seen_nodes.add(id(node))
-        if isinstance(node, yaml.MappingNode):
-            keys: set[str] = set()
-            for key, _ in node.value:
-                if isinstance(key, yaml.ScalarNode):
-                    if key.value in keys:
-                        raise SweepFileError(
-                            f"{source}: key {key.value!r} appears twice (line {key.start_mark.line + 1})"
-                            "; expected each key once"
-                        )
-                    keys.add(key.value)
-        todo.extend(reversed(_children(node)))  # document order: the first duplicate is the one named
 
 
 # --- flags over a file -----------------------------------------------------------------

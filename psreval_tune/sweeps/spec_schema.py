@@ -16,6 +16,9 @@ MAX_BYTES = 1 << 20
 # Aliases let a few hundred bytes stand for 10^9 nodes (an "alias bomb"); anything that walks the
 # document (the duplicate-key check, validation, dumping) would then never end. Counted before any walk.
 MAX_NODES = 100_000
+# Nesting levels of mappings and lists (a sweep file needs about 5): counted on the parser's events, so a
+# deeply nested file never reaches the composer, which recurses once per level.
+MAX_DEPTH = 50
 # Trials one sweep file may ask for (--max-trials changes it): refused before a config is built.
 DEFAULT_MAX_TRIALS = 10_000
 KINDS = ("grid", "search")
