@@ -20,7 +20,7 @@ import torch
 
 from .config import CycleConfig
 from .datasets import DATASETS
-from .datasets._common import MAX_IMAGE_PIXELS, DataError, Loaded, Split, memory_limit_bytes
+from .datasets._common import MAX_IMAGE_PIXELS, DataError, Loaded, Split, memory_limit_bytes, permission_line
 from .datasets.medmnist import medmnist_filename
 
 __all__ = [
@@ -56,7 +56,10 @@ class DataBundle:
 def load_data(cfg: CycleConfig) -> DataBundle:
     gen = torch.Generator().manual_seed(cfg.seed)
     loader = DATASETS.get(cfg.dataset).obj
-    train, val, test, num_classes = loader(cfg, gen)
+    try:
+        train, val, test, num_classes = loader(cfg, gen)
+    except PermissionError as exc:  # a folder or file below data_root a loader did not check itself
+        raise DataError(permission_line(cfg, exc)) from None
     if cfg.train_samples is not None and cfg.train_samples < len(train):
         train = train.subset(torch.randperm(len(train), generator=gen)[: cfg.train_samples])
     if cfg.test_samples is not None and cfg.test_samples < len(test):

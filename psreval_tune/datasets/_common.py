@@ -80,3 +80,33 @@ def check_root(cfg: ConfigView) -> Path:
     if root.is_dir() and not os.access(root, os.R_OK | os.X_OK):
         raise DataError(f"data_root={str(root)!r} is not readable by this user; allowed: a readable folder")
     return root
+
+
+def _unreadable(path: Path) -> Path | None:
+    """The first folder or file on the way to ``path`` (from the top) that this user cannot read, or None."""
+    for part in [*reversed(path.parents), path]:
+        try:
+            is_dir = part.is_dir()
+        except OSError:  # its folder cannot be searched: found above
+            return None
+        if is_dir and not os.access(part, os.R_OK | os.X_OK):
+            return part
+        if not is_dir and part.exists() and not os.access(part, os.R_OK):
+            return part
+    return None
+
+
+def permission_line(cfg: ConfigView, exc: PermissionError) -> str:
+    """One line for a PermissionError while a dataset loads: which folder or file cannot be read, or (all
+    readable: a download writing into data_root) which cannot be written. Not "could not write the results"."""
+    root = str(cfg.data_root) if cfg.data_root else None
+    path = Path(exc.filename).expanduser().absolute() if exc.filename else Path(root or ".").absolute()
+    where = f" (data_root={root!r})" if root else ""
+    blocked = _unreadable(path)
+    if blocked is not None:
+        what = "folder" if blocked.is_dir() else "file"
+        return f"{what} {blocked} is not readable by this user{where}; allowed: data this user can read"
+    return (
+        f"{path} cannot be written by this user ({exc.strerror or 'permission denied'}){where}; allowed with "
+        "--download: a data_root this user can write"
+    )
