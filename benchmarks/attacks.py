@@ -43,7 +43,7 @@ import time
 
 import _common as common
 
-from psreval_tune.config import ARCHS, ATTACKS  # the registries' names (models.py, psreval_tune/attacks/)
+from psreval_tune.config import ARCHS, ATTACKS  # the registries' names (psreval_tune/models/, attacks/)
 
 INPUTS = {"digits": (1, 8), "cifar": (3, 32)}  # channels, size
 DEFAULT_ARCHS = ("cnn", "resnet9")  # of ARCHS: resnet18 only when asked (--archs), to fit `make bench`

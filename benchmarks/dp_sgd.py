@@ -59,7 +59,7 @@ import warnings
 
 import _common as common
 
-from psreval_tune.config import ARCHS  # the architecture registry's names (models.py)
+from psreval_tune.config import ARCHS  # the architecture registry's names (psreval_tune/models/)
 
 MODES = ("hooks", "conv-loop", "bk", "functorch", "ew", "ghost")
 # Measured steps per arch when --steps is not given: enough for a median on a

@@ -40,7 +40,7 @@ def _registry_help() -> dict[str, str]:
         + " | ".join(MEDMNIST_SUBSETS)
         + "; its official val split is the validation split",
         "download": "let torchvision download " + " | ".join(downloadable) + " into --data-root (needs internet)",
-        "arch": " | ".join(ARCHS.names()) + " (psreval_tune/models.py)",
+        "arch": " | ".join(ARCHS.names()) + " (psreval_tune/models/)",
         "attack": "attack used by the training threat: " + " | ".join(ATTACKS.names()) + " (psreval_tune/attacks/)",
         "eval_attacks": "comma-separated attacks evaluated at inference, of " + " | ".join(ATTACKS.names()),
     }

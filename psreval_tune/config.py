@@ -43,7 +43,7 @@ LR_SCHEDULES = ("constant", "cosine", "step")  # per FL round, after warmup_roun
 class _Names(Sequence):
     """A registry's names (a tuple's worth of str), read from the registry on every use, so entries
     registered later count. The registries import nothing from this module; they are imported only
-    when a name is read, because some load torch (threats/, aggregators/, models.py), which importing
+    when a name is read, because some load torch (threats/, aggregators/, models/), which importing
     config, and so ``psreval --help``, must not."""
 
     def __init__(self, read: Any, doc: str):
@@ -123,7 +123,7 @@ def _aggregations() -> tuple[str, ...]:
 
 
 # The names of attacks, datasets, architectures, threats and aggregation rules, from their registries
-# (psreval_tune/attacks/, datasets/, models.py, threats/, aggregators/).
+# (psreval_tune/attacks/, datasets/, models/, threats/, aggregators/).
 ATTACKS = _Names(_attacks, "the attack registry's names")
 DEFAULT_EVAL_ATTACKS = _Names(_default_eval_attacks, "eval_attacks' default: the attacks whose entry has default_eval")
 PAPER_ATTACKS = _Names(_paper_attacks, "the PSREval paper's attacks (entries with paper=True): the reproduction's")
@@ -511,7 +511,7 @@ def _validate_dataset_and_arch(cfg: CycleConfig) -> None:
     if check is not None:
         check(cfg)  # the dataset's own fields (medmnist: subset, published sizes, no --download)
     if cfg.private and not ARCHS.get(cfg.arch).dp_compatible:
-        _fail("arch", cfg.arch, "an architecture DP-SGD can train when epsilon is set (models.py: dp_compatible)")
+        _fail("arch", cfg.arch, "an architecture DP-SGD can train when epsilon is set (models/: dp_compatible)")
     from .threats import THREATS
 
     threat_check = THREATS.get(cfg.threat).meta.get("check")

@@ -235,10 +235,11 @@ def test_nothing_below_imports_the_sweep_layer_or_analysis():
 
 
 def test_baseline_names_are_compared_through_their_declaration():
-    """The no-threat threat, the plain-mean rule and MedMNIST's subset handling: declared once
-    (psreval_tune/baselines.py, the dataset entry's own_fields); no module compares a threat, aggregation
-    or dataset with the literal name."""
-    literal = re.compile(r"""(threat|aggregation|dataset|attack)["'\]\)]*\s*[!=]=\s*["'](none|fedavg|medmnist)["']""")
+    """The no-threat threat, the plain-mean rule, the paper's architecture and MedMNIST's subset handling:
+    declared once (psreval_tune/baselines.py, the dataset entry's own_fields); no module compares a threat,
+    aggregation, dataset or architecture with the literal name."""
+    names = "none|fedavg|medmnist|cnn|resnet9|resnet18"
+    literal = re.compile(rf"""(threat|aggregation|dataset|attack|arch)["'\]\)]*\s*[!=]=\s*["']({names})["']""")
     found = [
         f"{path.relative_to(ROOT.parent)}:{n}: {line.strip()}"
         for path in ROOT.rglob("*.py")
@@ -247,3 +248,4 @@ def test_baseline_names_are_compared_through_their_declaration():
     ]
     assert not found, found
     assert literal.search('if cfg.threat == "none":') and literal.search("trials['threat'] != 'fedavg'")
+    assert literal.search('if args.arch != "resnet9":') and literal.search("frame['arch'] == 'cnn'")

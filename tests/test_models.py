@@ -13,8 +13,9 @@ from opacus import GradSampleModule
 from opacus.validators import ModuleValidator
 from torch import nn
 
+from psreval_tune import models
 from psreval_tune.bookkeeping import unsupported
-from psreval_tune.config import ARCHS, ConfigError
+from psreval_tune.config import ARCHS, ConfigError, CycleConfig
 from psreval_tune.models import ARCHITECTURES, Classifier, Normalize, build_model
 from psreval_tune.privacy import check_model
 from psreval_tune.quantize import Int8Model, bpda_model, quantize_static
@@ -116,3 +117,55 @@ def test_check_model_rejects_batchnorm():
     bad = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(2))
     with pytest.raises(ConfigError, match="not DP-compatible"):
         check_model(bad)
+
+
+@pytest.mark.timeout(60)
+def test_one_file_per_architecture():
+    """Each architecture is one file of psreval_tune/models/, named as the architecture, registering it alone."""
+    assert {e.name: e.obj.__module__ for e in models.ARCHS} == {n: f"psreval_tune.models.{n}" for n in ARCHS}
+
+
+TOY_ARCH = '''
+"""A toy architecture: added by this one file."""
+from torch import nn
+
+from psreval_tune.models import ARCHS
+from psreval_tune.models._layers import conv_gn_relu
+
+
+@ARCHS.register("toy", order=99, dp_compatible=True, s_per_pass=1 / 5000, dp_factor=2.0)
+def toy(in_channels: int) -> tuple[nn.Module, nn.Module, int]:
+    return conv_gn_relu(in_channels, 4), nn.AdaptiveAvgPool2d(1), 4
+'''
+
+
+@pytest.mark.timeout(60)
+def test_one_file_adds_an_architecture(tmp_path, monkeypatch):
+    """Adding an architecture is one file registering its builder: config validation takes its name (DP-SGD
+    included, it is dp_compatible), build_model builds it, Opacus accepts it and it classifies. (test_registries
+    adds one as models/tiny.py in a copy of the package, through the CLI help and the cost model too.)"""
+    import importlib
+    import sys
+
+    (tmp_path / "toy_arch.py").write_text(TOY_ARCH)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.import_module("toy_arch")
+    try:
+        assert ARCHS[-1] == "toy" and "toy" in models.ARCHITECTURES
+        cfg = CycleConfig(arch="toy", epsilon=3.4)
+        assert cfg.arch == "toy" and cfg.private
+        torch.manual_seed(0)
+        model = build_model(cfg.arch, 1, NUM_CLASSES, [0.4], [0.3])
+        check_model(model)  # Opacus' validator, on the model in training mode
+        model.eval()
+        x = torch.rand(5, 1, 8, 8)
+        with torch.no_grad():
+            out = model(x)
+        assert out.shape == (5, NUM_CLASSES) and torch.isfinite(out).all()
+        assert isinstance(model.normalize, Normalize) and model.fc.in_features == 4
+    finally:
+        models.ARCHS.unregister("toy")
+        sys.modules.pop("toy_arch", None)
+    with pytest.raises(ConfigError, match="^arch='toy' is not allowed"):
+        CycleConfig(arch="toy")
+    assert tuple(ARCHS) == ("cnn", "resnet9", "resnet18")

@@ -280,12 +280,18 @@ def load(cfg, gen):
     return draw(300), None, draw(100), 2
 '''
 
-NEW_ARCH = """
+NEW_ARCH = '''
+"""A test architecture: added by this one file."""
+from torch import nn
+
+from . import ARCHS
+from ._layers import conv_gn_relu
+
 
 @ARCHS.register("tiny", dp_compatible=True, s_per_pass=1 / 5000, dp_factor=2.0)
 def tiny(in_channels: int) -> tuple[nn.Module, nn.Module, int]:
     return conv_gn_relu(in_channels, 8), nn.AdaptiveAvgPool2d(1), 8
-"""
+'''
 
 CHECK = """
 import sys
@@ -316,13 +322,13 @@ print("ok")
 
 
 def test_one_file_adds_an_attack_a_dataset_and_an_arch(tmp_path):
-    """A copy of the package plus attacks/noise.py, datasets/stripes.py and one function in models.py:
+    """A copy of the package plus attacks/noise.py, datasets/stripes.py and models/tiny.py, one file each:
     config, CLI help, data loading, the model, attack generation and the cost model all take them."""
     pkg = tmp_path / "psreval_tune"
     shutil.copytree(ROOT / "psreval_tune", pkg, ignore=shutil.ignore_patterns("__pycache__"))
     (pkg / "attacks" / "noise.py").write_text(NEW_ATTACK)
     (pkg / "datasets" / "stripes.py").write_text(NEW_DATASET)
-    (pkg / "models.py").write_text((pkg / "models.py").read_text() + NEW_ARCH)
+    (pkg / "models" / "tiny.py").write_text(NEW_ARCH)
     proc = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(CHECK), str(tmp_path)],
         capture_output=True,

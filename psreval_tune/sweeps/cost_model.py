@@ -20,7 +20,7 @@ k is the attack's forward+backward passes per image, its registry entry's ``cost
 (psreval_tune/attacks/: PGD its steps, FGSM 1, FAB-T 100 x 9 targets x 2, APGD 100, Square 5000 queries / 3,
 AutoAttack the sum of its parts); repeats only for ``randomized`` attacks.
 s/pass(arch, image) = s_per_pass(arch) x max(H x W / 32^2, MIN_AREA), DP factor(arch) = the arch entry's
-``dp_factor`` (models.py); train pool, test images and image side are the dataset entry's ``pool``, ``test``
+``dp_factor`` (models/); train pool, test images and image side are the dataset entry's ``pool``, ``test``
 and ``image_size`` (psreval_tune/datasets/). The defaults are 2-core CPU measurements (benchmarks/results);
 ``calibrate`` scales every phase by measured / modelled
 seconds of finished trials in an MLflow store, per arch where the store has that arch.

@@ -38,7 +38,7 @@ from typing import Any, Sequence
 from ray import tune
 
 from .. import config
-from ..baselines import NO_THREAT
+from ..baselines import NO_THREAT, PAPER_ARCH
 from ..tracking import git_commit
 from ..trainable import cycle_config
 from .engine import SweepSpec, _csv, add_cost_flags, exit_status, main_guard, parser, report, run_sweep, write_report
@@ -114,7 +114,7 @@ def dry_run(args) -> int:
 def regenerate_command(args) -> str:
     """The command that regenerates the document (infrastructure flags such as --run-dir left out)."""
     flags = ["--smoke"] if args.smoke else []
-    if args.arch != "resnet9":
+    if args.arch != PAPER_ARCH:
         flags += ["--arch", args.arch]
     if args.dataset != "digits" and not args.smoke:
         flags += ["--dataset", args.dataset, "--data-root", "DATA"]
@@ -187,7 +187,7 @@ def write_doc(args, tracking, seconds: float) -> Path:
 @main_guard
 def main(argv: Sequence[str] | None = None) -> int:
     p = parser(__doc__.splitlines()[0])
-    p.add_argument("--arch", default="resnet9", help="architecture (default: resnet9, the paper's)")
+    p.add_argument("--arch", default=PAPER_ARCH, help=f"architecture (default: {PAPER_ARCH}, the paper's)")
     p.add_argument(
         "--epsilon", type=float, default=3.4, help="DP budget of the adversarial settings' trials (default: 3.4)"
     )
