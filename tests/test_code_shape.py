@@ -24,7 +24,6 @@ MAX_SWEEP_MODULE_LINES = 400
 ALLOWED = {
     "cycle.run_cycle": 118,
     "trainable.run_trial": 98,
-    "tracking.check_tracking_uri": 97,
 }
 
 
