@@ -23,7 +23,6 @@ MAX_SWEEP_MODULE_LINES = 400
 # Being split now; remove an entry when its function fits in MAX_FUNCTION_LINES, lower a ceiling when it shrinks.
 ALLOWED = {
     "cycle.run_cycle": 118,
-    "trainable.run_trial": 98,
 }
 
 
