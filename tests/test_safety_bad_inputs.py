@@ -161,6 +161,22 @@ CASES: list[Case] = [
         "locked_folder",
         {NO_DAC: "1"},
     ),
+    Case(  # a folder below a readable data_root (issue 27: exit 1, "could not run the cycle" before)
+        "data-inner-unreadable",
+        "run",
+        ["run", *FAST, "--dataset", "mnist", "--data-root", "{fx}/mnist"],
+        ["folder {fx}/mnist/MNIST/raw is not readable", "data_root='{fx}/mnist'"],
+        "locked_mnist_raw",
+        {NO_DAC: "1"},
+    ),
+    Case(
+        "cifar-inner-unreadable",
+        "run",
+        ["run", *FAST, "--dataset", "cifar10", "--data-root", "{fx}/cifar"],
+        ["folder {fx}/cifar/cifar-10-batches-py is not readable", "data_root='{fx}/cifar'"],
+        "locked_cifar_batches",
+        {NO_DAC: "1"},
+    ),
     run(
         "synthetic-huge",
         ["--dataset", "synthetic", "--image-size", "200000"],
@@ -232,7 +248,43 @@ CASES: list[Case] = [
     grid("resume-unknown", ["--resume", "--name", "nope", "--run-dir", "{fx}"], ["nope", "no restorable sweep"]),
     # hostile sweep files (issue 27): refused before any walk of the document or any config is built
     Case("alias-bomb", "paper_grid", ["{fx}/bomb.yaml"], ["{fx}/bomb.yaml", "YAML nodes", "at most 100000"], "bomb"),
+    Case(
+        "alias-bomb-520",
+        "paper_grid",
+        ["{fx}/bomb520.yaml"],
+        ["{fx}/bomb520.yaml", "12345679023 YAML nodes", "at most 100000"],
+        "bomb520",
+    ),
+    Case(
+        "alias-bomb-mapping",
+        "paper_grid",
+        ["{fx}/bombmap.yaml"],
+        ["{fx}/bombmap.yaml", "YAML nodes with its aliases", "at most 100000"],
+        "bomb_mapping",
+    ),
+    Case(
+        "alias-to-itself",
+        "paper_grid",
+        ["{fx}/self.yaml"],
+        ["{fx}/self.yaml", "refers to a node that contains it"],
+        "alias_self",
+    ),
+    Case(
+        "yaml-million-nodes",
+        "paper_grid",
+        ["{fx}/wide.yaml"],
+        ["{fx}/wide.yaml", "more than 100000 YAML nodes", "at most 100000"],
+        "wide_yaml",
+    ),
+    Case("search-alias-bomb", "search", ["{fx}/bomb520.yaml"], ["{fx}/bomb520.yaml", "YAML nodes"], "bomb520"),
     Case("yaml-too-deep", "paper_grid", ["{fx}/deep.yaml"], ["{fx}/deep.yaml", "nested too deeply"], "deep_yaml"),
+    Case(
+        "yaml-deeper-than-50",
+        "paper_grid",
+        ["{fx}/deep60.yaml"],
+        ["{fx}/deep60.yaml", "nested too deeply", "more than 50 levels"],
+        "deep60_yaml",
+    ),
     Case(
         "grid-million",
         "paper_grid",
@@ -250,13 +302,27 @@ CASES: list[Case] = [
     grid("max-trials-zero", ["--max-trials", "0"], ["--max-trials", "'0'", ">= 1"]),
     grid("max-trials-below-smoke", ["--max-trials", "1"], ["a grid of", "--max-trials=1"]),
     grid(
-        "tracking-folder", ["--tracking-uri", "{fx}"], ["--tracking-uri={fx} is a folder", "sqlite:///{fx}/mlflow.db"]
+        "tracking-folder",
+        ["--tracking-uri", "{fx}"],
+        ["--tracking-uri={fx} names a folder", "sqlite:///{fx}/mlflow.db"],
     ),
     grid(
         "mlflow-sqlite-garbage",
         ["--tracking-uri", "sqlite:///{fx}/mlflow.db"],
         ["{fx}/mlflow.db is damaged", "file is not a database"],
         "sqlite_garbage",
+    ),
+    grid(
+        "mlflow-sqlite-damaged-page",
+        ["--tracking-uri", "sqlite:///{fx}/mlflow.db"],
+        ["{fx}/mlflow.db is damaged", "quick_check: Page 3: btreeInitPage()"],
+        "sqlite_damaged_page",
+    ),
+    grid(
+        "tracking-folder-with-store",
+        ["--tracking-uri", "{fx}/runs"],
+        ["--tracking-uri={fx}/runs names a folder", "pass sqlite:///{fx}/runs/mlflow.db (the MLflow store"],
+        "store_in_runs",
     ),
     Case("grid-dataset", "paper_grid", ["--dataset", "imagenet"], ["dataset='imagenet'", "digits"]),
     Case("grid-cifar-no-root", "paper_grid", ["--dataset", "cifar10"], ["data_root", "--data-root"]),
@@ -327,7 +393,31 @@ CASES: list[Case] = [
     ana(
         "tracking-folder",
         ["report", "--tracking-uri", "{fx}"],
-        ["--tracking-uri={fx} is a folder", "migrate-filestore"],
+        ["--tracking-uri={fx} names a folder", "holds no MLflow store", "http://127.0.0.1:PORT"],
+    ),
+    ana(
+        "tracking-folder-with-store",
+        ["report", "--tracking-uri", "{fx}/runs"],
+        ["--tracking-uri={fx}/runs names a folder", "pass sqlite:///{fx}/runs/mlflow.db"],
+        "store_in_runs",
+    ),
+    ana(
+        "tracking-folder-file-store",
+        ["report", "--tracking-uri", "file://{fx}/mlruns"],
+        ["--tracking-uri=file://{fx}/mlruns names a folder", "old MLflow file store", "migrate-filestore"],
+        "file_store",
+    ),
+    ana(
+        "mlflow-sqlite-damaged-page",
+        ["report", "--tracking-uri", "sqlite:///{fx}/mlflow.db"],
+        ["{fx}/mlflow.db is damaged", "quick_check: Page 3: btreeInitPage()"],
+        "sqlite_damaged_page",
+    ),
+    ana(
+        "mlflow-param-text",
+        ["report", "--tracking-uri", "sqlite:///{fx}/mlflow.db"],
+        ["sqlite:///{fx}/mlflow.db, param: epsilon='lots' (text)", "a number or null"],
+        "mlflow_param_text",
     ),
     ana(
         "results-params-list",
@@ -340,6 +430,64 @@ CASES: list[Case] = [
         ["report", "--results", "{fx}/tune"],
         ["{fx}/tune/trial_0/result.json", "acc_clean_float='0.9' (text)", "a number"],
         "tune_metric_text",
+    ),
+    ana(
+        "results-metric-list",
+        ["report", "--results", "{fx}/tune"],
+        ["{fx}/tune/trial_0/result.json", "acc_clean_float=[0.9] (list)", "a number"],
+        "tune_metric_list",
+    ),
+    ana(
+        "results-metric-bool",
+        ["report", "--results", "{fx}/tune"],
+        ["{fx}/tune/trial_0/result.json", "acc_clean_float=True (boolean)", "a number"],
+        "tune_metric_bool",
+    ),
+    ana(
+        "results-config-list",
+        ["report", "--results", "{fx}/tune"],
+        ["{fx}/tune/trial_0/params.json", "epsilon=[3.4, 7.0] (list)", "a number or null"],
+        "tune_config_list",
+    ),
+    ana(
+        "results-seed-bool",
+        ["report", "--results", "{fx}/tune"],
+        ["{fx}/tune/trial_0/params.json", "seed=True (boolean)", "an integer"],
+        "tune_seed_bool",
+    ),
+    ana(
+        "results-params-not-utf8",
+        ["report", "--results", "{fx}/tune"],
+        ["{fx}/tune/trial_0/params.json", "not UTF-8", "JSON object"],
+        "tune_params_latin1",
+    ),
+    ana(
+        "results-params-deep",
+        ["report", "--results", "{fx}/tune"],
+        ["{fx}/tune/trial_0/params.json", "nested too deeply"],
+        "tune_params_deep",
+    ),
+    ana(
+        "results-result-deep",
+        ["report", "--results", "{fx}/tune"],
+        ["{fx}/tune/trial_0/result.json", "line 1 is nested too deeply"],
+        "tune_result_deep",
+    ),
+    Case(
+        "results-unreadable",
+        "analysis",
+        ["report", "--results", "{fx}/tune"],
+        ["--results {fx}/tune", "not readable by this user"],
+        "tune_locked",
+        {NO_DAC: "1"},
+    ),
+    Case(
+        "results-params-unreadable",
+        "analysis",
+        ["report", "--results", "{fx}/tune"],
+        ["{fx}/tune/trial_0/params.json cannot be read", "Permission denied"],
+        "tune_params_locked",
+        {NO_DAC: "1"},
     ),
     ana(
         "results-config-text",
@@ -417,10 +565,18 @@ def build_fixture(kind: str | None, fx: Path) -> None:
             (trial / "result.json").write_text("{not json\n\x00\x01garbage\n")
 
 
-def _alias_bomb() -> str:
-    """~330 bytes: 9 levels of 9 aliases each, 9^9 (~4x10^8) nodes once expanded."""
-    lines = ["kind: grid", 'l0: &l0 ["x","x","x","x","x","x","x","x","x"]']
-    lines += [f"l{i}: &l{i} [{','.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 9)]
+def _alias_bomb(width: int = 9, levels: int = 8) -> str:
+    """Lists of ``width`` aliases to the list above, ``levels`` deep: ~330 bytes for width 9 (9^9, ~4x10^8
+    nodes once expanded), 520 bytes for width 10 and 9 levels (10^10)."""
+    lines = ["kind: grid", f"l0: &l0 [{','.join(['x'] * width)}]"]
+    lines += [f"l{i}: &l{i} [{','.join([f'*l{i - 1}'] * width)}]" for i in range(1, levels + 1)]
+    return "\n".join(lines) + "\n"
+
+
+def _mapping_bomb() -> str:
+    """554 bytes: mappings of 8 keys aliasing the mapping above, 8 levels (~3x10^7 nodes expanded)."""
+    lines = ["kind: grid", "a0: &a0 {k: v}"]
+    lines += [f"a{i}: &a{i} {{" + ",".join(f"{k}: *a{i - 1}" for k in "abcdefgh") + "}" for i in range(1, 9)]
     return "\n".join(lines) + "\n"
 
 
@@ -432,10 +588,10 @@ def _million_grid() -> str:
     )
 
 
-def _tune_trial(fx: Path, params: str, result: str) -> None:
+def _tune_trial(fx: Path, params: str | bytes, result: str) -> None:
     trial = fx / "tune" / "trial_0"
     trial.mkdir(parents=True)
-    (trial / "params.json").write_text(params)
+    (trial / "params.json").write_bytes(params if isinstance(params, bytes) else params.encode())
     (trial / "result.json").write_text(result)
 
 
@@ -445,6 +601,71 @@ def _sqlite_foreign(fx: Path) -> None:
     with contextlib.closing(sqlite3.connect(fx / "mlflow.db")) as con:
         con.execute("CREATE TABLE notes (text)")
         con.commit()
+
+
+def _sqlite_damaged_page(fx: Path) -> None:
+    """An SQLite file whose first page (header, schema) is intact and which has MLflow's two tables, with the
+    page of its runs table overwritten: only reading the runs finds the damage."""
+    import sqlite3
+
+    db = fx / "mlflow.db"
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        con.execute("CREATE TABLE experiments (id INTEGER, name TEXT)")
+        con.execute("CREATE TABLE runs (id TEXT, name TEXT)")
+        con.executemany("INSERT INTO runs VALUES (?, ?)", [(f"{i:032x}", "x" * 200) for i in range(100)])
+        con.commit()
+        page = con.execute("SELECT rootpage FROM sqlite_master WHERE name = 'runs'").fetchone()[0]
+        size = con.execute("PRAGMA page_size").fetchone()[0]
+    data = bytearray(db.read_bytes())
+    data[(page - 1) * size : page * size] = bytes(range(256)) * (size // 256)
+    db.write_bytes(bytes(data))
+
+
+def _store_in_runs(fx: Path) -> None:
+    (fx / "runs").mkdir()
+    _sqlite_foreign(fx / "runs")  # any SQLite file: the line only says which URI names the store
+
+
+def _file_store(fx: Path) -> None:
+    (fx / "mlruns" / "0").mkdir(parents=True)
+    (fx / "mlruns" / "0" / "meta.yaml").write_text("name: Default\n")
+
+
+def _mlflow_param_text(fx: Path) -> None:
+    """A real MLflow store with one trial run whose epsilon param is text (reported as 'non-private' before)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{fx}/mlflow.db")
+    exp = client.create_experiment("psreval", artifact_location=str(fx / "artifacts"))
+    run = client.create_run(exp, run_name="trial", tags={"psreval.kind": "trial"})
+    client.log_param(run.info.run_id, "epsilon", "lots")
+    client.log_metric(run.info.run_id, "acc_clean_float", 0.9)
+    client.set_terminated(run.info.run_id)
+
+
+def _locked_mnist_raw(fx: Path) -> None:
+    raw = fx / "mnist" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ):
+        (raw / name).write_bytes(b"\0")
+    raw.chmod(0)
+
+
+def _locked_cifar_batches(fx: Path) -> None:
+    batches = fx / "cifar" / "cifar-10-batches-py"
+    batches.mkdir(parents=True)
+    (batches / "data_batch_1").write_bytes(b"\0")
+    batches.chmod(0)
+
+
+def _locked(path: Path) -> Path:
+    path.chmod(0)
+    return path
 
 
 def _locked_folder(fx: Path) -> None:
@@ -463,6 +684,28 @@ HOSTILE = {
     "tune_metric_text": lambda fx: _tune_trial(fx, '{"seed": 0}', '{"acc_clean_float": "0.9", "cycle_complete": 1}'),
     "tune_config_text": lambda fx: _tune_trial(fx, '{"epsilon": "lots", "seed": 0}', FINAL),
     "locked_folder": _locked_folder,
+    "bomb520": lambda fx: (fx / "bomb520.yaml").write_text(_alias_bomb(10, 9)),
+    "bomb_mapping": lambda fx: (fx / "bombmap.yaml").write_text(_mapping_bomb()),
+    "alias_self": lambda fx: (fx / "self.yaml").write_text("kind: grid\naxes: &a {seed: [*a]}\n"),
+    "wide_yaml": lambda fx: (fx / "wide.yaml").write_text(
+        "kind: grid\naxes:\n  seed: [" + ",".join("1" * 500_000) + "]\n"
+    ),
+    "deep60_yaml": lambda fx: (fx / "deep60.yaml").write_text("kind: grid\naxes: " + "[" * 60 + "]" * 60 + "\n"),
+    "sqlite_damaged_page": _sqlite_damaged_page,
+    "store_in_runs": _store_in_runs,
+    "file_store": _file_store,
+    "mlflow_param_text": _mlflow_param_text,
+    "locked_mnist_raw": _locked_mnist_raw,
+    "locked_cifar_batches": _locked_cifar_batches,
+    "tune_metric_list": lambda fx: _tune_trial(fx, '{"seed": 0}', '{"acc_clean_float": [0.9], "cycle_complete": 1}'),
+    "tune_metric_bool": lambda fx: _tune_trial(fx, '{"seed": 0}', '{"acc_clean_float": true, "cycle_complete": 1}'),
+    "tune_config_list": lambda fx: _tune_trial(fx, '{"epsilon": [3.4, 7.0], "seed": 0}', FINAL),
+    "tune_seed_bool": lambda fx: _tune_trial(fx, '{"epsilon": 3.4, "seed": true}', FINAL),
+    "tune_params_latin1": lambda fx: _tune_trial(fx, b'{"threat": "\xe9"}', FINAL),
+    "tune_params_deep": lambda fx: _tune_trial(fx, "[" * 100_000 + "]" * 100_000, FINAL),
+    "tune_result_deep": lambda fx: _tune_trial(fx, '{"seed": 0}', "[" * 100_000 + "]" * 100_000 + "\n" + FINAL),
+    "tune_locked": lambda fx: (_tune_trial(fx, '{"seed": 0}', FINAL), _locked(fx / "tune")),
+    "tune_params_locked": lambda fx: (_tune_trial(fx, '{"seed": 0}', FINAL), _locked(fx / "tune/trial_0/params.json")),
 }
 
 
@@ -754,13 +997,21 @@ def test_bad_input(outcomes, case):
     assert not result["left"], f"left running: {result['left']}"
 
 
-QUICK = ["paper_grid:alias-bomb", "paper_grid:grid-million", "paper_grid:grid-million-dry-run"]
+QUICK = [
+    "paper_grid:alias-bomb",
+    "paper_grid:alias-bomb-520",
+    "paper_grid:alias-bomb-mapping",
+    "paper_grid:yaml-million-nodes",
+    "paper_grid:grid-million",
+    "paper_grid:grid-million-dry-run",
+]
 
 
 @pytest.mark.timeout(300)
 def test_hostile_sweep_files_are_refused_in_seconds(outcomes):
-    """Issue 27: a ~330-byte alias bomb (hung before) and a 10^6-point grid (minutes building configs
-    before) are refused in under 5 s each after the imports."""
+    """Issue 27: alias bombs of ~330, 520 and 554 bytes (hung before), a 1 MB list of 500,000 numbers (20 s
+    to compose before) and a 10^6-point grid (minutes building configs before) are refused in under 5 s
+    each after the imports."""
     for cid in QUICK:
         result, _, stderr, _ = outcomes[cid]
         print(f"{cid}: exit {result['rc']} in {result['seconds']:.2f} s: {stderr.strip()}")
@@ -814,3 +1065,25 @@ def test_real_subprocesses_agree(outcomes, tmp_path):
 
 if __name__ == "__main__" and "--serve" in sys.argv:
     main_server()
+
+
+def test_permission_line_says_read_or_write(tmp_path, monkeypatch):
+    """A PermissionError while a dataset loads names what cannot be read (the first unreadable folder on the
+    way), or, everything readable (a --download writing into data_root), what cannot be written."""
+    from types import SimpleNamespace
+
+    from psreval_tune.datasets import _common
+
+    locked = tmp_path / "root" / "MNIST" / "raw"
+    locked.mkdir(parents=True)
+    target = locked / "train-images-idx3-ubyte"
+    cfg = SimpleNamespace(data_root=str(tmp_path / "root"))
+    exc = PermissionError(13, "Permission denied", str(target))
+    real_access = os.access
+    monkeypatch.setattr(_common.os, "access", lambda p, mode: Path(p) != locked and real_access(p, mode))
+    line = _common.permission_line(cfg, exc)
+    assert line.startswith(f"folder {locked} is not readable by this user (data_root='{tmp_path}/root')"), line
+    monkeypatch.setattr(_common.os, "access", real_access)
+    line = _common.permission_line(cfg, exc)
+    assert line.startswith(f"{target} cannot be written by this user (Permission denied)"), line
+    assert "--download" in line
