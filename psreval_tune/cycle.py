@@ -345,6 +345,116 @@ def autoattack_metrics(
     return metrics
 
 
+def _attack_matrix(
+    cfg: CycleConfig,
+    models: dict[str, TrainedModel],
+    own: str,
+    bpda: dict[str, nn.Module],
+    x_eval: torch.Tensor,
+    y_eval: torch.Tensor,
+    num_classes: int,
+    device: str,
+    progress: Progress,
+) -> tuple[dict[tuple[str, str, str], Cell], dict[str, torch.Tensor]]:
+    """Every configured attack from each float model to each target (evaluate.attack_matrix), and white-box on
+    each quantized model itself through its straight-through twin (``bpda``, by model): the trial's own int8
+    model (generator "bpda") and the twin's ("bpda_nonprivate"). Returns the matrix and the image grid's
+    examples."""
+    examples: dict[str, torch.Tensor] = {}
+
+    def keep(attack: str, generator: str, adv: torch.Tensor) -> None:
+        if attack == cfg.eval_attacks[0] and generator == own:
+            examples.update(clean=x_eval[:8], adversarial=adv[:8], labels=y_eval[:8])
+
+    specs = [AttackSpec.from_config(cfg, name) for name in cfg.eval_attacks]
+    targets = {name: m.float_model for name, m in models.items()}
+    targets.update({f"int8_{name}": m.int8_model for name, m in models.items()})
+    common = dict(repeats=cfg.attack_repeats, seed=cfg.seed, num_classes=num_classes, progress=progress)
+    matrix = attack_matrix(
+        {name: m.float_model for name, m in models.items()},
+        targets,
+        x_eval,
+        y_eval,
+        specs,
+        device=device,
+        keep_examples=keep,
+        # a minimum-norm attack's examples sit on one model's boundary: white-box cells only
+        evaluated=lambda attack, g, t: transfers(attack) or g == t,
+        **common,
+    )
+    for name in models:
+        generator = {BPDA if name == own else f"{BPDA}_{name}": bpda[name]}
+        target = {f"int8_{name}": models[name].int8_model}
+        matrix.update(attack_matrix(generator, target, x_eval, y_eval, specs, device="cpu", **common))
+    return matrix, examples
+
+
+def _review_metrics(
+    cfg: CycleConfig,
+    models: dict[str, TrainedModel],
+    own: str,
+    matrix: dict[tuple[str, str, str], Cell],
+    bpda: dict[str, nn.Module],
+    x_eval: torch.Tensor,
+    y_eval: torch.Tensor,
+    num_classes: int,
+    device: str,
+    timer: PhaseTimer,
+    progress: Progress,
+) -> dict[str, float]:
+    """What a reviewer asks for, each when configured: AutoAttack, the gradient-masking checks, and
+    robustness curves over attack_eps_grid."""
+    metrics: dict[str, float] = {}
+    attacked = {name: Attacked(m.float_model, m.float_model, device) for name, m in models.items()}
+    attacked.update({f"int8_{name}": Attacked(bpda[name], m.int8_model, "cpu") for name, m in models.items()})
+    spec = AttackSpec("PGD", cfg.attack_eps, cfg.attack_alpha, cfg.attack_steps)
+    reviewer = dict(repeats=cfg.attack_repeats, seed=cfg.seed, num_classes=num_classes)
+    if cfg.autoattack:
+        with timer.phase("autoattack"):
+            pgd = matrix.get(("PGD", own, own))
+            metrics.update(
+                autoattack_metrics(cfg, models[own].float_model, x_eval, y_eval, pgd, num_classes, device, progress)
+            )
+    if cfg.masking_checks:
+        with timer.phase("masking_checks"):
+            idx = seeded_subset(len(y_eval), MASKING_IMAGES, cfg.seed)
+            checks, messages = masking_checks(attacked, x_eval[idx], y_eval[idx], spec, **reviewer)
+            metrics.update(checks)
+            for line in messages:
+                progress("WARNING " + line)
+            if not messages:
+                progress(f"masking checks: no model flagged ({len(idx)} images, {len(attacked)} models)")
+    if cfg.attack_eps_grid:
+        with timer.phase("eps_curve"):
+            metrics.update(eps_curve(attacked, x_eval, y_eval, cfg.attack_eps_grid, spec, **reviewer))
+            progress(f"robustness curves: {len(cfg.attack_eps_grid)} eps x {len(attacked)} models")
+    return metrics
+
+
+def _trained_models(
+    cfg: CycleConfig,
+    own: str,
+    data: DataBundle,
+    device: str,
+    timer: PhaseTimer,
+    progress: Progress,
+    on_round: RoundHook | None,
+    resume: dict | None,
+    cache: TwinCache | None,
+) -> dict[str, TrainedModel]:
+    """The cycle's own model (resumed, if asked) and, for a private cycle with a twin, the non-private twin."""
+    with timer.phase("train"):
+        main = _train(cfg, own, data, device, timer, progress, on_round, resume)
+    models = {own: main}
+    dp = dp_path(main.privacy)
+    if dp is not None:
+        why = f" ({dp['fallback']})" if dp["fallback"] else ""
+        progress(f"[dp] per-sample clipping: {dp['clipping']}{why}")
+    if cfg.private and cfg.train_twin:
+        models["nonprivate"] = _twin(cfg, data, device, timer, progress, cache)
+    return models
+
+
 def run_cycle(
     cfg: CycleConfig,
     *,
@@ -366,17 +476,9 @@ def run_cycle(
         f"data: {cfg.dataset} train {len(data.train)} / val {len(data.val)} / test {len(data.test)}, "
         f"{data.num_classes} classes, images {tuple(data.train.x.shape[1:])}; device {device}"
     )
-
     own = "dp" if cfg.private else "nonprivate"
-    with timer.phase("train"):
-        main = _train(cfg, own, data, device, timer, progress, on_round, resume)
-    models = {own: main}
-    dp = dp_path(main.privacy)
-    if dp is not None:
-        why = f" ({dp['fallback']})" if dp["fallback"] else ""
-        progress(f"[dp] per-sample clipping: {dp['clipping']}{why}")
-    if cfg.private and cfg.train_twin:
-        models["nonprivate"] = _twin(cfg, data, device, timer, progress, cache)
+    models = _trained_models(cfg, own, data, device, timer, progress, on_round, resume, cache)
+    main = models[own]
 
     with timer.phase("quantize"):
         for m in models.values():
@@ -395,71 +497,15 @@ def run_cycle(
     metrics.update(size_and_privacy_metrics(main))
     metrics.update(backdoor_metrics(cfg, main, data))
 
-    examples: dict[str, torch.Tensor] = {}
-
-    def keep(attack: str, generator: str, adv: torch.Tensor) -> None:
-        if attack == cfg.eval_attacks[0] and generator == own:
-            examples.update(clean=x_eval[:8], adversarial=adv[:8], labels=y_eval[:8])
-
-    specs = [AttackSpec.from_config(cfg, name) for name in cfg.eval_attacks]
-    targets = {name: m.float_model for name, m in models.items()}
-    targets.update({f"int8_{name}": m.int8_model for name, m in models.items()})
-    common = dict(repeats=cfg.attack_repeats, seed=cfg.seed, num_classes=data.num_classes, progress=progress)
-    # White-box on each quantized model itself: straight-through gradients (BPDA), the trial's own int8 model
-    # (generator "bpda") and the twin's ("bpda_nonprivate").
-    bpda = {name: bpda_model(m.int8_model) for name, m in models.items()}
+    bpda = {name: bpda_model(m.int8_model) for name, m in models.items()}  # white-box on each int8 model
     with timer.phase("attack"):
-        matrix = attack_matrix(
-            {name: m.float_model for name, m in models.items()},
-            targets,
-            x_eval,
-            y_eval,
-            specs,
-            device=device,
-            keep_examples=keep,
-            # a minimum-norm attack's examples sit on one model's boundary: white-box cells only
-            evaluated=lambda attack, g, t: transfers(attack) or g == t,
-            **common,
-        )
-        for name in models:
-            matrix.update(
-                attack_matrix(
-                    {BPDA if name == own else f"{BPDA}_{name}": bpda[name]},
-                    {f"int8_{name}": models[name].int8_model},
-                    x_eval,
-                    y_eval,
-                    specs,
-                    device="cpu",
-                    **common,
-                )
-            )
+        matrix, examples = _attack_matrix(cfg, models, own, bpda, x_eval, y_eval, data.num_classes, device, progress)
     metrics.update(robust_metrics(matrix, own, len(models) > 1, metrics, len(y_eval)))
     _drop_twin_bpda_loss(metrics)
-
-    attacked = {name: Attacked(m.float_model, m.float_model, device) for name, m in models.items()}
-    attacked.update({f"int8_{name}": Attacked(bpda[name], m.int8_model, "cpu") for name, m in models.items()})
-    spec = AttackSpec("PGD", cfg.attack_eps, cfg.attack_alpha, cfg.attack_steps)
-    reviewer = dict(repeats=cfg.attack_repeats, seed=cfg.seed, num_classes=data.num_classes)
-    if cfg.autoattack:
-        with timer.phase("autoattack"):
-            pgd = matrix.get(("PGD", own, own))
-            metrics.update(
-                autoattack_metrics(cfg, main.float_model, x_eval, y_eval, pgd, data.num_classes, device, progress)
-            )
-    if cfg.masking_checks:
-        with timer.phase("masking_checks"):
-            idx = seeded_subset(len(y_eval), MASKING_IMAGES, cfg.seed)
-            checks, messages = masking_checks(attacked, x_eval[idx], y_eval[idx], spec, **reviewer)
-            metrics.update(checks)
-            for line in messages:
-                progress("WARNING " + line)
-            if not messages:
-                progress(f"masking checks: no model flagged ({len(idx)} images, {len(attacked)} models)")
-    if cfg.attack_eps_grid:
-        with timer.phase("eps_curve"):
-            metrics.update(eps_curve(attacked, x_eval, y_eval, cfg.attack_eps_grid, spec, **reviewer))
-            progress(f"robustness curves: {len(cfg.attack_eps_grid)} eps x {len(attacked)} models")
+    metrics.update(
+        _review_metrics(cfg, models, own, matrix, bpda, x_eval, y_eval, data.num_classes, device, timer, progress)
+    )
 
     metrics.update(timer.as_metrics())
     metrics["time_total_s"] = round(time.perf_counter() - start, 4)
-    return CycleResult(cfg, metrics, main.history, models, examples, dp)
+    return CycleResult(cfg, metrics, main.history, models, examples, dp_path(main.privacy))
