@@ -121,3 +121,41 @@ def test_a_ray_worker_retitling_itself_is_still_the_recorded_process():
     assert ray_procs.same_command(None, ["anything"])  # a record from before command lines were kept
     assert not ray_procs.same_command(["ray::IDLE"], ["python", "other.py"])
     assert not ray_procs.same_command(["/usr/bin/raylet", "--a"], ["/usr/bin/raylet", "--b"])
+
+
+DRIVER = """
+import sys, time
+from psreval_tune.sweeps import connection, ray_procs
+connection.connect("none")  # a local Ray, as a sweep's driver starts it
+ray_procs.record(sys.argv[1])  # as engine._record_start does, before any trial
+import ray
+ray.get(ray.remote(lambda: 1).remote())  # a worker runs a task after the record (it retitles itself)
+print("ready", flush=True)
+time.sleep(300)
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_real_local_rays_processes_are_all_ended_after_its_driver_is_killed(tmp_path):
+    """A driver that started a local Ray and ran a task is SIGKILLed: end_stale ends every recorded
+    process still alive (none is spared by the command-line check) and nothing is left alone."""
+    import sys
+
+    driver = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, str(tmp_path)], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    recorded: list[dict] = []
+    try:
+        assert driver.stdout.readline().strip() == "ready"
+        recorded = json.loads((tmp_path / ray_procs.RECORD).read_text())["processes"]
+        assert recorded and all(e["cmdline"] for e in recorded)
+        driver.kill(), driver.wait()
+        line = ray_procs.end_stale(tmp_path)
+        assert line is not None and line.startswith("resume: ended "), line
+        assert "left alone" not in line and "still running" not in line, line
+        assert not [e for e in recorded if ray_procs._alive(e) is not None], line
+        print(line, f"({len(recorded)} recorded)")
+    finally:
+        driver.kill()
+        for proc in filter(None, map(ray_procs._alive, recorded)):  # only if the test failed first
+            proc.kill()
