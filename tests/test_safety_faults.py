@@ -595,6 +595,23 @@ def test_sweep_trial_with_corrupt_latest_checkpoint_resumes_from_the_previous_on
     assert steps(SimpleNamespace(uri=f"sqlite:///{tmp_path}/runs/mlflow.db"), trials[0].info.run_id, "acc_val") == list(
         range(1, rounds + 1)
     )
+    # where it resumed, as a tag; the fallback (Tune handed over the torn checkpoint: nearly always, unless the
+    # kill came before Tune registered it) as a tag and a '!' line on the driver's console: live, and under the
+    # summary table
+    from psreval_tune.trial_warnings import TAG_RESUME, TAG_RESUMED_FROM
+
+    tags, console = trials[0].data.tags, log.read_text()
+    fell_back = TAG_RESUME in tags
+    older = "older checkpoint" if fell_back else "checkpoint"
+    assert tags[TAG_RESUMED_FROM].startswith(f"round {corrupted_round} ({older} after round {corrupted_round - 1}")
+    if fell_back:
+        line = f"! {tid}: resumed from the older checkpoint "
+        assert console.count(line) == 2, console[-3000:]  # the live console's event log, and the summary
+    print(
+        f"{TAG_RESUMED_FROM} = {tags[TAG_RESUMED_FROM]!r}",
+        *[x for x in console.splitlines() if x[:2] == "! "],
+        sep="\n",
+    )
 
 
 @pytest.mark.timeout(420)
