@@ -1,9 +1,6 @@
 """The shape of psreval_tune's code (issue 26, "the house in order"), read statically with ``ast``:
 
-- no function over 60 lines (from its ``def`` line to its last line; decorators not counted), but for the
-  entries of ALLOWED, an allow-list that only shrinks: each entry's ceiling is its length when it was
-  listed, a listed function may not grow past it, and an entry whose function fits in 60 lines is to be
-  removed (a warning says so);
+- no function over 60 lines (from its ``def`` line to its last line; decorators not counted);
 - no module of the sweep layer (``psreval_tune/sweeps/``) over 400 lines.
 
 ``python tests/test_code_shape.py`` lists every function over 60 lines, longest first.
@@ -12,18 +9,11 @@
 from __future__ import annotations
 
 import ast
-import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent / "psreval_tune"
 MAX_FUNCTION_LINES = 60
 MAX_SWEEP_MODULE_LINES = 400
-
-# module.function (dotted from psreval_tune, methods as module.Class.method) -> its ceiling in lines.
-# Being split now; remove an entry when its function fits in MAX_FUNCTION_LINES, lower a ceiling when it shrinks.
-ALLOWED = {
-    "cycle.run_cycle": 118,
-}
 
 
 def function_lengths(root: Path = ROOT) -> dict[str, int]:
@@ -55,22 +45,7 @@ def too_long(root: Path = ROOT) -> dict[str, int]:
 
 def test_no_function_over_60_lines():
     found = too_long()
-    unlisted = {name: n for name, n in found.items() if name not in ALLOWED}
-    assert not unlisted, f"functions over {MAX_FUNCTION_LINES} lines (split them; ALLOWED only shrinks): {unlisted}"
-    grown = {name: (n, ALLOWED[name]) for name, n in found.items() if name in ALLOWED and n > ALLOWED[name]}
-    assert not grown, f"allow-listed functions longer than their ceiling (lines, ceiling): {grown}"
-
-
-def test_the_allow_list_names_functions_and_only_shrinks():
-    lengths = function_lengths()
-    missing = sorted(name for name in ALLOWED if name not in lengths)
-    assert not missing, f"ALLOWED names no such function (renamed or split? remove the entry): {missing}"
-    assert all(ceiling > MAX_FUNCTION_LINES for ceiling in ALLOWED.values())
-    for name in sorted(ALLOWED):
-        if lengths[name] <= MAX_FUNCTION_LINES:
-            warnings.warn(f"{name} fits in {MAX_FUNCTION_LINES} lines now: remove it from ALLOWED", stacklevel=1)
-        elif lengths[name] < ALLOWED[name]:
-            warnings.warn(f"{name} is {lengths[name]} lines now: lower its ceiling in ALLOWED", stacklevel=1)
+    assert not found, f"functions over {MAX_FUNCTION_LINES} lines (split them): {found}"
 
 
 def test_no_sweep_module_over_400_lines():
@@ -97,4 +72,4 @@ def test_the_lengths_are_read(tmp_path):
 
 if __name__ == "__main__":  # python tests/test_code_shape.py: every function over 60 lines, longest first
     for name, n in sorted(too_long().items(), key=lambda item: -item[1]):
-        print(f"{n:4d}  {name}{'  (allowed)' if name in ALLOWED else ''}")
+        print(f"{n:4d}  {name}")
