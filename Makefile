@@ -27,7 +27,8 @@ $(STAMP): requirements.txt pyproject.toml
 test: lint browser fashion-mnist
 	$(PY) -m pytest
 
-# The unit tests only (under 2 minutes): no Ray, no servers, no training runs.
+# The fast tier (under 2 minutes): every test not marked slow. A test is slow by its own marker
+# (docs/contributing.md): the sweeps, servers, browser, installs and long trainings are.
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow" -q
 

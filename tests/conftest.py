@@ -58,61 +58,33 @@ def trained_cnn(small_cfg, digits):
     return model
 
 
-# Whole modules that start Ray, servers, browsers or subprocess sweeps, or train for many rounds:
-# `make test` runs them, `make test-fast` (-m "not slow") leaves them out.
-SLOW_MODULES = {
-    "test_analysis",
-    "test_cluster",
-    "test_sweeps",
-    "test_mlflow_ui",
-    "test_safety_sweeps",
-    "test_safety_bad_inputs",
-    "test_safety_tracking_restart",
-    "test_cli_errors",
-    "test_install",
-    "test_recipes",
-    "test_cycle",
-}
-# Fixtures that run a sweep or a long training: a test using one is slow wherever it lives.
-SLOW_FIXTURES = {"smoke_sweep", "dp_runs", "dp_cycles"}
-# Single tests of otherwise fast modules that take seconds each (measured on 2 cores): the fast
-# tier keeps a cheaper test of the same code beside each.
-SLOW_TESTS = {
-    "test_safety_store::test_parallel_first_use_of_a_new_store",
-    "test_safety_faults::test_sweep_trial_with_corrupt_latest_checkpoint_resumes_from_the_previous_one",
-    "test_safety_faults::test_disk_full_on_the_run_folder_ends_runs_failed_with_one_line",
-    "test_fast_paths::test_cached_rdp_epsilon_is_bit_identical",
-    "test_precision::test_a_bf16_model_trains_far_above_chance_and_near_fp32",  # 20 rounds; bf16 emulated on AVX2
-    "test_privacy::test_adversarial_training_under_dp_leaves_opacus_untouched",
-    "test_medmnist::test_cli_refuses_a_pickle_carrying_npz_in_one_line",
-    "test_medmnist::test_short_cycle_on_tiny_medmnist",
-    "test_models::test_forward_and_static_quantization",
-    "test_claims::test_write_reproduction",
-    "test_claims::test_scale_warning_names_what_applies_with_its_numbers",
-    "test_safety_faults::test_trials_failed_by_a_full_disk_end_the_sweep_with_one_line",
-    "test_safety_faults::test_sweep_stopped_by_a_fault_closes_every_run_with_one_line",
-    "test_sweep_files::test_searcher_pickles_by_reference",
-    "test_mlflow_native::test_sqlite_store_keeps_artifacts_beside_the_database",
-    "test_idx::test_real_fashion_mnist_files_and_a_short_cycle",
-    "test_xseed::test_psreval_xseed_on_a_store",
-    "test_evaluate::test_new_attacks_stay_in_eps_ball_and_are_seeded",
-    "test_evaluate::test_autoattack_is_at_least_as_strong_as_pgd_on_the_same_images",
-    "test_evaluate::test_masking_checks_flag_a_masking_model_and_not_a_plain_one",
-    # inductor compiles C++ for the lowered int8 model: 3-30 s with a warm compile cache, more on a fresh machine
-    "test_quantize::test_lowered_int8_predicts_as_the_reference_graph",
-    "test_quantize::test_latency_metrics_exclude_the_compile",
-}
+# Tiers. A test is slow (`make test` runs it; `make test-fast`, -m "not slow", leaves it out) by its own marker
+# only, beside it: `pytestmark = pytest.mark.slow` atop a module that starts Ray, servers, browsers or subprocess
+# sweeps, or trains for many rounds; `@pytest.mark.slow` on a single test of an otherwise fast module that takes
+# seconds (measured on 2 cores), the fast tier keeping a cheaper test of the same code beside it.
+# Fixtures that run a sweep or a long training: every test using one (directly or through another fixture) must
+# carry the slow marker itself, or collection stops with an error naming it. tests/test_tiers.py checks that each
+# name here is a fixture defined under tests/ and used by some test.
+SLOW_FIXTURES = frozenset({"smoke_sweep", "dp_runs", "dp_cycles"})
 
 
-def pytest_collection_modifyitems(items):
+def unmarked_slow_fixture_users(items) -> list[str]:
+    """'node id (fixtures)' of each item that uses a SLOW_FIXTURES fixture but is not marked slow."""
+    unmarked = []
     for item in items:
-        module = item.module.__name__
-        if (
-            module in SLOW_MODULES
-            or SLOW_FIXTURES & set(item.fixturenames)
-            or f"{module}::{item.originalname}" in SLOW_TESTS
-        ):
-            item.add_marker(pytest.mark.slow)
+        used = SLOW_FIXTURES & set(getattr(item, "fixturenames", ()))
+        if used and item.get_closest_marker("slow") is None:
+            unmarked.append(f"{item.nodeid} ({', '.join(sorted(used))})")
+    return unmarked
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects anything: every collected test is checked
+def pytest_collection_modifyitems(items):
+    if unmarked := unmarked_slow_fixture_users(items):
+        raise pytest.UsageError(
+            "not marked slow but using a slow fixture (tests/conftest.py SLOW_FIXTURES), add @pytest.mark.slow: "
+            + "; ".join(unmarked)
+        )
 
 
 @pytest.fixture(autouse=True)

@@ -24,6 +24,8 @@ from psreval_tune.analysis.cli import main as cli
 from psreval_tune.config import ATTACKS, CycleConfig
 from psreval_tune.tracking import Tracker, TrackingSpec, local_store
 
+pytestmark = pytest.mark.slow  # sweeps logged through MlflowClient into SQLite stores, reports, CLI subprocesses
+
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT = "psreval"
 SEEDS = (0, 1, 2)

@@ -385,6 +385,7 @@ def noisy_int8() -> pd.DataFrame:
     return trials
 
 
+@pytest.mark.slow
 def test_scale_warning_names_what_applies_with_its_numbers(tmp_path):
     trials = noisy_int8()
     images, rounds = scale_warnings(trials)  # 3 seeds, 360 attacked images, 3 one-epoch rounds
@@ -458,6 +459,7 @@ def test_accuracy_loss_uses_clean_accuracy_on_the_attacked_images():
 # --- docs/reproduction.md ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_write_reproduction(tmp_path):
     out = write_reproduction(
         noisy_int8(),

@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+pytestmark = pytest.mark.slow  # `python -m psreval_tune run` subprocesses
+
 REPO = Path(__file__).resolve().parents[1]
 # Tiny settings, so a case that gets as far as training fails (or would
 # finish) within seconds. --quiet: progress lines go to stderr by design

@@ -34,6 +34,8 @@ from sweep_helpers import (
     wait_healthy,
 )
 
+pytestmark = pytest.mark.slow  # a real multi-node Ray cluster and an MLflow server
+
 CLUSTER_YAML = ROOT / "cluster.yaml"
 BIN = Path(sys.executable).parent
 SMOKE_TRIALS = 6  # paper_grid --smoke

@@ -31,6 +31,8 @@ from psreval_tune.hardware import cpu_info
 from psreval_tune.quantize import load_int8
 from psreval_tune.tracking import package_version
 
+pytestmark = pytest.mark.slow  # run_cycle end to end, several trainings
+
 BASE_KEYS = (
     "acc_clean_float",
     "acc_clean_int8",

@@ -103,6 +103,7 @@ def small_budgets(monkeypatch):
         monkeypatch.setattr(mod, "SQUARE_QUERIES", 200)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("name", ["APGDCE", "APGDDLR", "Square", "FAB", "AutoAttack"])
 def test_new_attacks_stay_in_eps_ball_and_are_seeded(trained_cnn, digits, small_budgets, name):
@@ -115,6 +116,7 @@ def test_new_attacks_stay_in_eps_ball_and_are_seeded(trained_cnn, digits, small_
     assert torch.equal(adv, generate(trained_cnn, x, y, spec, num_classes=10, seed=1, device="cpu"))
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_autoattack_is_at_least_as_strong_as_pgd_on_the_same_images(trained_cnn, digits, small_budgets):
     """AutoAttack (cut-down budgets: the same four attacks in the same order) <= the headline PGD (worst over
@@ -145,6 +147,7 @@ class _RoundInput(nn.Module):
         return self.model(torch.round(x * 4) / 4)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_masking_checks_flag_a_masking_model_and_not_a_plain_one(trained_cnn, digits, monkeypatch):
     """Seen on 48 images, 16/255: the rounding model keeps 0.875 at eps 0.3 (the plain one 0.0) and Square

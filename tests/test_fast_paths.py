@@ -142,6 +142,7 @@ def dp_cycles(small_cfg):
     return {s: run_cycle(cfg.replace(grad_sampler=s)) for s in ("auto", "opacus")}
 
 
+@pytest.mark.slow  # dp_cycles: two 3-round DP cycles
 def test_dp_cycle_accounting_is_identical(dp_cycles):
     fast, ref = dp_cycles["auto"], dp_cycles["opacus"]
     for key in ("epsilon_spent", "noise_multiplier", "sample_rate", "dp_steps", "delta"):
@@ -149,12 +150,14 @@ def test_dp_cycle_accounting_is_identical(dp_cycles):
     assert fast.metrics["epsilon_spent"] <= 3.4
 
 
+@pytest.mark.slow  # dp_cycles: two 3-round DP cycles
 def test_dp_cycle_records_its_clipping_path(dp_cycles):
     fast, ref = dp_cycles["auto"], dp_cycles["opacus"]
     assert (fast.metrics["dp_bookkeeping"], fast.dp) == (1.0, {"clipping": "bookkeeping", "fallback": None})
     assert (ref.metrics["dp_bookkeeping"], ref.dp) == (0.0, {"clipping": "opacus", "fallback": "grad_sampler=opacus"})
 
 
+@pytest.mark.slow  # dp_cycles: two 3-round DP cycles
 def test_dp_cycle_metrics_match_within_float_tolerance(dp_cycles):
     """The clipped sums are added in another order, so weights differ in the last bits
     (train loss agrees to ~1e-7 relative). Float-model accuracies get 1 point of
@@ -172,6 +175,7 @@ def test_dp_cycle_metrics_match_within_float_tolerance(dp_cycles):
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "history",
     [

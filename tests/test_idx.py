@@ -209,6 +209,7 @@ REAL = pytest.mark.skipif(
 )
 
 
+@pytest.mark.slow
 @REAL
 def test_real_fashion_mnist_files_and_a_short_cycle():
     """The package's four gzipped files: 60,000 + 10,000 images, balanced labels, the fixed constants

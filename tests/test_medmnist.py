@@ -254,6 +254,7 @@ def test_subset_only_keys_medmnist_trainings(tmp_path):
     assert med.training_key() != med.replace(medmnist_subset="bloodmnist").training_key()
 
 
+@pytest.mark.slow
 def test_short_cycle_on_tiny_medmnist(tmp_path):
     from psreval_tune.cycle import run_cycle
 
@@ -275,6 +276,7 @@ def test_short_cycle_on_tiny_medmnist(tmp_path):
     assert len(result.history) == 2
 
 
+@pytest.mark.slow
 def test_cli_refuses_a_pickle_carrying_npz_in_one_line(tmp_path):
     marker = tmp_path / "pwned"
     write(tmp_path / "data", **_with(val_images=_object_array(marker)))

@@ -69,6 +69,7 @@ def test_source_provenance_is_the_package_checkout_not_the_cwd(tmp_path, monkeyp
         assert source_provenance(installed) == {TAG_COMMIT: "unknown", TAG_VERSION: tracking.package_version()}
 
 
+@pytest.mark.slow
 def test_sqlite_store_keeps_artifacts_beside_the_database(tmp_path, monkeypatch, capsys):
     cwd, store = tmp_path / "cwd", tmp_path / "store"
     cwd.mkdir(), store.mkdir()

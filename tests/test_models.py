@@ -54,6 +54,7 @@ def test_opacus_compatible(arch, channels, size):
         assert p.grad_sample is not None and p.grad_sample.shape == (3, *p.shape)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)  # ~5 s idle; HistogramObserver calibration is slow on a busy CPU
 @pytest.mark.parametrize("channels,size", SHAPES)
 @pytest.mark.parametrize("arch", ARCHS)

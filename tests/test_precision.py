@@ -67,6 +67,7 @@ def _train(cfg, data):
     return model, torch.cat([p.detach().reshape(-1) for p in model.parameters()])
 
 
+@pytest.mark.slow  # 20 rounds; bf16 emulated on AVX2
 def test_a_bf16_model_trains_far_above_chance_and_near_fp32(small_cfg, digits):
     """10 rounds of the digits cnn, seed 0, 359 test images. The bounds hold on every x86 CPU measured, with a
     margin: on an AVX512-BF16 CPU fp32 92.8% and bf16 82.2%; under ONEDNN_MAX_CPU_ISA=AVX2 and

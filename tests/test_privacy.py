@@ -58,6 +58,7 @@ def dp_runs(small_cfg, digits):
     return get
 
 
+@pytest.mark.slow  # dp_runs: six 2-round DP trainings
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("accountant", ["rdp", "prv"])
 @pytest.mark.parametrize("target", [1.7, 3.4, 7.0])
@@ -77,6 +78,7 @@ def test_epsilon_spent_is_calibrated_to_target(dp_runs, accountant, target):
     assert fed.history[-1].epsilon == report.epsilon_spent
 
 
+@pytest.mark.slow  # dp_runs: six 2-round DP trainings
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("accountant", ["rdp", "prv"])
 @pytest.mark.parametrize("target", [1.7, 3.4, 7.0])
@@ -105,6 +107,7 @@ def test_reported_numbers_determine_epsilon(dp_runs, accountant, target):
         assert {(e[0], e[1]) for e in history} == {(report.noise_multiplier, report.sample_rate)}
 
 
+@pytest.mark.slow  # dp_runs: six 2-round DP trainings
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("accountant", ["rdp", "prv"])
 def test_more_budget_means_less_noise(dp_runs, accountant):
@@ -158,6 +161,7 @@ def test_unreachable_epsilon_raises_config_error(small_cfg, digits):
         _federation(cfg, digits)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_adversarial_training_under_dp_leaves_opacus_untouched(small_cfg, digits):
     """threat=adv_training + DP: unequal clients, examples generated on the plain global model."""

@@ -274,6 +274,8 @@ def lowered(cnn_pair, digits):
     return trained, metrics, messages, timer
 
 
+# slow: inductor compiles C++ for the lowered int8 model, 3-30 s with a warm compile cache, more on a fresh machine
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_lowered_int8_predicts_as_the_reference_graph(lowered, cnn_pair, digits, tmp_path):
     trained, metrics, messages, timer = lowered
@@ -309,6 +311,7 @@ def test_lowered_int8_predicts_as_the_reference_graph(lowered, cnn_pair, digits,
     assert torch.equal(low(xg).detach(), qmodel(x[:4]))
 
 
+@pytest.mark.slow  # inductor compiles C++, as above
 @pytest.mark.timeout(300)
 def test_latency_metrics_exclude_the_compile(lowered, cnn_pair):
     trained, *_ = lowered

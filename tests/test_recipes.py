@@ -8,6 +8,8 @@ import pytest
 from psreval_tune import recipes
 from psreval_tune.config import ARCHS, ConfigError, CycleConfig
 
+pytestmark = pytest.mark.slow  # trains each arch with its recipe
+
 
 def test_unset_training_fields_come_from_the_recipe():
     cfg = CycleConfig(dataset="digits", arch="resnet9")

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # 170 bad-input cases through every entry point (fork server and real subprocesses)
+
 ROOT = Path(__file__).resolve().parents[1]
 LIMIT_S = 30
 

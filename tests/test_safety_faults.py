@@ -492,6 +492,7 @@ def _closed_as_failed(uri: str, reason: str) -> None:
     assert status["done1"].info.status == "FINISHED" and TAG_FAILURE not in status["done1"].data.tags
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "raised, reason",
     [
@@ -517,6 +518,7 @@ def test_sweep_stopped_by_a_fault_closes_every_run_with_one_line(tmp_path, offli
     _closed_as_failed(f"sqlite:///{tmp_path}/mlflow.db", reason)
 
 
+@pytest.mark.slow
 def test_trials_failed_by_a_full_disk_end_the_sweep_with_one_line(tmp_path, offline_sweep, capsys, monkeypatch):
     monkeypatch.setattr(FakeTuner, "fit", _fake_fit_returning_errors)
     code = offline_sweep(["--run-dir", str(tmp_path), "--name", "s"])
@@ -548,6 +550,7 @@ def tear_newest_checkpoint(trial_dir: Path) -> int:
     raise AssertionError(f"no complete checkpoint in {trial_dir}: {[p.name for p in folders]}")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(420)
 def test_sweep_trial_with_corrupt_latest_checkpoint_resumes_from_the_previous_one(tmp_path):
     """The trial's worker is killed mid-training and its latest checkpoint corrupted before Tune restarts
@@ -614,6 +617,7 @@ def test_sweep_trial_with_corrupt_latest_checkpoint_resumes_from_the_previous_on
     )
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(420)
 def test_disk_full_on_the_run_folder_ends_runs_failed_with_one_line(tmp_path):
     """--run-dir on a 30 MB tmpfs filled but for 256 KB (the MLflow store elsewhere, so it can still be

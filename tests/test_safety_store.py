@@ -34,6 +34,7 @@ print(tracker.experiment_id, tracker.sweep_run({"kind": "test"}))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_parallel_first_use_of_a_new_store(tmp_path):
     db = tmp_path / "store" / "mlflow.db"

@@ -33,6 +33,8 @@ from sweep_helpers import (
     wait_healthy,
 )
 
+pytestmark = pytest.mark.slow  # a sweep whose MLflow server is killed and restarted
+
 TRIALS = 3
 ROUNDS = 6
 DOWN_S = 3  # the server is restarted this long after the kill; it answers again 10-30 s later (2 busy cores)

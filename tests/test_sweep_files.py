@@ -546,6 +546,7 @@ def test_stopped_trial_reaches_optuna_as_pruned(multi, caplog):
     assert plain._ot_study.trials[0].state == TrialState.RUNNING  # never closed
 
 
+@pytest.mark.slow
 def test_searcher_pickles_by_reference():
     """Tune pickles the searcher into its checkpoints; a fresh process restores it (--resume)."""
     import pickle
@@ -566,6 +567,7 @@ def test_searcher_pickles_by_reference():
 # --- end to end: the session's smoke sweep (tests/conftest.py) ---------------------------------------
 
 
+@pytest.mark.slow  # the session's smoke sweep (conftest.smoke_sweep)
 @pytest.mark.timeout(700)
 def test_smoke_sweep_logs_its_resolved_file(smoke_sweep, tmp_path):
     from mlflow import MlflowClient

@@ -25,6 +25,8 @@ from sweep_helpers import (
 
 from psreval_tune.sweeps import ray_procs
 
+pytestmark = pytest.mark.slow  # Ray Tune sweeps run as subprocesses
+
 SMOKE_TRIALS = 6  # paper_grid --smoke: epsilon {3.4, 7} x {none, adv_training 0.2, train_time_attack 0.2}
 ARTIFACTS = {"metrics.json", "model_float.pt", "model_int8.pt2", "adv_examples.png"}
 TWIN_ARTIFACTS = {"model_float_nonprivate.pt", "model_int8_nonprivate.pt2"}  # private trials keep their twin

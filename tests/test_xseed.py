@@ -210,6 +210,7 @@ def _cycle_result(cfg, data, seed: int, int8: dict):
     return CycleResult(cfg, metrics, [{"round": 1, "train_loss": 1.0}], models, ex)
 
 
+@pytest.mark.slow
 def test_psreval_xseed_on_a_store(tmp_path, capsys):
     from mlflow import MlflowClient
 

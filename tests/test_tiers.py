@@ -1,0 +1,122 @@
+"""The two test tiers: `make test-fast` (-m "not slow") and `make test` (everything).
+
+A test is slow by the marker beside it only (tests/conftest.py says where each goes); no list of module or
+test names assigns a tier. The one name-based rule left, conftest's SLOW_FIXTURES, does not assign a tier
+either: collection stops when a test using one of those fixtures is not marked slow. These checks fail when a
+tier rule names nothing: a SLOW_FIXTURES name that is no fixture under tests/ or that nothing uses, a slow
+marker on something that is not a test, a slow module without a test. They parse the files (ast), about
+a second in all on 2 busy cores, and belong to the fast tier.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from conftest import SLOW_FIXTURES, pytest_collection_modifyitems, unmarked_slow_fixture_users
+
+TESTS = Path(__file__).resolve().parent
+SLOW = "pytest.mark.slow"
+
+
+@functools.cache
+def _modules() -> dict[str, ast.Module]:
+    return {str(p.relative_to(TESTS)): ast.parse(p.read_text(), str(p)) for p in sorted(TESTS.rglob("*.py"))}
+
+
+def _functions(tree: ast.AST):
+    return [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+
+
+def _fixture_name(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> str | None:
+    """The name a @pytest.fixture function is requested by (its name= if it sets one); None if no fixture."""
+    for deco in fn.decorator_list:
+        if ast.unparse(deco) == "pytest.fixture":
+            return fn.name
+        if isinstance(deco, ast.Call) and ast.unparse(deco.func) == "pytest.fixture":
+            named = [k.value for k in deco.keywords if k.arg == "name"]
+            return named[0].value if named and isinstance(named[0], ast.Constant) else fn.name
+    return None
+
+
+def _requested(tree: ast.AST) -> set[str]:
+    """Every fixture name that a test or fixture in the file asks for: its parameters and usefixtures(...)."""
+    names = set()
+    for fn in _functions(tree):
+        names |= {a.arg for a in fn.args.posonlyargs + fn.args.args + fn.args.kwonlyargs}
+    for call in ast.walk(tree):
+        if isinstance(call, ast.Call) and ast.unparse(call.func) == "pytest.mark.usefixtures":
+            names |= {a.value for a in call.args if isinstance(a, ast.Constant)}
+    return names
+
+
+def test_each_slow_fixture_is_a_fixture_under_tests_and_something_uses_it():
+    defined = {name for tree in _modules().values() for fn in _functions(tree) if (name := _fixture_name(fn))}
+    requested = set().union(*(_requested(tree) for tree in _modules().values()))
+    assert SLOW_FIXTURES, "conftest.SLOW_FIXTURES is empty: drop it and its collection guard instead"
+    assert not SLOW_FIXTURES - defined, f"conftest.SLOW_FIXTURES names no fixture: {sorted(SLOW_FIXTURES - defined)}"
+    assert not SLOW_FIXTURES - requested, f"no test uses these SLOW_FIXTURES: {sorted(SLOW_FIXTURES - requested)}"
+
+
+def _is_test(node: ast.AST) -> bool:
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return node.name.startswith("test")
+    return isinstance(node, ast.ClassDef) and node.name.startswith("Test")
+
+
+def _slow_marks(tree: ast.AST) -> list[ast.Attribute]:
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr == "slow" and ast.unparse(n) == SLOW]
+
+
+def test_every_slow_marker_marks_tests():
+    """A slow marker sits on a test function or class, in the `pytestmark` of a test module with tests, or in
+    a pytest.param(..., marks=...) case; nowhere else."""
+    misplaced, counted = [], 0
+    for path, tree in _modules().items():
+        placed = set()
+        for node in ast.walk(tree):
+            for deco in getattr(node, "decorator_list", ()):
+                if ast.unparse(deco) == SLOW:
+                    placed.add(id(deco))
+                    if not _is_test(node):
+                        misplaced.append(f"{path}:{deco.lineno} marks {node.name}, which is not a test")
+        for stmt in tree.body:
+            if isinstance(stmt, ast.Assign) and [ast.unparse(t) for t in stmt.targets] == ["pytestmark"]:
+                marks = _slow_marks(stmt.value)
+                placed |= {id(n) for n in marks}
+                if marks and not (Path(path).name.startswith("test_") and any(_is_test(n) for n in tree.body)):
+                    misplaced.append(f"{path}:{stmt.lineno} pytestmark is slow but the file holds no test")
+        for call in ast.walk(tree):
+            if isinstance(call, ast.Call) and ast.unparse(call.func) == "pytest.param":
+                placed |= {id(n) for k in call.keywords if k.arg == "marks" for n in _slow_marks(k.value)}
+        for mark in _slow_marks(tree):
+            counted += 1
+            if id(mark) not in placed:
+                misplaced.append(f"{path}:{mark.lineno} {SLOW} outside a test's decorators, pytestmark or marks=")
+    assert counted, "no slow marker found: the slow tier would be empty"
+    assert not misplaced, "\n".join(misplaced)
+
+
+def _item(nodeid: str, fixtures: list[str], slow: bool) -> SimpleNamespace:
+    marker = SimpleNamespace(name="slow")
+    return SimpleNamespace(
+        nodeid=nodeid,
+        fixturenames=fixtures,
+        get_closest_marker=lambda name: marker if slow and name == "slow" else None,
+    )
+
+
+def test_collection_stops_on_a_test_that_uses_a_slow_fixture_unmarked():
+    fixture = sorted(SLOW_FIXTURES)[0]
+    items = [
+        _item("tests/test_x.py::test_unmarked", ["_seed", fixture, "tmp_path"], slow=False),
+        _item("tests/test_x.py::test_marked", [fixture], slow=True),
+        _item("tests/test_x.py::test_plain", ["_seed", "tmp_path"], slow=False),
+    ]
+    assert unmarked_slow_fixture_users(items) == [f"tests/test_x.py::test_unmarked ({fixture})"]
+    with pytest.raises(pytest.UsageError, match=r"tests/test_x\.py::test_unmarked"):
+        pytest_collection_modifyitems(items)
+    pytest_collection_modifyitems(items[1:])  # marked or not using one: nothing to say
