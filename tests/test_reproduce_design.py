@@ -38,3 +38,23 @@ def test_an_unknown_setting_is_one_line_and_exit_2(tmp_path, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: --settings 'adv' is not a setting; expected some of: none, adv_pgd")
+
+
+def test_the_regeneration_command_carries_every_design_flag():
+    args = argparse.Namespace(
+        smoke=False,
+        arch="cnn",
+        dataset="fashion_mnist",
+        seeds=[0, 1],
+        epsilon=3.4,
+        epsilons=[3.4],
+        settings=["none"],
+        attacks=["PGD", "FGSM"],
+        attack_repeats=1,
+    )
+    command = reproduce.regenerate_command(args)
+    for flag in ("--arch cnn", "--dataset fashion_mnist", "--seeds 0,1", "--settings none", "--attacks PGD,FGSM"):
+        assert flag in command, command
+    assert command.endswith("--attack-repeats 1"), command
+    default = argparse.Namespace(**{**vars(args), "attack_repeats": None})
+    assert "--attack-repeats" not in reproduce.regenerate_command(default)

@@ -61,6 +61,9 @@ SMOKE = {
 }
 
 
+DEFAULT_REPEATS = 3  # PGD restarts per trial; the headline counts an image robust only if it survives all
+
+
 def settings(args) -> list[dict[str, Any]]:
     """The setting axis: the no-threat setting at each of --epsilons (claims c/d/e per privacy regime), every
     other chosen setting at --epsilon."""
@@ -82,7 +85,7 @@ def design(args) -> tuple[dict[str, Any], dict[str, list]]:
         "arch": args.arch,
         "delta": DELTA.get(dataset, 1e-5),
         "eval_samples": EVAL_SAMPLES.get(dataset),
-        "attack_repeats": args.attack_repeats or 3,
+        "attack_repeats": args.attack_repeats or DEFAULT_REPEATS,
         "eval_attacks": list(args.attacks),  # default the paper's: PGD, FGSM, FAB (its FAB-T)
         # a reviewer's checks (issue 22): AutoAttack on a fixed subset, the gradient-masking flags
         "autoattack": True,
@@ -126,6 +129,8 @@ def regenerate_command(args) -> str:
         flags += ["--settings", ",".join(args.settings)]
     if list(args.attacks) != list(config.PAPER_ATTACKS):
         flags += ["--attacks", ",".join(args.attacks)]
+    if args.attack_repeats not in (None, DEFAULT_REPEATS):  # a cut design says so in its command
+        flags += ["--attack-repeats", str(args.attack_repeats)]
     return " ".join(["python sweeps/reproduce.py", *flags])
 
 
