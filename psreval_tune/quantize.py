@@ -392,6 +392,11 @@ def save_int8(model: nn.Module, path: str | os.PathLike) -> None:
 
 def load_int8(path: str | os.PathLike) -> Int8Model:
     """Read a :func:`save_int8` file back: the same logits, and bpda_model works on it."""
+    # The program's nodes call torch.ops.quantized_decomposed.*, which exist only once this module has
+    # registered them: a fresh process (psreval xseed after a sweep) that never quantized failed here with
+    # torch.export's "failed to resolve torch.ops.quantized_decomposed.dequantize_per_channel".
+    import torch.ao.quantization.fx._decomposed  # noqa: F401
+
     return Int8Model(torch.export.load(path).module())
 
 

@@ -135,6 +135,35 @@ def test_save_int8_round_trip(cnn_pair, digits, tmp_path):
     assert size_bytes(loaded) == size_bytes(qmodel)
 
 
+@pytest.mark.timeout(120)
+def test_an_int8_file_loads_in_a_process_that_never_quantized(cnn_pair, digits, tmp_path):
+    """psreval xseed reads the trials' int8 programs in a fresh driver process: the quantized_decomposed ops
+    their nodes call must be registered by load_int8 itself (a Fashion-MNIST reproduce lost its cross-seed
+    step to 'failed to resolve torch.ops.quantized_decomposed.dequantize_per_channel')."""
+    import subprocess
+    import sys
+
+    _, qmodel = cnn_pair
+    save_int8(qmodel, tmp_path / "model_int8.pt2")
+    x = digits.test.x[:8]
+    torch.save(x, tmp_path / "x.pt")
+    with torch.no_grad():
+        torch.save(qmodel(x), tmp_path / "ref.pt")
+    code = (
+        "import sys, torch\n"
+        "from psreval_tune.quantize import load_int8\n"
+        "d = sys.argv[1]\n"
+        "m = load_int8(d + '/model_int8.pt2')\n"
+        "x = torch.load(d + '/x.pt', weights_only=True)\n"
+        "with torch.no_grad():\n"
+        "    same = torch.equal(m(x), torch.load(d + '/ref.pt', weights_only=True))\n"
+        "print('same' if same else 'differs')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=100)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "same"
+
+
 @pytest.mark.timeout(300)
 def test_quantize_leaves_float_model_untouched(digits):
     torch.manual_seed(0)
