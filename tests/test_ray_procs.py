@@ -121,6 +121,10 @@ def test_a_ray_worker_retitling_itself_is_still_the_recorded_process():
     assert ray_procs.same_command(None, ["anything"])  # a record from before command lines were kept
     assert not ray_procs.same_command(["ray::IDLE"], ["python", "other.py"])
     assert not ray_procs.same_command(["/usr/bin/raylet", "--a"], ["/usr/bin/raylet", "--b"])
+    # recorded before it retitled itself: Ray's worker entry point, later its ray:: title
+    started = ["/venv/bin/python", "/venv/lib/ray/_private/workers/default_worker.py", "--node-ip-address=127.0.0.1"]
+    assert ray_procs.same_command(started, ["ray::IDLE"])
+    assert not ray_procs.same_command(["/venv/bin/python", "other.py"], ["ray::IDLE"])
 
 
 DRIVER = """
@@ -152,8 +156,9 @@ def test_a_real_local_rays_processes_are_all_ended_after_its_driver_is_killed(tm
         assert recorded and all(e["cmdline"] for e in recorded)
         driver.kill(), driver.wait()
         line = ray_procs.end_stale(tmp_path)
-        assert line is not None and line.startswith("resume: ended "), line
-        assert "left alone" not in line and "still running" not in line, line
+        # None only when every recorded process had already exited on its own (nothing to end)
+        assert line is None or line.startswith("resume: ended "), line
+        assert line is None or ("left alone" not in line and "still running" not in line), line
         assert not [e for e in recorded if ray_procs._alive(e) is not None], line
         print(line, f"({len(recorded)} recorded)")
     finally:

@@ -20,6 +20,7 @@ from pathlib import Path
 RECORD = "ray_processes.json"
 _GRACE_S = 3.0
 RAY_TITLE = "ray::"  # a Ray worker's process title (setproctitle), renamed per task it runs
+RAY_WORKER_ENTRY = "default_worker.py"  # a worker's command line before it retitles itself
 
 
 def _psutil():
@@ -68,7 +69,15 @@ def same_command(recorded: list[str] | None, now: list[str]) -> bool:
     lines were kept). A Ray worker retitles itself (ray::IDLE, ray::ImplicitFunc.train): still the same."""
     if recorded is None or now == recorded:
         return True
-    return bool(recorded and now) and recorded[0].startswith(RAY_TITLE) and now[0].startswith(RAY_TITLE)
+    return bool(now) and _ray_worker(recorded) and now[0].startswith(RAY_TITLE)
+
+
+def _ray_worker(cmdline: list[str]) -> bool:
+    """A Ray worker's command line: its ray:: title, or, recorded before it retitled itself, Ray's
+    default_worker.py entry point."""
+    return bool(cmdline) and (
+        str(cmdline[0]).startswith(RAY_TITLE) or any(str(part).endswith(RAY_WORKER_ENTRY) for part in cmdline)
+    )
 
 
 def _shown(cmdline: list) -> str:
