@@ -127,6 +127,20 @@ def test_a_ray_worker_retitling_itself_is_still_the_recorded_process():
     assert not ray_procs.same_command(["/venv/bin/python", "other.py"], ["ray::IDLE"])
 
 
+def test_a_recorded_process_that_is_exiting_is_neither_ended_nor_named(monkeypatch):
+    """A fresh-clone run saw 'left alone, their command line changed: PID (now '', ...)': a Ray process
+    exiting on its own after its driver's death (a zombie) has an empty command line."""
+
+    class Exiting:
+        pid = 4242
+
+        def cmdline(self):
+            return []
+
+    monkeypatch.setattr(ray_procs, "_alive", lambda entry: Exiting())
+    assert ray_procs._ours([{"pid": 4242, "started": 0.0, "cmdline": ["/venv/bin/python", "-u", "x.py"]}]) == ([], [])
+
+
 DRIVER = """
 import sys, time
 from psreval_tune.sweeps import connection, ray_procs

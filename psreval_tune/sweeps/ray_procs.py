@@ -97,6 +97,8 @@ def _ours(entries: list[dict]) -> tuple[list, list[str]]:
             now = proc.cmdline()
         except psutil.Error:
             continue
+        if not now:  # exiting on its own (a zombie has no command line left): nothing to end or to name
+            continue
         recorded = entry.get("cmdline")
         if not isinstance(recorded, (list, type(None))):  # a damaged record: not a process we can vouch for
             recorded = [str(recorded)]
