@@ -278,6 +278,22 @@ def test_claim_effect_ci_and_verdict(table, claim, split, effect, half, verdict)
     assert (r["dataset"], r["arch"]) == ("digits", "resnet9")
 
 
+@pytest.mark.parametrize("gain, verdict", [(0.0, FAILS), (1.0, INCONCLUSIVE), (2.5, HOLDS)])
+def test_d_needs_a_gain_beyond_the_papers_one_point(gain, verdict):
+    """int8 robust accuracy = float + gain + 0.1 (s - 1) per seed: CI gain ± 0.1 HALF. A gain of 0 with a tight
+    CI (the Fashion-MNIST segment's -0.0 [-0.3, +0.3]) rules the paper's improvement out: it does not hold,
+    where a bound of 0 left it inconclusive; a CI around the 1-point bound cannot tell; 2.5 holds."""
+    trials = frame()
+    for g in ("nonprivate", "dp"):
+        for t in ("nonprivate", "dp"):
+            float_, int8 = f"acc_xseed_pgd_{g}_to_{t}_worst", f"acc_xseed_pgd_{g}_to_int8_{t}_worst"
+            trials[int8] = trials[float_] + (gain + 0.1 * (trials["seed"] - 1)) / 100
+    r = row(claims_table(trials), "d")
+    assert r["effect"] == pytest.approx(gain)
+    assert (r["ci_low"], r["ci_high"]) == (pytest.approx(gain - 0.1 * HALF), pytest.approx(gain + 0.1 * HALF))
+    assert (r["bound"], r["verdict"]) == (1.0, verdict)
+
+
 def test_no_claim_uses_a_trials_own_model_as_a_transfer_generator(table):
     """The frame's same-model numbers (acc_transfer_*: generator = one of the trial's own models) give c, d, e
     of 1.5 + d, 4 + d and 40 + d; its cross-seed numbers 20 + d / -45 + d, 4 + d and 25. The claims follow the
