@@ -36,9 +36,12 @@ def _split_host_port(text: str) -> tuple[str, int] | None:
 
 
 def check_address(address: str | None) -> None:
-    """--address HOST:PORT or ray://HOST:PORT: refuse in seconds when nothing listens there (Ray would
-    retry for minutes). 'auto' and 'none' are Ray's to resolve."""
-    if address in (None, "", "none", "local", "auto"):
+    """--address HOST:PORT, ray://HOST:PORT or auto: refuse in seconds when nothing listens there (Ray would
+    retry for minutes). 'none' starts a local Ray; for 'auto', the address Ray's own discovery finds."""
+    if address in (None, "", "none", "local"):
+        return
+    if address == "auto":
+        _check_auto()
         return
     target = address.split("://", 1)[1] if address.startswith("ray://") else address
     if "://" in target:
@@ -52,6 +55,55 @@ def check_address(address: str | None) -> None:
             f"--address={address}: no Ray cluster there ({why}); start one with `ray start --head` "
             "or `ray up cluster.yaml`, or use --address none for a local Ray"
         )
+
+
+def _check_auto() -> None:
+    """--address auto: probe the address Ray's discovery picks. A stopped or dying cluster leaves its address
+    behind (the address file of a `ray start`, a raylet still exiting), and ray.init(address="auto") retries
+    that GCS for minutes before it gives up."""
+    found = _auto_address()
+    if found is None:
+        return  # none found: ray.init says so at once, and connect() turns that into its one line
+    raw, target = found
+    parsed = _split_host_port(target.split("://", 1)[-1])
+    if parsed is None:
+        return  # not HOST:PORT: Ray's to judge, as before
+    why = probe_tcp(*parsed)
+    if why:
+        source = "RAY_ADDRESS" if os.environ.get("RAY_ADDRESS") else "the address file of a `ray start` or a raylet"
+        connects = "" if raw == target else f", which Ray connects to as {target},"
+        raise SweepError(
+            f"--address=auto: Ray found the cluster address {raw} in {source}{connects} but no Ray cluster answers "
+            f"there ({why}): a stopped or dying cluster; start one with `ray start --head`, or use --address none "
+            "for a local Ray"
+        )
+
+
+def _auto_address() -> tuple[str, str] | None:
+    """(the address Ray's discovery finds for address="auto", the HOST:PORT ray.init connects to), or None
+    where it finds none or would start a local Ray."""
+    env = os.environ.get("RAY_ADDRESS")
+    if env and "://" in env:
+        return env, env  # ray.init hands RAY_ADDRESS with a scheme to Ray Client as it is
+    # PRIVATE API (checked on Ray 2.60.0): ray._private.services.get_ray_address_from_environment and
+    # canonicalize_bootstrap_address, with which ray.init(address="auto") finds its GCS: RAY_ADDRESS; else
+    # the address file of the last `ray start` (ray_current_cluster in $RAY_TMPDIR/ray, $TMPDIR/ray or
+    # /tmp/ray), unless this machine's raylets name exactly one cluster (then theirs; several and no file:
+    # any one of them); localhost mapped to the node IP as ray.init maps it. Without them: None, and a stale
+    # address is again ray.init's to retry (minutes).
+    try:
+        from ray._private import services
+    except ImportError:
+        return None
+    clear = getattr(services.find_gcs_addresses, "cache_clear", None)
+    if callable(clear):
+        clear()  # as ray.init does: a scan cached earlier in this process may name a cluster since stopped
+    try:
+        raw = services.get_ray_address_from_environment("auto", None)
+        target = services.canonicalize_bootstrap_address(raw) if raw else None
+    except Exception:  # noqa: BLE001 - none found (ConnectionError), or a malformed one: Ray's to report
+        return None
+    return (raw, target) if target else None
 
 
 def _local_cpus() -> float:
