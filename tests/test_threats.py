@@ -11,7 +11,10 @@ import torch
 from torch import nn
 
 from psreval_tune.config import ConfigError, CycleConfig
+from psreval_tune.evaluate import predict
+from psreval_tune.models import build_model
 from psreval_tune.threats import THREATS, PoisonContext, UpdateContext
+from psreval_tune.threats import train_time_attack_ref as ttr
 from psreval_tune.threats.alie import default_z
 from psreval_tune.threats.backdoor import apply_trigger, attack_success_rate
 
@@ -271,6 +274,7 @@ def test_every_threat_builds_with_its_declared_defaults(name):
         ("backdoor", {"target_label": -1}, "target_label"),
         ("backdoor", {"trigger_size": 0}, "trigger_size"),
         ("ipm", {"bogus": 1}, "bogus"),
+        ("train_time_attack_ref", {"reference_epochs": 0}, "reference_epochs"),
     ],
 )
 def test_bad_threat_param_raises_config_error_naming_it(threat, params, named):
@@ -294,3 +298,88 @@ def test_data_bound_backdoor_params_are_refused_when_the_config_is_built(threat,
     ((name, value),) = params.items()
     assert str(err.value) == f"threat_params.{name}={value} is not allowed; {allowed}"
     CycleConfig(threat=threat, num_clients=10, num_malicious=2, threat_params={name: value - 1})  # the edge is fine
+
+
+# --- train_time_attack_ref: labels from the adversary's separately trained reference model ---------------
+
+
+def ref_ctx(seed=0, cid=0, rnd=1, epsilon=None, n=40):
+    """A digits-shaped client (n images of 1x8x8, 10 classes) under the reference-labelled attack (FGSM: fast),
+    with a freshly initialised global cnn."""
+    cfg = CycleConfig(
+        threat=ttr.NAME,
+        adv_fraction=0.4,
+        attack="FGSM",
+        seed=seed,
+        epsilon=epsilon,
+        threat_params={"reference_epochs": 2},
+    )
+    g = torch.Generator().manual_seed(7)
+    x, y = torch.rand(n, 1, 8, 8, generator=g), torch.arange(n) % 10
+    torch.manual_seed(seed)
+    model = build_model("cnn", 1, 10, [0.5], [0.25])
+    params = cfg.threat_params
+    return PoisonContext(cfg, model, x, y, rnd, num_classes=10, device="cpu", seed=seed * 1000 + cid, params=params)
+
+
+@pytest.fixture
+def fresh_references(monkeypatch):
+    """An empty reference cache and a count of the references trained."""
+    trained = []
+    train = ttr.train_reference
+    monkeypatch.setattr(ttr, "_references", {})
+    monkeypatch.setattr(ttr, "train_reference", lambda ctx: trained.append(ctx.seed) or train(ctx))
+    return trained
+
+
+def test_reference_labels_are_the_reference_models_predictions(fresh_references):
+    ctx = ref_ctx()
+    x0, y0 = ctx.x.clone(), ctx.y.clone()
+    adv, labels = THREATS.get(ttr.NAME).obj(ctx)
+    assert torch.equal(ctx.x, x0) and torch.equal(ctx.y, y0), "input modified in place"
+    assert adv.shape == ctx.x.shape and not torch.equal(adv, ctx.x)  # adversarial examples, not the clean data
+    assert torch.equal(labels, predict(ttr.reference_model(ctx), adv))
+    # neither the global model's own predictions (train_time_attack's rule) nor the true labels
+    assert not torch.equal(labels, predict(ctx.model, adv)) and not torch.equal(labels, ctx.y)
+
+
+def test_reference_labels_come_from_the_reference_not_the_global_model(monkeypatch):
+    """Known answer: a reference that always says 3 labels every example 3; the examples are still crafted
+    against the global model (the same as train_time_attack's, whose labels are the global model's)."""
+    monkeypatch.setattr(ttr, "_references", {})
+    monkeypatch.setattr(ttr, "train_reference", lambda ctx: Constant3())
+    ctx = ref_ctx()
+    adv, labels = THREATS.get(ttr.NAME).obj(ctx)
+    self_adv, self_labels = THREATS.get("train_time_attack").obj(ctx)
+    assert torch.equal(labels, torch.full((len(adv),), 3)) and torch.equal(adv, self_adv)
+    assert torch.equal(self_labels, predict(ctx.model, adv)) and not torch.equal(self_labels, labels)
+
+
+class Constant3(nn.Module):
+    def forward(self, x):
+        return nn.functional.one_hot(torch.full((len(x),), 3), 10).float()
+
+
+def test_the_reference_is_trained_once_per_client_and_shared_by_the_dp_model_and_its_twin(fresh_references):
+    poison = THREATS.get(ttr.NAME).obj
+    for rnd in (1, 2, 3):
+        poison(ref_ctx(rnd=rnd))
+    assert fresh_references == [0]  # not re-trained every round
+    poison(ref_ctx(rnd=1, epsilon=3.4))  # the DP model of the same trial: the twin's reference
+    assert fresh_references == [0]
+    poison(ref_ctx(cid=1))  # another malicious client: its own reference
+    assert fresh_references == [0, 1]
+    poison(ref_ctx(seed=1))  # another trial: trained afresh, the previous trial's references dropped
+    assert fresh_references == [0, 1, 1000] and len(ttr._references) == 1
+
+
+def test_the_reference_is_deterministic_for_a_seed_and_leaves_the_global_rng_alone():
+    ctx = ref_ctx(seed=5)
+    state = torch.get_rng_state()
+    a = ttr.train_reference(ctx)
+    assert torch.equal(torch.get_rng_state(), state)
+    b, c = ttr.train_reference(ref_ctx(seed=5)), ttr.train_reference(ref_ctx(seed=6))
+    same = [torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items()]
+    assert all(same)
+    assert not all(torch.equal(v, c.state_dict()[k]) for k, v in a.state_dict().items())
+    assert not a.training
