@@ -92,7 +92,8 @@ def metrics(
     points:
     a 74.4 (exact); b-dp -0.5 + 0.1 d (holds); b-np -3 + 0.5 d (does not hold); c, d, e: ``xseed``;
     f-robust 10 (DP), 15 + d (non-private); f-cost 3 + d (DP), 6 + 2 d (non-private); f-dp 3 + d;
-    g (5000 + 140 d) / 1400 passes, wall time 3 + 0.1 s beside; h 8 + 3 d (robust; clean beside: the same)."""
+    g (5000 + 140 d) / 1400 passes, wall time 3 + 0.1 s beside; h 8 + 3 d (robust; clean beside: the same) under
+    self-labelling (``tta``), 1 + d (clean beside: 2 + d) with a reference model's labels (``tta_ref``)."""
     d = seed - 1
     dp, np_ = 80.0 + 2 * d, 95.0 + 2 * d
     robust, twin_robust, time, adv_gen = 20.0 + d, 10.0 + d, 10.0, 0.0
@@ -101,6 +102,8 @@ def metrics(
         time, adv_gen = (30.0 + seed, 4000 + 140 * d) if setting == "adv_pgd" else (10.0, 400)
     elif setting == "tta":
         dp, np_, twin_robust = dp - 2, np_ - (10 + 3 * d), twin_robust - (8 + 3 * d)
+    elif setting == "tta_ref":  # labels from a reference model: DP loses 3 robust points, the twin 4 + d
+        dp, np_, robust, twin_robust = dp - 4, np_ - (6 + d), robust - 3, twin_robust - (4 + d)
     pts = {
         "acc_clean_float": dp,
         "acc_clean_int8": dp - 0.5 + 0.1 * d,
@@ -151,11 +154,14 @@ SETTINGS = {
     "adv_pgd": ("adv_training", 0.2, "PGD"),
     "adv_fgsm": ("adv_training", 0.2, "FGSM"),
     "tta": ("train_time_attack", 0.4, "PGD"),
+    "tta_ref": ("train_time_attack_ref", 0.4, "PGD"),  # not in the default frame: tests that count trials read it
 }
+DEFAULT_SETTINGS = ("none", "adv_pgd", "adv_fgsm", "tta")
+OWN_PARAMS = {"tta_ref": {"threat_params.reference_epochs": 5}}  # a threat's own params: a column of its trials only
 
 
 def frame(
-    settings=tuple(SETTINGS),
+    settings=DEFAULT_SETTINGS,
     seeds=SEEDS,
     rounds: int = 3,
     n_eval: int = N_IMG,
@@ -191,6 +197,7 @@ def frame(
                 "lr_schedule": "cosine",
                 "warmup_rounds": 1,
                 "reset_optimizer": False,
+                **OWN_PARAMS.get(name, {}),
                 **metrics(name, seed, n_eval, cross_seed, legacy=seed in legacy_seeds),
             }
         )
@@ -377,6 +384,35 @@ def test_a_claim_without_its_trials_is_not_measured():
     assert list(dict.fromkeys(table["claim"])) == [c.key for c in CLAIMS]  # every claim keeps its row(s)
     g = row(claims_table(frame().drop(columns=["passes_train"])), "g")
     assert g["verdict"].startswith("not measured") and "passes_train" in g["verdict"]
+
+
+SELF_RULE, REF_RULE = "labels from global model (self-labelling)", "labels from reference model"
+
+
+def test_h_is_measured_under_each_label_rule():
+    """One row of claim h per label rule, each beside the no-threat trials of its seeds (the reference-labelled
+    trials' own threat_params column is no part of that pairing): self-labelling 8 + 3 d holds; a reference
+    model's labels 1 + d, whose CI spans 0, is inconclusive."""
+    h = claims_table(frame(("none", "tta", "tta_ref"))).query("claim == 'h'")
+    assert h["split"].tolist() == [f"{SELF_RULE}, adversarial fraction 40%", f"{REF_RULE}, adversarial fraction 40%"]
+    own, ref = h.iloc[0], h.iloc[1]
+    assert (own["effect"], own["ci_high"], own["verdict"]) == (pytest.approx(8.0), pytest.approx(8 + 3 * HALF), HOLDS)
+    assert (ref["effect"], ref["ci_low"], ref["ci_high"]) == (
+        pytest.approx(1.0),
+        pytest.approx(1 - HALF),
+        pytest.approx(1 + HALF),
+    )
+    assert (ref["verdict"], ref["seeds"]) == (INCONCLUSIVE, 3)
+    assert ref["beside"].startswith("the same for clean accuracy: +2.0 [")
+    assert "reference model the adversary trained separately" in ref["note"]
+    only_ref = claims_table(frame(("none", "tta_ref"))).query("claim == 'h'")
+    assert only_ref["split"].tolist() == [f"{REF_RULE}, adversarial fraction 40%"]
+
+
+def test_the_reproduction_shows_h_under_both_label_rules(tmp_path):
+    md = write_reproduction(frame(("none", "tta", "tta_ref")), tmp_path / "r.md", tmp_path / "r", "cmd").read_text()
+    for rule in (SELF_RULE, REF_RULE):
+        assert f"| h | DP reduces the damage of a train-time attacker, even at 40% | digits, resnet9, {rule}, " in md
 
 
 def test_one_seed_is_inconclusive_except_model_size():

@@ -350,15 +350,40 @@ WB = "acc_wb_pgd_worst"
 TWIN_WB = "acc_transfer_pgd_nonprivate_to_nonprivate_worst"  # the twin attacked through itself: white-box
 
 
+# claim h's label rules, as its split reads them ("labels from global model (self-labelling), ...")
+SELF_LABELS, REFERENCE_LABELS = "global model (self-labelling)", "reference model"
+
+
+def label_rules() -> dict[str, str]:
+    """Claim h's train-time attackers -> whose predictions label their adversarial examples: the global model's
+    own (threats/train_time_attack.py, the paper's) or the adversary's separately trained reference model
+    (threats/train_time_attack_ref.py). Reading the second's name loads the threat registry (torch), as
+    ``_transfer_attacks`` loads the attacks'."""
+    from ..threats.train_time_attack_ref import NAME as REFERENCE_LABELLED
+
+    return {"train_time_attack": SELF_LABELS, REFERENCE_LABELLED: REFERENCE_LABELS}
+
+
 def train_time_damage(trials: pd.DataFrame) -> pd.DataFrame:
-    treated = (trials["threat"] == "train_time_attack") & (trials["adv_fraction"] > 0) & trials["private"]
-    pairs = _pairs(trials, treated, trials["threat"] == NO_THREAT, ("threat", "adv_fraction", "attack"))
+    """Per private train-time-attacked trial beside its no-threat trial, split by label rule (``label_rules``)."""
+    rules = label_rules()
+    treated = trials["threat"].isin(list(rules)) & (trials["adv_fraction"] > 0) & trials["private"]
+    # the attacker's own parameters (threat_params.*) are no column of the no-threat trial: not part of the key
+    vary = ("threat", "adv_fraction", "attack", *(c for c in trials.columns if c.startswith("threat_params.")))
+    pairs = _pairs(trials, treated, trials["threat"] == NO_THREAT, vary)
     if pairs.empty:
         return _concat([])
     robust = _privacy_gap(pairs, WB, TWIN_WB)
     clean = _privacy_gap(pairs, "acc_clean_float", "acc_clean_float_nonprivate")
+    labels = pairs["threat"].map(rules)
     return _rows(
-        pairs, robust, ATTACKED_IMAGES, epsilon=pairs["epsilon"], adv_fraction=pairs["adv_fraction"], beside=clean
+        pairs,
+        robust,
+        ATTACKED_IMAGES,
+        epsilon=pairs["epsilon"],
+        labels=labels,
+        adv_fraction=pairs["adv_fraction"],
+        beside=clean,
     )
 
 
@@ -554,11 +579,14 @@ CLAIMS = (
         "points",
         "above",
         0.0,
-        "private trials with threat train_time_attack (adv_fraction > 0), beside threat none of the same seeds, "
-        "arch and epsilon",
+        "private trials with threat train_time_attack or its reference-labelled variant (adv_fraction > 0), beside "
+        "threat none of the same seeds, arch and epsilon",
         train_time_damage,
-        by=("adv_fraction",),
+        by=("labels", "adv_fraction"),
         beside="the same for clean accuracy",
+        note="one row per label rule: the adversarial examples, crafted against the current global model either way, "
+        "are labelled by the global model's own predictions (the paper's) or by a reference model the adversary "
+        "trained separately on its own clean data",
     ),
 )
 
@@ -575,6 +603,7 @@ LABELS = {  # column -> (label, how one value reads)
     "generator": ("generator", MODEL_NAMES.get),
     "target": ("target", MODEL_NAMES.get),
     "model": ("model", MODEL_NAMES.get),
+    "labels": ("labels from", str),
     "adv_fraction": ("adversarial fraction", lambda f: f"{f:.0%}"),
     "train_attack": ("training attack", str),
     "attack": ("attack", str),
