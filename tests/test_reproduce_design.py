@@ -18,7 +18,12 @@ def test_no_threat_setting_runs_at_every_epsilon_the_others_at_one():
     none = [s["epsilon"] for s in axis if s["threat"] == "none"]
     others = [(s["threat"], s["attack"], s["epsilon"]) for s in axis if s["threat"] != "none"]
     assert none == [1.7, 3.4, 7.0]
-    assert others == [("adv_training", "PGD", 3.4), ("adv_training", "FGSM", 3.4), ("train_time_attack", "PGD", 3.4)]
+    assert others == [
+        ("adv_training", "PGD", 3.4),
+        ("adv_training", "FGSM", 3.4),
+        ("train_time_attack", "PGD", 3.4),
+        ("train_time_attack_ref", "PGD", 3.4),  # claim h under the second label rule (issue 21)
+    ]
     cut = reproduce.settings(_args(settings=["none"], epsilons=[1.7, 7.0]))
     assert [(s["threat"], s["epsilon"]) for s in cut] == [("none", 1.7), ("none", 7.0)]
 
@@ -37,7 +42,10 @@ def test_an_unknown_setting_is_one_line_and_exit_2(tmp_path, capsys):
         reproduce.main(["--settings", "none,adv", "--dry-run", "--run-dir", str(tmp_path)])
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("error: --settings 'adv' is not a setting; expected some of: none, adv_pgd")
+    assert err[-1].startswith(
+        "error: --settings 'adv' is not a setting; expected some of: none, adv_pgd, adv_fgsm, train_time_pgd, "
+        "train_time_ref_pgd"
+    )
 
 
 def test_the_regeneration_command_carries_every_design_flag():
