@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+import tempfile
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -78,13 +84,97 @@ def unmarked_slow_fixture_users(items) -> list[str]:
     return unmarked
 
 
-@pytest.hookimpl(tryfirst=True)  # before -m deselects anything: every collected test is checked
+def ray_but_not_slow(items) -> list[str]:
+    """Node ids of the items marked ray but not slow (starting Ray takes seconds: every such test is slow)."""
+    return [item.nodeid for item in items if item.get_closest_marker("ray") and not item.get_closest_marker("slow")]
+
+
+# The parallel suite (`make test`: pytest -n 2 --dist loadgroup). A test is its own unit of work, so the long
+# ones spread over the workers, except where sharing matters: the tests of a module-scoped fixture (a trained
+# model, a fresh venv) form one unit per module, and those of the session-wide smoke sweep one unit, so each is
+# built once. Tests marked ray run first, the other slow ones next, the fast ones fill the end.
+#
+# Ray on two workers at once is safe by construction: each worker's Ray keeps its sessions and its address
+# file in its own temp dir (RAY_TMPDIR, read by Ray, inherited by subprocesses), local clusters take free
+# ports, and nothing here runs `ray stop`. The one thing a second Ray breaks is `--address auto` finding no
+# cluster (Ray also scans the process table for any GCS): a test marked ray(alone=True) takes RAY_LOCK
+# exclusively; every other ray test (and the smoke sweep's fixture) holds it shared while it runs.
+RAY_TMPDIR = Path(tempfile.gettempdir()) / f"ray-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
+os.environ["RAY_TMPDIR"] = str(RAY_TMPDIR)
+RAY_LOCK = Path(tempfile.gettempdir()) / "psreval-tests-ray.lock"
+SHARED_FIXTURES = frozenset({"smoke_sweep"})  # session fixtures too slow to build on each worker
+
+
+def work_unit(item) -> str | None:
+    """The xdist group ``item`` runs in (None: a unit of its own)."""
+    fixtures = set(getattr(item, "fixturenames", ()))
+    if shared := sorted(SHARED_FIXTURES & fixtures):
+        return f"fixture:{shared[0]}"
+    defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+    if any(d and d[-1].scope == "module" for d in defs.values()):
+        return item.nodeid.split("::", 1)[0]
+    return None
+
+
+def tier(item) -> int:
+    return 0 if item.get_closest_marker("ray") else 1 if item.get_closest_marker("slow") else 2
+
+
+def assign_units(items) -> None:
+    for item in items:
+        if unit := work_unit(item):
+            item.add_marker(pytest.mark.xdist_group(unit))
+    items.sort(key=tier)  # stable: the longest tiers start first (make test turns xdist's own reordering off)
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects anything, and before xdist reads the groups
 def pytest_collection_modifyitems(items):
     if unmarked := unmarked_slow_fixture_users(items):
         raise pytest.UsageError(
             "not marked slow but using a slow fixture (tests/conftest.py SLOW_FIXTURES), add @pytest.mark.slow: "
             + "; ".join(unmarked)
         )
+    if fast_ray := ray_but_not_slow(items):
+        raise pytest.UsageError("marked ray but not slow (every test that starts Ray is slow): " + "; ".join(fast_ray))
+    assign_units(items)
+
+
+@contextlib.contextmanager
+def ray_lock(alone: bool = False):
+    """Hold RAY_LOCK (shared, or exclusive when ``alone``) across this suite's workers."""
+    with open(RAY_LOCK, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def ray_sessions() -> set[str]:
+    return {p.name for p in RAY_TMPDIR.glob("session_2*")}
+
+
+def unmarked_ray_start(item, before: set[str], after: set[str]) -> str | None:
+    """Why ``item`` fails (it started Ray, sessions ``after`` - ``before``, without the ray marker), or None."""
+    new = sorted(after - before)
+    if not new or item.get_closest_marker("ray") is not None:
+        return None
+    return (
+        f"started Ray (new session {new[0]} in {RAY_TMPDIR}) but is not marked ray: add @pytest.mark.ray beside "
+        "@pytest.mark.slow (tests/conftest.py)"
+    )
+
+
+@pytest.fixture(autouse=True)
+def _ray_where_marked(request):
+    """A ray test holds RAY_LOCK while it runs. A test that starts Ray without the marker fails, naming it: in
+    the parallel suite it would run beside a ray(alone=True) test that needs no other Ray on the machine."""
+    marker = request.node.get_closest_marker("ray")
+    before = ray_sessions()
+    with ray_lock(alone=marker.kwargs.get("alone", False)) if marker else contextlib.nullcontext():
+        yield
+    if why := unmarked_ray_start(request.node, before, ray_sessions()):
+        pytest.fail(why, pytrace=False)
 
 
 @pytest.fixture(autouse=True)
@@ -99,6 +189,7 @@ def smoke_sweep(tmp_path_factory):
     from sweep_helpers import run_script
 
     run_dir = tmp_path_factory.mktemp("smoke")
-    proc = run_script("sweeps/paper_grid.py", "--smoke", "--run-dir", str(run_dir), "--name", "smoke", timeout=600)
+    with ray_lock():  # a session fixture is set up before the test's own (autouse) lock
+        proc = run_script("sweeps/paper_grid.py", "--smoke", "--run-dir", str(run_dir), "--name", "smoke", timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return run_dir, proc

@@ -15,6 +15,7 @@ from psreval_tune.hardware import cpu_info
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.ray
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_gpu_packing_dry_runs_and_writes_its_json(tmp_path):

@@ -34,7 +34,7 @@ from sweep_helpers import (
     wait_healthy,
 )
 
-pytestmark = pytest.mark.slow  # a real multi-node Ray cluster and an MLflow server
+pytestmark = [pytest.mark.slow, pytest.mark.ray]  # a real multi-node Ray cluster and an MLflow server
 
 CLUSTER_YAML = ROOT / "cluster.yaml"
 BIN = Path(sys.executable).parent

@@ -362,6 +362,7 @@ NOISE = (
 )
 
 
+@pytest.mark.ray
 @pytest.mark.slow  # the session's smoke sweep (conftest.smoke_sweep)
 @pytest.mark.timeout(700)
 def test_smoke_grid_prints_a_short_console_with_every_trials_phase(smoke_sweep):

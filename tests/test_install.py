@@ -87,6 +87,7 @@ def test_missing_torchattacks_is_one_line_before_any_training(venv, tmp_path):
     assert not (tmp_path / "r").exists() and not list(tmp_path.iterdir())
 
 
+@pytest.mark.ray
 def test_installed_tool_runs_a_cycle_a_grid_and_a_report_from_anywhere(venv, tmp_path):
     env = _env(venv)
     psreval = str(venv / "bin" / "psreval")

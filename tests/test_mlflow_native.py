@@ -173,6 +173,7 @@ def test_system_metrics_flag_without_psutil_is_one_line(tmp_path, monkeypatch, c
     assert tracking.system_metrics_missing() is None  # here: Ray ships psutil
 
 
+@pytest.mark.ray
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_sweep_records_code_model_datasets_system_metrics_beside_its_store(tmp_path):

@@ -38,7 +38,7 @@ from sweep_helpers import ROOT, env, free_port, kill_group, sweep_runs, wait_for
 from psreval_tune.tracking import KEY_METRICS, sweep_view_key
 from psreval_tune.ui import experiment_runs_url
 
-pytestmark = pytest.mark.slow  # the smoke sweep, an MLflow server and headless Chromium
+pytestmark = [pytest.mark.slow, pytest.mark.ray]  # the smoke sweep, an MLflow server and headless Chromium
 
 CHROMIUM = Path("/usr/bin/chromium")
 APT_TIMEOUT = 600  # apt-get update + install together

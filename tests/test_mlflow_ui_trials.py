@@ -199,6 +199,7 @@ def _healthy(url: str, server: subprocess.Popen, log: Path) -> bool:
         return False
 
 
+@pytest.mark.ray
 @pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("PSREVAL_SKIP_BROWSER") == "1", reason="PSREVAL_SKIP_BROWSER=1")
 @pytest.mark.timeout(420)

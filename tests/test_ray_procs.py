@@ -153,6 +153,7 @@ time.sleep(300)
 """
 
 
+@pytest.mark.ray
 @pytest.mark.slow  # starts a real local Ray (~11 s)
 @pytest.mark.timeout(120)
 def test_a_real_local_rays_processes_are_all_ended_after_its_driver_is_killed(tmp_path):

@@ -20,7 +20,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sweep_helpers import kill_group, start_script, sweep_runs  # noqa: E402
 
-pytestmark = pytest.mark.slow  # a one-trial sweep on a local Ray
+pytestmark = [pytest.mark.slow, pytest.mark.ray]  # a one-trial sweep on a local Ray
 
 THIS = "tests/test_safety_sweeps.py"
 ONE_TRIAL = {

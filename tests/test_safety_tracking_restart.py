@@ -33,7 +33,7 @@ from sweep_helpers import (
     wait_healthy,
 )
 
-pytestmark = pytest.mark.slow  # a sweep whose MLflow server is killed and restarted
+pytestmark = [pytest.mark.slow, pytest.mark.ray]  # a sweep whose MLflow server is killed and restarted
 
 TRIALS = 3
 ROUNDS = 6

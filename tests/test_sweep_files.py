@@ -567,6 +567,7 @@ def test_searcher_pickles_by_reference():
 # --- end to end: the session's smoke sweep (tests/conftest.py) ---------------------------------------
 
 
+@pytest.mark.ray
 @pytest.mark.slow  # the session's smoke sweep (conftest.smoke_sweep)
 @pytest.mark.timeout(700)
 def test_smoke_sweep_logs_its_resolved_file(smoke_sweep, tmp_path):

@@ -25,7 +25,7 @@ from sweep_helpers import (
 
 from psreval_tune.sweeps import ray_procs
 
-pytestmark = pytest.mark.slow  # Ray Tune sweeps run as subprocesses
+pytestmark = [pytest.mark.slow, pytest.mark.ray]  # Ray Tune sweeps run as subprocesses
 
 SMOKE_TRIALS = 6  # paper_grid --smoke: epsilon {3.4, 7} x {none, adv_training 0.2, train_time_attack 0.2}
 ARTIFACTS = {"metrics.json", "model_float.pt", "model_int8.pt2", "adv_examples.png"}
@@ -262,6 +262,7 @@ def test_sweep_logs_to_mlflow_server_over_http(tmp_path):
         kill_group(server)
 
 
+@pytest.mark.ray(alone=True)  # Ray finds any GCS on the machine for --address auto: no other Ray may run
 def test_address_auto_without_cluster_is_one_line_error(tmp_path):
     proc = run_script(
         "sweeps/paper_grid.py", "--smoke", "--address", "auto", "--run-dir", str(tmp_path), timeout=120, RAY_ADDRESS=""

@@ -12,11 +12,22 @@ from __future__ import annotations
 
 import ast
 import functools
+import os
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import SLOW_FIXTURES, pytest_collection_modifyitems, unmarked_slow_fixture_users
+from conftest import (
+    RAY_LOCK,
+    RAY_TMPDIR,
+    SLOW_FIXTURES,
+    pytest_collection_modifyitems,
+    ray_lock,
+    unmarked_ray_start,
+    unmarked_slow_fixture_users,
+)
 
 TESTS = Path(__file__).resolve().parent
 SLOW = "pytest.mark.slow"
@@ -100,13 +111,12 @@ def test_every_slow_marker_marks_tests():
     assert not misplaced, "\n".join(misplaced)
 
 
-def _item(nodeid: str, fixtures: list[str], slow: bool) -> SimpleNamespace:
-    marker = SimpleNamespace(name="slow")
-    return SimpleNamespace(
-        nodeid=nodeid,
-        fixturenames=fixtures,
-        get_closest_marker=lambda name: marker if slow and name == "slow" else None,
-    )
+def _item(nodeid: str, fixtures: list[str], slow: bool, ray: bool = False) -> SimpleNamespace:
+    marks = {name for name, on in (("slow", slow), ("ray", ray)) if on}
+    item = SimpleNamespace(nodeid=nodeid, fixturenames=fixtures, added=[])
+    item.get_closest_marker = lambda name: SimpleNamespace(name=name) if name in marks else None
+    item.add_marker = item.added.append
+    return item
 
 
 def test_collection_stops_on_a_test_that_uses_a_slow_fixture_unmarked():
@@ -120,3 +130,54 @@ def test_collection_stops_on_a_test_that_uses_a_slow_fixture_unmarked():
     with pytest.raises(pytest.UsageError, match=r"tests/test_x\.py::test_unmarked"):
         pytest_collection_modifyitems(items)
     pytest_collection_modifyitems(items[1:])  # marked or not using one: nothing to say
+
+
+def _defs(**scopes: str) -> SimpleNamespace:
+    return SimpleNamespace(name2fixturedefs={name: [SimpleNamespace(scope=scope)] for name, scope in scopes.items()})
+
+
+def test_units_ray_first_each_test_alone_unless_it_shares_a_module_fixture_or_the_smoke_sweep():
+    items = [
+        _item("tests/test_a.py::test_plain", ["tmp_path"], slow=False),
+        _item("tests/test_b.py::test_sweep", [], slow=True, ray=True),
+        _item("tests/test_a.py::test_training", ["dp_runs"], slow=True),
+        _item("tests/test_c.py::test_smoke", ["smoke_sweep"], slow=True, ray=True),
+        _item("tests/test_a.py::test_other", ["dp_runs"], slow=True),
+    ]
+    items[0]._fixtureinfo = _defs(tmp_path="function", small_cfg="session")
+    items[2]._fixtureinfo = items[4]._fixtureinfo = _defs(dp_runs="module", small_cfg="session")
+    pytest_collection_modifyitems(items)
+    order = [(item.nodeid, [m.args[0] for m in item.added]) for item in items]
+    assert order == [
+        ("tests/test_b.py::test_sweep", []),  # a unit of its own
+        ("tests/test_c.py::test_smoke", ["fixture:smoke_sweep"]),  # with the other smoke-sweep tests
+        ("tests/test_a.py::test_training", ["tests/test_a.py"]),  # its module's fixture: one unit per module
+        ("tests/test_a.py::test_other", ["tests/test_a.py"]),
+        ("tests/test_a.py::test_plain", []),  # fast: last
+    ]
+    assert {m.name for item in items for m in item.added} == {"xdist_group"}
+
+
+def test_collection_stops_on_a_ray_test_not_marked_slow():
+    with pytest.raises(pytest.UsageError, match=r"marked ray but not slow.*tests/test_x\.py::test_ray$"):
+        pytest_collection_modifyitems([_item("tests/test_x.py::test_ray", [], slow=False, ray=True)])
+
+
+def test_a_ray_session_started_by_a_test_not_marked_ray_fails_it():
+    plain, marked = _item("t::plain", [], slow=True), _item("t::ray", [], slow=True, ray=True)
+    before, after = {"session_2026-01-01_00-00-00_1_1"}, {"session_2026-01-01_00-00-00_1_1", "session_2026-12-07_x"}
+    why = unmarked_ray_start(plain, before, after)
+    assert why.startswith("started Ray (new session session_2026-12-07_x in ") and "@pytest.mark.ray" in why
+    assert unmarked_ray_start(marked, before, after) is None  # marked: allowed
+    assert unmarked_ray_start(plain, after, after) is None  # nothing new
+    assert os.environ["RAY_TMPDIR"] == str(RAY_TMPDIR)  # this worker's own Ray temp dir, inherited by Ray
+
+
+def test_a_ray_alone_test_waits_for_the_shared_holders():
+    """ray_lock across processes: a shared holder here keeps an exclusive taker out until it lets go."""
+    probe = [sys.executable, "-c", f"import fcntl; f = open({str(RAY_LOCK)!r}, 'a'); fcntl.flock(f, {{}})"]
+    with ray_lock():
+        shared = subprocess.run([*probe[:2], probe[2].format("fcntl.LOCK_SH | fcntl.LOCK_NB")], timeout=30)
+        exclusive = subprocess.run([*probe[:2], probe[2].format("fcntl.LOCK_EX | fcntl.LOCK_NB")], timeout=30)
+    assert (shared.returncode, exclusive.returncode) == (0, 1)  # BlockingIOError: exit 1
+    assert subprocess.run([*probe[:2], probe[2].format("fcntl.LOCK_EX | fcntl.LOCK_NB")], timeout=30).returncode == 0

@@ -254,6 +254,7 @@ def _worker_logs(cluster) -> str:
     return "".join(p.read_text(errors="replace") for t in cluster.temp_dirs.values() for p in t.rglob("worker-*.out"))
 
 
+@pytest.mark.ray
 @pytest.mark.slow
 @pytest.mark.timeout(420)
 def test_three_concurrent_trials_on_two_nodes_train_their_shared_twin_once(tmp_path):
