@@ -46,6 +46,9 @@ MODEL_NAME = "model_float"  # the trial's float model: mlflow.pytorch.load_model
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # the UI opens it on the runs table
 PACKAGE_DIR = Path(__file__).resolve().parent
 TAG_FAILURE = "psreval.failure"  # why a run ended FAILED (one line)
+# Why a run ended KILLED because its sweep was interrupted (Ctrl-C) while it ran; a resumed run drops it (_reopen).
+TAG_INTERRUPTED = "psreval.interrupted"
+INTERRUPTED_TRIAL = "the sweep was interrupted (Ctrl-C) before this trial ended; --resume continues it"
 TAG_NOTE = "mlflow.note.content"  # a run's description in the MLflow UI (Markdown)
 
 # The runs table a sweep's printed address opens (psreval_tune.ui): a view of the MLflow UI stored as the
@@ -538,9 +541,12 @@ class Tracker:
         return runs[0].info.run_id if runs else None
 
     def _reopen(self, run_id: str) -> str:
+        """RUNNING again (a resumed sweep or trial); the tag saying why it was KILLED no longer holds."""
         from mlflow.entities import RunStatus
 
         self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+        if TAG_INTERRUPTED in self.client.get_run(run_id).data.tags:
+            self.client.delete_tag(run_id, TAG_INTERRUPTED)
         return run_id
 
     def sweep_run(self, params: Mapping[str, Any] | None = None) -> str:
@@ -723,6 +729,15 @@ class Tracker:
         self._summarize_quietly(run_id)
         self.client.set_tag(run_id, TAG_FAILURE, one_line(reason))
         self.client.set_terminated(run_id, status="FAILED")
+
+    def interrupt(self, run_id: str, reason: str) -> bool:
+        """KILLED with the reason in tag psreval.interrupted, if the run is RUNNING (a run that ended is never
+        changed); returns whether it was."""
+        if self.status(run_id) != "RUNNING":
+            return False
+        self.client.set_tag(run_id, TAG_INTERRUPTED, one_line(reason))
+        self.client.set_terminated(run_id, status="KILLED")
+        return True
 
     def trial_tags(self, parent_id: str) -> dict[str, dict[str, str]]:
         """The tags of each trial run of the sweep run ``parent_id``, by trial id (e.g. its warnings)."""

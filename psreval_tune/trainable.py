@@ -31,7 +31,7 @@ from .baselines import NO_THREAT, PLAIN_MEAN
 from .config import CycleConfig
 from .cycle import run_cycle
 from .federated import Federation, RoundResult
-from .tracking import TAG_MODEL_ERROR, TAG_TRIAL, Tracker, TrackingSpec, one_line
+from .tracking import INTERRUPTED_TRIAL, TAG_MODEL_ERROR, TAG_TRIAL, Tracker, TrackingSpec, one_line
 from .twin_cache import TwinCache
 
 CHECKPOINT_FILE = "federation.pt"
@@ -380,7 +380,7 @@ class TrialRecord:
 
 def _open_record(infra: TrialInfra, ctx, cfg: CycleConfig) -> TrialRecord | None:
     """The trial's run, opened (or reopened) with its params; None when it is already FINISHED (reported to
-    Tune from the run instead: _report_recorded)."""
+    Tune from the run instead: _report_recorded) or its sweep has ended (_sweep_ended)."""
     if infra.tracking is None:
         return TrialRecord()
     tracker = Tracker(infra.tracking)
@@ -389,8 +389,25 @@ def _open_record(infra: TrialInfra, ctx, cfg: CycleConfig) -> TrialRecord | None
         _report_recorded(tracker, found, infra)
         return None
     run_id, existed = tracker.trial_run(infra.parent_run_id, ctx.get_trial_id(), trial_label(cfg))
+    if _sweep_ended(tracker, infra.parent_run_id, run_id):
+        return None
     tracker.log_params(run_id, cfg.record())
     return TrialRecord(tracker, run_id, existed)
+
+
+def _sweep_ended(tracker: Tracker, parent_run_id: str | None, run_id: str) -> bool:
+    """Whether the sweep's run has ended (an interrupted sweep: KILLED), so this trial's worker outlived its
+    sweep (Tune's kill of it still on its way) and opened its run after the driver's last look for RUNNING
+    trial runs (sweeps.failures.close_late): it closes that run itself, KILLED, and does not train. The driver
+    ends the sweep's run before that last look, so every trial run is closed by one side or the other."""
+    if parent_run_id is None:
+        return False
+    sweep_status = tracker.status(parent_run_id)
+    if sweep_status == "RUNNING":
+        return False
+    tracker.interrupt(run_id, f"{INTERRUPTED_TRIAL} (its run was already {sweep_status} when this trial opened it)")
+    print(f"the sweep's MLflow run {parent_run_id} is {sweep_status}: trial run {run_id} closed as KILLED", flush=True)
+    return True
 
 
 Warn = Callable[[str | None, str], None]
@@ -474,8 +491,9 @@ def run_trial(params: dict, infra: TrialInfra) -> None:
         record.finish(cfg, result, final, out, ctx.get_trial_id())
     except Exception as exc:
         # Only errors of the cycle itself. Ray stops a trial (ASHA, end of sweep) with a BaseException from
-        # tune.report: the driver's TrackingCallback closes those runs; a killed process never gets here and
-        # its run is reopened when the trial is retried.
+        # tune.report: the driver closes those runs (ASHA: TrackingCallback; an interrupted sweep:
+        # sweeps.failures.interrupted_fit); a killed process never gets here and its run is reopened when the
+        # trial is retried or resumed.
         record.fail(exc)
         raise
     finally:
@@ -490,6 +508,11 @@ class TrackingCallback(tune.Callback):
     A trial whose process died, or that exhausted its retries, is marked
     FAILED; one a scheduler stopped early (its function never returned) is
     marked KILLED and tagged ``psreval.early_stopped``.
+
+    Trials Tune stops because the sweep itself ends (a Ctrl-C, which Tune
+    catches) reach no callback at all: run_sweep closes their runs after
+    tuner.fit() returns (KILLED, tag ``psreval.interrupted``:
+    sweeps.failures.interrupted_fit).
     """
 
     def __init__(self, tracking: TrackingSpec, parent_run_id: str):

@@ -1,5 +1,6 @@
 """Faults that must not leave records wrong (issue 11): a corrupt or missing latest trial checkpoint, a
-retried trial logging a round twice, a FINISHED run reopened, disk full while a sweep runs.
+retried trial logging a round twice, a FINISHED run reopened, disk full while a sweep runs, a sweep
+interrupted with Ctrl-C (no trial run left RUNNING).
 
 The trainable tests run ``run_trial`` in this process against a temporary SQLite MLflow store, with Tune's
 session calls and the cycle replaced by fakes (no Ray, no training: about a second each).
@@ -26,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sweep_helpers import kill_group, run_script, start_script, sweep_runs, tune_results, wait_for  # noqa: E402
 
 from psreval_tune import trainable  # noqa: E402
-from psreval_tune.tracking import TAG_FAILURE, Tracker, TrackingSpec  # noqa: E402
+from psreval_tune.sweeps.failures import close_interrupted, end_interrupted  # noqa: E402
+from psreval_tune.tracking import INTERRUPTED_TRIAL, TAG_FAILURE, TAG_INTERRUPTED, Tracker, TrackingSpec  # noqa: E402
 
 PARAMS = {"dataset": "digits", "arch": "cnn", "rounds": 3, "seed": 0}
 THIS = "tests/test_safety_faults.py"  # run as a script: a one-trial sweep (rounds from $PSREVAL_TEST_ROUNDS)
@@ -297,6 +299,90 @@ def test_fail_never_changes_a_finished_run(store):
     assert run.info.status == "FINISHED" and TAG_FAILURE not in run.data.tags
 
 
+# --- 2a. a sweep interrupted with Ctrl-C: no trial run stays RUNNING, and --resume reopens it -------------
+
+
+def test_close_interrupted_kills_only_the_sweeps_running_trial_runs(store):
+    t = store.tracker
+    running, _ = t.trial_run(store.parent, "run1", "running")
+    done, _ = t.trial_run(store.parent, "done1", "done")
+    t.finish(done, "FINISHED")
+    failed, _ = t.trial_run(store.parent, "fail1", "failed")
+    t.fail(failed, "an error of its own")
+    other_parent = Tracker(TrackingSpec(store.uri, "psreval", "another-sweep")).sweep_run()
+    other, _ = t.trial_run(other_parent, "run1", "another sweep's")
+    assert close_interrupted(t, store.parent) == 1
+    client = MlflowClient(store.uri)
+    run = client.get_run(running)
+    assert run.info.status == "KILLED" and run.data.tags[TAG_INTERRUPTED] == INTERRUPTED_TRIAL
+    assert client.get_run(done).info.status == "FINISHED" and TAG_INTERRUPTED not in client.get_run(done).data.tags
+    assert client.get_run(failed).info.status == "FAILED" and TAG_INTERRUPTED not in client.get_run(failed).data.tags
+    assert client.get_run(other).info.status == "RUNNING"  # not this sweep's
+    assert close_interrupted(t, store.parent) == 0  # nothing left to close
+
+
+def test_interrupted_trial_run_is_killed_then_reopened_and_finished_by_resume(tmp_path, monkeypatch, store):
+    """Tune stops a trial at Ctrl-C with SystemExit from tune.report (its run stays RUNNING: run_trial closes
+    only its own errors); the driver ends the sweep KILLED and the trial's run KILLED with the interrupted
+    tag. --resume reopens the sweep's run and the trial's (same run, RUNNING, tag gone), which continues
+    from its checkpoint and ends FINISHED with each round logged once."""
+    session = FakeSession(monkeypatch, tmp_path)
+
+    def report_then_stop(metrics, checkpoint=None):
+        session._report(metrics, checkpoint)
+        if metrics.get("round") == 2:
+            raise SystemExit(0)  # what tune.report raises in a trial Tune stops
+
+    monkeypatch.setattr(trainable.tune, "report", report_then_stop)
+    with pytest.raises(SystemExit):
+        trainable.run_trial(dict(PARAMS), store.infra)
+    (run,) = trial_runs(store)
+    assert run.info.status == "RUNNING"  # what the interrupted sweep left before run_sweep closed it
+    assert end_interrupted(store.tracker, store.parent, "interrupted (Ctrl-C)") == 1
+    client = MlflowClient(store.uri)
+    assert client.get_run(store.parent).info.status == "KILLED"
+    (run,) = trial_runs(store)
+    assert run.info.status == "KILLED" and run.data.tags[TAG_INTERRUPTED] == INTERRUPTED_TRIAL
+
+    assert store.tracker.sweep_run() == store.parent  # --resume: the same sweep run, RUNNING again
+    parent = client.get_run(store.parent)
+    assert parent.info.status == "RUNNING" and TAG_INTERRUPTED not in parent.data.tags
+    monkeypatch.setattr(trainable.tune, "report", session._report)
+    opened = []
+    real_trial_run = store.tracker.trial_run
+
+    def spy(tracker, *args):  # the trial's run as the resumed trial sees it while it trains
+        run_id, existed = real_trial_run(*args)
+        opened.append((existed, client.get_run(run_id)))
+        return run_id, existed
+
+    monkeypatch.setattr(Tracker, "trial_run", spy)
+    trainable.run_trial(dict(PARAMS), store.infra)
+    ((existed, reopened),) = opened
+    assert existed and reopened.info.run_id == run.info.run_id and reopened.info.status == "RUNNING"
+    assert TAG_INTERRUPTED not in reopened.data.tags
+    assert session.rounds_run == [1, 2, 3]  # resumed after round 2, not from round 1
+    (after,) = trial_runs(store)
+    assert after.info.run_id == run.info.run_id and after.info.status == "FINISHED"
+    assert TAG_INTERRUPTED not in after.data.tags
+    logged = steps(store, after.info.run_id, "acc_val")
+    # each round at most once; round 2 itself is not there: RoundReporter logs a round after tune.report,
+    # which Tune's stop cut short (a gap of its own, not of the run's status)
+    assert logged == sorted(set(logged)) and {1, 3} <= set(logged)
+
+
+def test_trial_opening_its_run_after_its_sweep_ended_closes_it_and_does_not_train(tmp_path, monkeypatch, store):
+    """A trial worker that outlives an interrupted sweep (Tune's kill still on its way) and opens its run after
+    the driver's last look for RUNNING runs finds the sweep's run ended: its own run ends KILLED at once."""
+    session = FakeSession(monkeypatch, tmp_path)
+    store.tracker.finish(store.parent, "KILLED")
+    trainable.run_trial(dict(PARAMS), store.infra)
+    (run,) = trial_runs(store)
+    assert run.info.status == "KILLED" and run.data.tags[TAG_INTERRUPTED].startswith(INTERRUPTED_TRIAL)
+    assert "already KILLED" in run.data.tags[TAG_INTERRUPTED]
+    assert session.rounds_run == [] and session.reports == []
+
+
 # --- 2b. warnings where people look (issue 27): the trial's MLflow run and the sweep's console -----
 
 
@@ -533,6 +619,64 @@ def test_trials_failed_by_a_full_disk_end_the_sweep_with_one_line(tmp_path, offl
     assert [t.info.status for t in trials] == ["FAILED"]
 
 
+def _fit_interrupted(started: int):
+    """tuner.fit() as Tune ends it on a first Ctrl-C (it catches SIGINT itself): it returns, no error. Trial
+    "done1" finished (FINISHED run); the next ``started`` trials had just opened their runs and were stopped
+    without any callback (RUNNING runs, status TERMINATED in the grid); the rest never started (PENDING)."""
+
+    def fit(self):
+        infra = FakeTuner.infra
+        tracker = Tracker(infra.tracking)
+        done, _ = tracker.trial_run(infra.parent_run_id, "done1", "done")
+        tracker.finish(done, "FINISHED")
+        for k in range(started):
+            tracker.trial_run(infra.parent_run_id, f"busy{k + 1}", "busy")
+        ok = SimpleNamespace(error=None, config={}, metrics={"cycle_complete": 1})
+        grid = FakeGrid([ok] + [SimpleNamespace(error=None, config={}, metrics={})] * 2)
+        grid.num_terminated, grid.num_errors = 1 + started, 0
+        return grid
+
+    return fit
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("started", [2, 1, 0])
+def test_sweep_interrupted_in_tune_kills_its_running_trial_runs(tmp_path, offline_sweep, capsys, monkeypatch, started):
+    """started=2: the reported case (both last trials had just opened their runs when Ctrl-C came): before the
+    fix both runs stayed RUNNING and the sweep's run ended FINISHED. Now each is KILLED with the interrupted
+    tag, the finished one untouched, and the sweep's run KILLED; also with a trial left unstarted."""
+    monkeypatch.setattr(FakeTuner, "fit", _fit_interrupted(started))
+    assert offline_sweep(["--run-dir", str(tmp_path), "--name", "s"]) == 0
+    out = capsys.readouterr().out
+    assert f"sweep s interrupted: {started} running trial run(s) marked KILLED" in out
+    parents, trials = sweep_runs(f"sqlite:///{tmp_path}/mlflow.db")
+    assert [p.info.status for p in parents] == ["KILLED"] and "interrupted" in parents[0].data.tags[TAG_INTERRUPTED]
+    status = {t.data.tags["psreval.trial_id"]: t for t in trials}
+    assert status.pop("done1").info.status == "FINISHED"
+    assert len(status) == started
+    for run in status.values():
+        assert run.info.status == "KILLED" and run.data.tags[TAG_INTERRUPTED] == INTERRUPTED_TRIAL
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.timeout(120)
+def test_ctrl_c_escaping_tune_kills_the_running_trial_runs(tmp_path, offline_sweep, capsys):
+    """A Ctrl-C Tune does not catch (a second one, during its cleanup): KeyboardInterrupt out of fit(); the
+    trial run still RUNNING ends KILLED with the tag (it stayed RUNNING), the sweep's run KILLED."""
+    FakeTuner.fail_with = KeyboardInterrupt()
+    with pytest.raises(KeyboardInterrupt):
+        offline_sweep(["--run-dir", str(tmp_path), "--name", "s"])
+    parents, trials = sweep_runs(f"sqlite:///{tmp_path}/mlflow.db")
+    assert [p.info.status for p in parents] == ["KILLED"]
+    assert parents[0].data.tags[TAG_INTERRUPTED].startswith("interrupted (KeyboardInterrupt)")
+    status = {t.data.tags["psreval.trial_id"]: t for t in trials}
+    assert status["done1"].info.status == "FINISHED" and TAG_INTERRUPTED not in status["done1"].data.tags
+    assert status["busy1"].info.status == "KILLED" and status["busy1"].data.tags[TAG_INTERRUPTED] == INTERRUPTED_TRIAL
+
+
 # --- sweep-level: real Ray, real training (a one-trial sweep run from this file) --------------
 
 
@@ -550,6 +694,7 @@ def tear_newest_checkpoint(trial_dir: Path) -> int:
     raise AssertionError(f"no complete checkpoint in {trial_dir}: {[p.name for p in folders]}")
 
 
+@pytest.mark.ray
 @pytest.mark.slow
 @pytest.mark.timeout(420)
 def test_sweep_trial_with_corrupt_latest_checkpoint_resumes_from_the_previous_one(tmp_path):
@@ -617,6 +762,7 @@ def test_sweep_trial_with_corrupt_latest_checkpoint_resumes_from_the_previous_on
     )
 
 
+@pytest.mark.ray
 @pytest.mark.slow
 @pytest.mark.timeout(420)
 def test_disk_full_on_the_run_folder_ends_runs_failed_with_one_line(tmp_path):
@@ -663,6 +809,39 @@ def test_disk_full_on_the_run_folder_ends_runs_failed_with_one_line(tmp_path):
     assert parents[0].info.status == "FAILED" and "disk full" in parents[0].data.tags[TAG_FAILURE]
     for run in trials:
         assert run.info.status == "FAILED" and run.data.tags.get(TAG_FAILURE), run.data.tags
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.timeout(180)
+def test_ctrl_c_right_after_a_trial_started_leaves_no_run_running(tmp_path):
+    """The reported case, for real: Ctrl-C (SIGINT to the driver) once the trial has opened its MLflow run and
+    before it has any result. Tune catches the signal and stops the trial without a callback; fit() returns.
+    Before the fix the trial's run stayed RUNNING and the sweep's run ended FINISHED; now both end KILLED
+    with tag psreval.interrupted."""
+    runs = tmp_path / "runs"
+    uri = f"sqlite:///{runs}/mlflow.db"
+    log = tmp_path / "sweep.log"
+    # 200 rounds and no result for 30 s (the default checkpoint period of a FIFO grid): still in its first rounds
+    proc = start_script(THIS, "--run-dir", str(runs), "--name", "intr", log=log, PSREVAL_TEST_ROUNDS="200")
+    try:
+        # the driver's store is ready (its tables) once it prints where the sweep's results go
+        wait_for(lambda: "sweep intr: Tune results in" in log.read_text(), timeout=120, interval=0.2, what="start")
+
+        def trial_run_opened() -> bool:
+            return any(t.info.status == "RUNNING" for t in sweep_runs(uri)[1])
+
+        wait_for(trial_run_opened, timeout=120, interval=0.2, what="the trial's MLflow run")
+        os.kill(proc.pid, signal.SIGINT)
+        proc.wait(timeout=120)
+    finally:
+        kill_group(proc)
+    out = log.read_text()
+    parents, trials = sweep_runs(uri)
+    assert [t.info.status for t in parents + trials] == ["KILLED", "KILLED"], out[-3000:]
+    assert trials[0].data.tags[TAG_INTERRUPTED] == INTERRUPTED_TRIAL
+    assert parents[0].data.tags[TAG_INTERRUPTED].startswith("interrupted (Ctrl-C): 1 running trial(s) stopped")
+    assert "sweep intr interrupted: 1 running trial run(s) marked KILLED" in out, out[-3000:]
 
 
 # --- the one-trial driver -----------------------------------------------------------------

@@ -65,7 +65,10 @@ from .failures import (  # noqa: F401 - re-exported
     _no_space,
     _stop_reason,
     _Stopped,
+    close_late,
     close_runs,
+    end_interrupted,
+    interrupted_fit,
     main_guard,
 )
 from .flags import CHECKPOINT_EVERY_S, NAME_RE, _check_args, _csv, _SweepParser, add_cost_flags, parser  # noqa: F401
@@ -126,8 +129,9 @@ def run_sweep(args: argparse.Namespace, spec: SweepSpec):
         tuner, loggers_set = _tuner(args, spec, trainable, tracker.spec, parent, name, storage, verbose)
         results = _fit(tuner, name, verbose, loggers_set)
         fitting = False
+        interrupted = interrupted_fit(results, tracker, parent, name)
         summary = _summarize(results, spec, tracker, parent, name, run_dir)
-        status = "FINISHED" if not results.errors else "FAILED"
+        status = "KILLED" if interrupted else "FINISHED" if not results.errors else "FAILED"
     except Exception as exc:  # noqa: BLE001 - disk full anywhere, or anything escaping Tune: one line
         reason = _stop_reason(exc, fitting, run_dir, exp_path)
         if reason is None:
@@ -136,11 +140,12 @@ def run_sweep(args: argparse.Namespace, spec: SweepSpec):
             raise
         closed = close_runs(tracker, parent, reason)
         raise SweepError(f"sweep {name} stopped, {reason}; {closed}; Tune folder {exp_path}") from None
-    except BaseException:  # Ctrl-C: the sweep run does not stay RUNNING
-        _end_quietly(tracker, parent, "FAILED")
+    except BaseException as exc:  # a Ctrl-C Tune did not catch (a second one, or one outside fit): no run stays RUNNING
+        end_interrupted(tracker, parent, f"interrupted ({type(exc).__name__}); --resume continues it")
         print(results_line, flush=True)
         raise
     tracker.finish(parent, status)
+    close_late(tracker, parent, status)
     print(results_line, flush=True)
     return results, summary, tracker.spec
 

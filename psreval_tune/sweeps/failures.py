@@ -1,8 +1,10 @@
-"""How a sweep fails: SweepError (one line, exit 2), a full disk recognised wherever it shows up, and the
-MLflow runs a stopped sweep closes as FAILED with its reason."""
+"""How a sweep fails: SweepError (one line, exit 2), a full disk recognised wherever it shows up, the
+MLflow runs a stopped sweep closes as FAILED with its reason, and those an interrupted (Ctrl-C) one
+closes as KILLED."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import sys
@@ -115,6 +117,77 @@ def close_runs(tracker, parent_run_id: str, reason: str) -> str:
             f"{closed} running trial run(s) marked FAILED; could not update {len(failed)}: {'; '.join(failed)[:1000]}"
         )
     return f"{closed} running trial run(s) and the sweep's run marked FAILED (reason in tag psreval.failure)"
+
+
+def close_interrupted(tracker, parent_run_id: str, reason: str | None = None) -> int:
+    """Every trial run of the sweep still RUNNING: KILLED, with ``reason`` (default tracking.INTERRUPTED_TRIAL)
+    in tag psreval.interrupted; runs that ended are never changed. Returns how many; a store that fails is a
+    warning line, never an error (this runs while a Ctrl-C propagates)."""
+    from ..tracking import INTERRUPTED_TRIAL
+
+    reason = reason or INTERRUPTED_TRIAL
+    try:
+        runs = [r for r in tracker.unfinished_trial_runs(parent_run_id) if r.info.status == "RUNNING"]
+    except Exception as exc:  # noqa: BLE001
+        print(f"warning: the sweep's trial runs could not be listed ({_first_line(exc)})", file=sys.stderr)
+        return 0
+    closed = 0
+    for run in runs:
+        try:
+            closed += tracker.interrupt(run.info.run_id, reason)
+        except Exception as exc:  # noqa: BLE001
+            print(f"warning: run {run.info.run_id} stays RUNNING ({_first_line(exc)})", file=sys.stderr)
+    return closed
+
+
+def end_interrupted(tracker, parent_run_id: str, reason: str) -> int:
+    """An interrupted sweep's run KILLED (tag psreval.interrupted), then its trial runs still RUNNING
+    (close_interrupted); returns how many of those. The sweep's run first: a trial worker that outlives the
+    sweep (Tune's kill of it still on its way) and opens its run after the listing finds the sweep's run
+    ended and closes its own (trainable._open_record). Never raises."""
+    from ..tracking import TAG_INTERRUPTED, one_line
+
+    try:
+        tracker.client.set_tag(parent_run_id, TAG_INTERRUPTED, one_line(reason))
+    except Exception:  # noqa: BLE001 - the store itself may be what failed
+        pass
+    _end_quietly(tracker, parent_run_id, "KILLED")
+    return close_interrupted(tracker, parent_run_id)
+
+
+def interrupted_fit(results, tracker, parent: str, name: str) -> bool:
+    """Whether tuner.fit() returned because the sweep was interrupted; the runs that say so are KILLED.
+
+    Tune catches the first Ctrl-C (SIGINT) itself: fit() returns as if done, having stopped the running trials
+    without on_trial_complete / on_trial_error, so TrackingCallback never hears of them, and a trial stopped
+    in its setup (just started: killed before any result) or in tune.report ends with its run RUNNING; trials
+    not started yet stay PENDING. No trial runs once fit() has returned, so every trial run still RUNNING is
+    such a trial's: KILLED, tag psreval.interrupted (close_interrupted); --resume reopens it (Tracker.trial_run).
+    """
+    from ..tracking import TAG_INTERRUPTED
+
+    closed = close_interrupted(tracker, parent)
+    ended = getattr(results, "num_terminated", len(results)) + getattr(results, "num_errors", 0)
+    unstarted = max(0, len(results) - ended)
+    if not closed and not unstarted:
+        return False
+    why = f"interrupted (Ctrl-C): {closed} running trial(s) stopped, {unstarted} not started; --resume continues it"
+    with contextlib.suppress(Exception):  # the run still ends KILLED (engine.run_sweep)
+        tracker.client.set_tag(parent, TAG_INTERRUPTED, why)
+    print(
+        f"sweep {name} interrupted: {closed} running trial run(s) marked KILLED (tag {TAG_INTERRUPTED}), "
+        f"{unstarted} trial(s) not started; continue it with --resume --name {name}",
+        flush=True,
+    )
+    return True
+
+
+def close_late(tracker, parent: str, status: str) -> None:
+    """Once the sweep's run has ended: a trial run opened after interrupted_fit looked (by a trial worker whose kill
+    by Tune was still on its way) is KILLED here, and the sweep's run with it; a worker that opens its run
+    after this finds the sweep's run ended and closes its own (trainable._open_record)."""
+    if close_interrupted(tracker, parent) and status != "KILLED":
+        end_interrupted(tracker, parent, "interrupted (Ctrl-C); --resume continues it")
 
 
 def main_guard(fn: Callable[[Sequence[str] | None], int]) -> Callable[[Sequence[str] | None], int]:
