@@ -132,6 +132,9 @@ class RoundReporter:
 
     def __call__(self, r: RoundResult, fed: Federation) -> None:
         metrics = {**self.pending, **round_metrics(r)}
+        # MLflow first: Tune may stop the trial inside tune.report (Ctrl-C, an ASHA stop), and a round logged
+        # after it would never reach MLflow (its resume starts after the checkpointed round)
+        self.log(r)
         if self.due(r):
             with tempfile.TemporaryDirectory() as folder:
                 torch.save(fed.state_dict(), Path(folder) / CHECKPOINT_FILE)
@@ -140,7 +143,6 @@ class RoundReporter:
             self.checkpoints.append(r.round)
         elif self.every_round:
             tune.report(metrics)
-        self.log(r)
 
 
 def cycle_config(params: Mapping[str, Any]) -> CycleConfig:

@@ -64,3 +64,20 @@ def test_scheduler_gets_every_round_checkpoints_stay_periodic(monkeypatch, tune_
     reporter, _ = run_rounds(monkeypatch, infra, 7.0)
     assert [k for k, _ in tune_calls] == list(range(1, 11))
     assert [k for k, ckpt in tune_calls if ckpt] == reporter.checkpoints == [5, 10]
+
+
+def test_a_round_stopped_inside_tune_report_is_already_in_mlflow(monkeypatch):
+    """Tune stops a trial inside tune.report (Ctrl-C: SystemExit; an ASHA stop): the round it was reporting
+    has reached MLflow before, so nothing checkpointed is missing from the trial's run."""
+    logged: list[int] = []
+
+    def report(metrics, checkpoint=None):
+        raise SystemExit(0)
+
+    monkeypatch.setattr(trainable.tune, "report", report)
+    reporter = trainable.RoundReporter(
+        CycleConfig(rounds=3), trainable.TrialInfra(checkpoint_every_s=0.0), lambda r: logged.append(r.round)
+    )
+    with pytest.raises(SystemExit):
+        reporter(RoundResult(round=1, train_loss=1.0, acc_val=0.5, epsilon=None), SimpleNamespace(state_dict=dict))
+    assert logged == [1]
