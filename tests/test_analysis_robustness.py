@@ -230,8 +230,8 @@ def test_missing_axes_give_a_message_not_a_plot(tmp_path):
     only_none = sweep()
     rep = robustness(only_none[only_none["threat"] == "none"], tmp_path / "a")
     assert rep.messages == [
-        "robustness: needs trials under a threat other than none, adv_training, train_time_attack, train_time_attack_ref "
-        "(malicious clients, num_malicious >= 1); this sweep has none"
+        "robustness: needs trials under a threat other than none, adv_training, train_time_attack, "
+        "train_time_attack_ref (malicious clients, num_malicious >= 1); this sweep has none"
     ]
     assert not rep.figures and not list((tmp_path / "a").glob("robustness_*"))
     # no baseline and no fedavg
