@@ -89,31 +89,31 @@ def ray_but_not_slow(items) -> list[str]:
     return [item.nodeid for item in items if item.get_closest_marker("ray") and not item.get_closest_marker("slow")]
 
 
-# The parallel suite (`make test`: pytest -n 2 --dist loadgroup). A test is its own unit of work, so the long
-# ones spread over the workers, except where sharing matters: the tests of a module-scoped fixture (a trained
-# model, a fresh venv) form one unit per module, and those of the session-wide smoke sweep one unit, so each is
-# built once. Tests marked ray run first, the other slow ones next, the fast ones fill the end.
+# The parallel suite (`make test`: pytest -n 2 --dist loadgroup). Two Ray sweeps at once on 2 cores thrash
+# (measured: 24 tests in the first 18 minutes, against 17 minutes for all the Ray tests one after another), so
+# the tests marked ray form one unit of work, RAY_GROUP, run by one worker one at a time, while the other
+# worker takes everything else, test by test. A test that shares a module-scoped fixture (a trained model, a
+# fresh venv) runs in its module's unit instead, Ray or not, so the fixture is built once. RAY_FIXTURES: session
+# fixtures that start Ray; their users must be marked ray (built once, in the Ray group).
 #
-# Ray on two workers at once is safe by construction: each worker's Ray keeps its sessions and its address
-# file in its own temp dir (RAY_TMPDIR, read by Ray, inherited by subprocesses), local clusters take free
-# ports, and nothing here runs `ray stop`. The one thing a second Ray breaks is `--address auto` finding no
-# cluster (Ray also scans the process table for any GCS): a test marked ray(alone=True) takes RAY_LOCK
-# exclusively; every other ray test (and the smoke sweep's fixture) holds it shared while it runs.
+# Two Rays may still meet (the Ray tests of a module unit run beside the Ray group), and that is safe: each
+# worker's Ray keeps its sessions and address file in its own temp dir (RAY_TMPDIR, read by Ray, inherited by
+# subprocesses), local clusters take free ports, and nothing here runs `ray stop`. The one thing a second Ray
+# breaks is `--address auto` finding no cluster (Ray also scans the process table for any GCS): a test marked
+# ray(alone=True) takes RAY_LOCK exclusively; every other ray test (and a RAY_FIXTURES fixture) holds it shared.
+RAY_GROUP = "ray"
 RAY_TMPDIR = Path(tempfile.gettempdir()) / f"ray-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
 os.environ["RAY_TMPDIR"] = str(RAY_TMPDIR)
 RAY_LOCK = Path(tempfile.gettempdir()) / "psreval-tests-ray.lock"
-SHARED_FIXTURES = frozenset({"smoke_sweep"})  # session fixtures too slow to build on each worker
+RAY_FIXTURES = frozenset({"smoke_sweep"})
 
 
 def work_unit(item) -> str | None:
     """The xdist group ``item`` runs in (None: a unit of its own)."""
-    fixtures = set(getattr(item, "fixturenames", ()))
-    if shared := sorted(SHARED_FIXTURES & fixtures):
-        return f"fixture:{shared[0]}"
     defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
     if any(d and d[-1].scope == "module" for d in defs.values()):
         return item.nodeid.split("::", 1)[0]
-    return None
+    return RAY_GROUP if item.get_closest_marker("ray") else None
 
 
 def tier(item) -> int:
@@ -136,6 +136,10 @@ def pytest_collection_modifyitems(items):
         )
     if fast_ray := ray_but_not_slow(items):
         raise pytest.UsageError("marked ray but not slow (every test that starts Ray is slow): " + "; ".join(fast_ray))
+    if unmarked := [i.nodeid for i in items if RAY_FIXTURES & set(i.fixturenames) and not i.get_closest_marker("ray")]:
+        raise pytest.UsageError(
+            "not marked ray but using a fixture that starts Ray (RAY_FIXTURES): " + "; ".join(unmarked)
+        )
     assign_units(items)
 
 
@@ -189,7 +193,7 @@ def smoke_sweep(tmp_path_factory):
     from sweep_helpers import run_script
 
     run_dir = tmp_path_factory.mktemp("smoke")
-    with ray_lock():  # a session fixture is set up before the test's own (autouse) lock
+    with ray_lock():  # a session fixture is set up before the test's own (autouse) lock: RAY_FIXTURES
         proc = run_script("sweeps/paper_grid.py", "--smoke", "--run-dir", str(run_dir), "--name", "smoke", timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return run_dir, proc

@@ -20,6 +20,7 @@ from types import SimpleNamespace
 
 import pytest
 from conftest import (
+    RAY_GROUP,
     RAY_LOCK,
     RAY_TMPDIR,
     SLOW_FIXTURES,
@@ -136,26 +137,31 @@ def _defs(**scopes: str) -> SimpleNamespace:
     return SimpleNamespace(name2fixturedefs={name: [SimpleNamespace(scope=scope)] for name, scope in scopes.items()})
 
 
-def test_units_ray_first_each_test_alone_unless_it_shares_a_module_fixture_or_the_smoke_sweep():
+def test_units_the_ray_tests_together_others_alone_and_a_module_fixtures_users_in_their_module():
     items = [
         _item("tests/test_a.py::test_plain", ["tmp_path"], slow=False),
         _item("tests/test_b.py::test_sweep", [], slow=True, ray=True),
         _item("tests/test_a.py::test_training", ["dp_runs"], slow=True),
         _item("tests/test_c.py::test_smoke", ["smoke_sweep"], slow=True, ray=True),
+        _item("tests/test_d.py::test_installed_grid", ["venv"], slow=True, ray=True),
         _item("tests/test_a.py::test_other", ["dp_runs"], slow=True),
     ]
     items[0]._fixtureinfo = _defs(tmp_path="function", small_cfg="session")
-    items[2]._fixtureinfo = items[4]._fixtureinfo = _defs(dp_runs="module", small_cfg="session")
+    items[2]._fixtureinfo = items[5]._fixtureinfo = _defs(dp_runs="module", small_cfg="session")
+    items[4]._fixtureinfo = _defs(venv="module")
     pytest_collection_modifyitems(items)
     order = [(item.nodeid, [m.args[0] for m in item.added]) for item in items]
     assert order == [
-        ("tests/test_b.py::test_sweep", []),  # a unit of its own
-        ("tests/test_c.py::test_smoke", ["fixture:smoke_sweep"]),  # with the other smoke-sweep tests
-        ("tests/test_a.py::test_training", ["tests/test_a.py"]),  # its module's fixture: one unit per module
+        ("tests/test_b.py::test_sweep", [RAY_GROUP]),  # the Ray tests: one unit, one worker, one at a time
+        ("tests/test_c.py::test_smoke", [RAY_GROUP]),
+        ("tests/test_d.py::test_installed_grid", ["tests/test_d.py"]),  # its module's fixture: its module's unit
+        ("tests/test_a.py::test_training", ["tests/test_a.py"]),
         ("tests/test_a.py::test_other", ["tests/test_a.py"]),
-        ("tests/test_a.py::test_plain", []),  # fast: last
+        ("tests/test_a.py::test_plain", []),  # fast: a unit of its own, last
     ]
     assert {m.name for item in items for m in item.added} == {"xdist_group"}
+    with pytest.raises(pytest.UsageError, match=r"starts Ray \(RAY_FIXTURES\): tests/test_c\.py::test_smoke$"):
+        pytest_collection_modifyitems([_item("tests/test_c.py::test_smoke", ["smoke_sweep"], slow=True)])
 
 
 def test_collection_stops_on_a_ray_test_not_marked_slow():
