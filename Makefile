@@ -25,11 +25,11 @@ $(STAMP): requirements.txt pyproject.toml
 	@touch $(STAMP)
 
 # Everything: lint, then every test (the slow ones start Ray, MLflow servers, Chromium), on TEST_WORKERS
-# pytest-xdist workers: the tests marked ray run one at a time on one of them (a group that starts first),
-# every other module as a unit on any worker (tests/conftest.py). TEST_WORKERS=0 runs them all in one process.
+# pytest-xdist workers: the tests marked ray run one at a time on one of them, first, the rest spread
+# (tests/xdist_units.py). TEST_WORKERS=0 runs them all in one process.
 TEST_WORKERS ?= 2
 test: lint browser fashion-mnist
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+	$(PY) -m pytest -n $(TEST_WORKERS) --no-loadscope-reorder
 
 # The fast tier (under 2 minutes): every test not marked slow. A test is slow by its own marker
 # (docs/contributing.md): the sweeps, servers, browser, installs and long trainings are.

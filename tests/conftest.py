@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import xdist_units
 
 from psreval_tune.config import CycleConfig
 
@@ -89,45 +90,42 @@ def ray_but_not_slow(items) -> list[str]:
     return [item.nodeid for item in items if item.get_closest_marker("ray") and not item.get_closest_marker("slow")]
 
 
-# The parallel suite (`make test`: pytest -n 2 --dist loadgroup). Two Ray sweeps at once on 2 cores thrash
-# (measured: 24 tests in the first 18 minutes, against 17 minutes for all the Ray tests one after another), so
-# the tests marked ray form one unit of work, RAY_GROUP, run by one worker one at a time, while the other
-# worker takes everything else, test by test. A test that shares a module-scoped fixture (a trained model, a
-# fresh venv) runs in its module's unit instead, Ray or not, so the fixture is built once. RAY_FIXTURES: session
-# fixtures that start Ray; their users must be marked ray (built once, in the Ray group).
+# The parallel suite (`make test`: pytest -n 2): xdist_units.py says which tests run together and why (the
+# Ray tests as one unit on one worker; a module-scoped fixture's module as one unit).
 #
 # Two Rays may still meet (the Ray tests of a module unit run beside the Ray group), and that is safe: each
 # worker's Ray keeps its sessions and address file in its own temp dir (RAY_TMPDIR, read by Ray, inherited by
 # subprocesses), local clusters take free ports, and nothing here runs `ray stop`. The one thing a second Ray
 # breaks is `--address auto` finding no cluster (Ray also scans the process table for any GCS): a test marked
 # ray(alone=True) takes RAY_LOCK exclusively; every other ray test (and a RAY_FIXTURES fixture) holds it shared.
-RAY_GROUP = "ray"
+# RAY_FIXTURES: session fixtures that start Ray; their users must be marked ray (built once, in the Ray group).
 RAY_TMPDIR = Path(tempfile.gettempdir()) / f"ray-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
 os.environ["RAY_TMPDIR"] = str(RAY_TMPDIR)
 RAY_LOCK = Path(tempfile.gettempdir()) / "psreval-tests-ray.lock"
 RAY_FIXTURES = frozenset({"smoke_sweep"})
 
 
-def work_unit(item) -> str | None:
-    """The xdist group ``item`` runs in (None: a unit of its own)."""
-    defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
-    if any(d and d[-1].scope == "module" for d in defs.values()):
-        return item.nodeid.split("::", 1)[0]
-    return RAY_GROUP if item.get_closest_marker("ray") else None
+def pytest_xdist_make_scheduler(config, log):
+    return xdist_units.scheduler(config, log)
+
+
+def misplaced_ray_markers(items) -> list[str]:
+    """Node ids whose ray marker the scheduler, reading the files, does not see (or sees where pytest does not)."""
+    out = []
+    for item in items:
+        unit = xdist_units.unit(item.nodeid)
+        if unit != item.nodeid.split("::", 1)[0] and (unit == xdist_units.RAY_GROUP) != bool(
+            item.get_closest_marker("ray")
+        ):
+            out.append(item.nodeid)
+    return out
 
 
 def tier(item) -> int:
     return 0 if item.get_closest_marker("ray") else 1 if item.get_closest_marker("slow") else 2
 
 
-def assign_units(items) -> None:
-    for item in items:
-        if unit := work_unit(item):
-            item.add_marker(pytest.mark.xdist_group(unit))
-    items.sort(key=tier)  # stable: the longest tiers start first (make test turns xdist's own reordering off)
-
-
-@pytest.hookimpl(tryfirst=True)  # before -m deselects anything, and before xdist reads the groups
+@pytest.hookimpl(tryfirst=True)  # before -m deselects anything: every collected test is checked
 def pytest_collection_modifyitems(items):
     if unmarked := unmarked_slow_fixture_users(items):
         raise pytest.UsageError(
@@ -140,7 +138,12 @@ def pytest_collection_modifyitems(items):
         raise pytest.UsageError(
             "not marked ray but using a fixture that starts Ray (RAY_FIXTURES): " + "; ".join(unmarked)
         )
-    assign_units(items)
+    if misplaced := misplaced_ray_markers(items):
+        raise pytest.UsageError(
+            "a ray marker the parallel scheduler cannot read (put @pytest.mark.ray on the test function or class, "
+            "or in the module's pytestmark; tests/xdist_units.py): " + "; ".join(misplaced)
+        )
+    items.sort(key=tier)  # stable: the Ray tests start first, the fast ones fill the end
 
 
 @contextlib.contextmanager

@@ -20,7 +20,6 @@ from types import SimpleNamespace
 
 import pytest
 from conftest import (
-    RAY_GROUP,
     RAY_LOCK,
     RAY_TMPDIR,
     SLOW_FIXTURES,
@@ -29,6 +28,7 @@ from conftest import (
     unmarked_ray_start,
     unmarked_slow_fixture_users,
 )
+from xdist_units import RAY_GROUP, unit
 
 TESTS = Path(__file__).resolve().parent
 SLOW = "pytest.mark.slow"
@@ -133,35 +133,39 @@ def test_collection_stops_on_a_test_that_uses_a_slow_fixture_unmarked():
     pytest_collection_modifyitems(items[1:])  # marked or not using one: nothing to say
 
 
-def _defs(**scopes: str) -> SimpleNamespace:
-    return SimpleNamespace(name2fixturedefs={name: [SimpleNamespace(scope=scope)] for name, scope in scopes.items()})
+def test_units_the_ray_tests_together_a_module_fixtures_module_whole_and_others_alone():
+    """xdist_units reads the files: the scheduler's units for real node ids of this suite."""
+    assert unit("tests/test_sweeps.py::test_bad_sweep_flags[flags0--1]") == RAY_GROUP  # module pytestmark
+    assert unit(
+        "tests/test_ray_procs.py::test_a_real_local_rays_processes_are_all_ended_after_its_driver_is_killed"
+    ) == (
+        RAY_GROUP  # a decorated test
+    )
+    assert unit("tests/test_ray_procs.py::test_record_lists_this_process_and_its_children") == (
+        "tests/test_ray_procs.py::test_record_lists_this_process_and_its_children"  # the same module's others: alone
+    )
+    assert unit("tests/test_install.py::test_installed_tool_runs_a_cycle_a_grid_and_a_report_from_anywhere") == (
+        "tests/test_install.py"  # its module-scoped venv: the module is one unit, Ray or not
+    )
+    assert (
+        unit("tests/test_tiers.py::test_every_slow_marker_marks_tests")
+        == "tests/test_tiers.py::test_every_slow_marker_marks_tests"
+    )
 
 
-def test_units_the_ray_tests_together_others_alone_and_a_module_fixtures_users_in_their_module():
+def test_the_ray_tests_run_first_and_a_marker_the_scheduler_cannot_read_stops_collection():
     items = [
-        _item("tests/test_a.py::test_plain", ["tmp_path"], slow=False),
-        _item("tests/test_b.py::test_sweep", [], slow=True, ray=True),
-        _item("tests/test_a.py::test_training", ["dp_runs"], slow=True),
-        _item("tests/test_c.py::test_smoke", ["smoke_sweep"], slow=True, ray=True),
-        _item("tests/test_d.py::test_installed_grid", ["venv"], slow=True, ray=True),
-        _item("tests/test_a.py::test_other", ["dp_runs"], slow=True),
+        _item("tests/test_tiers.py::test_plain", [], slow=False),
+        _item("tests/test_sweeps.py::test_bad_sweep_flags[x]", [], slow=True, ray=True),
+        _item("tests/test_tiers.py::test_slow", [], slow=True),
     ]
-    items[0]._fixtureinfo = _defs(tmp_path="function", small_cfg="session")
-    items[2]._fixtureinfo = items[5]._fixtureinfo = _defs(dp_runs="module", small_cfg="session")
-    items[4]._fixtureinfo = _defs(venv="module")
     pytest_collection_modifyitems(items)
-    order = [(item.nodeid, [m.args[0] for m in item.added]) for item in items]
-    assert order == [
-        ("tests/test_b.py::test_sweep", [RAY_GROUP]),  # the Ray tests: one unit, one worker, one at a time
-        ("tests/test_c.py::test_smoke", [RAY_GROUP]),
-        ("tests/test_d.py::test_installed_grid", ["tests/test_d.py"]),  # its module's fixture: its module's unit
-        ("tests/test_a.py::test_training", ["tests/test_a.py"]),
-        ("tests/test_a.py::test_other", ["tests/test_a.py"]),
-        ("tests/test_a.py::test_plain", []),  # fast: a unit of its own, last
-    ]
-    assert {m.name for item in items for m in item.added} == {"xdist_group"}
-    with pytest.raises(pytest.UsageError, match=r"starts Ray \(RAY_FIXTURES\): tests/test_c\.py::test_smoke$"):
-        pytest_collection_modifyitems([_item("tests/test_c.py::test_smoke", ["smoke_sweep"], slow=True)])
+    assert [item.nodeid.rsplit("::", 1)[1] for item in items] == ["test_bad_sweep_flags[x]", "test_slow", "test_plain"]
+    # a ray marker given another way (pytest.param(..., marks=...), a hook): the scheduler would not group it
+    with pytest.raises(pytest.UsageError, match=r"cannot read .*tests/test_tiers\.py::test_param\[1\]$"):
+        pytest_collection_modifyitems([_item("tests/test_tiers.py::test_param[1]", [], slow=True, ray=True)])
+    with pytest.raises(pytest.UsageError, match=r"starts Ray \(RAY_FIXTURES\): tests/test_sweeps\.py::test_s$"):
+        pytest_collection_modifyitems([_item("tests/test_sweeps.py::test_s", ["smoke_sweep"], slow=True)])
 
 
 def test_collection_stops_on_a_ray_test_not_marked_slow():
