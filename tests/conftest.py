@@ -143,7 +143,8 @@ def pytest_collection_modifyitems(items):
             "a ray marker the parallel scheduler cannot read (put @pytest.mark.ray on the test function or class, "
             "or in the module's pytestmark; tests/xdist_units.py): " + "; ".join(misplaced)
         )
-    items.sort(key=tier)  # stable: the Ray tests start first, the fast ones fill the end
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # workers only: one process keeps the files' order
+        items.sort(key=tier)  # stable: the Ray tests start first, the fast ones fill the end
 
 
 @contextlib.contextmanager

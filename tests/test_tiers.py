@@ -18,9 +18,9 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import conftest
 import pytest
 from conftest import (
-    RAY_LOCK,
     RAY_TMPDIR,
     SLOW_FIXTURES,
     pytest_collection_modifyitems,
@@ -153,7 +153,8 @@ def test_units_the_ray_tests_together_a_module_fixtures_module_whole_and_others_
     )
 
 
-def test_the_ray_tests_run_first_and_a_marker_the_scheduler_cannot_read_stops_collection():
+def test_the_ray_tests_run_first_and_a_marker_the_scheduler_cannot_read_stops_collection(monkeypatch):
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw0")  # one process keeps the files' order; a worker sorts
     items = [
         _item("tests/test_tiers.py::test_plain", [], slow=False),
         _item("tests/test_sweeps.py::test_bad_sweep_flags[x]", [], slow=True, ray=True),
@@ -183,9 +184,12 @@ def test_a_ray_session_started_by_a_test_not_marked_ray_fails_it():
     assert os.environ["RAY_TMPDIR"] == str(RAY_TMPDIR)  # this worker's own Ray temp dir, inherited by Ray
 
 
-def test_a_ray_alone_test_waits_for_the_shared_holders():
-    """ray_lock across processes: a shared holder here keeps an exclusive taker out until it lets go."""
-    probe = [sys.executable, "-c", f"import fcntl; f = open({str(RAY_LOCK)!r}, 'a'); fcntl.flock(f, {{}})"]
+def test_a_ray_alone_test_waits_for_the_shared_holders(tmp_path, monkeypatch):
+    """ray_lock across processes: a shared holder here keeps an exclusive taker out until it lets go. On a lock
+    file of its own: the suite's RAY_LOCK may be held by the other worker's Ray test."""
+    lock = tmp_path / "ray.lock"
+    monkeypatch.setattr(conftest, "RAY_LOCK", lock)
+    probe = [sys.executable, "-c", f"import fcntl; f = open({str(lock)!r}, 'a'); fcntl.flock(f, {{}})"]
     with ray_lock():
         shared = subprocess.run([*probe[:2], probe[2].format("fcntl.LOCK_SH | fcntl.LOCK_NB")], timeout=30)
         exclusive = subprocess.run([*probe[:2], probe[2].format("fcntl.LOCK_EX | fcntl.LOCK_NB")], timeout=30)
