@@ -144,7 +144,12 @@ def pytest_collection_modifyitems(items):
             "or in the module's pytestmark; tests/xdist_units.py): " + "; ".join(misplaced)
         )
     if os.environ.get("PYTEST_XDIST_WORKER"):  # workers only: one process keeps the files' order
-        items.sort(key=tier)  # stable: the Ray tests start first, the fast ones fill the end
+        # the Ray tests start first, the fast ones fill the end; a unit keeps its own order (its tier is its
+        # first one's: a module's tests may depend on their order, as test_install's do)
+        first: dict[str, int] = {}
+        for item in items:
+            first.setdefault(xdist_units.unit(item.nodeid), tier(item))
+        items.sort(key=lambda item: first[xdist_units.unit(item.nodeid)])
 
 
 @contextlib.contextmanager

@@ -354,7 +354,9 @@ def test_reproduce_smoke_writes_the_claims_document(tmp_path):
         timeout=580,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert len(tune_results(tmp_path / "runs" / "ray_results" / "repro")) == 4 * 2  # 4 settings x 2 seeds
+    from psreval_tune.sweeps.reproduce import SETTINGS
+
+    assert len(tune_results(tmp_path / "runs" / "ray_results" / "repro")) == len(SETTINGS) * 2  # settings x 2 seeds
     text = doc.read_text()
     assert "python sweeps/reproduce.py --smoke --arch cnn --seeds 0,1" in text
     assert "cannot support conclusions" in text  # 2 seeds, 64 images, 2 rounds: said at the top
