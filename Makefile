@@ -26,8 +26,8 @@ $(STAMP): requirements.txt pyproject.toml
 
 # Everything: lint, then every test (the slow ones start Ray, MLflow servers, Chromium), in one process.
 # TEST_WORKERS=N runs them on N pytest-xdist workers (tests/xdist_units.py: the Ray tests one at a time on one
-# worker, first). Not the default: on this 2-core machine two workers were no faster than one (31 min against
-# 26.5, the CPUs busy 97% against 76%: the contention costs what the idle time gave).
+# worker, first). Not the default: on this 2-core machine two workers were slower than one (34 min against
+# 26.5, the CPUs 92% busy against 76%: the Ray tests ran up to 2.5x slower beside the other worker).
 TEST_WORKERS ?= 0
 test: lint browser fashion-mnist
 	$(PY) -m pytest -n $(TEST_WORKERS) --no-loadscope-reorder
