@@ -85,7 +85,7 @@ def test_a_metric_not_in_the_schema_is_reported_not_grouped_by(tmp_path, caplog)
     assert len(trials) == 3
     assert "mystery_score" in metric_columns(trials) and "mystery_score" not in config_columns(trials)
     assert "mystery_score" not in setting_columns(trials)
-    assert trials.attrs["unknown_metrics"] == ["mystery_score"]
+    assert list(trials.attrs["unknown_metrics"]) == ["mystery_score"]
     assert "mystery_score" in caplog.text
     assert ("metrics not in psreval_tune/schema.py (not grouped by)", "mystery_score") in describe(trials, "test")
     # per-round values and Tune's bookkeeping are neither metrics nor config

@@ -163,6 +163,15 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+class _Names(tuple):
+    """Column names kept in ``frame.attrs``. pandas deep-copies ``attrs`` on every operation that returns a
+    frame or series (``__finalize__``); a list of a few hundred names made that ~40% of a report's time. The
+    names never change, so a copy is the object itself."""
+
+    def __deepcopy__(self, memo: dict) -> _Names:
+        return self
+
+
 def tidy(rows: Iterable[dict[str, Any]], left_out: int = 0, metrics: Iterable[str] | None = None) -> pd.DataFrame:
     """Rows of {meta, config, metrics} -> the tidy frame described in the module docstring. ``metrics``: the
     keys the source recorded as metrics (None: flat rows, told apart by ``psreval_tune.schema``)."""
@@ -170,8 +179,8 @@ def tidy(rows: Iterable[dict[str, Any]], left_out: int = 0, metrics: Iterable[st
     frame = pd.DataFrame(rows)
     if metrics is None:
         metrics = [c for c in frame.columns if _declared_final(c)]
-    frame.attrs["metric_columns"] = sorted(set(metrics) & set(frame.columns))
-    frame.attrs["unknown_metrics"] = schema.unknown(frame.attrs["metric_columns"])
+    frame.attrs["metric_columns"] = _Names(sorted(set(metrics) & set(frame.columns)))
+    frame.attrs["unknown_metrics"] = _Names(schema.unknown(frame.attrs["metric_columns"]))
     if frame.attrs["unknown_metrics"]:
         log.warning(
             "metrics not declared in psreval_tune/schema.py (kept as metrics, never grouped by): %s",

@@ -225,7 +225,9 @@ def save(fig, out_dir: Path | None, stem: str) -> list[Path]:
         return []
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.svg"]
+    # the tight box once for both files: bbox_inches="tight" would lay out and draw the figure an extra time per file
+    bbox = fig.get_tightbbox().padded(plt.rcParams["savefig.pad_inches"])
     for path in paths:
-        fig.savefig(path, bbox_inches="tight", facecolor="white")
+        fig.savefig(path, bbox_inches=bbox, facecolor="white")
     plt.close(fig)
     return paths

@@ -18,7 +18,7 @@ import contextlib
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -111,6 +111,8 @@ def run_sweep(args: argparse.Namespace, spec: SweepSpec):
     """Run (or resume) a sweep; returns (ResultGrid, summary DataFrame, tracking spec)."""
     _check_args(args)  # again: run_sweep may be called with a Namespace not from parser()
     _tune_environment()
+    if getattr(args, "no_report", False):
+        spec = replace(spec, report=None)
     verbose = bool(getattr(args, "verbose", False))
     storage = _storage(args)
     name = _sweep_name(args, spec.kind, storage)

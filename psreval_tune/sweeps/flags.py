@@ -179,6 +179,12 @@ def _add_console_flags(p: argparse.ArgumentParser) -> None:
         help="log MLflow's system metrics (CPU, memory, disk, network; GPU with nvidia-ml-py) on every "
         "trial run, every $MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL s (default 10); needs psutil",
     )
+    p.add_argument(
+        "--no-report",
+        action="store_true",
+        help="skip the report at the sweep's end (figures take seconds per report; a sweep run in segments needs "
+        "it once): write it later with psreval report --sweep NAME",
+    )
 
 
 def add_cost_flags(p: argparse.ArgumentParser) -> None:

@@ -245,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         SweepSpec(kind="reproduce", param_space=space, sweep_params={"smoke": args.smoke, "arch": args.arch}),
     )
     parent = cross_seed(args, tracking)
-    if parent is not None:
+    if parent is not None and not args.no_report:
         write_report(
             report, tracking, parent, Path(args.run_dir).expanduser().resolve() / "reports" / tracking.sweep_name
         )
