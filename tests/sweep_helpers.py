@@ -155,3 +155,16 @@ def one_finished_run_per_trial(tracking_uri: str, trial_ids: set[str], sweep: st
     assert all(n == 1 for n in per_trial.values()), per_trial  # never a duplicate
     assert [t.info.status for t in trials] == ["FINISHED"] * len(trial_ids)
     return parent, trials
+
+
+def smoke_grid_file(path: Path, fixed: dict | None = None, axes: dict | None = None) -> Path:
+    """The shipped smoke grid (psreval_tune/sweeps/files/paper_smoke.yaml) with some fixed fields and axes
+    replaced (an axis keeps its place in the crossing order), written to PATH for `psreval grid PATH`: fewer or
+    shorter trials for a test that needs no more."""
+    import yaml
+
+    doc = yaml.safe_load((ROOT / "psreval_tune" / "sweeps" / "files" / "paper_smoke.yaml").read_text())
+    doc["fixed"].update(fixed or {})
+    doc["axes"].update(axes or {})
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
