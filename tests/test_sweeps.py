@@ -15,6 +15,7 @@ from sweep_helpers import (
     kill_group,
     one_finished_run_per_trial,
     run_script,
+    smoke_grid_file,
     start_mlflow_server,
     start_script,
     sweep_runs,
@@ -28,6 +29,17 @@ from psreval_tune.sweeps import ray_procs
 pytestmark = [pytest.mark.slow, pytest.mark.ray]  # Ray Tune sweeps run as subprocesses
 
 SMOKE_TRIALS = 6  # paper_grid --smoke: epsilon {3.4, 7} x {none, adv_training 0.2, train_time_attack 0.2}
+# A cheaper cut of the smoke grid for tests that need a few private trials, not its 6 or its PGD evaluation:
+# epsilon {3.4, 7} x {none, adv_training 0.2 with FGSM}, each with its non-private twin, evaluated with FGSM.
+SMALL_AXES = {
+    "epsilon": [3.4, 7.0],
+    "setting": [
+        {"threat": "none", "adv_fraction": 0.0, "attack": "PGD"},
+        {"threat": "adv_training", "adv_fraction": 0.2, "attack": "FGSM"},
+    ],
+}
+SMALL_FIXED = {"eval_attacks": ["FGSM"]}
+SMALL_TRIALS = 4
 ARTIFACTS = {"metrics.json", "model_float.pt", "model_int8.pt2", "adv_examples.png"}
 TWIN_ARTIFACTS = {"model_float_nonprivate.pt", "model_int8_nonprivate.pt2"}  # private trials keep their twin
 NOISY_KEYS = ("time_",)  # wall times differ between runs; every other number must not
@@ -98,6 +110,7 @@ def test_search_asha_stops_a_trial_and_shows_pareto(tmp_path):
         str(tmp_path),
         "--name",
         "s",
+        "--no-report",  # the Pareto set is printed by the search itself; the report is checked by the smoke grid
         timeout=580,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -124,6 +137,7 @@ def test_search_asha_stops_a_trial_and_shows_pareto(tmp_path):
     # a stopped trial reached Optuna as pruned, not as a NaN result it refuses
     assert "nan is not acceptable" not in proc.stdout + proc.stderr
     assert all(status[tid] == "KILLED" for tid in stopped)
+    assert not (tmp_path / "reports").exists() and "report: " not in proc.stdout  # --no-report wrote none
 
 
 def _settled_survivors(recorded: list[dict], quiet_s: float = 5.0, most_s: float = 30.0) -> list[dict]:
@@ -141,7 +155,8 @@ def _settled_survivors(recorded: list[dict], quiet_s: float = 5.0, most_s: float
 @pytest.mark.timeout(900)
 def test_driver_killed_then_resume_finishes_every_trial_once(tmp_path):
     log = tmp_path / "first.log"
-    args = ["--smoke", "--run-dir", str(tmp_path), "--name", "killed", "--max-concurrent", "2"]
+    grid = smoke_grid_file(tmp_path / "small.yaml", SMALL_FIXED, SMALL_AXES)  # 4 trials: 2 before the kill, 2 after
+    args = [str(grid), "--run-dir", str(tmp_path), "--name", "killed", "--max-concurrent", "2", "--no-report"]
     # Save Tune's experiment state every second, so the kill loses little.
     first = start_script("sweeps/paper_grid.py", *args, log=log, TUNE_GLOBAL_CHECKPOINT_S="1")
     uri = f"sqlite:///{tmp_path}/mlflow.db"
@@ -150,7 +165,7 @@ def test_driver_killed_then_resume_finishes_every_trial_once(tmp_path):
 
         def mid_sweep():  # Tune's files, not MLflow: the driver may still be creating the store
             done = [t for t, lines in tune_results(exp_dir).items() if lines[-1].get("cycle_complete")]
-            return 1 <= len(done) < SMOKE_TRIALS
+            return 1 <= len(done) < SMALL_TRIALS
 
         wait_for(mid_sweep, timeout=400, interval=2, what="a finished trial in the sweep")
         time.sleep(3)
@@ -162,7 +177,7 @@ def test_driver_killed_then_resume_finishes_every_trial_once(tmp_path):
         finished_before = {
             t.data.tags["psreval.trial_id"]: t.info.end_time for t in before if t.info.status == "FINISHED"
         }
-        assert 1 <= len(finished_before) < SMOKE_TRIALS
+        assert 1 <= len(finished_before) < SMALL_TRIALS
 
         resumed = run_script("sweeps/paper_grid.py", *args, "--resume", timeout=700)
         assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
@@ -174,7 +189,7 @@ def test_driver_killed_then_resume_finishes_every_trial_once(tmp_path):
     finally:
         kill_group(first)  # whatever is left of the first local Ray, should the test fail before the resume
     results = tune_results(tmp_path / "ray_results" / "killed")
-    assert len(results) == SMOKE_TRIALS
+    assert len(results) == SMALL_TRIALS
     assert all(lines[-1].get("cycle_complete") for lines in results.values())
     _, trials = one_finished_run_per_trial(uri, set(results), "killed")
     # Trials that had finished before the kill were not run again.
@@ -240,18 +255,25 @@ def test_sweep_logs_to_mlflow_server_over_http(tmp_path):
     uri = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(uri, server, tmp_path / "mlflow.log", timeout=90)
+        # two private trials at once, each with its twin's artifacts, over HTTP; 2 rounds are enough for that
+        grid = smoke_grid_file(
+            tmp_path / "http.yaml", {**SMALL_FIXED, "rounds": 2}, {**SMALL_AXES, "setting": SMALL_AXES["setting"][:1]}
+        )
         proc = run_script(
-            "tests/drivers/twin_trials.py",
+            "sweeps/paper_grid.py",
+            str(grid),
             "--run-dir",
             str(tmp_path / "runs"),
             "--name",
             "http",
             "--tracking-uri",
             uri,
+            "--no-report",
             timeout=500,
         )
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         results = tune_results(tmp_path / "runs" / "ray_results" / "http")
+        assert len(results) == 2
         _, trials = one_finished_run_per_trial(uri, set(results), "http")
         client = MlflowClient(uri)
         for run in trials:
@@ -334,10 +356,34 @@ def test_search_space_and_schedulers_read_validation_metrics_only(tmp_path):
         assert scheduler._metric in ROUND_METRICS and scheduler._metric in ("acc_val", "train_loss")
 
 
+def test_reproduce_smoke_crosses_every_setting_with_the_seeds(tmp_path, monkeypatch):
+    """What `reproduce --smoke --arch cnn --seeds 0,1` hands the sweep (nothing starts): every setting of
+    SETTINGS, validated, crossed with both seeds. The sweep below runs two of them (a cut design)."""
+    from psreval_tune.sweeps import reproduce
+
+    class Handed(Exception):
+        pass
+
+    def run_sweep(args, spec):
+        raise Handed(spec)
+
+    monkeypatch.setattr(reproduce, "run_sweep", run_sweep)
+    with pytest.raises(Handed) as handed:
+        reproduce.main(["--smoke", "--arch", "cnn", "--seeds", "0,1", "--run-dir", str(tmp_path / "runs")])
+    space = handed.value.args[0].param_space
+    grids = {k: v["grid_search"] for k, v in space.items() if isinstance(v, dict) and "grid_search" in v}
+    assert set(grids) == {"setting", "seed"} and grids["seed"] == [0, 1]
+    assert grids["setting"] == [{**s, "epsilon": 3.4} for s in reproduce.SETTINGS.values()]
+    assert len(grids["setting"]) * len(grids["seed"]) == len(reproduce.SETTINGS) * 2
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.timeout(600)
 def test_reproduce_smoke_writes_the_claims_document(tmp_path):
     doc = tmp_path / "docs" / "reproduction.md"
     doc.parent.mkdir()
+    settings = ["none", "adv_fgsm"]  # a cut design (claims a-f measured, g and h "not measured"); the test above
+    # checks that the full smoke design crosses every setting
     proc = run_script(
         "sweeps/reproduce.py",
         "--smoke",
@@ -345,22 +391,25 @@ def test_reproduce_smoke_writes_the_claims_document(tmp_path):
         "cnn",
         "--seeds",
         "0,1",
+        "--settings",
+        ",".join(settings),
         "--run-dir",
         str(tmp_path / "runs"),
         "--name",
         "repro",
         "--doc",
         str(doc),
+        "--no-report",  # the document and its figure are written all the same; the report is not checked here
         timeout=580,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    from psreval_tune.sweeps.reproduce import SETTINGS
-
-    assert len(tune_results(tmp_path / "runs" / "ray_results" / "repro")) == len(SETTINGS) * 2  # settings x 2 seeds
+    assert len(tune_results(tmp_path / "runs" / "ray_results" / "repro")) == len(settings) * 2  # settings x 2 seeds
+    assert not (tmp_path / "runs" / "reports").exists()  # --no-report: no RUN_DIR/reports/repro
     text = doc.read_text()
-    assert "python sweeps/reproduce.py --smoke --arch cnn --seeds 0,1" in text
+    assert "python sweeps/reproduce.py --smoke --arch cnn --seeds 0,1 --settings none,adv_fgsm" in text
     assert "cannot support conclusions" in text  # 2 seeds, 64 images, 2 rounds: said at the top
     rows = [line for line in text.splitlines() if re.match(r"\| [a-h](-\w+)? \|", line)]
     assert len(rows) >= 8, rows  # one row per claim (a..h), each with a verdict
     assert all(re.search(r"holds|does not hold|inconclusive|not measured|not applicable", r) for r in rows)
+    assert any("not measured" in r for r in rows) and not all("not measured" in r for r in rows)
     assert (doc.parent / "reproduction" / "claims.png").is_file()
