@@ -206,6 +206,7 @@ def test_sweep_records_code_model_datasets_system_metrics_beside_its_store(tmp_p
             "--tracking-uri",
             uri,
             "--system-metrics",
+            "--no-report",  # what is checked here is the trial's and the parent's records, not the report
         ],
         cwd=cwd,
         env=env(MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL="1", MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"),
@@ -215,6 +216,7 @@ def test_sweep_records_code_model_datasets_system_metrics_beside_its_store(tmp_p
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "mlruns" not in os.listdir(cwd), os.listdir(cwd)
+    assert not (tmp_path / "run" / "reports").exists()  # --no-report
 
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("psreval")
