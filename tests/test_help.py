@@ -64,3 +64,14 @@ def test_the_module_form_prints_the_same_usage():
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("usage: psreval run ")
+
+
+def test_only_the_psreval_process_itself_freezes_its_heap_for_exit(capsys, monkeypatch):
+    """console.main(None) is the `psreval` process, which ends next: its objects are frozen so the exit's final
+    collection skips them. A caller passing argv goes on living, and must keep a working garbage collector."""
+    frozen = []
+    monkeypatch.setattr(console.gc, "freeze", lambda: frozen.append(True))
+    monkeypatch.setattr(sys, "argv", ["psreval", "--version"])
+    assert console.main(["--version"]) == 0 and frozen == []
+    assert console.main(None) == 0 and frozen == [True]
+    assert capsys.readouterr().out.count("psreval ") == 2

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import ast
 import re
-import time
 from collections import deque
 from pathlib import Path
 
@@ -152,9 +151,7 @@ def test_the_graph_is_read():
 
 
 def test_no_import_circles():
-    start = time.perf_counter()
     cycles = _cycles(import_graph())
-    assert time.perf_counter() - start < 2
     assert not cycles, "import circles in psreval_tune:\n" + "\n".join(" -> ".join(c) for c in cycles)
 
 

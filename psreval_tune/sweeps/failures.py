@@ -199,6 +199,11 @@ def main_guard(fn: Callable[[Sequence[str] | None], int]) -> Callable[[Sequence[
         except ConfigError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        finally:
+            if argv is None:  # the process is this script (python sweeps/NAME.py): it ends now
+                from ..console import ending_process
+
+                ending_process()
 
     return wrapped
 
