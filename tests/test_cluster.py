@@ -1,7 +1,7 @@
 """Running on a Ray cluster: `cluster.yaml` passes Ray's own cluster-config
-validation (offline, no cloud credentials), and the paper grid runs across a
-real multi-node Ray cluster with token authentication on this machine,
-logging to an MLflow server."""
+validation (offline, no cloud credentials), and a grid (the smoke grid cut to
+one trial per node) runs across a real multi-node Ray cluster with token
+authentication on this machine, logging to an MLflow server."""
 
 from __future__ import annotations
 
@@ -38,7 +38,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.ray]  # a real multi-node Ray cluste
 
 CLUSTER_YAML = ROOT / "cluster.yaml"
 BIN = Path(sys.executable).parent
-SMOKE_TRIALS = 6  # paper_grid --smoke
+SMOKE_FILE = ROOT / "psreval_tune" / "sweeps" / "files" / "paper_smoke.yaml"
+TRIALS = 2  # the smoke grid cut to one trial per node (two_trial_grid)
 MARK = "PSREVAL_TEST_CLUSTER"  # every process the cluster test starts inherits MARK=<its own random value>
 COMMAND_KEYS = (
     "initialization_commands",
@@ -186,17 +187,22 @@ def _wait_logged(proc: subprocess.Popen, log: Path, text: str, what: str, timeou
     wait_for(ready, timeout=timeout, interval=0.5, what=what)
 
 
+def join_env() -> dict[str, str]:
+    """What a process needs to join a new local_cluster: token auth (a fresh token) and a fresh marker."""
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32), MARK: secrets.token_hex(8)}
+
+
 @contextlib.contextmanager
-def local_cluster(logs: Path):
+def local_cluster(logs: Path, joining: dict[str, str] | None = None):
     """A head and a worker node on 127.0.0.1, token authentication on both, one
     CPU and one (declared, fake) GPU each, so that trials asking for 1 CPU and
     half a GPU must spread over both nodes. Non-default ports and temp dirs
     keep it apart from any other Ray on this machine; `ray stop` is never used
-    (it stops every Ray on the machine)."""
+    (it stops every Ray on the machine). ``joining``: its join_env() (default: a new one)."""
     temp = Path(tempfile.mkdtemp(prefix="psr-", dir="/tmp"))  # Ray's socket paths must stay short
-    marker = secrets.token_hex(8)
-    join_env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32), MARK: marker}
-    node_env = env(**join_env)
+    joined = joining or join_env()
+    marker = joined[MARK]
+    node_env = env(**joined)
     node_env.pop("RAY_AUTH_TOKEN_PATH", None)
     port = free_port()
     common = [
@@ -253,7 +259,7 @@ def local_cluster(logs: Path):
         )
         procs.append(worker)
         _wait_logged(worker, logs / "ray-worker.log", "Ray runtime started", "the worker node")  # registered
-        yield LocalCluster(f"127.0.0.1:{port}", join_env, temp_dirs)
+        yield LocalCluster(f"127.0.0.1:{port}", joined, temp_dirs)
     finally:
         _stop(procs, marker)
         shutil.rmtree(temp, ignore_errors=True)
@@ -261,19 +267,35 @@ def local_cluster(logs: Path):
 
 @contextlib.contextmanager
 def mlflow_server(folder: Path, extra_env: dict[str, str]):
+    """An MLflow server starting (seconds of imports) while the caller does other things: (uri, wait until
+    it answers)."""
     port = free_port()
     server = start_mlflow_server(folder, port, **extra_env)
     uri = f"http://127.0.0.1:{port}"
     try:
-        wait_healthy(uri, server, folder / "mlflow.log")
-        yield uri
+        yield uri, lambda: wait_healthy(uri, server, folder / "mlflow.log")
     finally:
         kill_group(server)
 
 
+def two_trial_grid(folder: Path) -> Path:
+    """The shipped smoke grid (paper_smoke.yaml: 2 epsilons x 3 threat settings) cut to its first epsilon and
+    its first and last settings: two DP trials that run at once, one per node (each node has the one CPU a
+    trial asks for). Six trials took three waves of two and the end-of-sweep report, for the same proof."""
+    doc = yaml.safe_load(SMOKE_FILE.read_text())
+    doc["description"] = "the smoke grid, one epsilon and two threat settings: one trial per node"
+    doc["axes"]["epsilon"] = doc["axes"]["epsilon"][:1]
+    doc["axes"]["setting"] = [doc["axes"]["setting"][0], doc["axes"]["setting"][-1]]
+    path = folder / "two_trials.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
 @pytest.mark.timeout(900)
 def test_paper_grid_runs_on_a_multi_node_cluster_with_token_auth(tmp_path):
-    with local_cluster(tmp_path) as cluster, mlflow_server(tmp_path, cluster.env) as uri:
+    joining = join_env()  # the server carries the cluster's marker too: its teardown is checked with the cluster's
+    # The server starts while the nodes start and the refused driver runs (it needs no tracking).
+    with mlflow_server(tmp_path, joining) as (uri, server_up), local_cluster(tmp_path, joining) as cluster:
         marker = cluster.env[MARK]
         # The cluster refuses a driver without its token: one line, exit 2, nothing written.
         refused = run_script(
@@ -291,13 +313,15 @@ def test_paper_grid_runs_on_a_multi_node_cluster_with_token_auth(tmp_path):
             refused.stderr.strip().splitlines()[-1].startswith("error: --address=auto: Ray token authentication failed")
         ), refused.stderr[-2000:]
         assert "Traceback" not in refused.stderr and not (tmp_path / "refused").exists()
+        server_up()
 
         shared = tmp_path / "shared"  # every node sees this folder: Tune's storage_path, as s3:// on a real cluster
         proc = run_script(
             "sweeps/paper_grid.py",
+            str(two_trial_grid(tmp_path)),
             "--address",
             "auto",
-            "--smoke",
+            "--no-report",  # the report is not what this test checks (tests/test_analysis.py does)
             "--gpus-per-trial",
             "0.5",
             "--cpus-per-trial",
@@ -316,7 +340,7 @@ def test_paper_grid_runs_on_a_multi_node_cluster_with_token_auth(tmp_path):
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
         results = tune_results(shared / "cluster")
-        assert len(results) == SMOKE_TRIALS
+        assert len(results) == TRIALS
         assert all(lines[-1].get("cycle_complete") for lines in results.values())
         # Every node has the same IP and hostname here; the raylet that started a
         # trial's process keeps its log file in that node's own temp dir.
@@ -334,7 +358,7 @@ def test_paper_grid_runs_on_a_multi_node_cluster_with_token_auth(tmp_path):
         assert len(parents) == 1 and parents[0].info.status == "FINISHED"
         nested = [t for t in trials if t.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
         assert Counter(t.data.tags["psreval.trial_id"] for t in nested) == Counter(set(results))
-        assert [t.info.status for t in nested] == ["FINISHED"] * SMOKE_TRIALS
-        assert len(list((tmp_path / "art").rglob("model_int8.pt2"))) == SMOKE_TRIALS  # through the server
+        assert [t.info.status for t in nested] == ["FINISHED"] * TRIALS
+        assert len(list((tmp_path / "art").rglob("model_int8.pt2"))) == TRIALS  # through the server
         assert not (tmp_path / "runs" / "mlflow.db").exists()
     assert not _marked(marker), "processes of the test cluster survived its teardown"
