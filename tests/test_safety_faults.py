@@ -180,9 +180,25 @@ class FakeSession:
         return folder
 
 
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory) -> Path:
+    """An MLflow SQLite store with its tables made and nothing in them, made once: each test's store is a copy
+    (making the tables takes about a second on 2 idle cores, ten on busy ones; copying the file, ms)."""
+    folder = tmp_path_factory.mktemp("empty-store")
+    MlflowClient(f"sqlite:///{folder}/mlflow.db").search_experiments()
+    return folder / "mlflow.db"
+
+
+def seed_store(folder: Path, empty_store: Path) -> str:
+    """FOLDER/mlflow.db made a copy of the empty store (as a run dir a sweep ran in before has it); its URI."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(empty_store, folder / "mlflow.db")
+    return f"sqlite:///{folder}/mlflow.db"
+
+
 @pytest.fixture
-def store(tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+def store(tmp_path, empty_store):
+    uri = seed_store(tmp_path, empty_store)
     spec = TrackingSpec(uri, "psreval", "faults", (tmp_path / "mlartifacts").as_uri())
     tracker = Tracker(spec)
     parent = tracker.sweep_run()
@@ -543,9 +559,12 @@ def _fake_fit_returning_errors(self):
 
 
 @pytest.fixture
-def offline_sweep(monkeypatch):
-    """run_sweep with Ray replaced: no cluster is started, Tuner is FakeTuner."""
+def offline_sweep(monkeypatch, tmp_path, empty_store):
+    """run_sweep with Ray replaced: no cluster is started, Tuner is FakeTuner. Its --run-dir, tmp_path, holds
+    a store already (a copy of the empty one)."""
     import ray.tune
+
+    seed_store(tmp_path, empty_store)
 
     from psreval_tune.sweeps import engine as sweep
 
@@ -697,11 +716,12 @@ def tear_newest_checkpoint(trial_dir: Path) -> int:
 @pytest.mark.ray
 @pytest.mark.slow
 @pytest.mark.timeout(420)
-def test_sweep_trial_with_corrupt_latest_checkpoint_resumes_from_the_previous_one(tmp_path):
+def test_sweep_trial_with_corrupt_latest_checkpoint_resumes_from_the_previous_one(tmp_path, empty_store):
     """The trial's worker is killed mid-training and its latest checkpoint corrupted before Tune restarts
     it: the trial resumes from the checkpoint before, finishes, and its run is FINISHED with each round once."""
     rounds = 12
     log = tmp_path / "sweep.log"
+    seed_store(tmp_path / "runs", empty_store)  # the driver's tables made already: seconds less before training
     proc = start_script(
         THIS,
         "--run-dir",
@@ -765,7 +785,7 @@ def test_sweep_trial_with_corrupt_latest_checkpoint_resumes_from_the_previous_on
 @pytest.mark.ray
 @pytest.mark.slow
 @pytest.mark.timeout(420)
-def test_disk_full_on_the_run_folder_ends_runs_failed_with_one_line(tmp_path):
+def test_disk_full_on_the_run_folder_ends_runs_failed_with_one_line(tmp_path, empty_store):
     """--run-dir on a 30 MB tmpfs filled but for 256 KB (the MLflow store elsewhere, so it can still be
     written): exit 2, one error line naming the full disk, no run left RUNNING, each FAILED with the reason."""
     small = tmp_path / "small"
@@ -782,7 +802,7 @@ def test_disk_full_on_the_run_folder_ends_runs_failed_with_one_line(tmp_path):
             while left > 0:
                 fh.write(b"\0" * min(left, 1 << 20))
                 left -= 1 << 20
-        uri = f"sqlite:///{tmp_path}/mlflow.db"
+        uri = seed_store(tmp_path, empty_store)
         proc = run_script(
             THIS,
             "--run-dir",
@@ -814,13 +834,13 @@ def test_disk_full_on_the_run_folder_ends_runs_failed_with_one_line(tmp_path):
 @pytest.mark.slow
 @pytest.mark.ray
 @pytest.mark.timeout(180)
-def test_ctrl_c_right_after_a_trial_started_leaves_no_run_running(tmp_path):
+def test_ctrl_c_right_after_a_trial_started_leaves_no_run_running(tmp_path, empty_store):
     """The reported case, for real: Ctrl-C (SIGINT to the driver) once the trial has opened its MLflow run and
     before it has any result. Tune catches the signal and stops the trial without a callback; fit() returns.
     Before the fix the trial's run stayed RUNNING and the sweep's run ended FINISHED; now both end KILLED
     with tag psreval.interrupted."""
     runs = tmp_path / "runs"
-    uri = f"sqlite:///{runs}/mlflow.db"
+    uri = seed_store(runs, empty_store)
     log = tmp_path / "sweep.log"
     # 200 rounds and no result for 30 s (the default checkpoint period of a FIFO grid): still in its first rounds
     proc = start_script(THIS, "--run-dir", str(runs), "--name", "intr", log=log, PSREVAL_TEST_ROUNDS="200")
