@@ -1,26 +1,29 @@
-"""Bad input through the real CLI, as a user would meet it.
+"""Bad input through the CLI, as a user would meet it.
 
-Every case runs ``python -m psreval_tune run ...`` in a subprocess and must
-end with exit status 2, exactly one ``error: ...`` line on stderr naming the
-bad value, no traceback, and nothing written: neither the --out folder nor
-the temporary sibling it is assembled in, nor the twin cache.
+Every case runs ``psreval run ...`` and must end with exit status 2, exactly
+one ``error: ...`` line on stderr naming the bad value, no traceback, and
+nothing written: neither the --out folder nor the temporary sibling it is
+assembled in, nor the twin cache, nor anything in the working directory.
+
+Speed: a ``psreval`` process costs 1.5-5 s here (argparse, then torch), so
+the cases run psreval_tune.console.main in this process (tests/cli_harness.py:
+exit status, file descriptors 1 and 2, Python's default warning filters, the
+global state put back); test_real_processes_agree runs a few of them as real
+``psreval`` processes and checks that they end the same way.
 """
 
 from __future__ import annotations
 
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pytest
+from cli_harness import Outcome, finish, in_process, start
 from PIL import Image
 
-pytestmark = pytest.mark.slow  # `python -m psreval_tune run` subprocesses
-
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # cycles up to data loading and the accountant, a few real `psreval` processes
 # Tiny settings, so a case that gets as far as training fails (or would
 # finish) within seconds. --quiet: progress lines go to stderr by design
 # (README), and a few values can only be rejected after the "data: ..."
@@ -203,94 +206,82 @@ CASES: list = [
 ]
 
 
-@pytest.mark.timeout(180)
-@pytest.mark.parametrize("flags, expected, build", CASES)
-def test_bad_input_is_one_error_line(tmp_path: Path, flags: list[str], expected: list[str], build: Builder | None):
+def _case(tmp_path: Path, flags: list[str], expected: list[str], build: Builder | None):
+    """The case's data folder built under TMP_PATH/data; its argv (--out and --cache-dir in an empty
+    TMP_PATH/work), expected texts, and the working directory to run it in (empty, TMP_PATH/cwd)."""
     data = tmp_path / "data"
-    data.mkdir()
+    data.mkdir(parents=True)
     root = build(data) if build is not None else ""
     flags = [f.replace("{root}", root) for f in flags]
     expected = [e.replace("{root}", root) for e in expected]
-    work = tmp_path / "work"
+    work, cwd = tmp_path / "work", tmp_path / "cwd"
     work.mkdir()
-    out, cache = work / "out", work / "cache"
+    cwd.mkdir()
+    argv = ["run", *FAST, *flags, "--out", str(work / "out"), "--cache-dir", str(work / "cache")]
+    return argv, expected, work, cwd
 
-    proc = subprocess.run(
-        [sys.executable, "-m", "psreval_tune", "run", *FAST, *flags, "--out", str(out), "--cache-dir", str(cache)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
-    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
-    assert "Traceback" not in proc.stdout + proc.stderr
-    lines = proc.stderr.splitlines()
-    assert len(lines) == 1, proc.stderr[-2000:]
+def _one_error_line(result: Outcome, expected: list[str]) -> str:
+    assert result.code == 2, (result.code, result.err[-2000:])
+    assert "Traceback" not in result.out + result.err
+    lines = result.err.splitlines()
+    assert len(lines) == 1, result.err[-2000:]
     line = lines[0]
     assert line.startswith("error: ") and line[len("error: ") :].strip()
     for text in expected:
         assert text in line, f"{text!r} not in {line!r}"
+    return line
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("flags, expected, build", CASES)
+def test_bad_input_is_one_error_line(
+    tmp_path: Path, monkeypatch, capfd, flags: list[str], expected: list[str], build: Builder | None
+):
+    argv, expected, work, cwd = _case(tmp_path, flags, expected, build)
+    _one_error_line(in_process(argv, monkeypatch, capfd, cwd=cwd), expected)
     # nothing written: no output, no half-written temporary sibling, no twin cache
-    assert not out.exists()
+    assert not (work / "out").exists()
     assert sorted(p.name for p in work.iterdir()) == []
+    assert sorted(p.name for p in cwd.iterdir()) == []
 
 
 @pytest.mark.timeout(60)
-def test_out_is_a_file(tmp_path: Path):
+def test_out_is_a_file(tmp_path: Path, monkeypatch, capfd):
     """--out naming an existing file is refused and the file is left alone."""
     out = tmp_path / "out"
     out.write_text("keep me")
-    proc = subprocess.run(
-        [sys.executable, "-m", "psreval_tune", "run", *FAST, "--out", str(out)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 2
-    assert proc.stderr.splitlines() == [f"error: --out={str(out)!r} exists and is not a folder"]
+    result = in_process(["run", *FAST, "--out", str(out)], monkeypatch, capfd, cwd=tmp_path)
+    assert result.code == 2
+    assert result.err.splitlines() == [f"error: --out={str(out)!r} exists and is not a folder"]
     assert out.read_text() == "keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
-@pytest.mark.timeout(180)
-def test_progress_then_one_error_line(tmp_path: Path):
-    """Without --quiet, a value rejected after data loading follows the progress so far."""
-    out = tmp_path / "out"
+def _progress_argv(out: Path) -> list[str]:
     flags = [f for f in FAST if f != "--quiet"]
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "psreval_tune",
-            "run",
-            *flags,
-            "--batch-size",
-            "5000",
-            "--out",
-            str(out),
-            "--cache-dir",
-            "none",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 2
-    assert "Traceback" not in proc.stdout + proc.stderr
-    lines = proc.stderr.splitlines()
+    return ["run", *flags, "--batch-size", "5000", "--out", str(out), "--cache-dir", "none"]
+
+
+def _progress_then_one_error_line(result: Outcome) -> None:
+    assert result.code == 2
+    assert "Traceback" not in result.out + result.err
+    lines = result.err.splitlines()
     assert lines[0].startswith("data: digits")
     assert [line for line in lines if line.startswith("error:")] == lines[-1:]
     assert "batch_size=5000" in lines[-1]
+
+
+@pytest.mark.timeout(180)
+def test_progress_then_one_error_line(tmp_path: Path, monkeypatch, capfd):
+    """Without --quiet, a value rejected after data loading follows the progress so far."""
+    result = in_process(_progress_argv(tmp_path / "out"), monkeypatch, capfd, cwd=tmp_path)
+    _progress_then_one_error_line(result)
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.timeout(120)
-@pytest.mark.parametrize("download", [[], ["--download"]], ids=["no-download", "download"])
-def test_cifar_payload_never_runs_through_the_cli(tmp_path: Path, download: list[str]):
-    """A batch file whose pickle would write a marker: refused with one line, the marker never appears."""
+def _cifar_payload(tmp_path: Path) -> tuple[Path, Path]:
+    """A CIFAR-10 folder whose test_batch pickle would write TMP_PATH/pwned; (data root, marker)."""
     marker = tmp_path / "pwned"
 
     class Exploit:
@@ -302,29 +293,63 @@ def test_cifar_payload_never_runs_through_the_cli(tmp_path: Path, download: list
     root = _cifar10(tmp_path / "cifar")
     with open(root / "cifar-10-batches-py" / "test_batch", "wb") as fh:
         pickle.dump({"data": Exploit(), "labels": [0]}, fh)
+    return root, marker
+
+
+def _payload_argv(root: Path, download: list[str], out: Path) -> list[str]:
+    return [
+        "run",
+        *FAST,
+        "--dataset",
+        "cifar10",
+        "--data-root",
+        str(root),
+        *download,
+        "--out",
+        str(out),
+        "--cache-dir",
+        "none",
+    ]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("download", [[], ["--download"]], ids=["no-download", "download"])
+def test_cifar_payload_never_runs_through_the_cli(tmp_path: Path, monkeypatch, capfd, download: list[str]):
+    """A batch file whose pickle would write a marker: refused with one line, the marker never appears."""
+    root, marker = _cifar_payload(tmp_path)
     out = tmp_path / "out"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "psreval_tune",
-            "run",
-            *FAST,
-            "--dataset",
-            "cifar10",
-            "--data-root",
-            str(root),
-            *download,
-            "--out",
-            str(out),
-            "--cache-dir",
-            "none",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=100,
-    )
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert proc.stderr.splitlines() == [proc.stderr.strip()] and "system is not allowed" in proc.stderr
+    result = in_process(_payload_argv(root, download, out), monkeypatch, capfd, cwd=tmp_path)
+    assert result.code == 2, result.err[-2000:]
+    assert result.err.splitlines() == [result.err.strip()] and "system is not allowed" in result.err
     assert not marker.exists() and not out.exists()
+
+
+@pytest.mark.timeout(240)
+def test_real_processes_agree(tmp_path: Path, monkeypatch, capfd):
+    """Three of the cases above as real `psreval` processes (the console script, started together): an
+    argparse refusal, a value rejected after data loading with its progress lines, and a CIFAR-10 pickle
+    payload with --download. Each ends as in this process: exit status 2, the same stderr (the one error
+    line; the same progress lines before it), no traceback, nothing written, no marker."""
+    unknown = next(c for c in CASES if c.id == "unknown-flag")
+    argv, expected, work, cwd = _case(tmp_path / "unknown", *unknown.values)
+    (tmp_path / "progress").mkdir()
+    progress = _progress_argv(tmp_path / "progress" / "out")
+    root, marker = _cifar_payload(tmp_path / "payload")
+    payload = _payload_argv(root, ["--download"], tmp_path / "payload" / "out")
+    runs = [(argv, cwd), (progress, tmp_path / "progress"), (payload, tmp_path / "payload")]
+
+    here = [in_process(a, monkeypatch, capfd, cwd=c) for a, c in runs]
+    procs = [start(a, c) for a, c in runs]
+    there = [finish(p) for p in procs]
+
+    for (a, _), mine, theirs in zip(runs, here, there):
+        assert theirs.code == mine.code == 2, (a, theirs.err[-2000:])
+        assert "Traceback" not in theirs.out + theirs.err
+        assert theirs.err == mine.err, a
+        assert theirs.out == mine.out, a
+    _one_error_line(there[0], expected)
+    _progress_then_one_error_line(there[1])
+    assert "system is not allowed" in there[2].err and len(there[2].err.splitlines()) == 1
+    assert sorted(p.name for p in work.iterdir()) == [] and sorted(p.name for p in cwd.iterdir()) == []
+    assert sorted(p.name for p in (tmp_path / "progress").iterdir()) == []
+    assert not marker.exists() and not (tmp_path / "payload" / "out").exists()

@@ -8,14 +8,13 @@ pneumoniamnist_64.npz above), so the loader's real code path is under test.
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from cli_harness import in_process
 from conftest import FAST_TRAINING
 
 from psreval_tune.config import ConfigError, CycleConfig
@@ -277,32 +276,16 @@ def test_short_cycle_on_tiny_medmnist(tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_refuses_a_pickle_carrying_npz_in_one_line(tmp_path):
+def test_cli_refuses_a_pickle_carrying_npz_in_one_line(tmp_path, monkeypatch, capfd):
+    """`psreval run` in this process (tests/cli_harness.py; test_cli_errors.py checks that a real `psreval`
+    process ends the same way on a CIFAR-10 pickle payload)."""
     marker = tmp_path / "pwned"
     write(tmp_path / "data", **_with(val_images=_object_array(marker)))
     out = tmp_path / "out"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "psreval_tune",
-            "run",
-            "--dataset",
-            "medmnist",
-            "--data-root",
-            str(tmp_path / "data"),
-            "--out",
-            str(out),
-            "--cache-dir",
-            "none",
-            "--quiet",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
+    argv = ["run", "--dataset", "medmnist", "--data-root", str(tmp_path / "data"), "--out", str(out)]
+    result = in_process([*argv, "--cache-dir", "none", "--quiet"], monkeypatch, capfd, cwd=REPO)
+    assert result.code == 2, result.err
+    assert "Traceback" not in result.out + result.err
+    lines = result.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: MedMNIST file ") and "val_images is object" in lines[0]
     assert not marker.exists() and not out.exists()

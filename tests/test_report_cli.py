@@ -4,6 +4,7 @@ trial as wide as a real one (hundreds of metric columns) raises no pandas Perfor
 
 from __future__ import annotations
 
+import shutil
 import warnings
 
 import pandas as pd
@@ -47,6 +48,7 @@ def elsewhere_cwd(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("how", ["--run-dir", "--tracking-uri", "$PSREVAL_RUN_DIR"])
 def test_report_goes_beside_the_store_it_reads(run_dir, elsewhere_cwd, monkeypatch, capsys, how):
+    shutil.rmtree(run_dir / "reports", ignore_errors=True)  # the module's store: no report from another way
     argv = ["report", "--sweep", "mini"]
     if how == "--run-dir":
         argv += ["--run-dir", str(run_dir)]

@@ -859,10 +859,10 @@ def _warm_imports() -> None:
 
 
 def main_server() -> None:
+    sys.path.insert(0, str(ROOT))
+    _warm_imports()  # before the cases are read: the test builds their fixtures meanwhile
     spec = json.loads(sys.stdin.read())
     os.environ.update(spec["env"])
-    sys.path.insert(0, str(ROOT))
-    _warm_imports()
     results = serve(spec["cases"], Path(spec["out"]), spec["parallel"])
     print(json.dumps(results))
 
@@ -937,19 +937,28 @@ def outcomes(tmp_path_factory, request):
     home.mkdir()
     out = tmp / "out"
     out.mkdir()
-    cases, expected = _prepare(tmp / "cases", _selected(request.session))
     env = _clean_env(home)
-    proc = subprocess.run(
+    # The server imports torch, Ray and MLflow (one core, seconds) while this process builds the fixtures.
+    proc = subprocess.Popen(
         [sys.executable, str(Path(__file__).resolve()), "--serve"],
         cwd=ROOT,
         env=env,
-        input=json.dumps({"cases": cases, "out": str(out), "parallel": 2, "env": {}}),
-        capture_output=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=900,
     )
-    assert proc.returncode == 0, proc.stderr[-5000:]
-    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    try:
+        cases, expected = _prepare(tmp / "cases", _selected(request.session))
+        stdout, stderr = proc.communicate(
+            json.dumps({"cases": cases, "out": str(out), "parallel": 2, "env": {}}), timeout=900
+        )
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, stderr[-5000:]
+    results = json.loads(stdout.strip().splitlines()[-1])
     slowest = sorted(results.items(), key=lambda kv: -kv[1]["seconds"])[:8]
     print("\nslowest cases (seconds after imports): " + ", ".join(f"{k} {v['seconds']:.1f}" for k, v in slowest))
     print(
@@ -1028,7 +1037,7 @@ def test_real_subprocesses_agree(outcomes, tmp_path):
     """One case per entry point as a plain `python ...` process (no fork server), two at a time: the same
     exit status and line. Each uses < 30 s of CPU (wall time on 2 shared cores is also printed; it is
     mostly the sweep scripts' top-level torch/Ray imports)."""
-    cases, _ = _prepare(tmp_path / "cases")
+    cases, _ = _prepare(tmp_path / "cases", set(REAL))  # only their fixtures (the whole table's take seconds)
     by_id = {c["id"]: c for c in cases}
     env = _clean_env(tmp_path)
     todo = list(REAL)

@@ -1,20 +1,21 @@
 """--out and --cache-dir: nothing the program did not create is ever deleted, and every
 location problem is one line before any training.
 
-Subprocess tests run ``python -m psreval_tune run`` without --quiet: a refusal before
-training shows as a stderr that is exactly the one error line (no "data: ..." progress).
+The CLI tests run ``psreval run`` without --quiet: a refusal before training shows as a
+stderr that is exactly the one error line (no "data: ..." progress). They run
+psreval_tune.console.main in this process (tests/cli_harness.py: a ``psreval`` process
+costs ~1.5 s to refuse); test_real_process_agrees runs one of them as a real process.
 """
 
 from __future__ import annotations
 
 import os
 import stat
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from cli_harness import finish, in_process, start
 
 from psreval_tune import artifacts
 from psreval_tune.artifacts import ARTIFACTS, OutputError, check_out_dir, check_writable_dir, write_outputs
@@ -38,24 +39,23 @@ FAST = [
 ]
 
 
-def _run(*flags: str, cwd: Path = REPO, env: dict | None = None, timeout: float = 120):
-    start = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "psreval_tune", "run", *flags],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
-    )
-    return proc, time.monotonic() - start
+@pytest.fixture
+def run(monkeypatch, capfd):
+    """`psreval run FLAGS` in CWD (default: the repository) with ENV added: (outcome, seconds)."""
+
+    def call(*flags: str, cwd: Path = REPO, env: dict | None = None):
+        begin = time.monotonic()
+        result = in_process(["run", *flags], monkeypatch, capfd, cwd=cwd, env=env)
+        return result, time.monotonic() - begin
+
+    return call
 
 
-def _one_line(proc, *texts: str) -> str:
-    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
-    assert "Traceback" not in proc.stdout + proc.stderr
-    lines = proc.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]
+def _one_line(result, *texts: str) -> str:
+    assert result.code == 2, (result.code, result.err[-2000:])
+    assert "Traceback" not in result.out + result.err
+    lines = result.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.err[-2000:]
     for text in texts:
         assert text in lines[0], (text, lines[0])
     return lines[0]
@@ -66,15 +66,15 @@ def _tree(folder: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.timeout(60)
-def test_non_empty_out_is_refused_before_training(tmp_path):
+def test_non_empty_out_is_refused_before_training(tmp_path, run):
     out = tmp_path / "results"
     (out / "notes").mkdir(parents=True)
     (out / "thesis.tex").write_text("years of work")
     (out / "notes" / "a.txt").write_text("keep")
     (out / "metrics.json").write_text("{}")  # even a file of ours is not replaced without --overwrite
     before = _tree(out)
-    proc, seconds = _run(*FAST, "--out", str(out), "--cache-dir", "none")
-    _one_line(proc, repr(str(out)), "non-empty folder", "--overwrite")
+    result, seconds = run(*FAST, "--out", str(out), "--cache-dir", "none")
+    _one_line(result, repr(str(out)), "non-empty folder", "--overwrite")
     assert _tree(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]  # no temporary sibling either
     assert seconds < 30
@@ -91,13 +91,13 @@ def test_non_empty_out_is_refused_before_training(tmp_path):
         ("/usr", "a system folder"),
     ],
 )
-def test_dangerous_out_is_refused_even_with_overwrite(tmp_path, target, why):
+def test_dangerous_out_is_refused_even_with_overwrite(tmp_path, run, target, why):
     home = tmp_path / "home"
     work = home / "src" / "project"
     work.mkdir(parents=True)
     (work / "keep.txt").write_text("mine")
-    proc, _ = _run(*FAST, "--out", target, "--overwrite", "--cache-dir", "none", cwd=work, env={"HOME": str(home)})
-    _one_line(proc, repr(target), why)
+    result, _ = run(*FAST, "--out", target, "--overwrite", "--cache-dir", "none", cwd=work, env={"HOME": str(home)})
+    _one_line(result, repr(target), why)
     assert sorted(p.name for p in work.iterdir()) == ["keep.txt"]
     assert sorted(p.name for p in work.parent.iterdir()) == ["project"]
     assert sorted(p.name for p in home.iterdir()) == ["src"]
@@ -105,25 +105,42 @@ def test_dangerous_out_is_refused_even_with_overwrite(tmp_path, target, why):
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("flag", ["--out", "--cache-dir"])
-def test_location_under_a_file_is_refused_before_training(tmp_path, flag):
+def test_location_under_a_file_is_refused_before_training(tmp_path, run, flag):
     """Old code trained first, then tracebacked creating the folder (cache: after the DP and twin runs)."""
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     bad = str(blocker / "sub")
     other = ["--cache-dir", str(tmp_path / "cache")] if flag == "--out" else ["--out", str(tmp_path / "out")]
-    proc, seconds = _run(*FAST, "--epsilon", "7", flag, bad, *other)
-    _one_line(proc, f"{flag}={bad!r}", "is not a folder")
+    result, seconds = run(*FAST, "--epsilon", "7", flag, bad, *other)
+    _one_line(result, f"{flag}={bad!r}", "is not a folder")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
     assert seconds < 30
 
 
 @pytest.mark.timeout(60)
-def test_cache_dir_that_is_a_file_is_refused(tmp_path):
+def test_cache_dir_that_is_a_file_is_refused(tmp_path, run):
     cache = tmp_path / "cache"
     cache.write_text("x")
-    proc, _ = _run(*FAST, "--epsilon", "7", "--cache-dir", str(cache), "--out", str(tmp_path / "out"))
-    _one_line(proc, f"--cache-dir={str(cache)!r}", "not a folder")
+    result, _ = run(*FAST, "--epsilon", "7", "--cache-dir", str(cache), "--out", str(tmp_path / "out"))
+    _one_line(result, f"--cache-dir={str(cache)!r}", "not a folder")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]
+
+
+@pytest.mark.timeout(60)
+def test_real_process_agrees(tmp_path, run):
+    """`psreval run --out ~ --overwrite` as a real process (the console script) in a project folder of a
+    HOME of its own: the exit status and the one line it gives in this process, nothing touched."""
+    home = tmp_path / "home"
+    work = home / "src" / "project"
+    work.mkdir(parents=True)
+    (work / "keep.txt").write_text("mine")
+    flags = [*FAST, "--out", "~", "--overwrite", "--cache-dir", "none"]
+    here, _ = run(*flags, cwd=work, env={"HOME": str(home)})
+    there = finish(start(["run", *flags], work, {"HOME": str(home)}))
+    line = _one_line(there, "'~'", "your home folder")
+    assert (there.code, there.err, there.out) == (here.code, here.err, here.out) == (2, line + "\n", "")
+    assert sorted(p.name for p in work.iterdir()) == ["keep.txt"]
+    assert sorted(p.name for p in home.iterdir()) == ["src"]
 
 
 def test_unwritable_locations_are_refused(tmp_path, monkeypatch):
