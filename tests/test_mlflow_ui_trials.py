@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 from sweep_helpers import ROOT, env, free_port, kill_group, wait_for
-from test_mlflow_ui import _assert_png, _render, chromium  # noqa: F401 - chromium: the fixture
+from test_mlflow_ui import NO_JOBS, _assert_png, _render, chromium  # noqa: F401 - chromium: the fixture
 
 from psreval_tune import ui
 from psreval_tune.tracking import (
@@ -226,7 +226,7 @@ def test_printed_url_opens_on_the_trials(chromium, tmp_path, empty_store):  # no
             [sys.executable, "-m", "psreval_tune.ui", "--tracking-uri", tracker.spec.tracking_uri]
             + ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
             cwd=tmp_path,
-            env=env(),
+            env=env(**NO_JOBS),  # no MLflow job runner (test_mlflow_ui.NO_JOBS)
             stdout=fh,
             stderr=subprocess.STDOUT,
             start_new_session=True,
