@@ -29,6 +29,7 @@ from .cli_parser import Parser
 from .config import ConfigError
 
 DEFAULT_EXPERIMENT = "psreval"
+NO_JOB_RUNNER = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"  # a user's own setting of it wins
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -222,7 +223,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         str(args.port),
         *(["--workers", str(args.workers)] if args.workers is not None else []),
     ]
-    os.execv(sys.executable, cmd)  # the UI is the process from here on: Ctrl-C stops it directly
+    # MLflow's server also starts a GenAI job runner (a second process that loads all of MLflow) unless told not
+    # to; the runs table needs none, and without it the UI answers in about half the time on 2 busy cores
+    env = {**os.environ, NO_JOB_RUNNER: os.environ.get(NO_JOB_RUNNER, "false")}
+    os.execve(sys.executable, cmd, env)  # the UI is the process from here on: Ctrl-C stops it directly
     return 0  # not reached
 
 

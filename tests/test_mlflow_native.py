@@ -91,7 +91,7 @@ def test_sqlite_store_keeps_artifacts_beside_the_database(tmp_path, monkeypatch,
 
     # `psreval ui` prints the runs table of the latest sweep's runs before it starts the UI
     started = []
-    monkeypatch.setattr(os, "execv", lambda *a: started.append(a))
+    monkeypatch.setattr(os, "execve", lambda *a: started.append(a))
     assert ui.main(["--tracking-uri", spec.tracking_uri, "--port", "5123"]) == 0
     assert started and "--backend-store-uri" in started[0][1]
     view = f"viewStateShareKey={tracking.sweep_view_key('s')}"

@@ -143,9 +143,13 @@ def test_psreval_ui_sweep_flag(tmp_path, monkeypatch, capsys, empty_store):
     tracker, _, _ = _track_sweep(tmp_path, empty_store)
     uri, exp = tracker.spec.tracking_uri, tracker.experiment_id
     started = []
-    monkeypatch.setattr(os, "execv", lambda *a: started.append(a))
+    monkeypatch.setattr(os, "execve", lambda *a: started.append(a))
+    monkeypatch.delenv(ui.NO_JOB_RUNNER, raising=False)
     assert ui.main(["--tracking-uri", uri, "--port", "5123", "--workers", "1"]) == 0
     assert started[0][1][-2:] == ["--workers", "1"]
+    assert started[0][2][ui.NO_JOB_RUNNER] == "false"  # no GenAI job runner beside the UI
+    monkeypatch.setenv(ui.NO_JOB_RUNNER, "true")  # unless the user asks for it
+    assert ui.main(["--tracking-uri", uri, "--port", "5123"]) == 0 and started[1][2][ui.NO_JOB_RUNNER] == "true"
     key = sweep_view_key(SWEEP)
     url = f"http://127.0.0.1:5123/#/experiments/{exp}/runs?viewStateShareKey={key}&workflowType=machine_learning"
     assert f"MLflow UI: {url}  (Ctrl-C to stop)" in capsys.readouterr().out
@@ -226,7 +230,7 @@ def test_printed_url_opens_on_the_trials(chromium, tmp_path, empty_store):  # no
             [sys.executable, "-m", "psreval_tune.ui", "--tracking-uri", tracker.spec.tracking_uri]
             + ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
             cwd=tmp_path,
-            env=env(**NO_JOBS),  # no MLflow job runner (test_mlflow_ui.NO_JOBS)
+            env=env(),  # psreval ui turns MLflow's job runner off itself
             stdout=fh,
             stderr=subprocess.STDOUT,
             start_new_session=True,
