@@ -27,9 +27,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from mlflow import MlflowClient
 from sweep_helpers import ROOT, env, free_port, kill_group, wait_for
-from test_mlflow_ui import NO_JOBS, _assert_png, _render, chromium  # noqa: F401 - chromium: the fixture
+from test_mlflow_ui import _assert_png, _render, chromium  # noqa: F401 - chromium: the fixture
 
 from psreval_tune import ui
 from psreval_tune.tracking import (
@@ -60,15 +59,6 @@ TRIALS = {
 COLUMNS = ("acc_clean_float", "acc_wb_pgd_worst", "epsilon_spent", "size_reduction_pct")
 WINDOW = (2400, 1000)  # wide: ag-grid renders only the columns in view
 SCREENSHOT = ROOT / "test-artifacts" / "mlflow_ui_trials.png"
-
-
-@pytest.fixture(scope="session")
-def empty_store(tmp_path_factory) -> Path:
-    """An MLflow SQLite store with its tables made and nothing in them, made once for the module's tests: each
-    test tracks into a copy of its own (making the tables takes a second on 2 idle cores; copying, ms)."""
-    folder = tmp_path_factory.mktemp("empty-store")
-    MlflowClient(f"sqlite:///{folder}/mlflow.db").search_experiments()
-    return folder / "mlflow.db"
 
 
 def _track_sweep(folder: Path, empty_store: Path) -> tuple[Tracker, str, dict[str, str]]:

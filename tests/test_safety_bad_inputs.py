@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from cli_harness import ENV_DROP
 
 pytestmark = pytest.mark.slow  # 170 bad-input cases through every entry point (fork server and real subprocesses)
 
@@ -871,16 +872,7 @@ def main_server() -> None:
 
 
 def _clean_env(home: Path) -> dict[str, str]:
-    drop = (
-        "MLFLOW_TRACKING_URI",
-        "PSREVAL_RAY_ADDRESS",
-        "PSREVAL_STORAGE",
-        "PSREVAL_RUN_DIR",
-        "PSREVAL_DATA_ROOT",
-        "RAY_ADDRESS",
-        "PSREVAL_NODE_IP",
-    )
-    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env = {k: v for k, v in os.environ.items() if k not in ENV_DROP}
     env.update(HOME=str(home), PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT))
     return env
 

@@ -180,15 +180,6 @@ class FakeSession:
         return folder
 
 
-@pytest.fixture(scope="session")
-def empty_store(tmp_path_factory) -> Path:
-    """An MLflow SQLite store with its tables made and nothing in them, made once: each test's store is a copy
-    (making the tables takes about a second on 2 idle cores, ten on busy ones; copying the file, ms)."""
-    folder = tmp_path_factory.mktemp("empty-store")
-    MlflowClient(f"sqlite:///{folder}/mlflow.db").search_experiments()
-    return folder / "mlflow.db"
-
-
 def seed_store(folder: Path, empty_store: Path) -> str:
     """FOLDER/mlflow.db made a copy of the empty store (as a run dir a sweep ran in before has it); its URI."""
     folder.mkdir(parents=True, exist_ok=True)
