@@ -255,25 +255,18 @@ def test_sweep_logs_to_mlflow_server_over_http(tmp_path):
     uri = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(uri, server, tmp_path / "mlflow.log", timeout=90)
-        # two private trials at once, each with its twin's artifacts, over HTTP; 2 rounds are enough for that
-        grid = smoke_grid_file(
-            tmp_path / "http.yaml", {**SMALL_FIXED, "rounds": 2}, {**SMALL_AXES, "setting": SMALL_AXES["setting"][:1]}
-        )
         proc = run_script(
-            "sweeps/paper_grid.py",
-            str(grid),
+            "tests/drivers/twin_trials.py",
             "--run-dir",
             str(tmp_path / "runs"),
             "--name",
             "http",
             "--tracking-uri",
             uri,
-            "--no-report",
             timeout=500,
         )
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         results = tune_results(tmp_path / "runs" / "ray_results" / "http")
-        assert len(results) == 2
         _, trials = one_finished_run_per_trial(uri, set(results), "http")
         client = MlflowClient(uri)
         for run in trials:
