@@ -15,6 +15,8 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
+from psreval_tune.ui import NO_JOB_RUNNER
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -79,7 +81,8 @@ def free_port() -> int:
 def start_mlflow_server(folder: Path, port: int, **extra_env: str) -> subprocess.Popen:
     """`mlflow server` on 127.0.0.1:PORT over FOLDER/mlflow.db (artifacts in FOLDER/art), one worker (a 2-core
     machine), in its own process group so kill_group stops its workers too; output appended to FOLDER/mlflow.log,
-    so a server restarted on the same store keeps one log."""
+    so a server restarted on the same store keeps one log. Without MLflow's GenAI job runner (a second process
+    loading all of MLflow; no test runs jobs), as `psreval ui` starts it."""
     with open(folder / "mlflow.log", "a") as log:
         return subprocess.Popen(
             [
@@ -97,7 +100,7 @@ def start_mlflow_server(folder: Path, port: int, **extra_env: str) -> subprocess
                 "1",
             ],
             cwd=folder,
-            env=env(**extra_env),
+            env=env(**{NO_JOB_RUNNER: "false", **extra_env}),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

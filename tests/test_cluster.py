@@ -42,7 +42,6 @@ SMOKE_FILE = ROOT / "psreval_tune" / "sweeps" / "files" / "paper_smoke.yaml"
 TRIALS = 2  # the smoke grid cut to one trial per node (two_trial_grid)
 # MLflow's server also starts its GenAI job runner (huey: another process importing all of MLflow) unless told
 # not to; nothing here runs jobs, and on 2 busy cores it made the server answer in ~30 s instead of ~15.
-NO_JOBS = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 MARK = "PSREVAL_TEST_CLUSTER"  # every process the cluster test starts inherits MARK=<its own random value>
 COMMAND_KEYS = (
     "initialization_commands",
@@ -273,7 +272,7 @@ def mlflow_server(folder: Path, extra_env: dict[str, str]):
     """An MLflow server starting (seconds of imports) while the caller does other things: (uri, wait until
     it answers)."""
     port = free_port()
-    server = start_mlflow_server(folder, port, **extra_env, **NO_JOBS)
+    server = start_mlflow_server(folder, port, **extra_env)
     uri = f"http://127.0.0.1:{port}"
     try:
         yield uri, lambda: wait_healthy(uri, server, folder / "mlflow.log")

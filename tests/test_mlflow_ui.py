@@ -36,7 +36,7 @@ from mlflow import MlflowClient
 from sweep_helpers import ROOT, env, free_port, kill_group, sweep_runs, wait_for
 
 from psreval_tune.tracking import KEY_METRICS, sweep_view_key
-from psreval_tune.ui import experiment_runs_url
+from psreval_tune.ui import NO_JOB_RUNNER, experiment_runs_url
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]  # the smoke sweep, an MLflow server and headless Chromium
 
@@ -50,7 +50,6 @@ WINDOW = (1600, 1000)
 SMOKE_TRIALS = 6
 # MLflow's server also starts its GenAI job runner (huey: another process importing all of MLflow) unless told
 # not to; nothing here runs jobs, and on 2 busy cores it made the server answer in ~30 s instead of ~15.
-NO_JOBS = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
 def _apt(args: list[str], deadline: float) -> subprocess.CompletedProcess:
@@ -130,7 +129,7 @@ def mlflow_ui(smoke_sweep, tmp_path):
                 "1",
             ],
             cwd=run_dir,
-            env=env(**NO_JOBS),
+            env=env(**{NO_JOB_RUNNER: "false"}),
             stdout=fh,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -41,7 +41,6 @@ DOWN_S = 3  # the server is restarted this long after the kill; it answers again
 ROUND_KEYS = ("round", "train_loss", "acc_val")  # logged at steps 1..ROUNDS
 # MLflow's server also starts its GenAI job runner (huey: another process importing all of MLflow) unless told
 # not to; nothing here runs jobs, and on 2 busy cores it made the server answer in ~30 s instead of ~15.
-NO_JOBS = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
 @pytest.mark.timeout(600)  # about 150 s on 2 lightly loaded cores; much more when they are crowded
@@ -49,7 +48,7 @@ def test_tracking_server_killed_and_restarted_mid_sweep(tmp_path):
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     log = tmp_path / "mlflow.log"
-    server = start_mlflow_server(tmp_path, port, **NO_JOBS)
+    server = start_mlflow_server(tmp_path, port)
     sweep = None
     try:
         wait_healthy(uri, server, log)
@@ -93,7 +92,7 @@ def test_tracking_server_killed_and_restarted_mid_sweep(tmp_path):
         killed_at, killed_ms = time.monotonic(), time.time() * 1000
         time.sleep(DOWN_S)
         assert sweep.poll() is None, (tmp_path / "sweep.log").read_text()[-3000:]  # it waits; it has not failed
-        server = start_mlflow_server(tmp_path, port, **NO_JOBS)
+        server = start_mlflow_server(tmp_path, port)
         wait_healthy(uri, server, log)
         outage = time.monotonic() - killed_at
         code = sweep.wait(timeout=300)

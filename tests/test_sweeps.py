@@ -252,7 +252,7 @@ def test_killed_dp_worker_resumes_with_same_epsilon_and_metrics(tmp_path):
 def test_sweep_logs_to_mlflow_server_over_http(tmp_path):
     port = free_port()
     # without MLflow's GenAI job runner (a second process importing all of MLflow; no job runs here)
-    server = start_mlflow_server(tmp_path, port, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    server = start_mlflow_server(tmp_path, port)
     uri = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(uri, server, tmp_path / "mlflow.log", timeout=90)
