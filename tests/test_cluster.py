@@ -40,8 +40,6 @@ CLUSTER_YAML = ROOT / "cluster.yaml"
 BIN = Path(sys.executable).parent
 SMOKE_FILE = ROOT / "psreval_tune" / "sweeps" / "files" / "paper_smoke.yaml"
 TRIALS = 2  # the smoke grid cut to one trial per node (two_trial_grid)
-# MLflow's server also starts its GenAI job runner (huey: another process importing all of MLflow) unless told
-# not to; nothing here runs jobs, and on 2 busy cores it made the server answer in ~30 s instead of ~15.
 MARK = "PSREVAL_TEST_CLUSTER"  # every process the cluster test starts inherits MARK=<its own random value>
 COMMAND_KEYS = (
     "initialization_commands",

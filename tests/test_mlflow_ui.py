@@ -48,8 +48,6 @@ SWEEP_SHOT = ARTIFACTS / "mlflow_ui_sweep.png"
 WIDE = (2400, 1000)  # ag-grid renders only the columns in view
 WINDOW = (1600, 1000)
 SMOKE_TRIALS = 6
-# MLflow's server also starts its GenAI job runner (huey: another process importing all of MLflow) unless told
-# not to; nothing here runs jobs, and on 2 busy cores it made the server answer in ~30 s instead of ~15.
 
 
 def _apt(args: list[str], deadline: float) -> subprocess.CompletedProcess:
@@ -129,7 +127,7 @@ def mlflow_ui(smoke_sweep, tmp_path):
                 "1",
             ],
             cwd=run_dir,
-            env=env(**{NO_JOB_RUNNER: "false"}),
+            env=env(**{NO_JOB_RUNNER: "false"}),  # no GenAI job runner, as psreval ui starts it
             stdout=fh,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -39,8 +39,6 @@ TRIALS = 2  # one wave: both train at once (--max-concurrent 2), so both are in 
 ROUNDS = 6
 DOWN_S = 3  # the server is restarted this long after the kill; it answers again 10-30 s later (2 busy cores)
 ROUND_KEYS = ("round", "train_loss", "acc_val")  # logged at steps 1..ROUNDS
-# MLflow's server also starts its GenAI job runner (huey: another process importing all of MLflow) unless told
-# not to; nothing here runs jobs, and on 2 busy cores it made the server answer in ~30 s instead of ~15.
 
 
 @pytest.mark.timeout(600)  # about 150 s on 2 lightly loaded cores; much more when they are crowded
