@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import subprocess
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -207,14 +209,23 @@ def empty_store(tmp_path_factory) -> Path:
     return folder / "mlflow.db"
 
 
+class SmokeSweep(NamedTuple):
+    run_dir: Path
+    proc: subprocess.CompletedProcess
+    sockets: set  # (process, proto, ip, port): what its processes listened on while it ran (proc_sockets)
+    left: list  # names of its processes alive after it ended
+
+
 @pytest.fixture(scope="session")
-def smoke_sweep(tmp_path_factory):
-    """`sweeps/paper_grid.py --smoke` run once as a user runs it: (run dir, CompletedProcess).
+def smoke_sweep(tmp_path_factory) -> SmokeSweep:
+    """`sweeps/paper_grid.py --smoke` run once as a user runs it, watched while it runs (sweep_helpers.run_watched).
     The default local MLflow store is RUN_DIR/mlflow.db; the sweep is named "smoke"."""
-    from sweep_helpers import run_script
+    from sweep_helpers import run_watched
 
     run_dir = tmp_path_factory.mktemp("smoke")
+    logs = tmp_path_factory.mktemp("smoke-logs")
     with ray_lock():  # a session fixture is set up before the test's own (autouse) lock: RAY_FIXTURES
-        proc = run_script("sweeps/paper_grid.py", "--smoke", "--run-dir", str(run_dir), "--name", "smoke", timeout=600)
+        args = ("--smoke", "--run-dir", str(run_dir), "--name", "smoke")
+        proc, sockets, left = run_watched("sweeps/paper_grid.py", *args, folder=logs, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return run_dir, proc
+    return SmokeSweep(run_dir, proc, sockets, left)

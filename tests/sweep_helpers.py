@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -52,6 +53,31 @@ def start_script(script: str, *args: str, log: Path, **extra_env: str) -> subpro
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+
+
+def run_watched(script: str, *args: str, folder: Path, timeout: float) -> tuple[subprocess.CompletedProcess, set, list]:
+    """``run_script`` in a session of its own, watched while it runs: (CompletedProcess, every listening socket a
+    process of the session held, sampled twice a second (proc_sockets.session_sockets), the session's processes
+    still alive once it ended and its process group was killed). Output goes through FOLDER/stdout|stderr.log."""
+    import proc_sockets
+
+    out, err = folder / "stdout.log", folder / "stderr.log"
+    with open(out, "w") as fo, open(err, "w") as fe:
+        cmd = [sys.executable, str(ROOT / script), *args]
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env(), stdout=fo, stderr=fe, start_new_session=True)
+    seen: set = set()
+    try:
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None and time.monotonic() < deadline:
+            if proc_sockets.AVAILABLE:
+                seen |= proc_sockets.session_sockets(proc.pid)
+            time.sleep(0.5)
+        proc.wait(timeout=30)
+    finally:
+        kill_group(proc)
+    left = proc_sockets.session_processes(proc.pid) if proc_sockets.AVAILABLE else []
+    done = subprocess.CompletedProcess(cmd, proc.returncode, out.read_text(), err.read_text())
+    return done, seen, left
 
 
 def kill_group(proc: subprocess.Popen) -> None:
@@ -120,6 +146,14 @@ def wait_healthy(uri: str, server: subprocess.Popen, log: Path, timeout: float =
             return False
 
     wait_for(healthy, timeout, interval=0.5, what=f"{uri}/health")
+
+
+def seed_store(folder: Path, empty_store: Path) -> str:
+    """FOLDER/mlflow.db made a copy of the session's empty store (conftest.empty_store), as a run dir a sweep ran
+    in before has it: a test that is not about making a store skips the seconds its tables take; its URI."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(empty_store, folder / "mlflow.db")
+    return f"sqlite:///{folder}/mlflow.db"
 
 
 def sweep_runs(tracking_uri: str, experiment: str = "psreval") -> tuple[list, list]:

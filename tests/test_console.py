@@ -368,7 +368,7 @@ NOISE = (
 def test_smoke_grid_prints_a_short_console_with_every_trials_phase(smoke_sweep):
     from sweep_helpers import tune_results
 
-    run_dir, proc = smoke_sweep
+    run_dir, proc = smoke_sweep.run_dir, smoke_sweep.proc
     lines = proc.stdout.splitlines() + proc.stderr.splitlines()
     console = "\n".join(lines)
     assert len(lines) <= 60, console

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from sweep_helpers import ROOT, env, sweep_runs
+from sweep_helpers import ROOT, env, seed_store, sweep_runs
 
 from psreval_tune import tracking, ui
 from psreval_tune.tracking import (
@@ -176,14 +176,14 @@ def test_system_metrics_flag_without_psutil_is_one_line(tmp_path, monkeypatch, c
 @pytest.mark.ray
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_sweep_records_code_model_datasets_system_metrics_beside_its_store(tmp_path):
+def test_sweep_records_code_model_datasets_system_metrics_beside_its_store(tmp_path, empty_store):
     """One tiny sweep run as a user runs it, from an empty working directory, into
     --tracking-uri sqlite:///<tmp>/store/mlflow.db with --system-metrics."""
     from mlflow import MlflowClient
 
     cwd, store = tmp_path / "cwd", tmp_path / "store"
-    cwd.mkdir(), store.mkdir()
-    uri = f"sqlite:///{store}/mlflow.db"
+    cwd.mkdir()
+    uri = seed_store(store, empty_store)  # its tables made already (the experiment and its runs are the sweep's)
     proc = subprocess.run(
         [
             sys.executable,

@@ -106,7 +106,7 @@ def _healthy(url: str, server: subprocess.Popen, log: Path):
 @pytest.fixture
 def mlflow_ui(smoke_sweep, tmp_path):
     """`make ui` over the smoke sweep's store, on a free loopback port: (base url, store uri, log)."""
-    run_dir, _ = smoke_sweep
+    run_dir = smoke_sweep.run_dir
     store = f"sqlite:///{run_dir}/mlflow.db"
     port = free_port()
     log = tmp_path / "mlflow-ui.log"
@@ -291,7 +291,7 @@ def test_mlflow_ui_lists_the_sweep_runs(chromium, mlflow_ui, smoke_sweep, tmp_pa
 
     # 3. The address the sweep printed last (`results: URL after ...`, for the default port 5000), on this
     # server: the sweep's view, every run of the sweep a row, flat, with the key metrics as columns.
-    _, proc = smoke_sweep
+    proc = smoke_sweep.proc
     printed = re.findall(r"^results: (\S+) after ", proc.stdout, re.M)
     assert printed, f"the sweep printed no results line:\n{proc.stdout[-3000:]}"
     view_url = printed[-1].replace("http://127.0.0.1:5000", url, 1)

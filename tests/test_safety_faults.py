@@ -24,7 +24,15 @@ from mlflow import MlflowClient
 from ray import tune
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sweep_helpers import kill_group, run_script, start_script, sweep_runs, tune_results, wait_for  # noqa: E402
+from sweep_helpers import (  # noqa: E402
+    kill_group,
+    run_script,
+    seed_store,
+    start_script,
+    sweep_runs,
+    tune_results,
+    wait_for,
+)
 
 from psreval_tune import trainable  # noqa: E402
 from psreval_tune.sweeps.failures import close_interrupted, end_interrupted  # noqa: E402
@@ -178,13 +186,6 @@ class FakeSession:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "metrics.json").write_text("{}")
         return folder
-
-
-def seed_store(folder: Path, empty_store: Path) -> str:
-    """FOLDER/mlflow.db made a copy of the empty store (as a run dir a sweep ran in before has it); its URI."""
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(empty_store, folder / "mlflow.db")
-    return f"sqlite:///{folder}/mlflow.db"
 
 
 @pytest.fixture

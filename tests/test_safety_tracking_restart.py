@@ -25,6 +25,7 @@ from sweep_helpers import (
     free_port,
     kill_group,
     one_finished_run_per_trial,
+    seed_store,
     start_mlflow_server,
     start_script,
     sweep_runs,
@@ -42,8 +43,9 @@ ROUND_KEYS = ("round", "train_loss", "acc_val")  # logged at steps 1..ROUNDS
 
 
 @pytest.mark.timeout(600)  # about 150 s on 2 lightly loaded cores; much more when they are crowded
-def test_tracking_server_killed_and_restarted_mid_sweep(tmp_path):
+def test_tracking_server_killed_and_restarted_mid_sweep(tmp_path, empty_store):
     port = free_port()
+    seed_store(tmp_path, empty_store)  # the server's store, its tables made already
     uri = f"http://127.0.0.1:{port}"
     log = tmp_path / "mlflow.log"
     server = start_mlflow_server(tmp_path, port)

@@ -574,7 +574,7 @@ def test_smoke_sweep_logs_its_resolved_file(smoke_sweep, tmp_path):
     from mlflow import MlflowClient
     from sweep_helpers import sweep_runs
 
-    run_dir, _ = smoke_sweep
+    run_dir = smoke_sweep.run_dir
     uri = f"sqlite:///{run_dir}/mlflow.db"
     parent = next(p for p in sweep_runs(uri)[0] if p.data.tags["psreval.sweep"] == "smoke")
     client = MlflowClient(uri)

@@ -15,6 +15,7 @@ from sweep_helpers import (
     kill_group,
     one_finished_run_per_trial,
     run_script,
+    seed_store,
     smoke_grid_file,
     start_mlflow_server,
     start_script,
@@ -47,7 +48,7 @@ NOISY_KEYS = ("time_",)  # wall times differ between runs; every other number mu
 
 @pytest.mark.timeout(700)
 def test_paper_grid_smoke_logs_every_trial_once(smoke_sweep):
-    run_dir, proc = smoke_sweep
+    run_dir, proc = smoke_sweep.run_dir, smoke_sweep.proc
     results = tune_results(run_dir / "ray_results" / "smoke")
     assert len(results) == SMOKE_TRIALS
     parent, trials = one_finished_run_per_trial(f"sqlite:///{run_dir}/mlflow.db", set(results), "smoke")
@@ -86,7 +87,8 @@ def test_paper_grid_smoke_logs_every_trial_once(smoke_sweep):
 
 
 @pytest.mark.timeout(600)
-def test_search_asha_stops_a_trial_and_shows_pareto(tmp_path):
+def test_search_asha_stops_a_trial_and_shows_pareto(tmp_path, empty_store):
+    seed_store(tmp_path, empty_store)  # the store is not what this test checks: its tables made already
     # Half the learning rates cannot train; ASHA (on per-round training loss,
     # which has no ties between diverged trials) must stop some after round 1.
     proc = run_script(
@@ -153,17 +155,17 @@ def _settled_survivors(recorded: list[dict], quiet_s: float = 5.0, most_s: float
 
 
 @pytest.mark.timeout(900)
-def test_driver_killed_then_resume_finishes_every_trial_once(tmp_path):
+def test_driver_killed_then_resume_finishes_every_trial_once(tmp_path, empty_store):
     log = tmp_path / "first.log"
+    uri = seed_store(tmp_path, empty_store)  # the store is not what this test checks: its tables made already
     grid = smoke_grid_file(tmp_path / "small.yaml", SMALL_FIXED, SMALL_AXES)  # 4 trials: 2 before the kill, 2 after
     args = [str(grid), "--run-dir", str(tmp_path), "--name", "killed", "--max-concurrent", "2", "--no-report"]
     # Save Tune's experiment state every second, so the kill loses little.
     first = start_script("sweeps/paper_grid.py", *args, log=log, TUNE_GLOBAL_CHECKPOINT_S="1")
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
     try:
         exp_dir = tmp_path / "ray_results" / "killed"
 
-        def mid_sweep():  # Tune's files, not MLflow: the driver may still be creating the store
+        def mid_sweep():  # Tune's files, not MLflow's (which the driver is writing)
             done = [t for t, lines in tune_results(exp_dir).items() if lines[-1].get("cycle_complete")]
             return 1 <= len(done) < SMALL_TRIALS
 
@@ -199,8 +201,9 @@ def test_driver_killed_then_resume_finishes_every_trial_once(tmp_path):
 
 
 @pytest.mark.timeout(600)
-def test_killed_dp_worker_resumes_with_same_epsilon_and_metrics(tmp_path):
+def test_killed_dp_worker_resumes_with_same_epsilon_and_metrics(tmp_path, empty_store):
     log = tmp_path / "twins.log"
+    seed_store(tmp_path, empty_store)  # the store is not what this test checks: its tables made already
     driver = start_script(
         "tests/drivers/twin_trials.py",
         "--run-dir",
@@ -249,8 +252,9 @@ def test_killed_dp_worker_resumes_with_same_epsilon_and_metrics(tmp_path):
 
 
 @pytest.mark.timeout(600)
-def test_sweep_logs_to_mlflow_server_over_http(tmp_path):
+def test_sweep_logs_to_mlflow_server_over_http(tmp_path, empty_store):
     port = free_port()
+    seed_store(tmp_path, empty_store)  # the server's store, its tables made already
     # without MLflow's GenAI job runner (a second process importing all of MLflow; no job runs here)
     server = start_mlflow_server(tmp_path, port)
     uri = f"http://127.0.0.1:{port}"
@@ -265,6 +269,7 @@ def test_sweep_logs_to_mlflow_server_over_http(tmp_path):
             "--tracking-uri",
             uri,
             timeout=500,
+            TWIN_TRIALS_ROUNDS="2",  # what is checked is where the records go, not the kill test's six rounds
         )
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         results = tune_results(tmp_path / "runs" / "ray_results" / "http")
@@ -373,7 +378,8 @@ def test_reproduce_smoke_crosses_every_setting_with_the_seeds(tmp_path, monkeypa
 
 
 @pytest.mark.timeout(600)
-def test_reproduce_smoke_writes_the_claims_document(tmp_path):
+def test_reproduce_smoke_writes_the_claims_document(tmp_path, empty_store):
+    seed_store(tmp_path / "runs", empty_store)  # the store is not what this test checks: its tables made already
     doc = tmp_path / "docs" / "reproduction.md"
     doc.parent.mkdir()
     settings = ["none", "adv_fgsm"]  # a cut design (claims a-f measured, g and h "not measured"); the test above

@@ -257,12 +257,12 @@ def _worker_logs(cluster) -> str:
 @pytest.mark.ray
 @pytest.mark.slow
 @pytest.mark.timeout(420)
-def test_three_concurrent_trials_on_two_nodes_train_their_shared_twin_once(tmp_path):
+def test_three_concurrent_trials_on_two_nodes_train_their_shared_twin_once(tmp_path, empty_store):
     """The sweep's three trials reach the twin at different moments; a lease the test holds (as a trial
     training the twin would) keeps each of them waiting until all three are, then is released: the three
     then need the twin at the same time, on two nodes, and race for it through the cache in the storage."""
     import yaml
-    from sweep_helpers import kill_group, start_script, tune_results, wait_for
+    from sweep_helpers import kill_group, seed_store, start_script, tune_results, wait_for
     from test_cluster import MARK, _marked, local_cluster
 
     grid = tmp_path / "shared_twin.yaml"
@@ -282,6 +282,7 @@ def test_three_concurrent_trials_on_two_nodes_train_their_shared_twin_once(tmp_p
             if stop.wait(2.0):
                 return
 
+    seed_store(tmp_path / "runs", empty_store)  # the store is not what this test checks: its tables made already
     holder = threading.Thread(target=hold, daemon=True)
     holder.start()
     start = time.monotonic()

@@ -2,8 +2,10 @@
 
 The worker-kill test SIGKILLs one trial's process mid-training; the other is
 its uninterrupted reference, run under the same Ray worker settings.
+TWIN_TRIALS_ROUNDS sets the rounds (default 6: the kill comes after round 3).
 """
 
+import os
 import sys
 
 from ray import tune
@@ -22,7 +24,7 @@ SPACE = {
     "eval_samples": 64,
     "attack_repeats": 1,
     **recipes.SMOKE,
-    "rounds": 6,
+    "rounds": int(os.environ.get("TWIN_TRIALS_ROUNDS", "6")),
     # a dict value is merged into the config: two trials, identical settings
     "replica": tune.grid_search([{"seed": 0}, {"seed": 0}]),
 }
