@@ -246,3 +246,16 @@ def test_baseline_names_are_compared_through_their_declaration():
     assert not found, found
     assert literal.search('if cfg.threat == "none":') and literal.search("trials['threat'] != 'fedavg'")
     assert literal.search('if args.arch != "resnet9":') and literal.search("frame['arch'] == 'cnn'")
+    # the paper's architectures are named once, in baselines.py (PAPER_ARCHS; their entries register under it)
+    from psreval_tune.baselines import PAPER_ARCHS
+    from psreval_tune.models import ARCHS
+
+    spelled = [
+        f"{path.relative_to(ROOT.parent)}:{node.lineno}"
+        for path in ROOT.rglob("*.py")
+        if path.name != "baselines.py"
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Constant) and node.value in PAPER_ARCHS
+    ]
+    assert not spelled, spelled
+    assert all(name in ARCHS for name in PAPER_ARCHS)

@@ -10,8 +10,7 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from ..baselines import NO_THREAT
-from .claims import PAPER_ARCHS
+from ..baselines import NO_THREAT, PAPER_ARCHS
 from .html import render_html
 from .load import AnalysisError, load_mlflow, metric_columns
 from .reports import REPORTS, Report, attack_names, present_attacks

@@ -44,14 +44,13 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from ..baselines import NO_THREAT
+from ..baselines import NO_THREAT, PAPER_ARCHS
 from .frames import PRIVACY_ONLY, col, dedupe_trials, image_count, model_rows, setting_columns
 from .metrics import ATTACKED_IMAGES, CLEAN_IMAGES, GENERATORS, TARGETS, clean_eval
 from .stats import fmt_ci, holm, mean_ci, summarize, t_test, tost
 
 HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive at this scale"
 NOT_APPLICABLE = "not applicable"  # the paper's statement is about other architectures: no test, no verdict
-PAPER_ARCHS = ("resnet9", "resnet18")  # the architectures the paper measured
 # claim d: a gain the paper would call an improvement exceeds its own ±1 point of "not significantly altered"
 # (claim b's margin); without it, a CI of [-0.3, +0.3] that rules out the paper's +5 points reads "inconclusive"
 QUANTIZATION_GAIN = 1.0

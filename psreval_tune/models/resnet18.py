@@ -1,11 +1,13 @@
 """CIFAR-style ResNet-18 (He et al., 2016; 3x3 stem, no stem pooling) with GroupNorm: four stages of two
-basic blocks, 64-128-256-512 channels, global average pooling."""
+basic blocks, 64-128-256-512 channels, global average pooling. Registered under baselines.PAPER_ARCH_DEEP: the
+paper's other architecture."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from ..baselines import PAPER_ARCH_DEEP
 from . import ARCHS
 from ._layers import conv_gn_relu, group_norm
 
@@ -31,7 +33,7 @@ class BasicBlock(nn.Module):
         return self.relu(self.body(x) + self.shortcut(x))
 
 
-@ARCHS.register("resnet18", order=2, dp_compatible=True, s_per_pass=1 / 53.1, dp_factor=1.53)
+@ARCHS.register(PAPER_ARCH_DEEP, order=2, dp_compatible=True, s_per_pass=1 / 53.1, dp_factor=1.53)
 def resnet18(in_channels: int) -> tuple[nn.Module, nn.Module, int]:
     """CIFAR-style ResNet-18 (3x3 stem, no stem pooling) with GroupNorm."""
     layers: list[nn.Module] = [conv_gn_relu(in_channels, 64)]
