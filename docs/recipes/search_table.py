@@ -1,5 +1,6 @@
-"""The per-trial CSV of a recipe search, from its Tune folder: each trial's searched fields, validation accuracy
-per round, whether it completed, and (completed trials only, read after the selection) its test accuracy.
+"""The per-trial CSV of a recipe search or check grid, from its Tune folder: each trial's searched or set fields
+(a field left to the recipe is empty), validation accuracy per round, whether it completed, and (completed trials
+only, read after the selection) its test accuracy.
 
     .venv/bin/python docs/recipes/search_table.py runs/recipes/ray_results/recipe-fmnist-cnn-dp \
         docs/recipes/fashion_mnist_cnn_dp.csv
@@ -10,14 +11,17 @@ import json
 import sys
 from pathlib import Path
 
-FIELDS = ("lr", "momentum", "batch_size", "max_grad_norm")
+FIELDS = ("epsilon", "rounds", "local_epochs", "lr", "momentum", "batch_size", "max_grad_norm")
 
 
 def trial_row(result: Path) -> dict | None:
     lines = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
     if not lines:
         return None
-    last, config = lines[-1], lines[-1]["config"]
+    last, config = lines[-1], dict(lines[-1]["config"])
+    for value in list(config.values()):
+        if isinstance(value, dict):  # a pseudo-axis (privacy, setting): its fields are the trial's
+            config.update(value)
     vals = list({r["round"]: r["acc_val"] for r in lines if "acc_val" in r and r.get("round")}.values())
     done = len(vals) == config.get("rounds")
     return {
