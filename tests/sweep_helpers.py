@@ -42,29 +42,28 @@ def run_script(script: str, *args: str, timeout: float, **extra_env: str) -> sub
     )
 
 
-def start_script(script: str, *args: str, log: Path, **extra_env: str) -> subprocess.Popen:
-    """Start in its own process group, so the test can kill the whole local Ray it starts."""
+def start_script(script: str, *args: str, log: Path, err: Path | None = None, **extra_env: str) -> subprocess.Popen:
+    """Start in its own process group, so the test can kill the whole local Ray it starts. Output to LOG (stderr
+    too, unless ERR names a file of its own)."""
     fh = open(log, "w")
     return subprocess.Popen(
         [sys.executable, str(ROOT / script), *args],
         cwd=ROOT,
         env=env(**extra_env),
         stdout=fh,
-        stderr=subprocess.STDOUT,
+        stderr=open(err, "w") if err else subprocess.STDOUT,
         start_new_session=True,
     )
 
 
 def run_watched(script: str, *args: str, folder: Path, timeout: float) -> tuple[subprocess.CompletedProcess, set, list]:
-    """``run_script`` in a session of its own, watched while it runs: (CompletedProcess, every listening socket a
+    """``start_script`` with its own stderr file, watched while it runs: (CompletedProcess, every listening socket a
     process of the session held, sampled twice a second (proc_sockets.session_sockets), the session's processes
     still alive once it ended and its process group was killed). Output goes through FOLDER/stdout|stderr.log."""
     import proc_sockets
 
     out, err = folder / "stdout.log", folder / "stderr.log"
-    with open(out, "w") as fo, open(err, "w") as fe:
-        cmd = [sys.executable, str(ROOT / script), *args]
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env(), stdout=fo, stderr=fe, start_new_session=True)
+    proc = start_script(script, *args, log=out, err=err)
     seen: set = set()
     try:
         deadline = time.monotonic() + timeout
@@ -76,7 +75,7 @@ def run_watched(script: str, *args: str, folder: Path, timeout: float) -> tuple[
     finally:
         kill_group(proc)
     left = proc_sockets.session_processes(proc.pid) if proc_sockets.AVAILABLE else []
-    done = subprocess.CompletedProcess(cmd, proc.returncode, out.read_text(), err.read_text())
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, out.read_text(), err.read_text())
     return done, seen, left
 
 
